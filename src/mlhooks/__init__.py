@@ -1,0 +1,109 @@
+"""mlhooks: experiment tracking for Python machine learning, in one line.
+
+    import mlhooks
+    mlhooks.autolog()   # every fit of every installed framework is tracked
+
+This module is the public API and nothing else.
+"""
+
+from __future__ import annotations
+
+from .autologging import autolog
+from .backends.base import Backend, BackendError
+from .backends.local import LocalStore
+from .config import AutologConfig
+from .datasets import fingerprint
+from .errors import MlhooksWarning
+from .fitting import FitHandler, FitSession
+from .hookspecs import hookimpl
+from .integration import Integration
+from .logging_api import (
+    flush,
+    log_artifact,
+    log_artifacts,
+    log_dataset,
+    log_metric,
+    log_metrics,
+    log_model,
+    log_param,
+    log_params,
+    set_tag,
+    set_tags,
+)
+from .patching import Call, CallHandler
+from .plugins import host as _host
+from .runs import ActiveRun, active_run, end_run, start_run
+from .selection import backend_named as backend
+from .types import (
+    Capability,
+    DatasetInfo,
+    Fit,
+    Metric,
+    ModelArtifact,
+    RunData,
+    RunInfo,
+    RunStatus,
+)
+
+__version__ = "0.1.0"
+
+
+def register(plugin: object, name: str | None = None) -> str | None:
+    """Register a plugin object or module from user code; returns its name."""
+    _host.load()
+    return _host.register(plugin, name=name)
+
+
+def unregister(plugin: object) -> None:
+    """Remove a plugin registered with :func:`register` (its patches are undone)."""
+    _host.unregister(plugin)
+
+
+def plugins() -> list[str]:
+    """Names of the registered plugins."""
+    _host.load()
+    return _host.plugin_names()
+
+
+__all__ = [
+    "ActiveRun",
+    "AutologConfig",
+    "Backend",
+    "BackendError",
+    "Call",
+    "CallHandler",
+    "Capability",
+    "DatasetInfo",
+    "Fit",
+    "FitHandler",
+    "FitSession",
+    "Integration",
+    "LocalStore",
+    "Metric",
+    "MlhooksWarning",
+    "ModelArtifact",
+    "RunData",
+    "RunInfo",
+    "RunStatus",
+    "active_run",
+    "autolog",
+    "backend",
+    "end_run",
+    "fingerprint",
+    "flush",
+    "hookimpl",
+    "log_artifact",
+    "log_artifacts",
+    "log_dataset",
+    "log_metric",
+    "log_metrics",
+    "log_model",
+    "log_param",
+    "log_params",
+    "plugins",
+    "register",
+    "set_tag",
+    "set_tags",
+    "start_run",
+    "unregister",
+]

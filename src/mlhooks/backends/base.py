@@ -1,0 +1,165 @@
+"""The backend contract: the operations a store receives and the class it implements.
+
+The recorder turns events into *operations* (``StartRun``, ``LogBatch``, ...). The
+background writer batches them and calls one method of the :class:`Backend` per
+operation, on its own thread, never on the training thread. Operations serialise to
+JSON so that the writer can spool them to disk when a backend is down and replay them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..types import ALL_CAPABILITIES, Capability, DatasetInfo, Metric, ModelArtifact, RunInfo
+
+
+@dataclass
+class StartRun:
+    run: RunInfo
+
+
+@dataclass
+class LogBatch:
+    """Metrics, params and tags for one run, in the order they were reported."""
+
+    run_id: str
+    metrics: list[Metric] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.metrics) + len(self.params) + len(self.tags)
+
+
+@dataclass
+class LogArtifact:
+    run_id: str
+    local_path: str
+    """A staged snapshot of the user's file or directory, owned by mlhooks."""
+    artifact_path: str | None = None
+
+
+@dataclass
+class LogModel:
+    run_id: str
+    model: ModelArtifact
+
+
+@dataclass
+class LogDataset:
+    run_id: str
+    dataset: DatasetInfo
+
+
+@dataclass
+class EndRun:
+    run_id: str
+    status: str
+    end_time: int
+
+
+Operation = StartRun | LogBatch | LogArtifact | LogModel | LogDataset | EndRun
+
+#: The capability an operation needs; ``None`` means every backend receives it.
+REQUIRED_CAPABILITY: dict[type, Capability | None] = {
+    StartRun: None,
+    EndRun: None,
+    LogBatch: None,
+    LogArtifact: Capability.ARTIFACTS,
+    LogModel: Capability.MODELS,
+    LogDataset: Capability.DATASETS,
+}
+
+
+class BackendError(Exception):
+    """A backend could not store an operation. ``retryable`` says whether trying again
+    later may succeed (a server down) or not (a value the store rejects)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Backend(abc.ABC):
+    """A place where runs are stored.
+
+    Subclasses set ``name`` and ``capabilities`` and implement the ``start_run`` ...
+    ``end_run`` methods. All methods are called from one writer thread per backend, in
+    the order the operations were reported. Raise on failure: the writer retries,
+    then spools the operation to disk and replays it when the backend answers again.
+    """
+
+    name: ClassVar[str] = "backend"
+    capabilities: ClassVar[frozenset[Capability]] = ALL_CAPABILITIES
+    #: Most metrics, params and tags the writer hands over in one ``log_batch`` call.
+    max_batch_size: ClassVar[int] = 1000
+
+    def supports(self, capability: Capability | None) -> bool:
+        return capability is None or capability in self.capabilities
+
+    @abc.abstractmethod
+    def start_run(self, run: RunInfo) -> None:
+        """Create ``run`` (its parent, when it has one, was created before)."""
+
+    @abc.abstractmethod
+    def log_batch(self, batch: LogBatch) -> None:
+        """Store metrics (with their exact steps and timestamps), params and tags."""
+
+    def log_artifact(self, op: LogArtifact) -> None:
+        """Store a staged file or directory."""
+        raise NotImplementedError(f"backend {self.name!r} does not store artifacts")
+
+    def log_model(self, op: LogModel) -> None:
+        """Store a model."""
+        raise NotImplementedError(f"backend {self.name!r} does not store models")
+
+    def log_dataset(self, op: LogDataset) -> None:
+        """Store a dataset fingerprint."""
+        raise NotImplementedError(f"backend {self.name!r} does not store datasets")
+
+    @abc.abstractmethod
+    def end_run(self, op: EndRun) -> None:
+        """Mark the run ended with ``op.status``."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Make everything written so far durable. Called at run end and on ``flush()``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Release resources at interpreter exit."""
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """Whether ``error`` may go away if the operation is tried again later."""
+        if isinstance(error, BackendError):
+            return error.retryable
+        return isinstance(error, (OSError, ConnectionError, TimeoutError))
+
+    def spec(self) -> dict[str, Any]:
+        """Options that rebuild an equivalent backend (``mlhooks sync`` uses them)."""
+        return {}
+
+    def describe(self) -> str:
+        """Where this backend writes, for humans."""
+        return self.name
+
+    def apply(self, op: Operation) -> None:
+        """Call the method that stores ``op``."""
+        if isinstance(op, LogBatch):
+            self.log_batch(op)
+        elif isinstance(op, StartRun):
+            self.start_run(op.run)
+        elif isinstance(op, EndRun):
+            self.end_run(op)
+        elif isinstance(op, LogArtifact):
+            self.log_artifact(op)
+        elif isinstance(op, LogModel):
+            self.log_model(op)
+        elif isinstance(op, LogDataset):
+            self.log_dataset(op)
+        else:  # pragma: no cover - the union above is exhaustive
+            raise TypeError(f"unknown operation {op!r}")
+
+
+BackendFactory = Callable[..., Backend]

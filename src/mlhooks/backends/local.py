@@ -1,0 +1,264 @@
+"""The embedded store: plain files, append-only, zero dependencies.
+
+Layout, one folder per run under the root (``./mlhooks-runs`` unless
+``MLHOOKS_LOCAL_DIR`` or ``root=`` says otherwise)::
+
+    <root>/<run_id>/meta.json       the run (rewritten atomically when it ends)
+                    metrics.tsv     key, step, timestamp, value: one point a line
+                    params.jsonl    one JSON object of params per batch
+                    tags.jsonl      one JSON object of tags per batch (later wins)
+                    datasets.jsonl  one dataset fingerprint a line
+                    artifacts/...   artifact files
+                    models/<name>/  model.pkl or the checkpoint file, and model.json
+
+Every batch is written to the operating system before the writer moves on, so a
+SIGKILLed process loses nothing that was flushed; ``flush`` and run end also fsync. A
+torn last line (the process died mid-write) is ignored when reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+from ..types import (
+    ALL_CAPABILITIES,
+    Capability,
+    DatasetInfo,
+    Metric,
+    ModelArtifact,
+    RunData,
+    RunInfo,
+    RunStatus,
+)
+from .base import Backend, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
+
+DEFAULT_ROOT = "mlhooks-runs"
+
+
+def default_root() -> Path:
+    """Where the local store lives unless told otherwise."""
+    return Path(os.environ.get("MLHOOKS_LOCAL_DIR") or DEFAULT_ROOT)
+
+
+class LocalBackend(Backend):
+    """Writes runs as files under ``root``; read them back with :class:`LocalStore`."""
+
+    name: ClassVar[str] = "local"
+    capabilities: ClassVar[frozenset[Capability]] = ALL_CAPABILITIES
+    max_batch_size: ClassVar[int] = 100_000
+    _max_open_runs = 32
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self._files: OrderedDict[tuple[str, str], IO[str]] = OrderedDict()
+
+    def describe(self) -> str:
+        return f"local store at {self.root.resolve()}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"root": str(self.root.resolve())}
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    # -- writes -------------------------------------------------------------------------
+
+    def start_run(self, run: RunInfo) -> None:
+        directory = self.run_dir(run.run_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        if not (directory / "meta.json").exists():  # a replayed start keeps the first
+            _write_atomic(directory / "meta.json", json.dumps(run.to_dict(), indent=1))
+
+    def log_batch(self, batch: LogBatch) -> None:
+        if batch.metrics:
+            lines = [f"{m.key}\t{m.step}\t{m.timestamp}\t{m.value!r}\n" for m in batch.metrics]
+            self._append(batch.run_id, "metrics.tsv", "".join(lines))
+        if batch.params:
+            self._append(batch.run_id, "params.jsonl", json.dumps(batch.params) + "\n")
+        if batch.tags:
+            self._append(batch.run_id, "tags.jsonl", json.dumps(batch.tags) + "\n")
+
+    def log_dataset(self, op: LogDataset) -> None:
+        self._append(op.run_id, "datasets.jsonl", json.dumps(op.dataset.to_dict()) + "\n")
+
+    def log_artifact(self, op: LogArtifact) -> None:
+        target = self.run_dir(op.run_id) / "artifacts"
+        if op.artifact_path:
+            target = target / op.artifact_path
+        source = Path(op.local_path)
+        target.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target / source.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target / source.name)
+
+    def log_model(self, op: LogModel) -> None:
+        model = op.model
+        directory = self.run_dir(op.run_id) / "models" / model.name
+        directory.mkdir(parents=True, exist_ok=True)
+        if model.payload is not None:
+            (directory / "model.pkl").write_bytes(model.payload)
+            stored = "model.pkl"
+        elif model.path is not None:
+            stored = Path(model.path).name
+            shutil.copy2(model.path, directory / stored)
+        else:
+            raise ValueError(f"model {model.name!r} has neither a payload nor a path")
+        meta = {
+            "name": model.name,
+            "flavor": model.flavor,
+            "format": model.format,
+            "file": stored,
+            "metadata": model.metadata,
+        }
+        _write_atomic(directory / "model.json", json.dumps(meta, default=str, indent=1))
+
+    def end_run(self, op: EndRun) -> None:
+        self._close_run_files(op.run_id, sync=True)
+        meta_path = self.run_dir(op.run_id) / "meta.json"
+        info = RunInfo.from_dict(json.loads(meta_path.read_text()))
+        info.status = RunStatus(op.status)
+        info.end_time = op.end_time
+        _write_atomic(meta_path, json.dumps(info.to_dict(), indent=1))
+
+    def flush(self) -> None:
+        for handle in self._files.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def close(self) -> None:
+        for run_id, _ in list(self._files):
+            self._close_run_files(run_id, sync=True)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _append(self, run_id: str, filename: str, text: str) -> None:
+        handle = self._handle(run_id, filename)
+        handle.write(text)
+        handle.flush()  # to the OS: survives a SIGKILL of this process
+
+    def _handle(self, run_id: str, filename: str) -> IO[str]:
+        key = (run_id, filename)
+        handle = self._files.get(key)
+        if handle is not None:
+            self._files.move_to_end(key)
+            return handle
+        directory = self.run_dir(run_id)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"run {run_id!r} was never started in {self.root}")
+        handle = open(directory / filename, "a", encoding="utf-8")  # noqa: SIM115 - cached
+        self._files[key] = handle
+        while len(self._files) > self._max_open_runs * 4:
+            _, oldest = self._files.popitem(last=False)
+            oldest.close()
+        return handle
+
+    def _close_run_files(self, run_id: str, *, sync: bool) -> None:
+        for key in [k for k in self._files if k[0] == run_id]:
+            handle = self._files.pop(key)
+            handle.flush()
+            if sync:
+                os.fsync(handle.fileno())
+            handle.close()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class LocalStore:
+    """Reads what :class:`LocalBackend` wrote."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    def run_ids(self) -> list[str]:
+        """Every run in the store, oldest first."""
+        if not self.root.is_dir():
+            return []
+        runs = [p for p in self.root.iterdir() if (p / "meta.json").is_file()]
+        return [p.name for p in sorted(runs, key=lambda p: p.stat().st_mtime)]
+
+    def runs(self) -> list[RunInfo]:
+        return [self.info(run_id) for run_id in self.run_ids()]
+
+    def info(self, run_id: str) -> RunInfo:
+        path = self.root / run_id / "meta.json"
+        if not path.is_file():
+            raise KeyError(f"no run {run_id!r} in the local store at {self.root}")
+        return RunInfo.from_dict(json.loads(path.read_text()))
+
+    def get_run(self, run_id: str) -> RunData:
+        """Everything stored for ``run_id``."""
+        directory = self.root / run_id
+        data = RunData(info=self.info(run_id))
+        for params in _read_jsonl(directory / "params.jsonl"):
+            data.params.update(params)
+        for tags in _read_jsonl(directory / "tags.jsonl"):
+            data.tags.update(tags)
+        data.metrics = read_metrics(directory / "metrics.tsv")
+        data.datasets = [
+            DatasetInfo.from_dict(d) for d in _read_jsonl(directory / "datasets.jsonl")
+        ]
+        artifacts = directory / "artifacts"
+        if artifacts.is_dir():
+            files = (p for p in artifacts.rglob("*") if p.is_file())
+            data.artifacts = sorted(str(p.relative_to(artifacts)) for p in files)
+        models = directory / "models"
+        if models.is_dir():
+            for meta_path in sorted(models.glob("*/model.json")):
+                meta = json.loads(meta_path.read_text())
+                model = ModelArtifact(
+                    name=meta["name"],
+                    flavor=meta["flavor"],
+                    format=meta["format"],
+                    path=str(meta_path.parent / meta["file"]),
+                    metadata=meta["metadata"],
+                )
+                if meta["file"] == "model.pkl":
+                    model.payload = (meta_path.parent / "model.pkl").read_bytes()
+                data.models.append(model)
+        return data
+
+    def artifact_path(self, run_id: str, path: str) -> Path:
+        """Where a stored artifact file is on disk."""
+        return self.root / run_id / "artifacts" / path
+
+
+def read_metrics(path: Path) -> dict[str, list[Metric]]:
+    """Metric points from a ``metrics.tsv``, per key in logged order."""
+    metrics: dict[str, list[Metric]] = {}
+    if not path.is_file():
+        return metrics
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # torn by a kill mid-write
+            key, step, timestamp, value = line[:-1].split("\t")
+            points = metrics.get(key)
+            if points is None:
+                points = metrics[key] = []
+            points.append(Metric(key, float(value), int(step), int(timestamp)))
+    return metrics
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            rows.append(json.loads(line))
+    return rows

@@ -1,0 +1,69 @@
+"""An in-memory store: for tests, demos and plugin authors."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import ClassVar
+
+from ..types import ALL_CAPABILITIES, Capability, ModelArtifact, RunData, RunInfo, RunStatus
+from .base import Backend, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
+
+
+class MemoryBackend(Backend):
+    """Keeps every run in a dict: ``backend.runs[run_id]`` is a :class:`RunData`."""
+
+    name: ClassVar[str] = "memory"
+    capabilities: ClassVar[frozenset[Capability]] = ALL_CAPABILITIES
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunData] = {}
+        self._lock = threading.Lock()
+
+    def start_run(self, run: RunInfo) -> None:
+        with self._lock:
+            self.runs[run.run_id] = RunData(info=RunInfo.from_dict(run.to_dict()))
+
+    def log_batch(self, batch: LogBatch) -> None:
+        with self._lock:
+            data = self.runs[batch.run_id]
+            for metric in batch.metrics:
+                data.metrics.setdefault(metric.key, []).append(metric)
+            data.params.update(batch.params)
+            data.tags.update(batch.tags)
+
+    def log_artifact(self, op: LogArtifact) -> None:
+        name = os.path.basename(op.local_path.rstrip("/"))
+        path = f"{op.artifact_path}/{name}" if op.artifact_path else name
+        with self._lock:
+            self.runs[op.run_id].artifacts.append(path)
+
+    def log_model(self, op: LogModel) -> None:
+        with self._lock:
+            self.runs[op.run_id].models.append(op.model)
+
+    def log_dataset(self, op: LogDataset) -> None:
+        with self._lock:
+            self.runs[op.run_id].datasets.append(op.dataset)
+
+    def end_run(self, op: EndRun) -> None:
+        with self._lock:
+            info = self.runs[op.run_id].info
+            info.status = RunStatus(op.status)
+            info.end_time = op.end_time
+
+    def run(self, run_id: str) -> RunData:
+        """The stored run; ``KeyError`` naming the id when there is none."""
+        try:
+            return self.runs[run_id]
+        except KeyError:
+            raise KeyError(f"no run {run_id!r} in this memory backend") from None
+
+    def only_run(self) -> RunData:
+        """The single stored run (for tests that expect exactly one)."""
+        if len(self.runs) != 1:
+            raise AssertionError(f"expected exactly one run, found {len(self.runs)}")
+        return next(iter(self.runs.values()))
+
+    def models(self) -> list[ModelArtifact]:
+        return [model for data in self.runs.values() for model in data.models]

@@ -1,0 +1,416 @@
+"""The background writer: the training thread enqueues, one thread per backend stores.
+
+Each backend gets a :class:`Lane`: an in-memory queue, a writer thread, retries with
+backoff, and a spool file for when the backend stays down. A slow or broken backend
+only ever delays its own lane.
+
+* ``put`` is all the training thread does: a ``deque.append`` (metric points are plain
+  tuples). Past ``queue_limit`` items, new items spill to a file on disk instead, so
+  memory stays bounded at any rate, and the writer reads the file back in order.
+* The writer merges consecutive metrics, params and tags of one run into one
+  ``LogBatch`` of at most ``backend.max_batch_size`` entries.
+* A failing operation is retried with backoff; if it still fails, it and everything
+  after it go to a spool file; every ``probe_interval`` seconds the writer replays the
+  spool, and once that works the lane is live again. Nothing is dropped: an operation
+  the backend rejects outright lands in a spool of its own for ``mlhooks sync``.
+* ``flush`` waits until everything put before it is stored (or safely spooled).
+  Interpreter exit flushes; whatever a stuck backend still holds then is spooled.
+* After ``os.fork()`` the child starts with empty lanes and fresh threads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import spool as spool_io
+from .backends.base import Backend, LogBatch, Operation
+from .errors import report_internal_error, warn_once
+from .types import Metric
+
+log = logging.getLogger(__name__)
+
+#: A metric point as the training thread enqueues it: (run_id, key, value, step, timestamp).
+MetricItem = tuple[str, str, float, int, int]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard a lane tries before it spools (seconds)."""
+
+    delays: tuple[float, ...] = (0.1, 0.3, 1.0, 2.0)
+    probe_interval: float = 5.0
+    max_probe_interval: float = 60.0
+
+
+class _FlushMarker:
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = True
+
+
+class _Overflow:
+    """Items that did not fit in memory, in a temporary file, in order."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="overflow-", suffix=".jsonl", dir=directory)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "w", encoding="utf-8")
+        self.markers: dict[int, _FlushMarker] = {}
+
+    def write(self, item: Any) -> None:
+        if type(item) is tuple:
+            self._file.write(json.dumps(item) + "\n")
+        elif isinstance(item, _FlushMarker):
+            self.markers[id(item)] = item
+            self._file.write(json.dumps({"flush": id(item)}) + "\n")
+        else:
+            self._file.write(json.dumps(spool_io.encode(item)) + "\n")
+
+    def read(self) -> Iterator[Any]:
+        self._file.close()
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                data = json.loads(line)
+                if isinstance(data, list):
+                    yield tuple(data)
+                elif "flush" in data:
+                    yield self.markers.pop(data["flush"])
+                else:
+                    yield spool_io.decode(data)
+        self.path.unlink(missing_ok=True)
+
+
+class Lane:
+    """One backend's queue, writer thread, retries and spool."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        spool_dir: Path,
+        queue_limit: int = 200_000,
+        retry: RetryPolicy | None = None,
+        interval: float = 0.05,
+    ) -> None:
+        self.backend = backend
+        self.spool_dir = spool_dir
+        self.queue_limit = queue_limit
+        self.retry = retry or RetryPolicy()
+        self.interval = interval
+        self._reset()
+        _LANES.add(self)
+
+    def _reset(self) -> None:
+        self._queue: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._overflow: _Overflow | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._inflight: list[Operation] = []
+        self._spool: spool_io.SpoolWriter | None = None
+        self._rejected: spool_io.SpoolWriter | None = None
+        self._next_probe = 0.0
+        self._probe_interval = self.retry.probe_interval
+        self._fast = False
+        """True once the writer runs and nothing is spilled: put() just appends."""
+
+    # -- training thread --------------------------------------------------------------
+
+    def put(self, item: Operation | MetricItem) -> None:
+        """Enqueue an operation or a metric tuple. Never blocks on the backend."""
+        queue = self._queue
+        if self._fast and len(queue) < self.queue_limit:
+            queue.append(item)
+        else:
+            self._put_slow(item)
+
+    def _put_slow(self, item: Any) -> None:
+        """First put (starts the writer), or memory full (spills to disk in order)."""
+        if self._thread is None:
+            self._start()
+        with self._lock:
+            if self._overflow is None:
+                if len(self._queue) < self.queue_limit:
+                    self._queue.append(item)
+                    self._fast = True
+                    return
+                self._overflow = _Overflow(self.spool_dir / "overflow")
+                self._fast = False
+            self._overflow.write(item)
+        self._wake.set()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything put before this call is stored or spooled."""
+        if self._thread is None and not self._queue and self._overflow is None:
+            return True
+        marker = _FlushMarker()
+        self.put(marker)  # type: ignore[arg-type]
+        self._wake.set()
+        return marker.done.wait(timeout) and marker.ok
+
+    @property
+    def pending(self) -> int:
+        """Items waiting in memory (not counting spilled ones)."""
+        return len(self._queue)
+
+    @property
+    def is_down(self) -> bool:
+        """True while the backend fails and operations go to the spool."""
+        return self._spool is not None
+
+    # -- writer thread ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            thread = threading.Thread(
+                target=self._run, name=f"mlhooks-writer-{self.backend.name}", daemon=True
+            )
+            self._thread = thread
+            thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._wait_time())
+            self._wake.clear()
+            try:
+                self._drain()
+                if self._spool is not None and time.monotonic() >= self._next_probe:
+                    self._probe()
+            except Exception as error:  # noqa: BLE001 - the writer must survive
+                report_internal_error("background writer", error, reraise=False)
+            if self._closing and not self._queue and self._overflow is None:
+                return
+
+    def _wait_time(self) -> float:
+        if self._spool is None:
+            return self.interval
+        return max(0.0, min(self.interval * 20, self._next_probe - time.monotonic()))
+
+    def _drain(self) -> None:
+        while True:
+            if self._queue:
+                self._process(self._take_from_memory())
+                continue
+            with self._lock:
+                overflow, self._overflow = self._overflow, None
+                self._fast = self._thread is not None
+            if overflow is None:
+                return
+            chunk: list[Any] = []
+            for item in overflow.read():
+                chunk.append(item)
+                if len(chunk) >= 10_000:
+                    self._process(chunk)
+                    chunk = []
+            self._process(chunk)
+
+    def _take_from_memory(self, most: int = 10_000) -> list[Any]:
+        queue = self._queue
+        items = []
+        for _ in range(min(most, len(queue))):
+            items.append(queue.popleft())
+        return items
+
+    def _process(self, items: list[Any]) -> None:
+        """Store a run of queued items: batch, deliver, release flush markers."""
+        ops: list[Operation] = []
+        for item in items:
+            if isinstance(item, _FlushMarker):
+                self._deliver(ops)
+                ops = []
+                item.ok = self._flush_backend()
+                item.done.set()
+                continue
+            self._add(ops, item)
+        self._deliver(ops)
+
+    def _add(self, ops: list[Operation], item: Any) -> None:
+        """Append ``item`` to ``ops``, merging it into the last batch when it can."""
+        last = ops[-1] if ops else None
+        limit = self.backend.max_batch_size
+        if type(item) is tuple:
+            run_id, key, value, step, timestamp = item
+            if not (isinstance(last, LogBatch) and last.run_id == run_id and len(last) < limit):
+                last = LogBatch(run_id)
+                ops.append(last)
+            last.metrics.append(Metric(key, value, step, timestamp))
+        elif (
+            isinstance(item, LogBatch)
+            and isinstance(last, LogBatch)
+            and last.run_id == item.run_id
+            and len(last) + len(item) <= limit
+            and not (last.params.keys() & item.params.keys())
+        ):
+            last.metrics.extend(item.metrics)
+            last.params.update(item.params)
+            last.tags.update(item.tags)
+        else:
+            ops.append(item)
+
+    def _deliver(self, ops: list[Operation]) -> None:
+        if not ops:
+            return
+        self._inflight = ops
+        if self._spool is not None:
+            self._spool.append(ops)
+        else:
+            for index, op in enumerate(ops):
+                if not self._apply_with_retry(op):
+                    self._go_down(ops[index:])
+                    break
+        self._inflight = []
+
+    def _apply_with_retry(self, op: Operation) -> bool:
+        """Apply ``op``; True when stored or set aside as rejected, False to spool."""
+        delays = self.retry.delays
+        for attempt in range(len(delays) + 1):
+            try:
+                self.backend.apply(op)
+                return True
+            except Exception as error:  # noqa: BLE001 - any backend failure
+                if not self.backend.is_retryable(error):
+                    self._reject(op, error)
+                    return True
+                if attempt == len(delays) or self._closing:
+                    warn_once(
+                        f"lane-down:{self.backend.name}",
+                        f"mlhooks: backend {self.backend.describe()!r} is failing ({error!r}); "
+                        f"spooling to {self.spool_dir} and retrying every "
+                        f"{self.retry.probe_interval:g}s. Training is not affected.",
+                    )
+                    return False
+                time.sleep(delays[attempt])
+        return False  # pragma: no cover
+
+    def _reject(self, op: Operation, error: BaseException) -> None:
+        if self._rejected is None:
+            self._rejected = spool_io.SpoolWriter(self.spool_dir / "rejected", self.backend)
+        self._rejected.append([op])
+        warn_once(
+            f"rejected:{self.backend.name}:{type(error).__name__}",
+            f"mlhooks: backend {self.backend.name!r} rejected an operation ({error}); "
+            f"it was kept in {self._rejected.path}.",
+        )
+
+    def _go_down(self, ops: list[Operation]) -> None:
+        self._spool = spool_io.SpoolWriter(self.spool_dir, self.backend)
+        self._spool.append(ops)
+        self._probe_interval = self.retry.probe_interval
+        self._next_probe = time.monotonic() + self._probe_interval
+
+    def _probe(self) -> None:
+        """Try to replay the spool; on success the lane is live again."""
+        assert self._spool is not None
+        spool_file = spool_io.SpoolFile(self._spool.path)
+        try:
+            spool_io.replay(spool_file, self.backend)
+        except Exception as error:  # noqa: BLE001 - still down
+            log.debug("backend %s still down: %r", self.backend.name, error)
+            self._probe_interval = min(self._probe_interval * 2, self.retry.max_probe_interval)
+            self._next_probe = time.monotonic() + self._probe_interval
+            return
+        self._spool.close()
+        self._spool = None
+        log.info("backend %s is back; spool replayed", self.backend.name)
+
+    def _flush_backend(self) -> bool:
+        if self._spool is not None:
+            return True  # spooled durably; stored once the backend is back
+        try:
+            self.backend.flush()
+            return True
+        except Exception as error:  # noqa: BLE001
+            report_internal_error(f"flush of backend {self.backend.name!r}", error, reraise=False)
+            return False
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def close(self, timeout: float) -> None:
+        """Flush within ``timeout`` seconds; spool whatever is still not stored."""
+        flushed = self.flush(timeout)
+        self._closing = True
+        self._wake.set()
+        if not flushed:
+            self._spool_leftovers()
+        try:
+            self.backend.close()
+        except Exception as error:  # noqa: BLE001
+            report_internal_error(f"close of backend {self.backend.name!r}", error, reraise=False)
+
+    def _spool_leftovers(self) -> None:
+        """At exit with a stuck backend: put everything not stored into a spool file."""
+        ops: list[Operation] = list(self._inflight)
+        with self._lock:
+            items = list(self._queue)
+            self._queue.clear()
+            overflow, self._overflow = self._overflow, None
+            self._fast = False
+        if overflow is not None:
+            items.extend(overflow.read())
+        for item in items:
+            if not isinstance(item, _FlushMarker):
+                self._add(ops, item)
+        if ops:
+            writer = spool_io.SpoolWriter(self.spool_dir, self.backend)
+            writer.append(ops)
+            writer.close()
+            warn_once(
+                f"exit-spool:{self.backend.name}",
+                f"mlhooks: {len(ops)} operations for {self.backend.describe()!r} were not "
+                f"stored before exit; they are in {writer.path}. Run `mlhooks sync`.",
+            )
+
+
+_LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
+
+
+def flush_all(timeout: float | None = None) -> bool:
+    """Flush every lane; True when all of them finished within ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ok = True
+    for lane in list(_LANES):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ok = lane.flush(left) and ok
+    return ok
+
+
+def _exit_timeout() -> float:
+    try:
+        return float(os.environ.get("MLHOOKS_EXIT_TIMEOUT", "60"))
+    except ValueError:
+        return 60.0
+
+
+def _close_all_at_exit() -> None:
+    timeout = _exit_timeout()
+    for lane in list(_LANES):
+        lane.close(timeout)
+
+
+def _reset_in_child() -> None:
+    # The parent's threads do not exist in a forked child, and the parent still owns
+    # what it queued: the child starts with empty lanes.
+    for lane in list(_LANES):
+        lane._reset()
+
+
+atexit.register(_close_all_at_exit)
+os.register_at_fork(after_in_child=_reset_in_child)

@@ -1,0 +1,65 @@
+"""How mlhooks reports its own problems: one warning per site, never an exception.
+
+Tracking must never break training. Errors raised by mlhooks' own code (a patch, a
+hook, a backend) become one :class:`MlhooksWarning` per site, and training goes on.
+With ``MLHOOKS_STRICT=1`` they are re-raised instead, so that tests catch our bugs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+__all__ = ["MlhooksWarning", "is_strict", "report_internal_error", "warn_once"]
+
+
+class MlhooksWarning(UserWarning):
+    """A problem in tracking that did not stop training."""
+
+
+_warned: set[str] = set()
+_lock = threading.Lock()
+_silent = False
+
+
+def set_silent(silent: bool) -> None:
+    """Mute mlhooks' warnings (``autolog(silent=True)``); errors raised to users stay."""
+    global _silent
+    _silent = silent
+
+
+def is_strict() -> bool:
+    """True when ``MLHOOKS_STRICT`` asks for our own errors to be raised."""
+    return os.environ.get("MLHOOKS_STRICT", "").lower() in ("1", "true", "yes", "on")
+
+
+def warn_once(key: str, message: str, *, stacklevel: int = 3) -> bool:
+    """Warn with ``message`` the first time ``key`` is seen; True if it warned."""
+    with _lock:
+        if key in _warned or _silent:
+            return False
+        _warned.add(key)
+    warnings.warn(message, MlhooksWarning, stacklevel=stacklevel)
+    return True
+
+
+def report_internal_error(site: str, error: BaseException, *, reraise: bool = True) -> None:
+    """Report a failure of mlhooks' own code at ``site``.
+
+    Strict mode re-raises it when ``reraise`` is allowed (that is, on the caller's
+    thread); otherwise the first failure per site and error type becomes a warning.
+    """
+    if reraise and is_strict():
+        raise error
+    warn_once(
+        f"{site}:{type(error).__name__}",
+        f"mlhooks: {site} failed and was skipped; training is not affected "
+        f"({type(error).__name__}: {error})",
+    )
+
+
+def reset_warnings() -> None:
+    """Forget which warnings were given (for tests)."""
+    with _lock:
+        _warned.clear()

@@ -1,0 +1,211 @@
+"""What an integration uses to report one training call.
+
+A :class:`FitSession` opens a managed run when no run is active (named after what is
+being fitted), reports the fit's events through the hooks, sanitizes whatever it is
+given (autologging never raises on bad values: one warning, a usable value), and
+ends the managed run FINISHED, FAILED or KILLED.
+
+:class:`FitHandler` is the usual way to use it from a patch: subclass it, say what the
+fit is in :meth:`FitHandler.describe`, report results in :meth:`FitHandler.finish`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import datasets, models, validation
+from .config import FrameworkSettings
+from .errors import report_internal_error
+from .patching import Call, CallHandler
+from .plugins import host
+from .runs import active_run, end_run, new_params, start_run
+from .types import Fit, ModelArtifact, RunStatus, now_ms
+
+
+def _settings(framework: str) -> FrameworkSettings:
+    from .autologging import settings_for
+
+    return settings_for(framework)
+
+
+class FitSession:
+    """One tracked training call. Every method is safe to call: problems warn once."""
+
+    def __init__(
+        self,
+        framework: str,
+        name: str,
+        *,
+        model: Any = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        settings: FrameworkSettings | None = None,
+    ) -> None:
+        self.framework = framework
+        self.name = name
+        self.settings = settings if settings is not None else _settings(framework)
+        self._model = model
+        self._params = dict(params or {})
+        self._tags = dict(tags or {})
+        self.fit: Fit | None = None
+        self._managed = False
+
+    @property
+    def active(self) -> bool:
+        """False when nothing is tracked (``exclusive=True`` inside a user's run)."""
+        return self.fit is not None
+
+    def start(self) -> Fit | None:
+        """Open the run if needed and report ``on_fit_start``."""
+        parent = active_run()
+        if parent is not None and self.settings.exclusive and not parent.managed:
+            return None
+        if parent is None:
+            run = start_run(self.name, managed=True, tags=self.settings.extra_tags).info
+            self._managed = True
+        else:
+            run = parent
+        tags = {"mlhooks.framework": self.framework, **self._tags}
+        if parent is not None and self.settings.extra_tags:
+            tags.update(self.settings.extra_tags)
+        self.fit = Fit(self.framework, self.name, run, model=self._model)
+        self.fit.params = self._clean_params(self._params)
+        self.fit.tags = self._clean_tags(tags)
+        fresh = new_params(run, self.fit.params, strict=False)
+        if fresh:
+            host.emit("on_params", run, fresh)
+        host.emit("on_tags", run, self.fit.tags)
+        host.emit("on_fit_start", self.fit)
+        return self.fit
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if self.fit is None:
+            return
+        fresh = new_params(self.fit.run, self._clean_params(params), strict=False)
+        if fresh:
+            self.fit.params.update(fresh)
+            host.emit("on_params", self.fit.run, fresh)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.fit is not None and tags:
+            host.emit("on_tags", self.fit.run, self._clean_tags(tags))
+
+    def log_metrics(
+        self, metrics: Mapping[str, Any], step: int = 0, timestamp: int | None = None
+    ) -> None:
+        """Step-level (or final) values at ``step``."""
+        if self.fit is None:
+            return
+        clean = self._clean_metrics(metrics)
+        if clean:
+            step = validation.step_value(step, strict=False)
+            host.emit("on_metrics", self.fit.run, clean, step, timestamp or now_ms())
+
+    def epoch_end(self, epoch: int, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Epoch-level values (stored at ``step``, the epoch unless given)."""
+        if self.fit is None:
+            return
+        clean = self._clean_metrics(metrics)
+        host.emit("on_epoch_end", self.fit, epoch, epoch if step is None else step, clean)
+
+    def log_dataset(
+        self, data: Any, name: str | None = None, context: str = "train", source: str | None = None
+    ) -> None:
+        """Fingerprint ``data``, when ``log_datasets`` is on."""
+        if self.fit is None or not self.settings.log_datasets:
+            return
+        try:
+            info = datasets.fingerprint(data, name=name, context=context, source=source)
+        except TypeError as error:
+            report_internal_error(f"{self.framework} dataset fingerprint", error)
+            return
+        host.emit("on_dataset", self.fit.run, info)
+
+    def log_model(
+        self, model: Any, name: str = "model", flavor: str | None = None, **metadata: Any
+    ) -> None:
+        """Capture ``model`` now and report it, when ``log_models`` is on."""
+        if self.fit is None or not self.settings.log_models:
+            return
+        try:
+            artifact = models.capture(model, name, flavor=flavor, **metadata)
+        except ValueError as error:
+            report_internal_error(f"{self.framework} model capture", error)
+            return
+        host.emit("on_model_saved", self.fit.run, artifact)
+
+    def model_saved(self, artifact: ModelArtifact) -> None:
+        """Report a model the integration captured itself (a checkpoint file, say)."""
+        if self.fit is not None and self.settings.log_models:
+            host.emit("on_model_saved", self.fit.run, artifact)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Report ``on_fit_end`` and end the run if this session opened it."""
+        if self.fit is None:
+            return
+        self.fit.error = error
+        try:
+            host.emit("on_fit_end", self.fit)
+        finally:
+            if self._managed:
+                end_run(RunStatus.for_exception(error), run=self.fit.run)
+
+    # -- sanitizing -------------------------------------------------------------------------
+
+    def _clean_params(self, params: Mapping[str, Any]) -> dict[str, str]:
+        return {
+            validation.check_key(k, "param", strict=False): validation.param_value(v)
+            for k, v in params.items()
+        }
+
+    def _clean_tags(self, tags: Mapping[str, Any]) -> dict[str, str]:
+        return {
+            validation.check_key(k, "tag", strict=False): validation.tag_value(v)
+            for k, v in tags.items()
+        }
+
+    def _clean_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        return validation.clean_metrics(metrics, strict=False)
+
+
+class FitHandler(CallHandler):
+    """A :class:`CallHandler` that tracks each outermost call as one fit.
+
+    Subclasses implement :meth:`describe` and usually :meth:`finish`.
+    """
+
+    framework: str = ""
+
+    def describe(self, call: Call) -> tuple[str, Mapping[str, Any]]:
+        """The fit's name and params, from the intercepted call."""
+        raise NotImplementedError
+
+    def started(self, session: FitSession, call: Call) -> None:
+        """Runs after the fit started and before the original (log datasets here)."""
+
+    def finish(self, session: FitSession, call: Call, result: Any) -> None:
+        """Runs after the original returned: log metrics and the model here."""
+
+    def before(self, call: Call) -> None:
+        name, params = self.describe(call)
+        session = FitSession(self.framework, name, model=call.instance, params=params)
+        call.state["session"] = session
+        session.start()
+        try:
+            self.started(session, call)
+        except BaseException:
+            session.end()  # the original then runs untracked; leave no run open
+            raise
+
+    def after(self, call: Call, result: Any) -> None:
+        session: FitSession = call.state["session"]
+        try:
+            self.finish(session, call, result)
+        finally:
+            session.end()
+
+    def failed(self, call: Call, error: BaseException) -> None:
+        call.state["session"].end(error)

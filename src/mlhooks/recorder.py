@@ -1,0 +1,136 @@
+"""The built-in plugin that stores events: each event hook becomes backend operations
+put on the lanes (see :mod:`mlhooks.dispatch`) of the backends the run writes to.
+
+Runs are bound to their backends when they start (:meth:`Recorder.bind`); each backend
+only receives the operations its capabilities cover.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import staging
+from .backends.base import (
+    REQUIRED_CAPABILITY,
+    Backend,
+    EndRun,
+    LogArtifact,
+    LogBatch,
+    LogDataset,
+    LogModel,
+    Operation,
+    StartRun,
+)
+from .backends.local import default_root
+from .dispatch import Lane
+from .hookspecs import hookimpl
+from .types import DatasetInfo, Fit, ModelArtifact, RunInfo, RunStatus, now_ms
+
+
+class Recorder:
+    """Turns events into operations for each run's backends."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[int, Lane] = {}
+        self._backends: dict[int, Backend] = {}
+        self._runs: dict[str, tuple[Lane, ...]] = {}
+        self._lock = threading.Lock()
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def lane(self, backend: Backend) -> Lane:
+        """The lane of ``backend``, created on first use."""
+        key = id(backend)
+        lane = self._lanes.get(key)
+        if lane is None:
+            with self._lock:
+                lane = self._lanes.get(key)
+                if lane is None:
+                    spool_dir = default_root() / ".spool"
+                    lane = Lane(backend, spool_dir=Path(spool_dir))
+                    self._lanes[key] = lane
+                    self._backends[key] = backend
+        return lane
+
+    def bind(self, run: RunInfo, backends: Sequence[Backend]) -> None:
+        """Send everything about ``run`` to ``backends`` (call before ``on_run_start``)."""
+        self._runs[run.run_id] = tuple(self.lane(backend) for backend in backends)
+
+    def lanes_of(self, run_id: str) -> tuple[Lane, ...]:
+        return self._runs.get(run_id, ())
+
+    @property
+    def lanes(self) -> list[Lane]:
+        return list(self._lanes.values())
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything reported so far is stored (or spooled)."""
+        return all([lane.flush(timeout) for lane in self.lanes])
+
+    def _put(self, run_id: str, op: Operation) -> None:
+        needed = REQUIRED_CAPABILITY[type(op)]
+        for lane in self._runs.get(run_id, ()):
+            if needed is None or needed in lane.backend.capabilities:
+                lane.put(op)
+
+    # -- event hooks --------------------------------------------------------------------------
+
+    @hookimpl(tryfirst=True)
+    def on_run_start(self, run: RunInfo) -> None:
+        snapshot = RunInfo.from_dict(run.to_dict())  # later changes must not leak in
+        self._put(run.run_id, StartRun(snapshot))
+
+    @hookimpl(tryfirst=True)
+    def on_params(self, run: RunInfo, params: Mapping[str, Any]) -> None:
+        if params:
+            self._put(run.run_id, LogBatch(run.run_id, params=dict(params)))
+
+    @hookimpl(tryfirst=True)
+    def on_tags(self, run: RunInfo, tags: Mapping[str, str]) -> None:
+        if tags:
+            self._put(run.run_id, LogBatch(run.run_id, tags=dict(tags)))
+
+    @hookimpl(tryfirst=True)
+    def on_metrics(
+        self, run: RunInfo, metrics: Mapping[str, float], step: int, timestamp: int
+    ) -> None:
+        run_id = run.run_id
+        lanes = self._runs.get(run_id, ())
+        if len(lanes) == 1:
+            put = lanes[0].put
+            for key, value in metrics.items():
+                put((run_id, key, value, step, timestamp))
+            return
+        for key, value in metrics.items():
+            item = (run_id, key, value, step, timestamp)
+            for lane in lanes:
+                lane.put(item)
+
+    @hookimpl(tryfirst=True)
+    def on_epoch_end(self, fit: Fit, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
+        self.on_metrics(fit.run, metrics, step, now_ms())
+
+    @hookimpl(tryfirst=True)
+    def on_dataset(self, run: RunInfo, dataset: DatasetInfo) -> None:
+        self._put(run.run_id, LogDataset(run.run_id, dataset))
+
+    @hookimpl(tryfirst=True)
+    def on_model_saved(self, run: RunInfo, model: ModelArtifact) -> None:
+        if model.path is not None and model.payload is None:
+            model.path = staging.stage(model.path)  # the file may be deleted or rewritten
+        self._put(run.run_id, LogModel(run.run_id, model))
+
+    @hookimpl(tryfirst=True)
+    def on_artifact(self, run: RunInfo, local_path: str, artifact_path: str | None) -> None:
+        self._put(run.run_id, LogArtifact(run.run_id, local_path, artifact_path))
+
+    @hookimpl(tryfirst=True)
+    def on_run_end(self, run: RunInfo, status: RunStatus) -> None:
+        self._put(run.run_id, EndRun(run.run_id, status.value, run.end_time or now_ms()))
+        self._runs.pop(run.run_id, None)
+
+
+recorder = Recorder()

@@ -1,0 +1,213 @@
+"""Runs: the per-thread stack of active runs, nesting, and how runs end.
+
+``start_run`` works as a plain call and as a context manager; leaving the ``with``
+block ends the run FINISHED, FAILED (an exception) or KILLED (Ctrl-C) and lets the
+exception go on unchanged. Runs mlhooks opens for a fit are *managed*: mlhooks ends
+them. A user's run is only ever ended by the user (or at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from . import selection, validation
+from .backends.base import Backend
+from .errors import warn_once
+from .plugins import host
+from .recorder import recorder
+from .types import RunInfo, RunStatus, now_ms
+
+_local = threading.local()
+_open: dict[str, RunInfo] = {}
+"""Every run not yet ended, on any thread (ended at interpreter exit)."""
+_logged_params: dict[str, dict[str, str]] = {}
+_open_lock = threading.Lock()
+
+
+def _stack() -> list[RunInfo]:
+    stack: list[RunInfo] | None = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    return stack
+
+
+def active_run() -> RunInfo | None:
+    """The innermost run active on this thread, or None."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+class ActiveRun:
+    """A started run. Use it as a context manager to end it when the block ends."""
+
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        end_run(RunStatus.for_exception(exc), run=self.info)
+
+    def __repr__(self) -> str:
+        return f"<ActiveRun {self.info.name!r} {self.info.run_id} {self.info.status.value}>"
+
+
+def _default_name() -> str:
+    return f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def start_run(
+    name: str | None = None,
+    *,
+    description: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    nested: bool = False,
+    experiment: str | None = None,
+    backends: Iterable[str | Backend] | str | Backend | None = None,
+    managed: bool = False,
+) -> ActiveRun:
+    """Start a run and make it the active run of this thread.
+
+    With a run already active, pass ``nested=True`` to start a child run of it (a
+    hyper-parameter search candidate, say); otherwise this raises ValueError. A child
+    run writes where its parent does unless ``backends`` says otherwise.
+    """
+    parent = active_run()
+    if parent is not None and not nested:
+        raise ValueError(
+            f"run {parent.name!r} ({parent.run_id}) is already active on this thread; "
+            "end it first, or pass nested=True to start a child run"
+        )
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"run name must be a string, not {type(name).__name__}")
+    clean_tags = {
+        validation.check_key(k, "tag", strict=not managed): validation.tag_value(v)
+        for k, v in (tags or {}).items()
+    }
+    if backends is None and parent is not None:
+        targets = [lane.backend for lane in recorder.lanes_of(parent.run_id)]
+    else:
+        targets = selection.resolve(backends if backends is not None else _autolog_backends())
+    info = RunInfo(
+        run_id=uuid.uuid4().hex,
+        name=name or _default_name(),
+        experiment=experiment or (parent.experiment if parent else _default_experiment()),
+        parent_id=parent.run_id if parent is not None else None,
+        description=description,
+        tags=clean_tags,
+        managed=managed,
+    )
+    recorder.bind(info, targets)
+    _stack().append(info)
+    with _open_lock:
+        _open[info.run_id] = info
+        _logged_params[info.run_id] = {}
+    host.emit("on_run_start", info)
+    return ActiveRun(info)
+
+
+def _default_experiment() -> str | None:
+    return os.environ.get("MLHOOKS_EXPERIMENT") or None
+
+
+def _autolog_backends() -> Any:
+    from .autologging import current_config
+
+    config = current_config()
+    return config.backends if config is not None else None
+
+
+def end_run(
+    status: RunStatus | str = RunStatus.FINISHED,
+    *,
+    run: RunInfo | None = None,
+    flush_timeout: float | None = None,
+) -> None:
+    """End the active run of this thread (or ``run``) with ``status``.
+
+    A user's run waits until what was logged to it is stored (at most
+    ``flush_timeout`` seconds, ``MLHOOKS_FLUSH_TIMEOUT`` or 30 by default); a run
+    mlhooks manages ends without waiting, so that training never does.
+    Without an active run this does nothing.
+    """
+    status = RunStatus(status)
+    stack = _stack()
+    info = run if run is not None else (stack[-1] if stack else None)
+    if info is None or info.status is not RunStatus.RUNNING:
+        return
+    for child in [r for r in stack if r.parent_id == info.run_id]:
+        end_run(status, run=child, flush_timeout=0)
+    if info in stack:
+        stack.remove(info)
+    info.status = status
+    info.end_time = now_ms()
+    with _open_lock:
+        _open.pop(info.run_id, None)
+        _logged_params.pop(info.run_id, None)
+    lanes = recorder.lanes_of(info.run_id)
+    host.emit("on_run_end", info, status)
+    if not info.managed:
+        timeout = flush_timeout if flush_timeout is not None else _flush_timeout()
+        if not all([lane.flush(timeout) for lane in lanes]):
+            warn_once(
+                f"slow-end:{info.run_id}",
+                f"mlhooks: run {info.name!r} ended before its data was stored "
+                f"(waited {timeout:g}s); it is still being written in the background",
+            )
+
+
+def _flush_timeout() -> float:
+    try:
+        return float(os.environ.get("MLHOOKS_FLUSH_TIMEOUT", "30"))
+    except ValueError:
+        return 30.0
+
+
+def new_params(run: RunInfo, params: Mapping[str, str], *, strict: bool) -> dict[str, str]:
+    """The params of ``params`` not yet logged to ``run``. A param logged again with a
+    different value raises ValueError (``strict``) or is skipped with a warning."""
+    logged = _logged_params.setdefault(run.run_id, {})
+    fresh: dict[str, str] = {}
+    for key, value in params.items():
+        old = logged.get(key)
+        if old is None:
+            logged[key] = fresh[key] = value
+        elif old != value:
+            problem = (
+                f"param {key!r} of run {run.name!r} was logged as {old!r} and cannot change "
+                f"to {value!r}; a run keeps one value per param (log a metric or a new "
+                "param name instead)"
+            )
+            if strict:
+                raise validation.InvalidInput(problem)
+            warn_once(f"param-change:{run.run_id}:{key}", f"mlhooks: {problem}; kept {old!r}")
+    return fresh
+
+
+def _end_open_runs_at_exit() -> None:
+    """Runs still open at exit end FINISHED (user runs) or KILLED (a fit was cut off)."""
+    with _open_lock:
+        remaining = sorted(_open.values(), key=lambda r: r.start_time, reverse=True)
+    for info in remaining:
+        status = RunStatus.KILLED if info.managed else RunStatus.FINISHED
+        end_run(status, run=info, flush_timeout=0)
+
+
+atexit.register(_end_open_runs_at_exit)

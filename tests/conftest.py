@@ -1,0 +1,42 @@
+"""Shared setup of the core tests: strict mode, a clean mlhooks around every test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fake_integration import FakePlugin
+
+# Our own errors must fail our tests, not hide behind a warning.
+os.environ.setdefault("MLHOOKS_STRICT", "1")
+
+
+@pytest.fixture(autouse=True)
+def _clean_mlhooks(mlhooks_clean: None) -> Iterator[None]:
+    yield
+
+
+@pytest.fixture
+def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turn strict mode off: for tests of what users see when our code fails."""
+    monkeypatch.setenv("MLHOOKS_STRICT", "0")
+
+
+@pytest.fixture
+def fake(mlhooks_plugin: Any) -> Iterator[FakePlugin]:
+    """The throwaway ``fakefw`` integration, registered; ``fakefw`` not yet imported."""
+    sys.modules.pop("fakefw", None)
+    fakefw_calls_reset()
+    plugin = mlhooks_plugin(FakePlugin(), name="fakefw-plugin")
+    yield plugin
+    sys.modules.pop("fakefw", None)
+
+
+def fakefw_calls_reset() -> None:
+    import fakefw
+
+    fakefw.calls.clear()
+    sys.modules.pop("fakefw", None)
