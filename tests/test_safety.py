@@ -25,9 +25,7 @@ any_value = st.one_of(
     st.lists(st.integers(), max_size=5),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
 )
-no_health = settings(
-    max_examples=40, deadline=None, suppress_health_check=list(HealthCheck)
-)
+no_health = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def import_fakefw() -> ModuleType:

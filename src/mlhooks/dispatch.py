@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from . import spool as spool_io
-from .backends.base import Backend, LogBatch, Operation
+from . import staging
+from .backends.base import Backend, LogArtifact, LogBatch, LogModel, Operation
 from .errors import report_internal_error, warn_once
 from .types import Metric
 
@@ -52,6 +53,31 @@ class RetryPolicy:
     delays: tuple[float, ...] = (0.1, 0.3, 1.0, 2.0)
     probe_interval: float = 5.0
     max_probe_interval: float = 60.0
+
+
+def retry_policy_from_env() -> RetryPolicy:
+    """``MLHOOKS_RETRY_DELAYS`` (seconds, comma-separated) and ``MLHOOKS_PROBE_INTERVAL``
+    over the defaults."""
+    default = RetryPolicy()
+    delays, probe = default.delays, default.probe_interval
+    raw = os.environ.get("MLHOOKS_RETRY_DELAYS")
+    try:
+        if raw is not None:
+            delays = tuple(float(d) for d in raw.split(",") if d.strip())
+        probe = float(os.environ.get("MLHOOKS_PROBE_INTERVAL", probe))
+    except ValueError:
+        raise ValueError(
+            f"MLHOOKS_RETRY_DELAYS={raw!r} / MLHOOKS_PROBE_INTERVAL must be numbers of seconds"
+        ) from None
+    return RetryPolicy(delays=delays, probe_interval=probe, max_probe_interval=max(probe, 60.0))
+
+
+def _release_snapshot(op: Operation) -> None:
+    """This lane is done with the staged file ``op`` refers to, if any."""
+    if isinstance(op, LogArtifact):
+        staging.release(op.local_path)
+    elif isinstance(op, LogModel) and op.model.path is not None:
+        staging.release(op.model.path)
 
 
 class _FlushMarker:
@@ -284,6 +310,7 @@ class Lane:
         for attempt in range(len(delays) + 1):
             try:
                 self.backend.apply(op)
+                _release_snapshot(op)
                 return True
             except Exception as error:  # noqa: BLE001 - any backend failure
                 if not self.backend.is_retryable(error):
@@ -321,7 +348,9 @@ class Lane:
         assert self._spool is not None
         spool_file = spool_io.SpoolFile(self._spool.path)
         try:
-            spool_io.replay(spool_file, self.backend)
+            spool_io.replay(
+                spool_file, self.backend, reject=self._reject, applied=_release_snapshot
+            )
         except Exception as error:  # noqa: BLE001 - still down
             log.debug("backend %s still down: %r", self.backend.name, error)
             self._probe_interval = min(self._probe_interval * 2, self.retry.max_probe_interval)
@@ -410,6 +439,12 @@ def _reset_in_child() -> None:
     # what it queued: the child starts with empty lanes.
     for lane in list(_LANES):
         lane._reset()
+        try:
+            lane.backend.after_fork()
+        except Exception as error:  # noqa: BLE001 - a backend bug must not kill the child
+            report_internal_error(
+                f"after_fork of backend {lane.backend.name!r}", error, reraise=False
+            )
 
 
 atexit.register(_close_all_at_exit)

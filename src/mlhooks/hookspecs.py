@@ -124,7 +124,10 @@ def on_model_saved(run: RunInfo, model: ModelArtifact) -> None:
 
 @hookspec
 def on_artifact(run: RunInfo, local_path: str, artifact_path: str | None) -> None:
-    """A file or directory to keep with the run, under ``artifact_path`` if given.
+    """A file or directory to keep with the run.
 
-    The core has already staged a snapshot of it; ``local_path`` is that snapshot.
+    A file is stored as ``<artifact_path>/<file name>``; a directory's *contents* are
+    stored under ``artifact_path`` (the run's artifact root when None), as MLflow's
+    ``log_artifact`` and ``log_artifacts`` do. ``local_path`` is a snapshot the core
+    took when the artifact was reported.
     """

@@ -126,9 +126,7 @@ def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None =
         raise ValueError(
             f"log_artifacts needs an existing directory, and {str(local_dir)!r} is not"
         )
-    snapshot = staging.stage(local_dir)
-    for entry in sorted(os.listdir(snapshot)):
-        host.emit("on_artifact", run, os.path.join(snapshot, entry), artifact_path)
+    host.emit("on_artifact", run, staging.stage(local_dir), artifact_path)
 
 
 def log_dataset(

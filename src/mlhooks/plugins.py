@@ -185,6 +185,7 @@ class PluginHost:
         cached = self._listeners.get(hook)
         if cached is not None:
             return cached
+        self.load()
         with self._lock:
             expected = _EVENT_ARGS[hook]
             found: list[Listener] = []
@@ -208,6 +209,7 @@ class PluginHost:
         arguments positionally; each third-party one isolated (a failure warns once)."""
         cached = self._calls.get(hook)
         if cached is None:
+            self.load()
             cached = self._calls[hook] = [
                 self._isolated(hook, listener) for listener in self.listeners(hook)
             ]

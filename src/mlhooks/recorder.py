@@ -25,7 +25,7 @@ from .backends.base import (
     StartRun,
 )
 from .backends.local import default_root
-from .dispatch import Lane
+from .dispatch import Lane, retry_policy_from_env
 from .hookspecs import hookimpl
 from .types import DatasetInfo, Fit, ModelArtifact, RunInfo, RunStatus, now_ms
 
@@ -50,7 +50,7 @@ class Recorder:
                 lane = self._lanes.get(key)
                 if lane is None:
                     spool_dir = default_root() / ".spool"
-                    lane = Lane(backend, spool_dir=Path(spool_dir))
+                    lane = Lane(backend, spool_dir=Path(spool_dir), retry=retry_policy_from_env())
                     self._lanes[key] = lane
                     self._backends[key] = backend
         return lane
@@ -70,11 +70,20 @@ class Recorder:
         """Wait until everything reported so far is stored (or spooled)."""
         return all([lane.flush(timeout) for lane in self.lanes])
 
-    def _put(self, run_id: str, op: Operation) -> None:
+    def _put(self, run_id: str, op: Operation, snapshot: str | None = None) -> None:
+        """Put ``op`` on the lanes whose backend can store it. ``snapshot`` is a staged
+        file the op refers to: each lane releases it once stored, and it is gone after
+        the last one (at once when no lane takes it)."""
         needed = REQUIRED_CAPABILITY[type(op)]
-        for lane in self._runs.get(run_id, ()):
-            if needed is None or needed in lane.backend.capabilities:
-                lane.put(op)
+        lanes = [
+            lane
+            for lane in self._runs.get(run_id, ())
+            if needed is None or needed in lane.backend.capabilities
+        ]
+        if snapshot is not None:
+            staging.hold(snapshot, len(lanes) - 1)
+        for lane in lanes:
+            lane.put(op)
 
     # -- event hooks --------------------------------------------------------------------------
 
@@ -119,13 +128,15 @@ class Recorder:
 
     @hookimpl(tryfirst=True)
     def on_model_saved(self, run: RunInfo, model: ModelArtifact) -> None:
+        snapshot = None
         if model.path is not None and model.payload is None:
-            model.path = staging.stage(model.path)  # the file may be deleted or rewritten
-        self._put(run.run_id, LogModel(run.run_id, model))
+            model.path = snapshot = staging.stage(model.path)  # it may be deleted or rewritten
+        self._put(run.run_id, LogModel(run.run_id, model), snapshot)
 
     @hookimpl(tryfirst=True)
     def on_artifact(self, run: RunInfo, local_path: str, artifact_path: str | None) -> None:
-        self._put(run.run_id, LogArtifact(run.run_id, local_path, artifact_path))
+        snapshot = local_path if staging.is_snapshot(local_path) else None
+        self._put(run.run_id, LogArtifact(run.run_id, local_path, artifact_path), snapshot)
 
     @hookimpl(tryfirst=True)
     def on_run_end(self, run: RunInfo, status: RunStatus) -> None:

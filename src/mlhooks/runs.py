@@ -163,14 +163,18 @@ def end_run(
         _logged_params.pop(info.run_id, None)
     lanes = recorder.lanes_of(info.run_id)
     host.emit("on_run_end", info, status)
-    if not info.managed:
-        timeout = flush_timeout if flush_timeout is not None else _flush_timeout()
-        if not all([lane.flush(timeout) for lane in lanes]):
-            warn_once(
-                f"slow-end:{info.run_id}",
-                f"mlhooks: run {info.name!r} ended before its data was stored "
-                f"(waited {timeout:g}s); it is still being written in the background",
-            )
+    timeout = flush_timeout if flush_timeout is not None else _flush_timeout()
+    if not info.managed and timeout > 0:
+        _wait_until_stored(info, lanes, timeout)
+
+
+def _wait_until_stored(info: RunInfo, lanes: Iterable[Any], timeout: float) -> None:
+    if not all([lane.flush(timeout) for lane in lanes]):
+        warn_once(
+            f"slow-end:{info.run_id}",
+            f"mlhooks: run {info.name!r} ended before its data was stored "
+            f"(waited {timeout:g}s); it is still being written in the background",
+        )
 
 
 def _flush_timeout() -> float:

@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,17 +194,35 @@ class SpoolFile:
         self.cursor_path.unlink(missing_ok=True)
 
 
-def replay(spool: SpoolFile, backend: Backend) -> int:
+def replay(
+    spool: SpoolFile,
+    backend: Backend,
+    reject: Callable[[Operation, BaseException], None] | None = None,
+    applied: Callable[[Operation], None] | None = None,
+) -> int:
     """Apply every pending operation of ``spool`` to ``backend``, in order; returns how
-    many were applied. Stops at the first failure (the cursor keeps the position)."""
-    applied = 0
+    many were applied, and removes the spool when all were.
+
+    An operation the backend rejects for good goes to ``reject`` (when given) and the
+    replay goes on; any other failure stops it, and the cursor keeps the position.
+    ``applied`` is called with each operation stored.
+    """
+    count = 0
     for number, op in spool.pending():
-        backend.apply(op)
+        try:
+            backend.apply(op)
+        except Exception as error:
+            if reject is None or backend.is_retryable(error):
+                raise
+            reject(op, error)
+        else:
+            if applied is not None:
+                applied(op)
         spool.mark_replayed(number)
-        applied += 1
+        count += 1
     backend.flush()
     spool.remove()
-    return applied
+    return count
 
 
 def find_spools(root: Path, backend: str | None = None) -> list[SpoolFile]:

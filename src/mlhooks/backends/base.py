@@ -130,6 +130,10 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources at interpreter exit."""
 
+    def after_fork(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """In a forked child, before its first use: drop what belongs to the parent
+        (open files, connections, buffers) without flushing or closing it."""
+
     def is_retryable(self, error: BaseException) -> bool:
         """Whether ``error`` may go away if the operation is tried again later."""
         if isinstance(error, BackendError):

@@ -35,7 +35,7 @@ from ..types import (
     RunInfo,
     RunStatus,
 )
-from .base import Backend, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
+from .base import Backend, BackendError, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
 
 DEFAULT_ROOT = "mlhooks-runs"
 
@@ -62,6 +62,12 @@ class LocalBackend(Backend):
 
     def spec(self) -> dict[str, Any]:
         return {"root": str(self.root.resolve())}
+
+    def is_retryable(self, error: BaseException) -> bool:
+        # A missing run folder or a malformed value will not fix itself; a full disk may.
+        if isinstance(error, (FileNotFoundError, NotADirectoryError, ValueError, KeyError)):
+            return False
+        return super().is_retryable(error)
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
@@ -93,7 +99,7 @@ class LocalBackend(Backend):
         source = Path(op.local_path)
         target.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, target / source.name, dirs_exist_ok=True)
+            shutil.copytree(source, target, dirs_exist_ok=True)
         else:
             shutil.copy2(source, target / source.name)
 
@@ -126,6 +132,9 @@ class LocalBackend(Backend):
         info.end_time = op.end_time
         _write_atomic(meta_path, json.dumps(info.to_dict(), indent=1))
 
+    def after_fork(self) -> None:
+        self._files = OrderedDict()  # the parent's handles and buffers stay the parent's
+
     def flush(self) -> None:
         for handle in self._files.values():
             handle.flush()
@@ -150,7 +159,7 @@ class LocalBackend(Backend):
             return handle
         directory = self.run_dir(run_id)
         if not directory.is_dir():
-            raise FileNotFoundError(f"run {run_id!r} was never started in {self.root}")
+            raise BackendError(f"run {run_id!r} was never started in {self.root}", retryable=False)
         handle = open(directory / filename, "a", encoding="utf-8")  # noqa: SIM115 - cached
         self._files[key] = handle
         while len(self._files) > self._max_open_runs * 4:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import threading
+from pathlib import Path
 from typing import ClassVar
 
 from ..types import ALL_CAPABILITIES, Capability, ModelArtifact, RunData, RunInfo, RunStatus
@@ -33,10 +33,14 @@ class MemoryBackend(Backend):
             data.tags.update(batch.tags)
 
     def log_artifact(self, op: LogArtifact) -> None:
-        name = os.path.basename(op.local_path.rstrip("/"))
-        path = f"{op.artifact_path}/{name}" if op.artifact_path else name
+        source = Path(op.local_path)
+        if source.is_dir():
+            names = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
+        else:
+            names = [source.name]
+        prefix = f"{op.artifact_path}/" if op.artifact_path else ""
         with self._lock:
-            self.runs[op.run_id].artifacts.append(path)
+            self.runs[op.run_id].artifacts.extend(prefix + name for name in names)
 
     def log_model(self, op: LogModel) -> None:
         with self._lock:

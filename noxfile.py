@@ -1,0 +1,62 @@
+"""Development sessions: ``nox`` runs tests and lint; ``nox -s demo`` and ``nox -s bench``.
+
+Every ``plugins/<name>/`` with a pyproject.toml is a distribution of its own: the tests
+session installs it editable beside the core and runs its ``tests/`` folder, with no edit
+here. Each session builds a fresh virtualenv with the interpreter that runs nox (pass
+``-r`` to reuse one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+
+ROOT = Path(__file__).parent
+PLUGINS = sorted(p.parent.relative_to(ROOT) for p in ROOT.glob("plugins/*/pyproject.toml"))
+SINGLE_THREADED = {
+    name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Core tests, then each plugin's tests, in strict mode; posargs go to pytest."""
+    editable_plugins = [arg for plugin in PLUGINS for arg in ("-e", str(plugin))]
+    session.install("-e", ".[test]", "hypothesis", *editable_plugins)
+    env = {"MLHOOKS_STRICT": "1", **SINGLE_THREADED}
+    if any(Path(arg.split("::")[0]).exists() for arg in session.posargs):
+        session.run("pytest", *session.posargs, env=env)  # the caller chose what to run
+        return
+    test_dirs = ["tests", *(str(p / "tests") for p in PLUGINS if (p / "tests").is_dir())]
+    # One pytest process per distribution: each keeps its own conftest and sys.path.
+    # A -k filter may select nothing in some folder, which pytest reports as exit 5.
+    ok = [0, 5] if session.posargs else [0]
+    for test_dir in test_dirs:
+        session.run("pytest", test_dir, *session.posargs, env=env, success_codes=ok)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (check and format) over the tree, mypy over src/mlhooks (config in pyproject)."""
+    session.install("-e", ".[lint]", "pytest")  # mlhooks.testing is a pytest plugin
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """A small tracked training run, written to ./mlhooks-runs."""
+    session.install(".", "numpy")
+    session.run("python", "examples/demo.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Every benchmarks/bench_*.py, one after the other."""
+    session.install(".", "numpy", "pandas")
+    for script in sorted(ROOT.glob("benchmarks/bench_*.py")):
+        session.run("python", str(script.relative_to(ROOT)), env=SINGLE_THREADED)
