@@ -37,8 +37,7 @@ from typing import Any
 from . import spool as spool_io
 from . import staging
 from .backends.base import Backend, LogArtifact, LogBatch, LogModel, Operation
-from .errors import report_internal_error, warn_once
-from .types import Metric
+from .errors import report_background_error, warn_background
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +220,7 @@ class Lane:
                 if self._spool is not None and time.monotonic() >= self._next_probe:
                     self._probe()
             except Exception as error:  # noqa: BLE001 - the writer must survive
-                report_internal_error("background writer", error, reraise=False)
+                report_background_error("background writer", error)
             if self._closing and not self._queue and self._overflow is None:
                 return
 
@@ -258,31 +257,49 @@ class Lane:
     def _process(self, items: list[Any]) -> None:
         """Store a run of queued items: batch, deliver, release flush markers."""
         ops: list[Operation] = []
-        for item in items:
+        index, count = 0, len(items)
+        while index < count:
+            item = items[index]
+            if type(item) is tuple:  # a run of metric points of one run: the bulk
+                run_id = item[0]
+                end = index + 1
+                while end < count and type(items[end]) is tuple and items[end][0] == run_id:
+                    end += 1
+                self._add_points(ops, run_id, [point[1:] for point in items[index:end]])
+                index = end
+                continue
             if isinstance(item, _FlushMarker):
                 self._deliver(ops)
                 ops = []
                 item.ok = self._flush_backend()
                 item.done.set()
-                continue
-            self._add(ops, item)
+            else:
+                self._add(ops, item)
+            index += 1
         self._deliver(ops)
+
+    def _add_points(self, ops: list[Operation], run_id: str, points: list[Any]) -> None:
+        """Append metric points, filling the last batch of the run up to the limit."""
+        limit = self.backend.max_batch_size
+        last = ops[-1] if ops else None
+        if isinstance(last, LogBatch) and last.run_id == run_id and len(last) < limit:
+            room = limit - len(last)
+            last.metrics.extend(points[:room])
+            points = points[room:]
+        for start in range(0, len(points), limit):
+            ops.append(LogBatch(run_id, points[start : start + limit]))
 
     def _add(self, ops: list[Operation], item: Any) -> None:
         """Append ``item`` to ``ops``, merging it into the last batch when it can."""
-        last = ops[-1] if ops else None
-        limit = self.backend.max_batch_size
         if type(item) is tuple:
-            run_id, key, value, step, timestamp = item
-            if not (isinstance(last, LogBatch) and last.run_id == run_id and len(last) < limit):
-                last = LogBatch(run_id)
-                ops.append(last)
-            last.metrics.append(Metric(key, value, step, timestamp))
-        elif (
+            self._add_points(ops, item[0], [item[1:]])
+            return
+        last = ops[-1] if ops else None
+        if (
             isinstance(item, LogBatch)
             and isinstance(last, LogBatch)
             and last.run_id == item.run_id
-            and len(last) + len(item) <= limit
+            and len(last) + len(item) <= self.backend.max_batch_size
             and not (last.params.keys() & item.params.keys())
         ):
             last.metrics.extend(item.metrics)
@@ -317,7 +334,7 @@ class Lane:
                     self._reject(op, error)
                     return True
                 if attempt == len(delays) or self._closing:
-                    warn_once(
+                    warn_background(
                         f"lane-down:{self.backend.name}",
                         f"mlhooks: backend {self.backend.describe()!r} is failing ({error!r}); "
                         f"spooling to {self.spool_dir} and retrying every "
@@ -331,7 +348,7 @@ class Lane:
         if self._rejected is None:
             self._rejected = spool_io.SpoolWriter(self.spool_dir / "rejected", self.backend)
         self._rejected.append([op])
-        warn_once(
+        warn_background(
             f"rejected:{self.backend.name}:{type(error).__name__}",
             f"mlhooks: backend {self.backend.name!r} rejected an operation ({error}); "
             f"it was kept in {self._rejected.path}.",
@@ -367,7 +384,7 @@ class Lane:
             self.backend.flush()
             return True
         except Exception as error:  # noqa: BLE001
-            report_internal_error(f"flush of backend {self.backend.name!r}", error, reraise=False)
+            report_background_error(f"flush of backend {self.backend.name!r}", error)
             return False
 
     # -- shutdown -----------------------------------------------------------------------
@@ -382,7 +399,7 @@ class Lane:
         try:
             self.backend.close()
         except Exception as error:  # noqa: BLE001
-            report_internal_error(f"close of backend {self.backend.name!r}", error, reraise=False)
+            report_background_error(f"close of backend {self.backend.name!r}", error)
 
     def _spool_leftovers(self) -> None:
         """At exit with a stuck backend: put everything not stored into a spool file."""
@@ -401,7 +418,7 @@ class Lane:
             writer = spool_io.SpoolWriter(self.spool_dir, self.backend)
             writer.append(ops)
             writer.close()
-            warn_once(
+            warn_background(
                 f"exit-spool:{self.backend.name}",
                 f"mlhooks: {len(ops)} operations for {self.backend.describe()!r} were not "
                 f"stored before exit; they are in {writer.path}. Run `mlhooks sync`.",
@@ -442,9 +459,7 @@ def _reset_in_child() -> None:
         try:
             lane.backend.after_fork()
         except Exception as error:  # noqa: BLE001 - a backend bug must not kill the child
-            report_internal_error(
-                f"after_fork of backend {lane.backend.name!r}", error, reraise=False
-            )
+            report_background_error(f"after_fork of backend {lane.backend.name!r}", error)
 
 
 atexit.register(_close_all_at_exit)

@@ -7,11 +7,21 @@ With ``MLHOOKS_STRICT=1`` they are re-raised instead, so that tests catch our bu
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
 
-__all__ = ["MlhooksWarning", "is_strict", "report_internal_error", "warn_once"]
+__all__ = [
+    "MlhooksWarning",
+    "is_strict",
+    "report_background_error",
+    "report_internal_error",
+    "warn_background",
+    "warn_once",
+]
+
+log = logging.getLogger("mlhooks")
 
 
 class MlhooksWarning(UserWarning):
@@ -63,3 +73,28 @@ def reset_warnings() -> None:
     """Forget which warnings were given (for tests)."""
     with _lock:
         _warned.clear()
+
+
+def warn_background(key: str, message: str) -> None:
+    """:func:`warn_once` for mlhooks' own threads: with warnings turned into errors
+    (``-W error``) the warning is logged instead, so that the thread lives on."""
+    try:
+        warn_once(key, message)
+    except Exception:  # noqa: BLE001 - a warning filter set to "error"
+        log.warning(message)
+
+
+background_failures: list[str] = []
+"""In strict mode, the failures of mlhooks' own threads (tests check it is empty)."""
+
+
+def report_background_error(site: str, error: BaseException) -> None:
+    """:func:`report_internal_error` for mlhooks' own threads: never raises. In strict
+    mode the failure is also kept in :data:`background_failures`."""
+    if is_strict():
+        background_failures.append(f"{site}: {type(error).__name__}: {error}")
+    warn_background(
+        f"{site}:{type(error).__name__}",
+        f"mlhooks: {site} failed and was skipped; training is not affected "
+        f"({type(error).__name__}: {error})",
+    )

@@ -28,7 +28,7 @@ from .backends.base import (
     Operation,
     StartRun,
 )
-from .types import DatasetInfo, Metric, ModelArtifact, RunInfo
+from .types import DatasetInfo, ModelArtifact, RunInfo
 
 SPOOL_SUFFIX = ".spool.jsonl"
 
@@ -39,7 +39,7 @@ def encode(op: Operation) -> dict[str, Any]:
         return {
             "op": "batch",
             "run_id": op.run_id,
-            "metrics": [[m.key, _float_out(m.value), m.step, m.timestamp] for m in op.metrics],
+            "metrics": [[k, _float_out(v), s, t] for k, v, s, t in op.metrics],
             "params": op.params,
             "tags": op.tags,
         }
@@ -75,7 +75,7 @@ def decode(data: dict[str, Any]) -> Operation:
     """The operation that :func:`encode` turned into ``data``."""
     kind = data["op"]
     if kind == "batch":
-        metrics = [Metric(k, _float_in(v), s, t) for k, v, s, t in data["metrics"]]
+        metrics = [(k, _float_in(v), s, t) for k, v, s, t in data["metrics"]]
         return LogBatch(data["run_id"], metrics, data["params"], data["tags"])
     if kind == "start":
         return StartRun(RunInfo.from_dict(data["run"]))

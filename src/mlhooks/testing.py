@@ -70,8 +70,12 @@ def mlhooks_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.setenv("MLHOOKS_LOCAL_DIR", str(tmp_path / "mlhooks-runs"))
     host.load()
     reset_state()
+    errors.background_failures.clear()
     yield
     reset_state()
+    failures, errors.background_failures[:] = list(errors.background_failures), []
+    if failures:
+        raise AssertionError("mlhooks' background writer failed:\n" + "\n".join(failures))
 
 
 @pytest.fixture

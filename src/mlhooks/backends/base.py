@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..types import ALL_CAPABILITIES, Capability, DatasetInfo, Metric, ModelArtifact, RunInfo
+from ..types import ALL_CAPABILITIES, Capability, DatasetInfo, ModelArtifact, RunInfo
 
 
 @dataclass
@@ -21,12 +21,20 @@ class StartRun:
     run: RunInfo
 
 
+#: A metric point in a batch: (key, value, step, timestamp in ms). Plain tuples keep the
+#: writer cheap; :class:`mlhooks.Metric` has the same fields in the same order.
+Point = tuple[str, float, int, int]
+
+
 @dataclass
 class LogBatch:
-    """Metrics, params and tags for one run, in the order they were reported."""
+    """Metrics, params and tags for one run, in the order they were reported.
+
+    Unpack each point as ``for key, value, step, timestamp in batch.metrics``.
+    """
 
     run_id: str
-    metrics: list[Metric] = field(default_factory=list)
+    metrics: list[Point] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 

@@ -82,7 +82,7 @@ class LocalBackend(Backend):
 
     def log_batch(self, batch: LogBatch) -> None:
         if batch.metrics:
-            lines = [f"{m.key}\t{m.step}\t{m.timestamp}\t{m.value!r}\n" for m in batch.metrics]
+            lines = [f"{k}\t{s}\t{t}\t{v!r}\n" for k, v, s, t in batch.metrics]
             self._append(batch.run_id, "metrics.tsv", "".join(lines))
         if batch.params:
             self._append(batch.run_id, "params.jsonl", json.dumps(batch.params) + "\n")

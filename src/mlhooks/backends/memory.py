@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
-from ..types import ALL_CAPABILITIES, Capability, ModelArtifact, RunData, RunInfo, RunStatus
+from ..types import ALL_CAPABILITIES, Capability, Metric, ModelArtifact, RunData, RunInfo, RunStatus
 from .base import Backend, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
 
 
@@ -27,8 +27,8 @@ class MemoryBackend(Backend):
     def log_batch(self, batch: LogBatch) -> None:
         with self._lock:
             data = self.runs[batch.run_id]
-            for metric in batch.metrics:
-                data.metrics.setdefault(metric.key, []).append(metric)
+            for point in batch.metrics:
+                data.metrics.setdefault(point[0], []).append(Metric._make(point))
             data.params.update(batch.params)
             data.tags.update(batch.tags)
 
