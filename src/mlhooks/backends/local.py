@@ -210,7 +210,8 @@ class LocalStore:
     def get_run(self, run_id: str) -> RunData:
         """Everything stored for ``run_id``."""
         directory = self.root / run_id
-        data = RunData(info=self.info(run_id))
+        info = self.info(run_id)
+        data = RunData(info=info, tags=dict(info.tags))
         for params in _read_jsonl(directory / "params.jsonl"):
             data.params.update(params)
         for tags in _read_jsonl(directory / "tags.jsonl"):

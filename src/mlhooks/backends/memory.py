@@ -22,7 +22,8 @@ class MemoryBackend(Backend):
 
     def start_run(self, run: RunInfo) -> None:
         with self._lock:
-            self.runs[run.run_id] = RunData(info=RunInfo.from_dict(run.to_dict()))
+            info = RunInfo.from_dict(run.to_dict())
+            self.runs[run.run_id] = RunData(info=info, tags=dict(info.tags))
 
     def log_batch(self, batch: LogBatch) -> None:
         with self._lock:
