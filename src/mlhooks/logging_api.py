@@ -8,18 +8,18 @@ Every call only enqueues: the writing happens on the background writer.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
+from time import time_ns
 from typing import Any
 
 from . import datasets, models, staging, validation
 from .errors import report_internal_error
 from .plugins import host
 from .recorder import recorder
-from .runs import _local as run_stack
 from .runs import active_run, new_params, start_run
+from .runs import thread_local as run_stack
 from .types import RunInfo, now_ms
-from .validation import clean_metrics
+from .validation import checked_keys, clean_metrics
 
 __all__ = [
     "flush",
@@ -50,13 +50,13 @@ def log_metric(
     # The hot path of manual logging: each check is inlined for the common case.
     stack = getattr(run_stack, "stack", None)
     run = stack[-1] if stack else _run()
-    if type(key) is not str or key not in validation.checked_keys:
+    if type(key) is not str or key not in checked_keys:
         key = validation.check_key(key, "metric", strict=True)
     if type(value) is not float:
         value = validation.metric_value(key, value, strict=True)  # type: ignore[assignment]
     if type(step) is not int:
         step = 0 if step is None else validation.step_value(step, strict=True)
-    stamp = time.time_ns() // 1_000_000 if timestamp is None else int(timestamp)
+    stamp = time_ns() // 1_000_000 if timestamp is None else int(timestamp)
     try:
         for call in host.calls("on_metrics"):
             call(run, {key: value}, step, stamp)

@@ -24,7 +24,8 @@ from .plugins import host
 from .recorder import recorder
 from .types import RunInfo, RunStatus, now_ms
 
-_local = threading.local()
+thread_local = threading.local()
+"""Per-thread state: ``.stack`` is the list of active runs, innermost last."""
 _open: dict[str, RunInfo] = {}
 """Every run not yet ended, on any thread (ended at interpreter exit)."""
 _logged_params: dict[str, dict[str, str]] = {}
@@ -32,15 +33,15 @@ _open_lock = threading.Lock()
 
 
 def _stack() -> list[RunInfo]:
-    stack: list[RunInfo] | None = getattr(_local, "stack", None)
+    stack: list[RunInfo] | None = getattr(thread_local, "stack", None)
     if stack is None:
-        stack = _local.stack = []
+        stack = thread_local.stack = []
     return stack
 
 
 def active_run() -> RunInfo | None:
     """The innermost run active on this thread, or None."""
-    stack = getattr(_local, "stack", None)
+    stack = getattr(thread_local, "stack", None)
     return stack[-1] if stack else None
 
 
