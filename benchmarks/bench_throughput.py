@@ -35,7 +35,7 @@ CONFIGS = ("log_metric", "log_metrics x10", "FitSession x10", "local store")
 def measure(config: str, points: int) -> dict[str, float]:
     """One measurement, in this process."""
     import mlhooks
-    from mlhooks.backends import LogBatch, StartRun
+    from mlhooks.backends import LogBatch
     from mlhooks.backends.local import LocalBackend
     from mlhooks.types import Metric, RunInfo
 

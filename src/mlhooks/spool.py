@@ -226,11 +226,17 @@ def replay(
 
 
 def find_spools(root: Path, backend: str | None = None) -> list[SpoolFile]:
-    """Spool files under ``root``, oldest first, optionally for one backend name."""
+    """Spool files under ``root``, oldest first, optionally for one backend name.
+    (``rejected/`` holds operations a backend refused; name it as ``root`` to see them.)"""
     if not root.exists():
         return []
-    files = sorted(root.rglob("*" + SPOOL_SUFFIX), key=lambda p: p.stat().st_mtime)
-    spools = [SpoolFile(p) for p in files]
+    found: list[tuple[float, Path]] = []
+    for path in root.glob("*" + SPOOL_SUFFIX):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue  # replayed and removed meanwhile
+    spools = [SpoolFile(path) for _, path in sorted(found)]
     if backend is not None:
         spools = [s for s in spools if s.header().backend == backend]
     return spools
