@@ -59,7 +59,7 @@ def unregister(plugin: object) -> None:
     _host.unregister(plugin)
 
 
-def plugins() -> list[str]:
+def list_plugins() -> list[str]:
     """Names of the registered plugins."""
     _host.load()
     return _host.plugin_names()
@@ -92,6 +92,7 @@ __all__ = [
     "fingerprint",
     "flush",
     "hookimpl",
+    "list_plugins",
     "log_artifact",
     "log_artifacts",
     "log_dataset",
@@ -100,7 +101,6 @@ __all__ = [
     "log_model",
     "log_param",
     "log_params",
-    "plugins",
     "register",
     "set_tag",
     "set_tags",

@@ -36,8 +36,8 @@ from typing import Any
 
 from . import spool as spool_io
 from . import staging
-from .backends.base import Backend, LogArtifact, LogBatch, LogModel, Operation
-from .errors import report_background_error, warn_background
+from .backends.base import Backend, BackendError, LogArtifact, LogBatch, LogModel, Operation
+from .errors import background_failures, is_strict, report_background_error, warn_background
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class Lane:
                 self._drain()
                 if self._spool is not None and time.monotonic() >= self._next_probe:
                     self._probe()
-            except Exception as error:  # noqa: BLE001 - the writer must survive
+            except BaseException as error:  # noqa: BLE001 - the writer must survive
                 report_background_error("background writer", error)
             if self._closing and not self._queue and self._overflow is None:
                 return
@@ -345,6 +345,9 @@ class Lane:
         return False  # pragma: no cover
 
     def _reject(self, op: Operation, error: BaseException) -> None:
+        if not isinstance(error, BackendError) and is_strict():
+            # Not a refusal the backend declared: most likely a bug in the backend.
+            background_failures.append(f"backend {self.backend.name!r}: {error!r}")
         if self._rejected is None:
             self._rejected = spool_io.SpoolWriter(self.spool_dir / "rejected", self.backend)
         self._rejected.append([op])

@@ -109,7 +109,10 @@ class FitSession:
         if self.fit is None:
             return
         clean = self._clean_metrics(metrics)
-        host.emit("on_epoch_end", self.fit, epoch, epoch if step is None else step, clean)
+        step = epoch if step is None else validation.step_value(step, strict=False)
+        if clean:
+            host.emit("on_metrics", self.fit.run, clean, step, now_ms())
+        host.emit("on_epoch_end", self.fit, epoch, step, clean)
 
     def log_dataset(
         self, data: Any, name: str | None = None, context: str = "train", source: str | None = None

@@ -83,7 +83,8 @@ def on_epoch_end(fit: Fit, epoch: int, step: int, metrics: Mapping[str, float]) 
     """An epoch (or boosting round) ended with these epoch-level ``metrics``.
 
     ``step`` is where the values are stored: usually ``epoch``, or the global step when
-    the integration is configured so.
+    the integration is configured so. The same values were reported through
+    ``on_metrics`` just before, so a listener that watches metrics needs only that hook.
     """
 
 
@@ -104,7 +105,8 @@ def on_tags(run: RunInfo, tags: Mapping[str, str]) -> None:
 
 @hookspec
 def on_metrics(run: RunInfo, metrics: Mapping[str, float], step: int, timestamp: int) -> None:
-    """Metric values observed at ``step`` (timestamp in ms): per step, per call, final.
+    """Metric values observed at ``step`` (timestamp in ms): every metric point that is
+    stored goes through here (per step, per epoch, final, manual).
 
     This is the hot path (called once per training step at most); keep it cheap.
     """

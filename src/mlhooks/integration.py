@@ -53,7 +53,11 @@ class Integration:
         raise NotImplementedError
 
     def wrap(self, owner: Any, attribute: str, handler: CallHandler) -> None:
-        """Patch ``owner.<attribute>`` so that ``handler`` runs around each call."""
+        """Patch ``owner.<attribute>`` so that ``handler`` runs around each call. A
+        :class:`~mlhooks.FitHandler` without a ``framework`` takes this integration's
+        name, so that ``autolog(<name>={...})`` options reach it."""
+        if getattr(handler, "framework", None) == "":
+            handler.framework = self.name  # type: ignore[attr-defined]
         self.patcher.wrap(owner, attribute, handler)
 
     def unpatch(self) -> None:
@@ -82,7 +86,7 @@ class Integration:
         if self.min_version is not None and current < parse_version(self.min_version):
             return f"{self.name} {version} is older than the supported {self.min_version}"
         if self.max_version is not None and current >= parse_version(self.max_version):
-            return f"{self.name} {version} is newer than the supported range (< {self.max_version})"
+            return f"{self.name} {version} is newer than the supported {self.max_version}"
         return None
 
     def supported_range(self) -> str:

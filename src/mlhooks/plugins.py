@@ -72,6 +72,7 @@ class PluginHost:
         self._loaded = False
         self._lock = threading.RLock()
         self._on_new_integration: list[Callable[[Integration], None]] = []
+        self._on_backend_removed: list[Callable[[str], None]] = []
 
     # -- loading --------------------------------------------------------------------------
 
@@ -114,15 +115,23 @@ class PluginHost:
         when it could not be registered (one warning says why)."""
         with self._lock:
             label = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+            if isinstance(plugin, type):
+                self._fail(label, "a plugin is an instance or a module, not a class: pass it ()")
+                return None
             try:
                 registered = self.pm.register(plugin, name=name)
+                self.pm.check_pending()  # a hook name that is not in the contract
             except Exception as error:  # noqa: BLE001 - a malformed plugin
+                if self.pm.is_registered(plugin):
+                    self.pm.unregister(plugin)
                 self._fail(label, f"registration failed: {error}")
                 return None
             if registered is None:
                 return None
             self._forget_listeners()
-            self._run_registration_hooks(plugin, registered)
+            if not self._run_registration_hooks(plugin, registered):
+                self.unregister(plugin)
+                return None
             return registered
 
     def unregister(self, plugin: object) -> None:
@@ -140,12 +149,16 @@ class PluginHost:
             for key in [k for k, v in self._backend_owners.items() if v == name]:
                 self.backends.pop(key, None)
                 del self._backend_owners[key]
+                for callback in self._on_backend_removed:
+                    callback(key)
 
     def _forget_listeners(self) -> None:
         self._listeners = {}
         self._calls = {}
 
-    def _run_registration_hooks(self, plugin: object, plugin_name: str) -> None:
+    def _run_registration_hooks(self, plugin: object, plugin_name: str) -> bool:
+        """Run the plugin's registration hooks; False (one warning) when one raised."""
+
         def add_integration(integration: Integration) -> None:
             integration.plugin_name = plugin_name
             self.integrations[integration.name] = integration
@@ -153,6 +166,12 @@ class PluginHost:
                 callback(integration)
 
         def add_backend(name: str, factory: BackendFactory) -> None:
+            declared = getattr(factory, "name", name) if isinstance(factory, type) else name
+            if declared != name:
+                raise ValueError(
+                    f"backend registered as {name!r} names itself {declared!r}; the two must "
+                    "match (spool files and `mlhooks sync` find backends by that name)"
+                )
             self.backends[name] = factory
             self._backend_owners[name] = plugin_name
 
@@ -167,6 +186,8 @@ class PluginHost:
                 function(register=callback)
             except Exception as error:  # noqa: BLE001 - a broken plugin
                 self._fail(plugin_name, f"{hook} raised {error!r}")
+                return False
+        return True
 
     def _is_impl(self, plugin: object, hook: str) -> bool:
         return any(impl.plugin is plugin for impl in getattr(self.pm.hook, hook).get_hookimpls())
@@ -174,6 +195,10 @@ class PluginHost:
     def on_new_integration(self, callback: Callable[[Integration], None]) -> None:
         """Call ``callback`` for every integration registered from now on."""
         self._on_new_integration.append(callback)
+
+    def on_backend_removed(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback`` with the name of every backend whose plugin goes away."""
+        self._on_backend_removed.append(callback)
 
     def plugin_names(self) -> list[str]:
         return [name for name, _ in self.pm.list_name_plugin()]

@@ -27,7 +27,7 @@ from .backends.base import (
 from .backends.local import default_root
 from .dispatch import Lane, retry_policy_from_env
 from .hookspecs import hookimpl
-from .types import DatasetInfo, Fit, ModelArtifact, RunInfo, RunStatus, now_ms
+from .types import Capability, DatasetInfo, ModelArtifact, RunInfo, RunStatus, now_ms
 
 
 class Recorder:
@@ -37,6 +37,7 @@ class Recorder:
         self._lanes: dict[int, Lane] = {}
         self._backends: dict[int, Backend] = {}
         self._runs: dict[str, tuple[Lane, ...]] = {}
+        self._metric_lanes: dict[str, tuple[Lane, ...]] = {}
         self._lock = threading.Lock()
 
     # -- wiring -----------------------------------------------------------------------------
@@ -57,7 +58,9 @@ class Recorder:
 
     def bind(self, run: RunInfo, backends: Sequence[Backend]) -> None:
         """Send everything about ``run`` to ``backends`` (call before ``on_run_start``)."""
-        self._runs[run.run_id] = tuple(self.lane(backend) for backend in backends)
+        lanes = tuple(self.lane(backend) for backend in backends)
+        self._runs[run.run_id] = lanes
+        self._metric_lanes[run.run_id] = self._capable(lanes, Capability.METRICS)
 
     def lanes_of(self, run_id: str) -> tuple[Lane, ...]:
         return self._runs.get(run_id, ())
@@ -70,16 +73,22 @@ class Recorder:
         """Wait until everything reported so far is stored (or spooled)."""
         return all([lane.flush(timeout) for lane in self.lanes])
 
-    def _put(self, run_id: str, op: Operation, snapshot: str | None = None) -> None:
+    @staticmethod
+    def _capable(lanes: tuple[Lane, ...], needed: Capability | None) -> tuple[Lane, ...]:
+        return tuple(lane for lane in lanes if lane.backend.supports(needed))
+
+    def _put(
+        self,
+        run_id: str,
+        op: Operation,
+        snapshot: str | None = None,
+        needed: Capability | None = None,
+    ) -> None:
         """Put ``op`` on the lanes whose backend can store it. ``snapshot`` is a staged
         file the op refers to: each lane releases it once stored, and it is gone after
         the last one (at once when no lane takes it)."""
-        needed = REQUIRED_CAPABILITY[type(op)]
-        lanes = [
-            lane
-            for lane in self._runs.get(run_id, ())
-            if needed is None or needed in lane.backend.capabilities
-        ]
+        needed = needed or REQUIRED_CAPABILITY[type(op)]
+        lanes = self._capable(self._runs.get(run_id, ()), needed)
         if snapshot is not None:
             staging.hold(snapshot, len(lanes) - 1)
         for lane in lanes:
@@ -95,19 +104,21 @@ class Recorder:
     @hookimpl(tryfirst=True)
     def on_params(self, run: RunInfo, params: Mapping[str, Any]) -> None:
         if params:
-            self._put(run.run_id, LogBatch(run.run_id, params=dict(params)))
+            self._put(
+                run.run_id, LogBatch(run.run_id, params=dict(params)), None, Capability.PARAMS
+            )
 
     @hookimpl(tryfirst=True)
     def on_tags(self, run: RunInfo, tags: Mapping[str, str]) -> None:
         if tags:
-            self._put(run.run_id, LogBatch(run.run_id, tags=dict(tags)))
+            self._put(run.run_id, LogBatch(run.run_id, tags=dict(tags)), needed=Capability.TAGS)
 
     @hookimpl(tryfirst=True)
     def on_metrics(
         self, run: RunInfo, metrics: Mapping[str, float], step: int, timestamp: int
     ) -> None:
         run_id = run.run_id
-        lanes = self._runs.get(run_id, ())
+        lanes = self._metric_lanes.get(run_id, ())
         if len(lanes) == 1:
             put = lanes[0].put
             for key, value in metrics.items():
@@ -117,10 +128,6 @@ class Recorder:
             item = (run_id, key, value, step, timestamp)
             for lane in lanes:
                 lane.put(item)
-
-    @hookimpl(tryfirst=True)
-    def on_epoch_end(self, fit: Fit, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
-        self.on_metrics(fit.run, metrics, step, now_ms())
 
     @hookimpl(tryfirst=True)
     def on_dataset(self, run: RunInfo, dataset: DatasetInfo) -> None:
@@ -142,6 +149,7 @@ class Recorder:
     def on_run_end(self, run: RunInfo, status: RunStatus) -> None:
         self._put(run.run_id, EndRun(run.run_id, status.value, run.end_time or now_ms()))
         self._runs.pop(run.run_id, None)
+        self._metric_lanes.pop(run.run_id, None)
 
 
 recorder = Recorder()

@@ -91,6 +91,14 @@ def resolve(spec: Iterable[str | Backend] | str | Backend | None) -> list[Backen
     return resolved
 
 
+def _forget_name(name: str) -> None:
+    with _lock:
+        _by_name.pop(name, None)
+
+
+host.on_backend_removed(_forget_name)
+
+
 def forget() -> None:
     """Drop the shared named instances (tests use this between cases)."""
     with _lock:
