@@ -275,12 +275,12 @@ def test_memory_stays_bounded_past_the_limit_and_order_is_kept(tmp_path: Path) -
     for step in range(20_000):
         lane.put(("r1", "loss", float(step), step, 0))
         largest = max(largest, lane.pending)
-        spilled = spilled or any((tmp_path / "spool" / "overflow").glob("*.jsonl"))
+        spilled = spilled or any((tmp_path / "spool" / "overflow").glob("overflow-*"))
     assert lane.flush(60)
     assert largest <= 500
     assert spilled
     assert [m.step for m in backend.run("r1").history("loss")] == list(range(20_000))
-    assert not any((tmp_path / "spool" / "overflow").glob("*.jsonl"))
+    assert not any((tmp_path / "spool" / "overflow").glob("overflow-*"))
 
 
 def test_flush_waits_for_everything_put_before_it(tmp_path: Path) -> None:
