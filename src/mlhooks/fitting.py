@@ -19,7 +19,7 @@ from .config import FrameworkSettings
 from .errors import report_internal_error
 from .patching import Call, CallHandler
 from .plugins import host
-from .runs import active_run, end_run, new_params, start_run
+from .runs import current_run, end_run, new_params, start_run
 from .types import Fit, ModelArtifact, RunStatus, now_ms
 
 
@@ -58,7 +58,7 @@ class FitSession:
 
     def start(self) -> Fit | None:
         """Open the run if needed and report ``on_fit_start``."""
-        parent = active_run()
+        parent = current_run()
         if parent is not None and self.settings.exclusive and not parent.managed:
             return None
         if parent is None:

@@ -57,6 +57,17 @@ def register_backends(register: Callable[[str, BackendFactory], None]) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def find_active_run() -> RunInfo | None:
+    """A run opened outside mlhooks that tracking should go into, or None.
+
+    The MLflow plugin returns the run of ``mlflow.start_run()`` here, so that fits and
+    ``mlhooks.log_*`` calls inside it log into it. Return the same object for the same
+    outside run each time, with ``backend_ids`` naming it for your backend. mlhooks
+    never ends such a run; it is consulted only when no mlhooks run is active.
+    """
+
+
 # -- event hooks ---------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from . import datasets, models, staging, validation
 from .errors import report_internal_error
 from .plugins import host
 from .recorder import recorder
-from .runs import active_run, new_params, start_run
+from .runs import active_run, current_run, new_params, start_run
 from .runs import thread_local as run_stack
 from .types import RunInfo, now_ms
 from .validation import checked_keys, clean_metrics
@@ -37,7 +37,8 @@ __all__ = [
 
 
 def _run() -> RunInfo:
-    run = active_run()
+    """The run to log into; one is started when there is none (as MLflow does)."""
+    run = current_run()
     if run is None:
         run = start_run().info
     return run

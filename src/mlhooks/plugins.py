@@ -78,8 +78,10 @@ class PluginHost:
 
     def load(self) -> None:
         """Register the built-ins and every allowed entry point, once."""
+        if self._loaded:
+            return
         with self._lock:
-            if self._loaded:
+            if self._is_loaded():  # another thread got here first
                 return
             self._loaded = True
             from .builtins import builtin_plugins
@@ -87,6 +89,9 @@ class PluginHost:
             for name, plugin in builtin_plugins():
                 self.register(plugin, name=name)
             self._load_entry_points()
+
+    def _is_loaded(self) -> bool:
+        return self._loaded
 
     def _load_entry_points(self) -> None:
         allowed = _names_from_env("MLHOOKS_PLUGINS")

@@ -15,11 +15,11 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from . import selection, validation
 from .backends.base import Backend
-from .errors import warn_once
+from .errors import report_internal_error, warn_once
 from .plugins import host
 from .recorder import recorder
 from .types import RunInfo, RunStatus, now_ms
@@ -43,6 +43,37 @@ def active_run() -> RunInfo | None:
     """The innermost run active on this thread, or None."""
     stack = getattr(thread_local, "stack", None)
     return stack[-1] if stack else None
+
+
+_adopted: set[str] = set()
+
+
+def current_run() -> RunInfo | None:
+    """The run tracking goes into: this thread's innermost mlhooks run, else a run
+    opened outside mlhooks that a plugin offers (``find_active_run``), else None."""
+    stack = _stack()
+    if stack:
+        return stack[-1]
+    host.load()
+    try:
+        outside = cast("RunInfo | None", host.pm.hook.find_active_run())
+    except Exception as error:  # noqa: BLE001 - a plugin's bug must not stop training
+        report_internal_error("find_active_run", error)
+        return None
+    if outside is not None and outside.run_id not in _adopted:
+        _adopt(outside)
+    return outside
+
+
+def _adopt(info: RunInfo) -> None:
+    """Start tracking a run someone else opened (and will end)."""
+    with _open_lock:
+        if info.run_id in _adopted:
+            return
+        _adopted.add(info.run_id)
+        _logged_params[info.run_id] = {}
+    recorder.bind(info, selection.resolve(_autolog_backends()))
+    host.emit("on_run_start", info)
 
 
 class ActiveRun:
@@ -90,7 +121,7 @@ def start_run(
     hyper-parameter search candidate, say); otherwise this raises ValueError. A child
     run writes where its parent does unless ``backends`` says otherwise.
     """
-    parent = active_run()
+    parent = current_run()
     if parent is not None and not nested:
         raise ValueError(
             f"run {parent.name!r} ({parent.run_id}) is already active on this thread; "
