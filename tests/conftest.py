@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from fake_integration import FakePlugin
 
 # Our own errors must fail our tests, not hide behind a warning.

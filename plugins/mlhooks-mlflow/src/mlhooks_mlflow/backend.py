@@ -1,0 +1,284 @@
+"""The MLflow backend: mlhooks operations as MlflowClient calls.
+
+Runs get MLflow's own run ids; the mlhooks run id is kept as the tag ``mlhooks.run_id``
+so that a replay in another process (``mlhooks sync``) finds the MLflow run again
+instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+from mlhooks import Backend, BackendError, DatasetInfo, RunInfo
+from mlhooks.backends import EndRun, LogArtifact, LogBatch, LogDataset, LogModel
+from mlhooks.errors import warn_background
+
+from . import models
+from .location import active_experiment_id, resolve_tracking_uri
+
+RUN_ID_TAG = "mlhooks.run_id"
+_KEY_ALLOWED = re.compile(r"[^/\w.\- :]")
+_PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"}
+
+
+class MlflowBackend(Backend):
+    """Writes runs to an MLflow tracking store.
+
+    Args:
+        tracking_uri: where to write; default ``MLFLOW_TRACKING_URI`` /
+            ``mlflow.set_tracking_uri``, else MLflow's default ``sqlite:///mlflow.db``.
+        experiment: experiment name for runs that name none; default the experiment of
+            ``mlflow.set_experiment`` / ``MLFLOW_EXPERIMENT_NAME``, else MLflow's default.
+    """
+
+    name: ClassVar[str] = "mlflow"
+    max_batch_size: ClassVar[int] = MAX_METRICS_PER_BATCH
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment = experiment
+        self._follows_mlflow = tracking_uri is None
+        self._client: MlflowClient | None = None
+        self._ids: dict[str, str] = {}
+        self._experiment_ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def describe(self) -> str:
+        return f"MLflow at {self.tracking_uri}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
+
+    def after_fork(self) -> None:
+        self._client = None  # its HTTP session belongs to the parent
+
+    def mlflow_run_id(self, run_id: str) -> str:
+        """The MLflow run id of mlhooks run ``run_id``."""
+        known = self._ids.get(run_id)
+        if known is not None:
+            return known
+        found = self._find(run_id)
+        if found is None:
+            raise BackendError(f"no MLflow run for mlhooks run {run_id!r}", retryable=False)
+        return found
+
+    def _find(self, run_id: str) -> str | None:
+        """The MLflow run tagged with ``run_id``, created by an earlier process."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        runs = self.client.search_runs(
+            experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'", max_results=1
+        )
+        if not runs:
+            return None
+        self._ids[run_id] = runs[0].info.run_id
+        return runs[0].info.run_id
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def start_run(self, run: RunInfo) -> None:
+        adopted = run.backend_ids.get(self.name)
+        if adopted is not None:  # opened with mlflow.start_run(): log into it
+            self._ids[run.run_id] = adopted
+            return
+        if run.run_id in self._ids or self._find(run.run_id) is not None:
+            return  # a replayed start: the run exists already
+        tags = {**run.tags, RUN_ID_TAG: run.run_id, "mlflow.user": _user()}
+        if run.description:
+            tags["mlflow.note.content"] = run.description
+        if run.parent_id is not None:
+            tags["mlflow.parentRunId"] = self.mlflow_run_id(run.parent_id)
+        created = self.client.create_run(
+            self._experiment_id(run),
+            start_time=run.start_time,
+            tags={k: v[:MAX_TAG_VAL_LENGTH] for k, v in self._clean(tags, "tag").items()},
+            run_name=run.name,
+        )
+        self._ids[run.run_id] = created.info.run_id
+
+    def _experiment_id(self, run: RunInfo) -> str:
+        name = run.experiment or self.experiment
+        if name is None and self._follows_mlflow:
+            found = active_experiment_id()
+            if found is not None:
+                return found
+        name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        if name is None:
+            return os.environ.get("MLFLOW_EXPERIMENT_ID") or "0"
+        with self._lock:
+            cached = self._experiment_ids.get(name)
+            if cached is None:
+                experiment = self.client.get_experiment_by_name(name)
+                cached = (
+                    experiment.experiment_id
+                    if experiment is not None
+                    else self.client.create_experiment(name)
+                )
+                self._experiment_ids[name] = cached
+            return cached
+
+    def end_run(self, op: EndRun) -> None:
+        mlflow_id = self.mlflow_run_id(op.run_id)
+        self.client.set_terminated(mlflow_id, RunStatus.to_string(_status(op.status)), op.end_time)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def log_batch(self, batch: LogBatch) -> None:
+        mlflow_id = self.mlflow_run_id(batch.run_id)
+        keys = self._clean_keys([k for k, _, _, _ in batch.metrics], "metric")
+        metrics = [Metric(keys[k], v, t, s) for k, v, s, t in batch.metrics]
+        params = [
+            Param(k, self._truncate(k, v, MAX_PARAM_VAL_LENGTH, "param"))
+            for k, v in self._clean(batch.params, "param").items()
+        ]
+        tags = [
+            RunTag(k, self._truncate(k, v, MAX_TAG_VAL_LENGTH, "tag"))
+            for k, v in self._clean(batch.tags, "tag").items()
+        ]
+        for chunk_metrics, chunk_params, chunk_tags in _chunks(metrics, params, tags):
+            self.client.log_batch(
+                mlflow_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags
+            )
+
+    def log_dataset(self, op: LogDataset) -> None:
+        mlflow_id = self.mlflow_run_id(op.run_id)
+        self.client.log_inputs(mlflow_id, datasets=[_dataset_input(op.dataset)])
+
+    def log_artifact(self, op: LogArtifact) -> None:
+        mlflow_id = self.mlflow_run_id(op.run_id)
+        if os.path.isdir(op.local_path):
+            self.client.log_artifacts(mlflow_id, op.local_path, op.artifact_path)
+        else:
+            self.client.log_artifact(mlflow_id, op.local_path, op.artifact_path)
+
+    def log_model(self, op: LogModel) -> None:
+        mlflow_id = self.mlflow_run_id(op.run_id)
+        with models.temporary_directory() as directory:
+            folder = models.save_mlflow_model(op.model, directory)
+            self.client.log_artifacts(mlflow_id, folder, op.model.name)
+        registered = op.model.metadata.get("registered_model_name")
+        if registered:
+            source = f"runs:/{mlflow_id}/{op.model.name}"
+            try:
+                self.client.create_registered_model(registered)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            self.client.create_model_version(registered, source, run_id=mlflow_id)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def is_retryable(self, error: BaseException) -> bool:
+        if isinstance(error, BackendError):
+            return error.retryable
+        if isinstance(error, RestException | MlflowException):
+            return error.error_code not in _PERMANENT_CODES
+        return True  # connection errors and everything MLflow raises while unreachable
+
+    # -- sanitizing -------------------------------------------------------------------------
+
+    def _clean_keys(self, keys: Sequence[str], what: str) -> dict[str, str]:
+        return {key: _mlflow_key(key, what) for key in set(keys)}
+
+    def _clean(self, values: dict[str, str], what: str) -> dict[str, str]:
+        return {_mlflow_key(k, what): v for k, v in values.items()}
+
+    def _truncate(self, key: str, value: str, limit: int, what: str) -> str:
+        if len(value) <= limit:
+            return value
+        warn_background(
+            f"mlflow-truncate:{what}:{key}",
+            f"mlhooks: {what} {key!r} is {len(value)} characters long; MLflow keeps at most "
+            f"{limit}, so it was truncated",
+        )
+        return value[:limit]
+
+
+def _status(status: str) -> int:
+    return int(RunStatus.from_string(status))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=100_000)
+def _mlflow_key(key: str, what: str) -> str:
+    """``key`` as MLflow accepts it: allowed characters only, a normalized path."""
+    fixed = _KEY_ALLOWED.sub("_", key)
+    fixed = "/".join(part for part in fixed.split("/") if part not in ("", ".")) or "_"
+    if fixed != key:
+        warn_background(
+            f"mlflow-key:{what}:{key}",
+            f"mlhooks: MLflow does not accept the {what} key {key!r}; logged as {fixed!r}",
+        )
+    return fixed
+
+
+def _chunks(
+    metrics: list[Metric], params: list[Param], tags: list[RunTag]
+) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """Pieces within MLflow's limits: 1000 metrics, 100 params and 100 tags per call."""
+    step = MAX_PARAMS_TAGS_PER_BATCH
+    for start in range(0, max(len(params), len(tags)), step):
+        yield [], params[start : start + step], tags[start : start + step]
+    for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        yield metrics[start : start + MAX_METRICS_PER_BATCH], [], []
+
+
+_MLFLOW_TYPES = {"f": "double", "i": "long", "u": "long", "b": "boolean", "O": "string"}
+
+
+def _dataset_input(info: DatasetInfo) -> DatasetInput:
+    columns = [
+        {"name": name, "type": _MLFLOW_TYPES.get(_dtype_kind(dtype), "string")}
+        for name, dtype in (info.schema or {}).items()
+    ]
+    profile = {"shape": list(info.shape) if info.shape else None, "kind": info.kind}
+    if info.shape:
+        profile["num_rows"] = info.shape[0]
+    dataset = Dataset(
+        name=info.name,
+        digest=info.digest,
+        source_type="local" if info.source else "code",
+        source=json.dumps({"uri": info.source} if info.source else {"tags": {}}),
+        schema=json.dumps({"mlflow_colspec": columns}) if columns else None,
+        profile=json.dumps(profile),
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", info.context)])
+
+
+def _dtype_kind(dtype: str) -> str:
+    name = dtype.lower()
+    if name.startswith(("float", "double")):
+        return "f"
+    if name.startswith(("int", "uint")):
+        return "i"
+    if name.startswith("bool"):
+        return "b"
+    return "O"

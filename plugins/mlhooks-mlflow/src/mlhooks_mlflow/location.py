@@ -1,0 +1,56 @@
+"""Where MLflow data goes: the tracking URI and the experiment, resolved as MLflow does."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlparse
+
+import mlflow
+
+
+class TrackingUriError(ValueError):
+    """A tracking URI mlhooks cannot write to, with what to do about it."""
+
+
+def _file_store_allowed() -> bool:
+    return os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true", "yes")
+
+
+def _major_version() -> int:
+    return int(mlflow.__version__.split(".")[0])
+
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """``explicit``, else ``MLFLOW_TRACKING_URI``/``mlflow.set_tracking_uri``, else
+    MLflow's default (``sqlite:///mlflow.db`` in the current folder). Relative sqlite
+    paths become absolute, so that a later ``mlhooks sync`` from elsewhere finds them.
+
+    Raises TrackingUriError for a file store that MLflow 3 refuses.
+    """
+    uri = explicit if explicit is not None else mlflow.get_tracking_uri()
+    parsed = urlparse(uri)
+    is_file_store = parsed.scheme in ("", "file") and not uri.startswith("databricks")
+    if is_file_store and _major_version() >= 3 and not _file_store_allowed():
+        raise TrackingUriError(
+            f"MLflow tracking URI {uri!r} is a file store (./mlruns), which MLflow 3 no "
+            "longer writes to. Use a database instead, e.g. "
+            "MLFLOW_TRACKING_URI=sqlite:///mlflow.db (what `mlflow ui` opens by default), "
+            "migrate old runs with `mlflow migrate-filestore`, or set "
+            "MLFLOW_ALLOW_FILE_STORE=true to keep the file store."
+        )
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = unquote(uri[len("sqlite:///") :])
+        if path and path != ":memory:":
+            uri = "sqlite:///" + os.path.abspath(path)
+    return uri
+
+
+def active_experiment_id() -> str | None:
+    """The experiment ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_NAME``/``_ID``
+    selected, or None for MLflow's default."""
+    try:  # MLflow's own resolution (set_experiment, environment, notebooks)
+        from mlflow.tracking.fluent import _get_experiment_id
+
+        return _get_experiment_id()
+    except Exception:  # noqa: BLE001 - a private helper that may move
+        return os.environ.get("MLFLOW_EXPERIMENT_ID")

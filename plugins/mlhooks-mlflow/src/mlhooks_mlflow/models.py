@@ -1,0 +1,81 @@
+"""Models as real MLflow models of their flavor, written on the background writer.
+
+What makes MLflow's own ``log_model`` slow per fit is inferring pip requirements (a
+subprocess importing the model) and checking them. Here each flavor's requirements are
+computed once per process from installed versions, and handed to ``save_model``, which
+then skips inference.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import tempfile
+from typing import Any
+
+from mlhooks import ModelArtifact
+
+# flavor -> (MLflow module, keyword of save_model that takes the model)
+FLAVORS: dict[str, tuple[str, str]] = {
+    "sklearn": ("mlflow.sklearn", "sk_model"),
+    "xgboost": ("mlflow.xgboost", "xgb_model"),
+    "pytorch": ("mlflow.pytorch", "pytorch_model"),
+}
+
+
+@functools.cache
+def pip_requirements(flavor: str) -> tuple[str, ...]:
+    """The flavor's pip requirements, pinned to what is installed; once per process."""
+    module = importlib.import_module(FLAVORS[flavor][0])
+    return tuple(module.get_default_pip_requirements())
+
+
+def _model_object(artifact: ModelArtifact) -> Any:
+    if artifact.format == "pickle":
+        return artifact.load()
+    if artifact.path is not None:
+        return artifact.path
+    raise ValueError(f"model {artifact.name!r} has no payload in a format MLflow can load")
+
+
+def _signature(model: Any, example: Any) -> Any:
+    from mlflow.models import infer_signature
+
+    predict = getattr(model, "predict", None)
+    output = predict(example) if callable(predict) else None
+    return infer_signature(example, output)
+
+
+def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
+    """Write ``artifact`` under ``directory`` as an MLflow model; returns its folder.
+
+    Known flavors become real MLflow models (loadable with ``mlflow.<flavor>.load_model``
+    and ``mlflow.pyfunc.load_model``); other objects are kept as ``model.pkl``.
+    """
+    target = os.path.join(directory, artifact.name)
+    flavor = FLAVORS.get(artifact.flavor)
+    if flavor is None:
+        os.makedirs(target)
+        if artifact.payload is not None:
+            with open(os.path.join(target, "model.pkl"), "wb") as f:
+                f.write(artifact.payload)
+        elif artifact.path is not None:
+            import shutil
+
+            shutil.copy2(artifact.path, target)
+        return target
+    module = importlib.import_module(flavor[0])
+    model = _model_object(artifact)
+    example = artifact.metadata.get("sample_input")
+    options: dict[str, Any] = {"pip_requirements": list(pip_requirements(artifact.flavor))}
+    if example is not None and artifact.metadata.get("log_signature", True):
+        options["signature"] = _signature(model, example)
+    if example is not None and artifact.metadata.get("log_input_example", False):
+        options["input_example"] = example
+    module.save_model(**{flavor[1]: model}, path=target, **options)
+    return target
+
+
+def temporary_directory() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="mlhooks-mlflow-model-")
