@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,11 @@ from fake_integration import FakePlugin
 
 # Our own errors must fail our tests, not hide behind a warning.
 os.environ.setdefault("MLHOOKS_STRICT", "1")
+# The core is tested alone: installed plugins (mlhooks-mlflow, ...) are not loaded here;
+# each plugin's own tests run them. Plugins the tests install themselves still load.
+os.environ["MLHOOKS_DISABLE_PLUGINS"] = ",".join(
+    entry_point.name for entry_point in importlib.metadata.entry_points(group="mlhooks")
+)
 
 
 @pytest.fixture(autouse=True)
