@@ -12,8 +12,12 @@ from .backends.local import default_root
 from .spool import find_spools, replay
 
 
-def sync(root: Path, backend: str | None) -> int:
-    """Replay every spool under ``root`` into its backend; returns the exit code."""
+def sync(root: Path, backend: str | None, force: bool = False) -> int:
+    """Replay every spool under ``root`` into its backend; returns the exit code.
+
+    A spool whose writing process still runs is left to it (it replays the spool once
+    its backend answers), unless ``force``.
+    """
     spools = find_spools(root / ".spool", backend)
     if not spools:
         print(f"nothing to sync under {root / '.spool'}")
@@ -21,6 +25,9 @@ def sync(root: Path, backend: str | None) -> int:
     failures = 0
     for spool in spools:
         header = spool.header()
+        if header.writer_alive() and not force:
+            print(f"skipped {spool.path.name}: process {header.pid} still writes it (--force)")
+            continue
         pending = spool.count_pending()
         try:
             target = selection.backend_named(header.backend, **header.options)
@@ -49,9 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dir", type=Path, default=None, help="the local store root (default ./mlhooks-runs)"
     )
     sync_cmd.add_argument("--backend", default=None, help="only spools of this backend")
+    sync_cmd.add_argument(
+        "--force", action="store_true", help="also spools of processes still running"
+    )
     args = parser.parse_args(argv)
     if args.command == "sync":
-        return sync(args.dir or default_root(), args.backend)
+        return sync(args.dir or default_root(), args.backend, args.force)
     return 2  # pragma: no cover - argparse requires a command
 
 

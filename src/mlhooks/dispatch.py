@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +90,10 @@ class _FlushMarker:
 class _Overflow:
     """Items that did not fit in memory, in a temporary file, in order.
 
-    Items are pickled in chunks (a C-speed dump of a list, cheap on the training
-    thread); flush markers hold an Event, so the file keeps only their ids.
+    Metric tuples (the bulk) are pickled in chunks: a C-speed dump of a list, cheap
+    on the training thread, and always picklable. Anything else (operations, flush
+    markers) is rare and may hold what pickle refuses: it stays in memory, and the file
+    keeps its place.
     """
 
     chunk_size = 10_000
@@ -102,12 +104,12 @@ class _Overflow:
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._chunk: list[Any] = []
-        self.markers: dict[int, _FlushMarker] = {}
+        self.kept: dict[int, Any] = {}
 
     def write(self, item: Any) -> None:
-        if isinstance(item, _FlushMarker):
-            self.markers[id(item)] = item
-            item = (_MARKER, id(item))
+        if type(item) is not tuple:
+            self.kept[id(item)] = item
+            item = (_PLACEHOLDER, id(item))
         self._chunk.append(item)
         if len(self._chunk) >= self.chunk_size:
             self._dump()
@@ -127,14 +129,14 @@ class _Overflow:
                 except EOFError:
                     break
                 for item in chunk:
-                    if type(item) is tuple and item[0] == _MARKER:
-                        yield self.markers.pop(item[1])
+                    if item[0] == _PLACEHOLDER:
+                        yield self.kept.pop(item[1])
                     else:
                         yield item
         self.path.unlink(missing_ok=True)
 
 
-_MARKER = "\x00mlhooks-flush"
+_PLACEHOLDER = "\x00mlhooks-kept-in-memory"
 
 
 class Lane:
@@ -165,6 +167,8 @@ class Lane:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._inflight: list[Operation] = []
+        self._held: list[Operation] = []
+        self._abandoned = False
         self._spool: spool_io.SpoolWriter | None = None
         self._rejected: spool_io.SpoolWriter | None = None
         self._next_probe = 0.0
@@ -183,7 +187,16 @@ class Lane:
             self._put_slow(item)
 
     def _put_slow(self, item: Any) -> None:
-        """First put (starts the writer), or memory full (spills to disk in order)."""
+        """First put (starts the writer), memory full (spills to disk in order), or the
+        lane closed at exit (straight to a spool file)."""
+        if self._closing:
+            if not isinstance(item, _FlushMarker):
+                ops: list[Operation] = []
+                self._add(ops, item)
+                self._write_spool_now(ops)
+            else:
+                item.done.set()
+            return
         if self._thread is None:
             self._start()
         with self._lock:
@@ -210,6 +223,11 @@ class Lane:
     def pending(self) -> int:
         """Items waiting in memory (not counting spilled ones)."""
         return len(self._queue)
+
+    @property
+    def abandoned(self) -> bool:
+        """True once exit has spooled what this lane had not stored."""
+        return self._abandoned
 
     @property
     def is_down(self) -> bool:
@@ -286,10 +304,11 @@ class Lane:
                 index = end
                 continue
             if isinstance(item, _FlushMarker):
-                self._deliver(ops)
+                try:
+                    item.ok = self._deliver(ops) and self._flush_backend()
+                finally:
+                    item.done.set()
                 ops = []
-                item.ok = self._flush_backend()
-                item.done.set()
             else:
                 self._add(ops, item)
             index += 1
@@ -322,21 +341,35 @@ class Lane:
             last.metrics.extend(item.metrics)
             last.params.update(item.params)
             last.tags.update(item.tags)
+        elif isinstance(item, LogBatch):
+            # A private copy: the queued batch may sit on other lanes too, and later
+            # items merge into this one.
+            ops.append(
+                LogBatch(item.run_id, list(item.metrics), dict(item.params), dict(item.tags))
+            )
         else:
             ops.append(item)
 
-    def _deliver(self, ops: list[Operation]) -> None:
-        if not ops:
-            return
-        self._inflight = ops
-        if self._spool is not None:
-            self._spool.append(ops)
-        else:
-            for index, op in enumerate(ops):
-                if not self._apply_with_retry(op):
-                    self._go_down(ops[index:])
-                    break
+    def _deliver(self, ops: list[Operation]) -> bool:
+        """Store ``ops`` (or spool them); False when they could be neither, in which
+        case they are kept and tried again first on the next round."""
+        ops = self._held + ops
+        self._held = []
+        for index, op in enumerate(ops):
+            self._inflight = ops[index:]
+            if self._spool is None and self._apply_with_retry(op):
+                continue
+            if self.abandoned:
+                return False  # exit spooled what is left while we retried
+            try:
+                self._spool_ops(ops[index:])
+            except Exception as error:  # noqa: BLE001 - disk full, unwritable folder
+                self._held = ops[index:]
+                report_background_error(f"spool of backend {self.backend.name!r}", error)
+                return False
+            break
         self._inflight = []
+        return True
 
     def _apply_with_retry(self, op: Operation) -> bool:
         """Apply ``op``; True when stored or set aside as rejected, False to spool."""
@@ -374,16 +407,22 @@ class Lane:
             f"it was kept in {self._rejected.path}.",
         )
 
-    def _go_down(self, ops: list[Operation]) -> None:
-        self._spool = spool_io.SpoolWriter(self.spool_dir, self.backend)
+    def _spool_ops(self, ops: list[Operation]) -> None:
+        """Append ``ops`` to this lane's spool, opening one (the lane goes down)."""
+        if self._spool is None:
+            self._spool = spool_io.SpoolWriter(self.spool_dir, self.backend)
+            self._probe_interval = self.retry.probe_interval
+            self._next_probe = time.monotonic() + self._probe_interval
         self._spool.append(ops)
-        self._probe_interval = self.retry.probe_interval
-        self._next_probe = time.monotonic() + self._probe_interval
 
     def _probe(self) -> None:
         """Try to replay the spool; on success the lane is live again."""
         assert self._spool is not None
         spool_file = spool_io.SpoolFile(self._spool.path)
+        if not spool_file.path.exists():  # replayed by `mlhooks sync --force`: start afresh
+            self._spool.close()
+            self._spool = None
+            return
         try:
             spool_io.replay(
                 spool_file, self.backend, reject=self._reject, applied=_release_snapshot
@@ -412,7 +451,9 @@ class Lane:
     def close(self, timeout: float) -> None:
         """Flush within ``timeout`` seconds; spool whatever is still not stored."""
         flushed = self.flush(timeout)
-        self._closing = True
+        with self._lock:
+            self._closing = True
+            self._fast = False  # later puts take the slow path, straight to a spool
         self._wake.set()
         if not flushed:
             self._spool_leftovers()
@@ -422,8 +463,10 @@ class Lane:
             report_background_error(f"close of backend {self.backend.name!r}", error)
 
     def _spool_leftovers(self) -> None:
-        """At exit with a stuck backend: put everything not stored into a spool file."""
-        ops: list[Operation] = list(self._inflight)
+        """At exit with a stuck backend: put everything not stored into a spool file.
+        (The writer, if it wakes up, finds the lane abandoned and leaves it alone.)"""
+        self._abandoned = True
+        ops: list[Operation] = list(self._inflight or self._held)
         with self._lock:
             items = list(self._queue)
             self._queue.clear()
@@ -434,25 +477,35 @@ class Lane:
         for item in items:
             if not isinstance(item, _FlushMarker):
                 self._add(ops, item)
-        if ops:
+        self._write_spool_now(ops)
+
+    def _write_spool_now(self, ops: list[Operation]) -> None:
+        if not ops:
+            return
+        try:
             writer = spool_io.SpoolWriter(self.spool_dir, self.backend)
             writer.append(ops)
             writer.close()
-            warn_background(
-                f"exit-spool:{self.backend.name}",
-                f"mlhooks: {len(ops)} operations for {self.backend.describe()!r} were not "
-                f"stored before exit; they are in {writer.path}. Run `mlhooks sync`.",
+        except Exception as error:  # noqa: BLE001 - nowhere left to put them
+            report_background_error(
+                f"spool of {len(ops)} unstored operations for {self.backend.name!r}", error
             )
+            return
+        warn_background(
+            f"exit-spool:{self.backend.name}",
+            f"mlhooks: {len(ops)} operations for {self.backend.describe()!r} were not "
+            f"stored before exit; they are in {writer.path}. Run `mlhooks sync`.",
+        )
 
 
 _LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
 
 
-def flush_all(timeout: float | None = None) -> bool:
-    """Flush every lane; True when all of them finished within ``timeout``."""
+def flush_lanes(lanes: Iterable[Lane], timeout: float | None = None) -> bool:
+    """Flush ``lanes``; True when all of them finished within ``timeout`` in total."""
     deadline = None if timeout is None else time.monotonic() + timeout
     ok = True
-    for lane in list(_LANES):
+    for lane in list(lanes):
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         ok = lane.flush(left) and ok
     return ok
@@ -466,9 +519,9 @@ def _exit_timeout() -> float:
 
 
 def _close_all_at_exit() -> None:
-    timeout = _exit_timeout()
+    deadline = time.monotonic() + _exit_timeout()  # one budget for all lanes
     for lane in list(_LANES):
-        lane.close(timeout)
+        lane.close(max(0.0, deadline - time.monotonic()))
 
 
 def _reset_in_child() -> None:

@@ -50,7 +50,12 @@ def warn_once(key: str, message: str, *, stacklevel: int = 3) -> bool:
         if key in _warned or _silent:
             return False
         _warned.add(key)
-    warnings.warn(message, MlhooksWarning, stacklevel=stacklevel)
+    try:
+        warnings.warn(message, MlhooksWarning, stacklevel=stacklevel)
+    except Warning:  # warnings turned into errors (-W error): still never break training
+        if is_strict():
+            raise
+        log.warning(message)
     return True
 
 

@@ -20,7 +20,7 @@ from .errors import report_internal_error
 from .patching import Call, CallHandler
 from .plugins import host
 from .runs import current_run, end_run, new_params, start_run
-from .types import Fit, ModelArtifact, RunStatus, now_ms
+from .types import Fit, ModelArtifact, RunInfo, RunStatus, now_ms
 
 
 def _settings(framework: str) -> FrameworkSettings:
@@ -66,6 +66,15 @@ class FitSession:
             self._managed = True
         else:
             run = parent
+        try:
+            return self._report_start(run, parent)
+        except BaseException:
+            if self._managed:  # leave no managed run open: the fit runs untracked
+                end_run(RunStatus.FAILED, run=run)
+            self.fit = None
+            raise
+
+    def _report_start(self, run: RunInfo, parent: RunInfo | None) -> Fit:
         tags = {"mlhooks.framework": self.framework, **self._tags}
         if parent is not None and self.settings.extra_tags:
             tags.update(self.settings.extra_tags)

@@ -96,8 +96,10 @@ class Patcher:
         with self._lock:
             key = (id(owner), attribute)
             existing = self._patches.get(key)
-            if existing is not None and _current(owner, attribute) is existing.wrapper:
-                return
+            if existing is not None and _in_chain(_current(owner, attribute), existing.wrapper):
+                return  # still patched (perhaps beneath someone else's wrapper)
+            if existing is not None:
+                existing.active = False  # replaced by someone: ours must not track any more
             if attribute not in vars(owner):
                 raise AttributeError(
                     f"{owner!r} does not define {attribute!r} itself; patch the class that does"
@@ -145,37 +147,54 @@ def _current(owner: Any, attribute: str) -> Any:
     return vars(owner).get(attribute)
 
 
+def _in_chain(current: Any, wrapper: Any, limit: int = 32) -> bool:
+    """Whether ``wrapper`` is ``current`` or beneath it in a chain of ``__wrapped__``."""
+    for _ in range(limit):
+        if current is wrapper:
+            return True
+        current = getattr(current, "__wrapped__", None)
+        if current is None:
+            return False
+    return False
+
+
 def _safe_call(handler: CallHandler, record: _Patch, site: str) -> Any:
     """The wrapt wrapper that enforces the safety rules around ``handler``."""
 
     def call_original(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not record.active or tracking_depth():
             return wrapped(*args, **kwargs)
-        call = Call(wrapped, instance, args, kwargs)
+        # The guard covers our handler too: patched calls it makes are not tracked.
+        _guard.depth = 1
         try:
-            handler.before(call)
-            tracked = True
-        except Exception as error:  # noqa: BLE001 - rule 3
-            report_internal_error(site, error)
-            tracked = False
-            call.args, call.kwargs = args, kwargs
-        _guard.depth = tracking_depth() + 1
-        try:
-            result = wrapped(*call.args, **call.kwargs)
-        except BaseException as error:
-            _guard.depth -= 1
-            if tracked:
-                try:
-                    handler.failed(call, error)
-                except Exception as own_error:  # noqa: BLE001 - never mask the user's error
-                    report_internal_error(site, own_error, reraise=False)
-            raise
-        _guard.depth -= 1
-        if tracked:
-            try:
-                handler.after(call, result)
-            except Exception as error:  # noqa: BLE001 - rule 3
-                report_internal_error(site, error)
-        return result
+            return _tracked_call(handler, site, Call(wrapped, instance, args, kwargs))
+        finally:
+            _guard.depth = 0
 
     return call_original
+
+
+def _tracked_call(handler: CallHandler, site: str, call: Call) -> Any:
+    args, kwargs = call.args, call.kwargs
+    try:
+        handler.before(call)
+        tracked = True
+    except Exception as error:  # noqa: BLE001 - rule 3
+        report_internal_error(site, error)
+        tracked = False
+        call.args, call.kwargs = args, kwargs
+    try:
+        result = call.wrapped(*call.args, **call.kwargs)
+    except BaseException as error:
+        if tracked:
+            try:
+                handler.failed(call, error)
+            except Exception as own_error:  # noqa: BLE001 - never mask the user's error
+                report_internal_error(site, own_error, reraise=False)
+        raise
+    if tracked:
+        try:
+            handler.after(call, result)
+        except Exception as error:  # noqa: BLE001 - rule 3
+            report_internal_error(site, error)
+    return result

@@ -68,7 +68,7 @@ class PluginHost:
         self.failed: dict[str, str] = {}
         """Entry points that failed to load, with why."""
         self._listeners: dict[str, list[Listener]] = {}
-        self._calls: dict[str, list[Callable[..., Any]]] = {}
+        self._calls: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
         self._loaded = False
         self._lock = threading.RLock()
         self._on_new_integration: list[Callable[[Integration], None]] = []
@@ -158,8 +158,9 @@ class PluginHost:
                     callback(key)
 
     def _forget_listeners(self) -> None:
-        self._listeners = {}
-        self._calls = {}
+        with self._lock:
+            self._listeners = {}
+            self._calls = {}
 
     def _run_registration_hooks(self, plugin: object, plugin_name: str) -> bool:
         """Run the plugin's registration hooks; False (one warning) when one raised."""
@@ -234,41 +235,41 @@ class PluginHost:
             self._listeners[hook] = found
             return found
 
-    def calls(self, hook: str) -> list[Callable[..., Any]]:
-        """The implementations of event ``hook`` as callables taking the hookspec's
-        arguments positionally; each third-party one isolated (a failure warns once)."""
+    def calls(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
+        """(site, callable) for each implementation of event ``hook``; each callable
+        takes the hookspec's arguments positionally. Call each in its own ``try``:
+        see :meth:`emit`."""
         cached = self._calls.get(hook)
         if cached is None:
             self.load()
-            cached = self._calls[hook] = [
-                self._isolated(hook, listener) for listener in self.listeners(hook)
-            ]
+            with self._lock:
+                cached = self._calls[hook] = [
+                    (f"plugin {name!r} hook {hook}", self._positional(hook, function, names))
+                    for name, function, names in self.listeners(hook)
+                ]
         return cached
 
     def emit(self, hook: str, *args: Any) -> None:
         """Call every implementation of event ``hook`` with ``args`` (in the hookspec's
-        order). Nothing raised here reaches the caller, except in strict mode."""
-        try:
-            for call in self.calls(hook):
-                call(*args)
-        except Exception as error:  # noqa: BLE001 - the recorder failed: our bug
-            report_internal_error(f"recording {hook}", error)
-
-    def _isolated(self, hook: str, listener: Listener) -> Callable[..., Any]:
-        plugin_name, function, names = listener
-        if names is None and plugin_name == RECORDER:
-            return function  # our own recorder: emit() guards it
-        site = f"plugin {plugin_name!r} hook {hook}"
-
-        def call(*args: Any) -> None:
+        order), each isolated: one that raises warns once (raises in strict mode), and
+        the others, the recorder included, still get the event."""
+        for site, call in self.calls(hook):
             try:
-                if names is None:
-                    function(*args)
-                else:
-                    values = dict(zip(_EVENT_ARGS[hook], args, strict=True))
-                    function(**{n: values[n] for n in names})
+                call(*args)
             except Exception as error:  # noqa: BLE001 - isolate every listener
                 report_internal_error(site, error)
+
+    @staticmethod
+    def _positional(
+        hook: str, function: Callable[..., Any], names: tuple[str, ...] | None
+    ) -> Callable[..., Any]:
+        """``function`` callable with the hookspec's arguments in order."""
+        if names is None:
+            return function
+
+        def call(*args: Any) -> Any:
+            values = dict(zip(_EVENT_ARGS[hook], args, strict=True))
+            return function(**{n: values[n] for n in names})
 
         return call
 

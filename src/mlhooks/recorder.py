@@ -25,7 +25,7 @@ from .backends.base import (
     StartRun,
 )
 from .backends.local import default_root
-from .dispatch import Lane, retry_policy_from_env
+from .dispatch import Lane, flush_lanes, retry_policy_from_env
 from .hookspecs import hookimpl
 from .types import Capability, DatasetInfo, ModelArtifact, RunInfo, RunStatus, now_ms
 
@@ -53,7 +53,7 @@ class Recorder:
                     spool_dir = default_root() / ".spool"
                     lane = Lane(backend, spool_dir=Path(spool_dir), retry=retry_policy_from_env())
                     self._lanes[key] = lane
-                    self._backends[key] = backend
+                    self._backends[key] = backend  # keeps id(backend) from being reused
         return lane
 
     def bind(self, run: RunInfo, backends: Sequence[Backend]) -> None:
@@ -71,7 +71,7 @@ class Recorder:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything reported so far is stored (or spooled)."""
-        return all([lane.flush(timeout) for lane in self.lanes])
+        return flush_lanes(self.lanes, timeout)
 
     @staticmethod
     def _capable(lanes: tuple[Lane, ...], needed: Capability | None) -> tuple[Lane, ...]:
@@ -90,6 +90,8 @@ class Recorder:
         needed = needed or REQUIRED_CAPABILITY[type(op)]
         lanes = self._capable(self._runs.get(run_id, ()), needed)
         if snapshot is not None:
+            if not lanes:
+                staging.release(snapshot)  # no backend keeps it
             staging.hold(snapshot, len(lanes) - 1)
         for lane in lanes:
             lane.put(op)

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from . import selection, validation
 from .backends.base import Backend
+from .dispatch import flush_lanes
 from .errors import report_internal_error, warn_once
 from .plugins import host
 from .recorder import recorder
@@ -29,6 +30,9 @@ thread_local = threading.local()
 _open: dict[str, RunInfo] = {}
 """Every run not yet ended, on any thread (ended at interpreter exit)."""
 _logged_params: dict[str, dict[str, str]] = {}
+_owner_stacks: dict[str, list[RunInfo]] = {}
+"""The run stack of the thread that started each open run (end_run may come from
+another thread)."""
 _open_lock = threading.Lock()
 
 
@@ -148,6 +152,7 @@ def start_run(
     )
     recorder.bind(info, targets)
     _stack().append(info)
+    _owner_stacks[info.run_id] = _stack()
     with _open_lock:
         _open[info.run_id] = info
         _logged_params[info.run_id] = {}
@@ -180,10 +185,11 @@ def end_run(
     Without an active run this does nothing.
     """
     status = RunStatus(status)
-    stack = _stack()
-    info = run if run is not None else (stack[-1] if stack else None)
+    own = _stack()
+    info = run if run is not None else (own[-1] if own else None)
     if info is None or info.status is not RunStatus.RUNNING:
         return
+    stack = _owner_stacks.pop(info.run_id, own)  # the stack of the thread that started it
     for child in [r for r in stack if r.parent_id == info.run_id]:
         end_run(status, run=child, flush_timeout=0)
     if info in stack:
@@ -201,7 +207,7 @@ def end_run(
 
 
 def _wait_until_stored(info: RunInfo, lanes: Iterable[Any], timeout: float) -> None:
-    if not all([lane.flush(timeout) for lane in lanes]):
+    if not flush_lanes(lanes, timeout):
         warn_once(
             f"slow-end:{info.run_id}",
             f"mlhooks: run {info.name!r} ended before its data was stored "
@@ -246,4 +252,11 @@ def _end_open_runs_at_exit() -> None:
         end_run(status, run=info, flush_timeout=0)
 
 
+def _forget_parent_runs_in_child() -> None:
+    # A forked child may log into the runs it inherited, but they are its parent's to
+    # end: the child's exit must not end them.
+    _open.clear()  # no lock: another thread of the parent may have held it at the fork
+
+
 atexit.register(_end_open_runs_at_exit)
+os.register_at_fork(after_in_child=_forget_parent_runs_in_child)

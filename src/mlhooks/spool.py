@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -109,7 +110,8 @@ def _float_in(value: float | str) -> float:
 
 
 def dumps(op: Operation) -> str:
-    return json.dumps(encode(op), separators=(",", ":"))
+    # default=str: a metadata value JSON cannot hold (a datetime, say) is kept as text
+    return json.dumps(encode(op), separators=(",", ":"), default=str)
 
 
 @dataclass
@@ -118,6 +120,20 @@ class SpoolHeader:
     options: dict[str, Any]
     created: float
     pid: int
+    host: str = ""
+
+    def writer_alive(self) -> bool:
+        """Whether the process that writes this spool still runs (it replays the spool
+        itself once its backend is back)."""
+        if self.host and self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 class SpoolWriter:
@@ -133,6 +149,7 @@ class SpoolWriter:
             "options": backend.spec(),
             "created": time.time(),
             "pid": os.getpid(),
+            "host": socket.gethostname(),
         }
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
         self._file.write(json.dumps(header) + "\n")
@@ -160,7 +177,9 @@ class SpoolFile:
     def header(self) -> SpoolHeader:
         with open(self.path, encoding="utf-8") as f:
             data = json.loads(f.readline())
-        return SpoolHeader(data["backend"], data["options"], data["created"], data["pid"])
+        return SpoolHeader(
+            data["backend"], data["options"], data["created"], data["pid"], data.get("host", "")
+        )
 
     def replayed(self) -> int:
         """How many operations were already replayed."""
