@@ -49,8 +49,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """A small tracked training run, written to ./mlhooks-runs."""
-    session.install(".", "numpy")
+    """A small tracked training run, written to MLflow's default store ./mlflow.db."""
+    session.install(".", *map(str, PLUGINS), "numpy", "scikit-learn")
     session.run("python", "examples/demo.py")
 
 

@@ -1,9 +1,10 @@
-"""A small training run tracked with mlhooks, then read back from the local store.
+"""A small training run tracked with mlhooks into MLflow's default store.
 
-Fits a linear regression by gradient descent on generated data (numpy only, fixed
-seed) and logs it with the manual API: params, a fingerprint of the training data,
-loss and gradient norm at every epoch, and the fitted weights as the model. Everything
-goes to the embedded store, ``./mlhooks-runs`` (or ``$MLHOOKS_LOCAL_DIR``).
+Fits a linear regression by gradient descent on generated data (fixed seed), logging
+params, a fingerprint of the training data, loss and gradient norm at every epoch, and
+the final model as a real MLflow scikit-learn model. With the mlhooks-mlflow plugin
+installed, runs go to MLflow's default store, ``sqlite:///mlflow.db`` in this folder
+(or ``$MLFLOW_TRACKING_URI``), which ``mlflow ui`` then shows.
 
 Run it with ``nox -s demo`` or ``python examples/demo.py``.
 """
@@ -11,20 +12,20 @@ Run it with ``nox -s demo`` or ``python examples/demo.py``.
 from __future__ import annotations
 
 import numpy as np
+from mlflow.tracking import MlflowClient
+from sklearn.linear_model import LinearRegression
 
 import mlhooks
+from mlhooks_mlflow import RUN_ID_TAG
 
 SEED, ROWS, FEATURES = 0, 1_000, 5
 EPOCHS, LEARNING_RATE = 50, 0.1
 
 rng = np.random.default_rng(SEED)
 X = rng.normal(size=(ROWS, FEATURES))
-true_w, true_b = rng.normal(size=FEATURES), 0.5
-y = X @ true_w + true_b + rng.normal(scale=0.1, size=ROWS)
+y = X @ rng.normal(size=FEATURES) + 0.5 + rng.normal(scale=0.1, size=ROWS)
 
-with mlhooks.start_run(
-    "demo-linear-regression", tags={"example": "demo", "model": "linear"}, backends="local"
-) as run:
+with mlhooks.start_run("demo-linear-regression", tags={"example": "demo"}) as run:
     mlhooks.log_params({"epochs": EPOCHS, "learning_rate": LEARNING_RATE, "seed": SEED})
     mlhooks.log_dataset(X, name="train")
     w, b = np.zeros(FEATURES), 0.0
@@ -34,22 +35,23 @@ with mlhooks.start_run(
         w, b = w - LEARNING_RATE * grad_w, b - LEARNING_RATE * grad_b
         loss, grad_norm = float(error @ error / ROWS), float(np.linalg.norm([*grad_w, grad_b]))
         mlhooks.log_metrics({"loss": loss, "grad_norm": grad_norm}, step=epoch)
-    mlhooks.log_model({"w": w, "b": b}, name="model")
+    model = LinearRegression()
+    model.coef_, model.intercept_, model.n_features_in_ = w, b, FEATURES
+    mlhooks.log_model(model, name="model", sample_input=X[:5])
 # Leaving the block ended the run FINISHED and waited until everything was stored.
 
-store = mlhooks.LocalStore()
-stored = store.get_run(run.run_id)
-points = sum(len(history) for history in stored.metrics.values())
-losses = [point.value for point in stored.history("loss")]
-run_dir = (store.root / run.run_id).resolve()
-print(f"run        {stored.info.name} ({stored.info.run_id}), {stored.info.status.value}")
-print(f"params     {stored.params}")
-print(f"metrics    {points} points; loss {losses[0]:.3f} at epoch 0, {losses[-1]:.4f} at the end")
-print(f"dataset    {stored.datasets[0].name}: shape {stored.datasets[0].shape}")
-print(f"model      {stored.models[0].name} ({stored.models[0].flavor}, {stored.models[0].format})")
-print(f"stored in  {run_dir}")
+client = MlflowClient()
+(stored,) = client.search_runs(
+    [e.experiment_id for e in client.search_experiments()],
+    filter_string=f"tags.`{RUN_ID_TAG}` = '{run.run_id}'",
+)
+history = client.get_metric_history(stored.info.run_id, "loss")
+print(f"run        {stored.info.run_name} ({stored.info.run_id}), {stored.info.status}")
+print(f"params     {stored.data.params}")
+print(f"metrics    loss {history[0].value:.3f} at epoch 0, {history[-1].value:.4f} at the end")
+print(f"dataset    {stored.inputs.dataset_inputs[0].dataset.name}")
+print(f"model      runs:/{stored.info.run_id}/model")
+print(f"stored in  {client.tracking_uri}")
 print()
-print("Look at it: plain files, one folder per run")
-print(f"  cat {run_dir / 'meta.json'}")
-print(f"  head {run_dir / 'metrics.tsv'}    # key, step, timestamp (ms), value")
-print(f"or in Python: mlhooks.LocalStore().get_run({run.run_id!r})")
+print("Open it in the MLflow UI, from this folder:")
+print("  mlflow ui --backend-store-uri sqlite:///mlflow.db    # then http://127.0.0.1:5000")
