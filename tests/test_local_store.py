@@ -76,3 +76,45 @@ def test_a_replayed_start_keeps_the_first_meta(tmp_path: Path) -> None:
     backend.apply(StartRun(RunInfo(run_id="r", name="first")))
     backend.apply(StartRun(RunInfo(run_id="r", name="second")))
     assert LocalStore(tmp_path).info("r").name == "first"
+
+
+def test_search_runs_filters_and_orders_like_mlflow(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path)
+    for i, (lr, loss) in enumerate([(0.1, 0.5), (0.01, 0.2), (0.1, 0.9)]):
+        with mlhooks.start_run(f"r{i}", backends=[backend], experiment="exp") as run:
+            mlhooks.log_param("lr", lr)
+            mlhooks.log_metric("loss", loss + 1, step=0)
+            mlhooks.log_metric("loss", loss, step=1)
+    with mlhooks.start_run("other", backends=[backend], experiment="elsewhere"):
+        mlhooks.log_metric("loss", 0.0)
+    frame = mlhooks.search_runs(
+        experiment="exp",
+        filter_string="params.lr = '0.1' and metrics.loss < 0.95",
+        order_by=["metrics.loss DESC"],
+        backend=backend,
+    )
+    assert list(frame["run_name"]) == ["r2", "r0"]
+    assert list(frame["metrics.loss"]) == [0.9, 0.5]
+    assert set(frame["status"]) == {"FINISHED"}
+    everything = mlhooks.search_runs(backend=backend)
+    assert list(everything["run_name"]) == ["other", "r2", "r1", "r0"]  # newest first
+    history = mlhooks.get_metric_history(run.run_id, "loss", backend=backend)
+    assert [(m.step, m.value) for m in history] == [(0, 1.9), (1, 0.9)]
+    assert list(mlhooks.search_runs("exp", "tags.nope = 'x'", backend=backend).columns) == []
+    with pytest.raises(ValueError, match="cannot parse the filter clause"):
+        mlhooks.search_runs(filter_string="loss", backend=backend)
+    with pytest.raises(ValueError, match="unknown filter key 'loss'"):
+        mlhooks.search_runs(filter_string="loss < 1", backend=backend)
+
+
+def test_search_runs_matches_like_patterns_and_attributes(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path)
+    for name in ("resnet-a", "resnet-b", "vit"):
+        with mlhooks.start_run(name, backends=[backend], tags={"family": name.split("-")[0]}):
+            pass
+    frame = mlhooks.search_runs(filter_string="tags.family LIKE 'res%'", backend=backend)
+    assert sorted(frame["run_name"]) == ["resnet-a", "resnet-b"]
+    frame = mlhooks.search_runs(
+        filter_string="attributes.run_name != 'vit' and status = 'FINISHED'", backend=backend
+    )
+    assert sorted(frame["run_name"]) == ["resnet-a", "resnet-b"]

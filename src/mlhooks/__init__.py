@@ -33,6 +33,7 @@ from .logging_api import (
 from .patching import Call, CallHandler
 from .plugins import host as _host
 from .runs import ActiveRun, active_run, end_run, start_run
+from .search import get_metric_history, search_runs
 from .selection import backend_named as backend
 from .types import (
     Capability,
@@ -91,6 +92,7 @@ __all__ = [
     "end_run",
     "fingerprint",
     "flush",
+    "get_metric_history",
     "hookimpl",
     "list_plugins",
     "log_artifact",
@@ -102,6 +104,7 @@ __all__ = [
     "log_param",
     "log_params",
     "register",
+    "search_runs",
     "set_tag",
     "set_tags",
     "start_run",

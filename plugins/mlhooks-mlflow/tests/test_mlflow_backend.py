@@ -185,3 +185,22 @@ def test_a_sklearn_model_loads_back_and_predicts_the_same(client: MlflowClient) 
     assert pyfunc.metadata.signature is not None
     versions = client.search_model_versions("name='linear'")
     assert [v.run_id for v in versions] == [mlflow_id]
+
+
+def test_search_runs_and_metric_history_through_mlflow(client: MlflowClient) -> None:
+    for i, lr in enumerate([0.1, 0.01, 0.1]):
+        with mlhooks.start_run(f"r{i}", experiment="search") as run:
+            mlhooks.log_param("lr", lr)
+            for step in range(3):
+                mlhooks.log_metric("loss", i + step / 10, step=step)
+    frame = mlhooks.search_runs(
+        experiment="search", filter_string="params.lr = '0.1'", order_by=["metrics.loss DESC"]
+    )
+    assert list(frame["run_name"]) == ["r2", "r0"]
+    assert list(frame["metrics.loss"]) == [2.2, 0.2]
+    assert frame.loc[0, "tags.mlhooks.run_id"] == run.run_id
+    history = mlhooks.get_metric_history(run.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(0, 2.0), (1, 2.1), (2, 2.2)]
+    by_mlflow_id = mlhooks.get_metric_history(frame.loc[0, "run_id"], "loss")
+    assert by_mlflow_id == history
+    assert mlhooks.search_runs(experiment="missing").empty

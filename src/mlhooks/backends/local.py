@@ -132,6 +132,22 @@ class LocalBackend(Backend):
         info.end_time = op.end_time
         _write_atomic(meta_path, json.dumps(info.to_dict(), indent=1))
 
+    # -- search ---------------------------------------------------------------------------
+
+    def search_runs(
+        self, experiment: str | None, filter_string: str, order_by: list[str]
+    ) -> list[dict[str, Any]]:
+        """Rows in MLflow's column conventions (see :mod:`mlhooks.search`)."""
+        from ..search import search_rows
+
+        store = LocalStore(self.root)
+        runs = (store.get_run(run_id) for run_id in store.run_ids())
+        return search_rows(runs, experiment, filter_string, order_by)
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        self.flush()
+        return LocalStore(self.root).get_run(run_id).history(key)
+
     def after_fork(self) -> None:
         self._files = OrderedDict()  # the parent's handles and buffers stay the parent's
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..types import ALL_CAPABILITIES, Capability, Metric, ModelArtifact, RunData, RunInfo, RunStatus
 from .base import Backend, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
@@ -56,6 +56,19 @@ class MemoryBackend(Backend):
             info = self.runs[op.run_id].info
             info.status = RunStatus(op.status)
             info.end_time = op.end_time
+
+    def search_runs(
+        self, experiment: str | None, filter_string: str, order_by: list[str]
+    ) -> list[dict[str, Any]]:
+        """Rows in MLflow's column conventions (see :mod:`mlhooks.search`)."""
+        from ..search import search_rows
+
+        with self._lock:
+            runs = list(self.runs.values())
+        return search_rows(runs, experiment, filter_string, order_by)
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        return list(self.run(run_id).history(key))
 
     def run(self, run_id: str) -> RunData:
         """The stored run; ``KeyError`` naming the id when there is none."""

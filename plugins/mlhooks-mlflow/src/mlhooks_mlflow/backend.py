@@ -27,6 +27,7 @@ from mlflow.utils.validation import (
 )
 
 from mlhooks import Backend, BackendError, DatasetInfo, RunInfo
+from mlhooks import Metric as MlhooksMetric
 from mlhooks.backends import EndRun, LogArtifact, LogBatch, LogDataset, LogModel
 from mlhooks.errors import warn_background
 
@@ -188,6 +189,32 @@ class MlflowBackend(Backend):
                     raise
             self.client.create_model_version(registered, source, run_id=mlflow_id)
 
+    # -- search -----------------------------------------------------------------------------
+
+    def search_runs(
+        self, experiment: str | None, filter_string: str, order_by: list[str]
+    ) -> list[dict[str, Any]]:
+        """Rows as ``mlflow.search_runs`` names its columns; ``run_id`` is MLflow's id."""
+        if experiment is None:
+            ids = [e.experiment_id for e in self.client.search_experiments()]
+        else:
+            found = self.client.get_experiment_by_name(experiment)
+            ids = [found.experiment_id] if found is not None else []
+        if not ids:
+            return []
+        runs = self.client.search_runs(
+            ids, filter_string=filter_string, order_by=order_by or None, max_results=50_000
+        )
+        return [_row(run) for run in runs]
+
+    def get_metric_history(self, run_id: str, key: str) -> list[MlhooksMetric]:
+        """Every point of ``key``; ``run_id`` may be the mlhooks or the MLflow id."""
+        mlflow_id = self._ids.get(run_id) or self._find(run_id) or run_id
+        return [
+            MlhooksMetric(m.key, m.value, m.step, m.timestamp)
+            for m in self.client.get_metric_history(mlflow_id, key)
+        ]
+
     # -- errors -----------------------------------------------------------------------------
 
     def is_retryable(self, error: BaseException) -> bool:
@@ -214,6 +241,23 @@ class MlflowBackend(Backend):
             f"{limit}, so it was truncated",
         )
         return value[:limit]
+
+
+def _row(run: Any) -> dict[str, Any]:
+    info, data = run.info, run.data
+    row: dict[str, Any] = {
+        "run_id": info.run_id,
+        "run_name": info.run_name,
+        "experiment_id": info.experiment_id,
+        "status": info.status,
+        "start_time": info.start_time,
+        "end_time": info.end_time,
+        "parent_run_id": data.tags.get("mlflow.parentRunId"),
+    }
+    row.update({f"metrics.{k}": v for k, v in data.metrics.items()})
+    row.update({f"params.{k}": v for k, v in data.params.items()})
+    row.update({f"tags.{k}": v for k, v in data.tags.items()})
+    return row
 
 
 def _status(status: str) -> int:
