@@ -183,6 +183,7 @@ def test_a_sklearn_model_loads_back_and_predicts_the_same(client: MlflowClient) 
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{mlflow_id}/model")
     np.testing.assert_allclose(pyfunc.predict(X), expected)
     assert pyfunc.metadata.signature is not None
+    assert pyfunc.metadata.saved_input_example_info is not None
     versions = client.search_model_versions("name='linear'")
     assert [v.run_id for v in versions] == [mlflow_id]
 
