@@ -30,6 +30,15 @@ def test_defaults_log_everything(fake: Any, mlhooks_memory: RecordedRuns) -> Non
     assert [d.name for d in run.datasets] == ["X"]
     assert [m.name for m in run.models] == ["model"]
     assert run.models[0].load().history == [1.0, 0.5, 1 / 3]
+    assert run.models[0].metadata["log_input_example"] is False
+    assert run.models[0].metadata["log_signature"] is True
+
+
+def test_model_options_travel_with_the_model(fake: Any, mlhooks_memory: RecordedRuns) -> None:
+    mlhooks.autolog(log_input_examples=True, log_model_signatures=False)
+    fit_once()
+    metadata = mlhooks_memory.only_run().models[0].metadata
+    assert metadata["log_input_example"] is True and metadata["log_signature"] is False
 
 
 @pytest.mark.parametrize(

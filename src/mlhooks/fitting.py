@@ -139,9 +139,15 @@ class FitSession:
     def log_model(
         self, model: Any, name: str = "model", flavor: str | None = None, **metadata: Any
     ) -> None:
-        """Capture ``model`` now and report it, when ``log_models`` is on."""
+        """Capture ``model`` now and report it, when ``log_models`` is on.
+
+        Pass ``sample_input`` (a few rows) for backends to infer a signature from; the
+        ``log_input_examples`` and ``log_model_signatures`` settings travel along as
+        ``log_input_example`` and ``log_signature``."""
         if self.fit is None or not self.settings.log_models:
             return
+        metadata.setdefault("log_input_example", self.settings.log_input_examples)
+        metadata.setdefault("log_signature", self.settings.log_model_signatures)
         try:
             artifact = models.capture(model, name, flavor=flavor, **metadata)
         except ValueError as error:

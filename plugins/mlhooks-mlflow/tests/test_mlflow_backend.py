@@ -175,7 +175,13 @@ def test_a_sklearn_model_loads_back_and_predicts_the_same(client: MlflowClient) 
     model = LinearRegression().fit(X, y)
     expected = model.predict(X)
     with mlhooks.start_run("model") as run:
-        mlhooks.log_model(model, name="model", sample_input=X[:5], registered_model_name="linear")
+        mlhooks.log_model(
+            model,
+            name="model",
+            sample_input=X[:5],
+            log_input_example=True,
+            registered_model_name="linear",
+        )
         model.fit(X, -y)  # a refit after logging must not change what was logged
     mlflow_id = mlflow_run(client, run.run_id).info.run_id
     loaded = mlflow.sklearn.load_model(f"runs:/{mlflow_id}/model")
