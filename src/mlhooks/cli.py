@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sync_cmd.add_argument("--backend", default=None, help="only spools of this backend")
     sync_cmd.add_argument(
-        "--force", action="store_true", help="also spools of processes still running"
+        "--force",
+        action="store_true",
+        help="also spools of processes still running (a race with their writes is possible)",
     )
     args = parser.parse_args(argv)
     if args.command == "sync":

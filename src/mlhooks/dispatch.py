@@ -419,9 +419,9 @@ class Lane:
         """Try to replay the spool; on success the lane is live again."""
         assert self._spool is not None
         spool_file = spool_io.SpoolFile(self._spool.path)
-        if not spool_file.path.exists():  # replayed by `mlhooks sync --force`: start afresh
+        if not spool_file.path.exists():  # replayed by `mlhooks sync --force`
             self._spool.close()
-            self._spool = None
+            self._spool = None  # nothing new since: the next failure opens another
             return
         try:
             spool_io.replay(

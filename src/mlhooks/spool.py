@@ -141,22 +141,30 @@ class SpoolWriter:
 
     def __init__(self, directory: Path, backend: Backend) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        self.path = directory / f"{backend.name}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.path = self.path.with_name(self.path.name + SPOOL_SUFFIX)
-        header = {
+        self.directory = directory
+        self.header = {
             "backend": backend.name,
             "options": backend.spec(),
             "created": time.time(),
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-        self._file.write(json.dumps(header) + "\n")
-        self._file.flush()
         self.count = 0
+        self._open_new_file()
+
+    def _open_new_file(self) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        name = f"{self.header['backend']}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.path = self.directory / (name + SPOOL_SUFFIX)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._file.write(json.dumps(self.header) + "\n")
+        self._file.flush()
 
     def append(self, ops: Iterable[Operation]) -> None:
+        if os.fstat(self._file.fileno()).st_nlink == 0:
+            # replayed and removed by `mlhooks sync --force`: carry on in a new file
+            self._file.close()
+            self._open_new_file()
         lines = [dumps(op) + "\n" for op in ops]
         self._file.writelines(lines)
         self._file.flush()
