@@ -16,6 +16,7 @@ nox.options.sessions = ["tests", "lint"]
 
 ROOT = Path(__file__).parent
 PLUGINS = sorted(p.parent.relative_to(ROOT) for p in ROOT.glob("plugins/*/pyproject.toml"))
+TORCH = "torch==2.13.0"
 SINGLE_THREADED = {
     name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 }
@@ -24,8 +25,10 @@ SINGLE_THREADED = {
 @nox.session
 def tests(session: nox.Session) -> None:
     """Core tests, then each plugin's tests, in strict mode; posargs go to pytest."""
-    editable_plugins = [arg for plugin in PLUGINS for arg in ("-e", str(plugin))]
-    session.install("-e", ".[test]", "hypothesis", *editable_plugins)
+    # torch first and pinned: that version is a CPU build; any other pulls CUDA (GBs).
+    session.install(TORCH)
+    editable_plugins = [arg for plugin in PLUGINS for arg in ("-e", f"{plugin}[test]")]
+    session.install("-e", ".[test]", "hypothesis", TORCH, *editable_plugins)
     env = {"MLHOOKS_STRICT": "1", **SINGLE_THREADED}
     if any(Path(arg.split("::")[0]).exists() for arg in session.posargs):
         session.run("pytest", *session.posargs, env=env)  # the caller chose what to run

@@ -211,3 +211,15 @@ def test_search_runs_and_metric_history_through_mlflow(client: MlflowClient) -> 
     by_mlflow_id = mlhooks.get_metric_history(frame.loc[0, "run_id"], "loss")
     assert by_mlflow_id == history
     assert mlhooks.search_runs(experiment="missing").empty
+
+
+def test_a_model_mlflow_cannot_save_is_set_aside_and_logging_goes_on(
+    client: MlflowClient, lenient: None
+) -> None:
+    with pytest.warns(MlhooksWarning, match="rejected"):
+        with mlhooks.start_run("bad model") as run:
+            mlhooks.log_model({"not": "a module"}, name="model", flavor="pytorch")
+            mlhooks.flush()
+            mlhooks.log_metric("loss", 0.5)
+        stored = mlflow_run(client, run.run_id)
+    assert stored.data.metrics == {"loss": 0.5} and stored.info.status == "FINISHED"

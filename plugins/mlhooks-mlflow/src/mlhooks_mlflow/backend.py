@@ -218,11 +218,12 @@ class MlflowBackend(Backend):
     # -- errors -----------------------------------------------------------------------------
 
     def is_retryable(self, error: BaseException) -> bool:
+        """Server trouble is retried; a value or object MLflow cannot take is not."""
         if isinstance(error, BackendError):
             return error.retryable
         if isinstance(error, RestException | MlflowException):
             return error.error_code not in _PERMANENT_CODES
-        return True  # connection errors and everything MLflow raises while unreachable
+        return isinstance(error, OSError | ConnectionError | TimeoutError)
 
     # -- sanitizing -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import tempfile
 from typing import Any
@@ -22,6 +23,9 @@ FLAVORS: dict[str, tuple[str, str]] = {
     "xgboost": ("mlflow.xgboost", "xgb_model"),
     "pytorch": ("mlflow.pytorch", "pytorch_model"),
 }
+# Options where MLflow's default does not suit a model captured as is. MLflow 3 saves
+# PyTorch models as a traced graph ('pt2') by default, which needs an input example.
+SAVE_OPTIONS: dict[str, dict[str, Any]] = {"pytorch": {"serialization_format": "pickle"}}
 
 
 @functools.cache
@@ -40,11 +44,19 @@ def _model_object(artifact: ModelArtifact) -> Any:
 
 
 def _signature(model: Any, example: Any) -> Any:
+    """The signature of ``model`` from a sample input; inputs only when the model cannot
+    predict on the sample as it is (an XGBoost Booster wants a DMatrix), None when even
+    that fails."""
     from mlflow.models import infer_signature
 
-    predict = getattr(model, "predict", None)
-    output = predict(example) if callable(predict) else None
-    return infer_signature(example, output)
+    try:
+        output = model.predict(example)
+    except Exception:  # noqa: BLE001 - any model, any failure: fall back to inputs only
+        output = None
+    try:
+        return infer_signature(example, output)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
@@ -69,8 +81,14 @@ def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
     model = _model_object(artifact)
     example = artifact.metadata.get("sample_input")
     options: dict[str, Any] = {"pip_requirements": list(pip_requirements(artifact.flavor))}
+    accepted = inspect.signature(module.save_model).parameters
+    options.update(
+        {k: v for k, v in SAVE_OPTIONS.get(artifact.flavor, {}).items() if k in accepted}
+    )
     if example is not None and artifact.metadata.get("log_signature", True):
-        options["signature"] = _signature(model, example)
+        signature = _signature(model, example)
+        if signature is not None:
+            options["signature"] = signature
     if example is not None and artifact.metadata.get("log_input_example", False):
         options["input_example"] = example
     module.save_model(**{flavor[1]: model}, path=target, **options)
