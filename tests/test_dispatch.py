@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import pytest
 
 import mlhooks
+from helpers import run_script, wait_until
 from mlhooks import MlhooksWarning, RunStatus
 from mlhooks.backends import BackendError, LogBatch
 from mlhooks.backends.local import LocalBackend, LocalStore
@@ -25,25 +26,6 @@ from mlhooks.spool import find_spools
 from mlhooks.testing import RecordedRuns
 
 FAST_RETRY = RetryPolicy(delays=(0.01, 0.02), probe_interval=0.1, max_probe_interval=0.2)
-
-
-def run_script(code: str, env: dict[str, str] | None = None, **kwargs: Any) -> Any:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **kwargs,
-    )
-
-
-def wait_until(condition: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 # -- volume ------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import warnings
@@ -19,6 +18,7 @@ import pytest
 
 import mlhooks
 from fake_integration import FitModel
+from helpers import run_script, wait_until
 from mlhooks import FitSession, MlhooksWarning, RunStatus
 from mlhooks.backends import LogBatch, LogModel, StartRun
 from mlhooks.backends.local import LocalBackend, LocalStore
@@ -30,24 +30,6 @@ from mlhooks.testing import RecordedRuns
 from mlhooks.types import Capability, ModelArtifact, RunInfo
 
 NO_RETRY = RetryPolicy(delays=(), probe_interval=60, max_probe_interval=60)
-
-
-def run_script(code: str, **kwargs: Any) -> Any:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        **kwargs,
-    )
-
-
-def wait_until(condition: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def spooled_ops(directory: Path) -> list[Any]:
