@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import datasets, models, validation
+from . import datasets, models, staging, validation
 from .config import FrameworkSettings
 from .errors import report_internal_error
 from .patching import Call, CallHandler
@@ -41,7 +41,13 @@ class FitSession:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         settings: FrameworkSettings | None = None,
+        run: RunInfo | None = None,
+        parent: RunInfo | None = None,
     ) -> None:
+        """``run``: log into this open run, which the caller ends (a ``partial_fit``
+        loop's run). ``parent``: open a child run of it, without making it the active
+        run, and end it with the session (see :meth:`child`). Neither: the active run,
+        else a managed run of its own."""
         self.framework = framework
         self.name = name
         self.settings = settings if settings is not None else _settings(framework)
@@ -50,6 +56,8 @@ class FitSession:
         self._tags = dict(tags or {})
         self.fit: Fit | None = None
         self._managed = False
+        self._run = run
+        self._parent = parent
 
     @property
     def active(self) -> bool:
@@ -58,6 +66,18 @@ class FitSession:
 
     def start(self) -> Fit | None:
         """Open the run if needed and report ``on_fit_start``."""
+        if self._run is not None:
+            return self._report_start(self._run, self._run)
+        if self._parent is not None:
+            child = start_run(
+                self.name,
+                managed=True,
+                parent=self._parent,
+                activate=False,
+                tags=self.settings.extra_tags,
+            )
+            self._managed = True
+            return self._start_reporting(child.info, self._parent)
         parent = current_run()
         if parent is not None and self.settings.exclusive and not parent.managed:
             return None
@@ -66,6 +86,9 @@ class FitSession:
             self._managed = True
         else:
             run = parent
+        return self._start_reporting(run, parent)
+
+    def _start_reporting(self, run: RunInfo, parent: RunInfo | None) -> Fit:
         try:
             return self._report_start(run, parent)
         except BaseException:
@@ -154,6 +177,38 @@ class FitSession:
             report_internal_error(f"{self.framework} model capture", error)
             return
         host.emit("on_model_saved", self.fit.run, artifact)
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        """Keep a file with the fit's run (a snapshot is taken now). Safe from any
+        thread, also after the fit ended: a plot drawn in the background lands too."""
+        if self.fit is None:
+            return
+        try:
+            snapshot = staging.stage(local_path)
+        except OSError as error:
+            report_internal_error(f"{self.framework} artifact", error)
+            return
+        host.emit("on_artifact", self.fit.run, snapshot, artifact_path)
+
+    def child(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> FitSession:
+        """A started session in a new child run of this session's run (a search
+        candidate, say), which does not become the active run; ``end()`` ends it."""
+        child = FitSession(
+            self.framework,
+            name,
+            params=params,
+            tags=tags,
+            settings=self.settings,
+            parent=self.fit.run if self.fit is not None else None,
+        )
+        if self.fit is not None:
+            child.start()
+        return child
 
     def model_saved(self, artifact: ModelArtifact) -> None:
         """Report a model the integration captured itself (a checkpoint file, say)."""

@@ -8,6 +8,7 @@ only receives the operations its capabilities cover.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from .dispatch import Lane, flush_lanes, retry_policy_from_env
 from .hookspecs import hookimpl
 from .types import Capability, DatasetInfo, ModelArtifact, RunInfo, RunStatus, now_ms
 
+ENDED_RUNS_KEPT = 10_000
+"""How many ended runs still take late reports (a few hundred bytes each)."""
+
 
 class Recorder:
     """Turns events into operations for each run's backends."""
@@ -38,6 +42,8 @@ class Recorder:
         self._backends: dict[int, Backend] = {}
         self._runs: dict[str, tuple[Lane, ...]] = {}
         self._metric_lanes: dict[str, tuple[Lane, ...]] = {}
+        self._ended: OrderedDict[str, tuple[Lane, ...]] = OrderedDict()
+        """Lanes of the most recently ended runs, for what is reported after the end."""
         self._lock = threading.Lock()
 
     # -- wiring -----------------------------------------------------------------------------
@@ -65,6 +71,13 @@ class Recorder:
     def lanes_of(self, run_id: str) -> tuple[Lane, ...]:
         return self._runs.get(run_id, ())
 
+    def _lanes_for(self, run_id: str) -> tuple[Lane, ...]:
+        """The lanes of a run, open or among the last ``ENDED_RUNS_KEPT`` ended: what is
+        reported about a run after it ended (an evaluation after the fit, a plot drawn
+        in the background) is still stored with it."""
+        lanes = self._runs.get(run_id)
+        return lanes if lanes is not None else self._ended.get(run_id, ())
+
     @property
     def lanes(self) -> list[Lane]:
         return list(self._lanes.values())
@@ -88,7 +101,7 @@ class Recorder:
         file the op refers to: each lane releases it once stored, and it is gone after
         the last one (at once when no lane takes it)."""
         needed = needed or REQUIRED_CAPABILITY[type(op)]
-        lanes = self._capable(self._runs.get(run_id, ()), needed)
+        lanes = self._capable(self._lanes_for(run_id), needed)
         if snapshot is not None:
             if not lanes:
                 staging.release(snapshot)  # no backend keeps it
@@ -120,7 +133,9 @@ class Recorder:
         self, run: RunInfo, metrics: Mapping[str, float], step: int, timestamp: int
     ) -> None:
         run_id = run.run_id
-        lanes = self._metric_lanes.get(run_id, ())
+        lanes = self._metric_lanes.get(run_id)
+        if lanes is None:
+            lanes = self._capable(self._ended.get(run_id, ()), Capability.METRICS)
         if len(lanes) == 1:
             put = lanes[0].put
             for key, value in metrics.items():
@@ -150,8 +165,13 @@ class Recorder:
     @hookimpl(tryfirst=True)
     def on_run_end(self, run: RunInfo, status: RunStatus) -> None:
         self._put(run.run_id, EndRun(run.run_id, status.value, run.end_time or now_ms()))
-        self._runs.pop(run.run_id, None)
+        lanes = self._runs.pop(run.run_id, None)
         self._metric_lanes.pop(run.run_id, None)
+        if lanes:
+            with self._lock:
+                self._ended[run.run_id] = lanes
+                while len(self._ended) > ENDED_RUNS_KEPT:
+                    self._ended.popitem(last=False)
 
 
 recorder = Recorder()

@@ -118,19 +118,31 @@ def start_run(
     experiment: str | None = None,
     backends: Iterable[str | Backend] | str | Backend | None = None,
     managed: bool = False,
+    parent: RunInfo | None = None,
+    activate: bool = True,
 ) -> ActiveRun:
     """Start a run and make it the active run of this thread.
 
     With a run already active, pass ``nested=True`` to start a child run of it (a
     hyper-parameter search candidate, say); otherwise this raises ValueError. A child
     run writes where its parent does unless ``backends`` says otherwise.
+
+    ``parent`` names the parent run explicitly (any open run, on any thread). With
+    ``activate=False`` the run does not become this thread's active run: log into it
+    through a :class:`~mlhooks.FitSession` given ``run=``, and end it with
+    ``end_run(run=...)``. Integrations use both to add child runs (search candidates)
+    or long-lived runs (a ``partial_fit`` loop) without changing where the user's
+    own logging goes.
     """
-    parent = current_run()
-    if parent is not None and not nested:
-        raise ValueError(
-            f"run {parent.name!r} ({parent.run_id}) is already active on this thread; "
-            "end it first, or pass nested=True to start a child run"
-        )
+    if parent is None:
+        parent = current_run()
+        if parent is not None and not nested and activate:
+            raise ValueError(
+                f"run {parent.name!r} ({parent.run_id}) is already active on this thread; "
+                "end it first, or pass nested=True to start a child run"
+            )
+        if not nested:
+            parent = None
     if name is not None and not isinstance(name, str):
         raise ValueError(f"run name must be a string, not {type(name).__name__}")
     clean_tags = {
@@ -151,8 +163,9 @@ def start_run(
         managed=managed,
     )
     recorder.bind(info, targets)
-    _stack().append(info)
-    _owner_stacks[info.run_id] = _stack()
+    if activate:
+        _stack().append(info)
+        _owner_stacks[info.run_id] = _stack()
     with _open_lock:
         _open[info.run_id] = info
         _logged_params[info.run_id] = {}
@@ -190,7 +203,9 @@ def end_run(
     if info is None or info.status is not RunStatus.RUNNING:
         return
     stack = _owner_stacks.pop(info.run_id, own)  # the stack of the thread that started it
-    for child in [r for r in stack if r.parent_id == info.run_id]:
+    with _open_lock:  # children on a stack, and those started with activate=False
+        children = [r for r in (*stack, *_open.values()) if r.parent_id == info.run_id]
+    for child in children:
         end_run(status, run=child, flush_timeout=0)
     if info in stack:
         stack.remove(info)
