@@ -34,6 +34,7 @@ from .patching import Call, CallHandler
 from .plugins import host as _host
 from .runs import ActiveRun, active_run, end_run, start_run
 from .search import get_metric_history, search_runs
+from .selection import BackendDescription, describe_backends
 from .selection import backend_named as backend
 from .types import (
     Capability,
@@ -70,6 +71,7 @@ __all__ = [
     "ActiveRun",
     "AutologConfig",
     "Backend",
+    "BackendDescription",
     "BackendError",
     "Call",
     "CallHandler",
@@ -89,6 +91,7 @@ __all__ = [
     "active_run",
     "autolog",
     "backend",
+    "describe_backends",
     "end_run",
     "fingerprint",
     "flush",

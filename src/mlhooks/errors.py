@@ -15,6 +15,7 @@ import warnings
 __all__ = [
     "MlhooksWarning",
     "is_strict",
+    "notice_once",
     "report_background_error",
     "report_internal_error",
     "warn_background",
@@ -75,9 +76,29 @@ def report_internal_error(site: str, error: BaseException, *, reraise: bool = Tr
 
 
 def reset_warnings() -> None:
-    """Forget which warnings were given (for tests)."""
+    """Forget which warnings and notices were given (for tests)."""
     with _lock:
         _warned.clear()
+        _noticed.clear()
+
+
+_noticed: set[str] = set()
+
+
+def notice_once(key: str, message: str) -> bool:
+    """Tell the user ``message`` the first time ``key`` is seen; True if it told.
+
+    A notice is information, not a problem: something a backend does not keep, say.
+    It goes to the ``mlhooks`` logger at WARNING level (shown on stderr when logging
+    is not configured), never as a warning that ``-W error`` or strict mode would turn
+    into an exception, and not at all when mlhooks is silent.
+    """
+    with _lock:
+        if key in _noticed or _silent:
+            return False
+        _noticed.add(key)
+    log.warning(message)
+    return True
 
 
 def warn_background(key: str, message: str) -> None:

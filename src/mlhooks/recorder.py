@@ -27,6 +27,7 @@ from .backends.base import (
 )
 from .backends.local import default_root
 from .dispatch import Lane, flush_lanes, retry_policy_from_env
+from .errors import notice_once
 from .hookspecs import hookimpl
 from .types import Capability, DatasetInfo, ModelArtifact, RunInfo, RunStatus, now_ms
 
@@ -92,16 +93,20 @@ class Recorder:
 
     def _put(
         self,
-        run_id: str,
+        run: RunInfo,
         op: Operation,
         snapshot: str | None = None,
         needed: Capability | None = None,
     ) -> None:
         """Put ``op`` on the lanes whose backend can store it. ``snapshot`` is a staged
         file the op refers to: each lane releases it once stored, and it is gone after
-        the last one (at once when no lane takes it)."""
+        the last one (at once when no lane takes it). A backend that cannot store it
+        gets a notice, once per run and kind of data."""
         needed = needed or REQUIRED_CAPABILITY[type(op)]
-        lanes = self._capable(self._lanes_for(run_id), needed)
+        all_lanes = self._lanes_for(run.run_id)
+        lanes = self._capable(all_lanes, needed)
+        if needed is not None and len(lanes) < len(all_lanes):
+            _notice_unsupported(run, op, needed, all_lanes, lanes)
         if snapshot is not None:
             if not lanes:
                 staging.release(snapshot)  # no backend keeps it
@@ -114,19 +119,17 @@ class Recorder:
     @hookimpl(tryfirst=True)
     def on_run_start(self, run: RunInfo) -> None:
         snapshot = RunInfo.from_dict(run.to_dict())  # later changes must not leak in
-        self._put(run.run_id, StartRun(snapshot))
+        self._put(run, StartRun(snapshot))
 
     @hookimpl(tryfirst=True)
     def on_params(self, run: RunInfo, params: Mapping[str, Any]) -> None:
         if params:
-            self._put(
-                run.run_id, LogBatch(run.run_id, params=dict(params)), None, Capability.PARAMS
-            )
+            self._put(run, LogBatch(run.run_id, params=dict(params)), None, Capability.PARAMS)
 
     @hookimpl(tryfirst=True)
     def on_tags(self, run: RunInfo, tags: Mapping[str, str]) -> None:
         if tags:
-            self._put(run.run_id, LogBatch(run.run_id, tags=dict(tags)), needed=Capability.TAGS)
+            self._put(run, LogBatch(run.run_id, tags=dict(tags)), needed=Capability.TAGS)
 
     @hookimpl(tryfirst=True)
     def on_metrics(
@@ -148,23 +151,23 @@ class Recorder:
 
     @hookimpl(tryfirst=True)
     def on_dataset(self, run: RunInfo, dataset: DatasetInfo) -> None:
-        self._put(run.run_id, LogDataset(run.run_id, dataset))
+        self._put(run, LogDataset(run.run_id, dataset))
 
     @hookimpl(tryfirst=True)
     def on_model_saved(self, run: RunInfo, model: ModelArtifact) -> None:
         snapshot = None
         if model.path is not None and model.payload is None:
             model.path = snapshot = staging.stage(model.path)  # it may be deleted or rewritten
-        self._put(run.run_id, LogModel(run.run_id, model), snapshot)
+        self._put(run, LogModel(run.run_id, model), snapshot)
 
     @hookimpl(tryfirst=True)
     def on_artifact(self, run: RunInfo, local_path: str, artifact_path: str | None) -> None:
         snapshot = local_path if staging.is_snapshot(local_path) else None
-        self._put(run.run_id, LogArtifact(run.run_id, local_path, artifact_path), snapshot)
+        self._put(run, LogArtifact(run.run_id, local_path, artifact_path), snapshot)
 
     @hookimpl(tryfirst=True)
     def on_run_end(self, run: RunInfo, status: RunStatus) -> None:
-        self._put(run.run_id, EndRun(run.run_id, status.value, run.end_time or now_ms()))
+        self._put(run, EndRun(run.run_id, status.value, run.end_time or now_ms()))
         lanes = self._runs.pop(run.run_id, None)
         self._metric_lanes.pop(run.run_id, None)
         if lanes:
@@ -172,6 +175,38 @@ class Recorder:
                 self._ended[run.run_id] = lanes
                 while len(self._ended) > ENDED_RUNS_KEPT:
                     self._ended.popitem(last=False)
+
+
+def _what(op: Operation, needed: Capability) -> str:
+    """``op``'s data, for a notice: "model 'clf'", "dataset 'X'", "params", ..."""
+    if isinstance(op, LogModel):
+        return f"model {op.model.name!r}"
+    if isinstance(op, LogDataset):
+        return f"dataset {op.dataset.name!r}"
+    if isinstance(op, LogArtifact):
+        return f"artifact {Path(op.local_path).name!r}"
+    return needed.value
+
+
+def _notice_unsupported(
+    run: RunInfo,
+    op: Operation,
+    needed: Capability,
+    all_lanes: tuple[Lane, ...],
+    capable: tuple[Lane, ...],
+) -> None:
+    names = ", ".join(lane.backend.name for lane in capable)
+    where = f"it goes to {names}" if names else "no backend of this run keeps it"
+    for lane in all_lanes:
+        if lane in capable:
+            continue
+        name = lane.backend.name
+        notice_once(
+            f"unsupported:{run.run_id}:{name}:{needed.value}",
+            f"mlhooks: backend {name!r} does not keep {needed.value}, so {_what(op, needed)} "
+            f"of run {run.name!r} is not stored there (nor later {needed.value} of this run); "
+            f"{where}.",
+        )
 
 
 recorder = Recorder()

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import Backend
 from .config import env_list
 from .plugins import host
+from .types import Capability
 
 _by_name: dict[str, Backend] = {}
 _lock = threading.Lock()
@@ -103,3 +105,52 @@ def forget() -> None:
     """Drop the shared named instances (tests use this between cases)."""
     with _lock:
         _by_name.clear()
+
+
+@dataclass(frozen=True)
+class BackendDescription:
+    """What one backend keeps and where (see :func:`describe_backends`)."""
+
+    name: str
+    location: str
+    """Where it writes, for humans (``Backend.describe()``)."""
+    keeps: tuple[str, ...]
+    """The capabilities it has: ``metrics``, ``params``, ``tags``, ``artifacts``, ..."""
+    skips: tuple[str, ...]
+    """The capabilities it lacks: what it is never sent."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """Limits of a kept capability, e.g. ``{"artifacts": "png and jpg images only"}``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "location": self.location,
+            "keeps": list(self.keeps),
+            "skips": list(self.skips),
+            "notes": dict(self.notes),
+        }
+
+
+def describe(backend: Backend) -> BackendDescription:
+    """What ``backend`` keeps and where it writes."""
+    return BackendDescription(
+        name=backend.name,
+        location=backend.describe(),
+        keeps=tuple(c.value for c in Capability if c in backend.capabilities),
+        skips=tuple(c.value for c in Capability if c not in backend.capabilities),
+        notes={c.value: note for c, note in backend.capability_notes.items()},
+    )
+
+
+def describe_backends(
+    backends: Iterable[str | Backend] | str | Backend | None = None,
+) -> list[BackendDescription]:
+    """Name, location and capabilities of each backend runs write to: ``backends`` if
+    given, else those of ``autolog(backends=...)``, else ``MLHOOKS_BACKENDS`` or the
+    default. ValueError names an unknown backend."""
+    if backends is None:
+        from .autologging import current_config  # autologging imports this module
+
+        config = current_config()
+        backends = config.backends if config is not None else None
+    return [describe(backend) for backend in resolve(backends)]

@@ -9,7 +9,7 @@ JSON so that the writer can spool them to disk when a backend is down and replay
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -102,6 +102,8 @@ class Backend(abc.ABC):
 
     name: ClassVar[str] = "backend"
     capabilities: ClassVar[frozenset[Capability]] = ALL_CAPABILITIES
+    #: Limits of what a capability covers, for humans: ``{Capability.ARTIFACTS: "images only"}``.
+    capability_notes: ClassVar[Mapping[Capability, str]] = {}
     #: Most metrics, params and tags the writer hands over in one ``log_batch`` call.
     max_batch_size: ClassVar[int] = 1000
 
