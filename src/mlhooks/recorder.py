@@ -2,7 +2,8 @@
 put on the lanes (see :mod:`mlhooks.dispatch`) of the backends the run writes to.
 
 Runs are bound to their backends when they start (:meth:`Recorder.bind`); each backend
-only receives the operations its capabilities cover.
+only receives the operations its capabilities cover. Every param and tag passes
+through here, so this is where secrets are masked (:mod:`mlhooks.redaction`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import staging
+from . import redaction, staging
 from .backends.base import (
     REQUIRED_CAPABILITY,
     Backend,
@@ -119,17 +121,26 @@ class Recorder:
     @hookimpl(tryfirst=True)
     def on_run_start(self, run: RunInfo) -> None:
         snapshot = RunInfo.from_dict(run.to_dict())  # later changes must not leak in
+        snapshot.tags = redaction.redact(snapshot.tags)
+        if snapshot.description:
+            snapshot.description = redaction.redact_url(snapshot.description)
         self._put(run, StartRun(snapshot))
 
     @hookimpl(tryfirst=True)
     def on_params(self, run: RunInfo, params: Mapping[str, Any]) -> None:
         if params:
-            self._put(run, LogBatch(run.run_id, params=dict(params)), None, Capability.PARAMS)
+            self._put(
+                run,
+                LogBatch(run.run_id, params=redaction.redact(params)),
+                None,
+                Capability.PARAMS,
+            )
 
     @hookimpl(tryfirst=True)
     def on_tags(self, run: RunInfo, tags: Mapping[str, str]) -> None:
         if tags:
-            self._put(run, LogBatch(run.run_id, tags=dict(tags)), needed=Capability.TAGS)
+            batch = LogBatch(run.run_id, tags=redaction.redact(tags))
+            self._put(run, batch, needed=Capability.TAGS)
 
     @hookimpl(tryfirst=True)
     def on_metrics(
@@ -151,6 +162,8 @@ class Recorder:
 
     @hookimpl(tryfirst=True)
     def on_dataset(self, run: RunInfo, dataset: DatasetInfo) -> None:
+        if dataset.source:
+            dataset = replace(dataset, source=redaction.redact_url(dataset.source))
         self._put(run, LogDataset(run.run_id, dataset))
 
     @hookimpl(tryfirst=True)

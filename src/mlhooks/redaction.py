@@ -1,0 +1,143 @@
+"""Secret redaction: values that look like credentials never reach a backend.
+
+Two rules, applied by the recorder to every param, tag and run tag (autologged or
+logged by hand) and to the captured run context, before any backend sees them:
+
+* a **key** that names a credential (``password``, ``passwd``, ``secret``, ``token``,
+  ``api_key``, ``access_key``, ``private_key``) gets the value ``***``. Keys are
+  compared word by word, ignoring case and separators, so ``DB_PASSWORD``,
+  ``apiKey``, ``x-api-key`` and ``hf_token`` match, while ``max_tokens`` or
+  ``tokenizer`` do not;
+* a **URL** with credentials (``https://user:pass@host/...``) in any value keeps its
+  scheme and host but its user info becomes ``***``.
+
+More key words: ``MLHOOKS_REDACT_KEYS`` (comma-separated) or
+:func:`add_redaction_patterns` (words, or compiled regular expressions searched in
+the key as given).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterable, Mapping
+
+MASK = "***"
+
+DEFAULT_KEY_WORDS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "access_key",
+    "private_key",
+)
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s@?#]+)@")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+
+_extra_words: list[str] = []
+_extra_patterns: list[re.Pattern[str]] = []
+
+
+def add_redaction_patterns(*patterns: str | re.Pattern[str]) -> None:
+    """Redact keys that match ``patterns`` too (for this process).
+
+    A string is a key word or phrase, matched as :data:`DEFAULT_KEY_WORDS` are
+    (``"pin"``, ``"session_id"``); a compiled regular expression is searched in the
+    key as it was given.
+    """
+    for pattern in patterns:
+        if isinstance(pattern, re.Pattern):
+            _extra_patterns.append(pattern)
+        elif isinstance(pattern, str) and pattern.strip():
+            _extra_words.append(pattern.strip())
+        else:
+            raise TypeError(f"a redaction pattern is a string or re.Pattern, not {pattern!r}")
+    _key_is_secret.cache_clear()
+
+
+def reset_redaction_patterns() -> None:
+    """Back to the default key words (and ``MLHOOKS_REDACT_KEYS``)."""
+    _extra_words.clear()
+    _extra_patterns.clear()
+    _key_is_secret.cache_clear()
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in _SEPARATORS.split(_CAMEL.sub("_", text).lower()) if w)
+
+
+def _key_words() -> list[tuple[str, ...]]:
+    from_env = [w for w in os.environ.get("MLHOOKS_REDACT_KEYS", "").split(",") if w.strip()]
+    return [_words(w) for w in (*DEFAULT_KEY_WORDS, *from_env, *_extra_words) if _words(w)]
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether values under ``key`` are masked."""
+    return _key_is_secret(key, os.environ.get("MLHOOKS_REDACT_KEYS", ""))
+
+
+@functools.lru_cache(maxsize=10_000)
+def _key_is_secret(key: str, _env: str) -> bool:
+    # ``_env`` is part of the cache key, so that a changed variable takes effect.
+    words = _words(key)
+    joined = set(words)
+    for pattern in _key_words():
+        size = len(pattern)
+        if any(words[i : i + size] == pattern for i in range(len(words) - size + 1)):
+            return True
+        if size > 1 and "".join(pattern) in joined:  # apikey, accesskey, privatekey
+            return True
+    return any(p.search(key) for p in _extra_patterns)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user info of every URL in it replaced by ``***``."""
+    if "@" not in text or "://" not in text:
+        return text
+    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+
+
+def strip_url_credentials(url: str) -> str:
+    """``url`` without its user info at all (``https://host/repo.git``)."""
+    return _URL_USERINFO.sub(lambda m: m["scheme"], url)
+
+
+def redact_value(key: str, value: str) -> str:
+    """What is stored for ``key``: ``***`` for a secret key, else ``value`` with URL
+    credentials masked."""
+    if is_secret_key(key):
+        return MASK
+    return redact_url(value)
+
+
+def redact(values: Mapping[str, str]) -> dict[str, str]:
+    """:func:`redact_value` applied to every item of ``values``."""
+    return {key: redact_value(key, value) for key, value in values.items()}
+
+
+def redact_argv(argv: Iterable[str]) -> list[str]:
+    """Command-line arguments with secrets masked: ``--token=abc`` and ``--token abc``
+    become ``--token=***`` and ``--token ***``; URLs lose their credentials."""
+    result: list[str] = []
+    mask_next = False
+    for arg in argv:
+        if mask_next:
+            result.append(MASK)
+            mask_next = False
+            continue
+        if arg.startswith("-"):
+            name, equals, _ = arg.partition("=")
+            if is_secret_key(name.lstrip("-")):
+                if equals:
+                    result.append(f"{name}={MASK}")
+                else:
+                    result.append(arg)
+                    mask_next = True
+                continue
+        result.append(redact_url(arg))
+    return result
