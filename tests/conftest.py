@@ -14,6 +14,9 @@ from fake_integration import FakePlugin
 
 # Our own errors must fail our tests, not hide behind a warning.
 os.environ.setdefault("MLHOOKS_STRICT", "1")
+# Run context capture (tags and an artifact on every run) has its own tests
+# (test_context.py); elsewhere it would only blur what the tests compare.
+os.environ.setdefault("MLHOOKS_LOG_CONTEXT", "0")
 # The core is tested alone: installed plugins (mlhooks-mlflow, ...) are not loaded here;
 # each plugin's own tests run them. Plugins the tests install themselves still load.
 os.environ["MLHOOKS_DISABLE_PLUGINS"] = ",".join(

@@ -16,7 +16,7 @@ from typing import Any
 
 import wrapt
 
-from . import errors, selection
+from . import context, errors, selection, system_metrics
 from .backends.base import Backend
 from .config import AutologConfig, FrameworkSettings
 from .errors import report_internal_error, warn_once
@@ -43,6 +43,8 @@ def autolog(
     frameworks: Iterable[str] | str | None = None,
     log_every_n_steps: int | None = None,
     allow_unsupported: bool | None = None,
+    log_context: bool | str | Iterable[str] | None = None,
+    log_system_metrics: bool | None = None,
     **framework_options: Mapping[str, Any],
 ) -> None:
     """Track every fit of every installed framework.
@@ -63,6 +65,10 @@ def autolog(
         frameworks: patch only these integrations (``"sklearn"``, ``"xgboost"``, ...).
         log_every_n_steps: step-level metrics every N steps (default: the framework's).
         allow_unsupported: patch frameworks outside their supported version range.
+        log_context: which run context parts to capture at each run start (True: all,
+            the default; False; or part names such as ``["git", "platform"]``).
+        log_system_metrics: sample CPU, memory, disk, network and GPU as ``system/*``
+            metrics while each run is active (default False; needs ``mlhooks[system]``).
         **framework_options: per-framework overrides, e.g. ``sklearn={"log_models":
             False}``, including options only that framework knows.
     """
@@ -90,14 +96,26 @@ def autolog(
             frameworks=names,
             log_every_n_steps=log_every_n_steps,
             allow_unsupported=allow_unsupported,
+            log_context=_context_option(log_context),
+            log_system_metrics=log_system_metrics,
             overrides=dict(framework_options) or None,
         )
         selection.resolve(config.backends)  # an unknown backend fails here, not mid-fit
+        context.resolve_parts(config.log_context)  # so do unknown context parts
+        system_metrics.wanted(config.log_system_metrics)  # and a missing psutil
         _config = config
         errors.set_silent(config.silent)
         _warn_missing(config.frameworks)
         for integration in host.iter_integrations():
             _apply(integration)
+
+
+def _context_option(option: bool | str | Iterable[str] | None) -> bool | tuple[str, ...] | None:
+    if option is None or isinstance(option, bool):
+        return option
+    if isinstance(option, str):
+        return tuple(sorted(context.resolve_parts(option)))
+    return tuple(option)
 
 
 def _check_framework_options(options: Mapping[str, Any]) -> None:

@@ -67,6 +67,10 @@ class AutologConfig:
     log_every_n_steps: int | None = None
     """Step-level metrics every N steps; None keeps each framework's own default."""
     allow_unsupported: bool = False
+    log_context: bool | tuple[str, ...] | None = None
+    """Run context parts to capture (None: ``MLHOOKS_LOG_CONTEXT``, else all)."""
+    log_system_metrics: bool | None = None
+    """Sample ``system/*`` metrics (None: ``MLHOOKS_LOG_SYSTEM_METRICS``, else off)."""
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     _ENV = {

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, cast
 
-from . import selection, validation
+from . import context, selection, system_metrics, validation
 from .backends.base import Backend
 from .dispatch import flush_lanes
 from .errors import report_internal_error, warn_once
@@ -78,6 +78,9 @@ def _adopt(info: RunInfo) -> None:
         _logged_params[info.run_id] = {}
     recorder.bind(info, selection.resolve(_autolog_backends()))
     host.emit("on_run_start", info)
+    # MLflow samples system metrics of its own runs itself (mlflow.start_run(
+    # log_system_metrics=True)); an adopted run only gets the context.
+    _begin_context(info, None)
 
 
 class ActiveRun:
@@ -120,6 +123,8 @@ def start_run(
     managed: bool = False,
     parent: RunInfo | None = None,
     activate: bool = True,
+    log_context: bool | str | Iterable[str] | None = None,
+    log_system_metrics: bool | None = None,
 ) -> ActiveRun:
     """Start a run and make it the active run of this thread.
 
@@ -133,6 +138,13 @@ def start_run(
     ``end_run(run=...)``. Integrations use both to add child runs (search candidates)
     or long-lived runs (a ``partial_fit`` loop) without changing where the user's
     own logging goes.
+
+    ``log_context`` says which parts of the run context to capture (git, entry point,
+    platform, versions, ...; see :mod:`mlhooks.context`): True (all, the default),
+    False, or part names. ``log_system_metrics`` samples CPU, memory, disk, network
+    (and GPU) as ``system/*`` metrics while the run is active (default off; needs
+    ``mlhooks[system]``). Both default to ``autolog()``'s setting, then to
+    ``MLHOOKS_LOG_CONTEXT`` and ``MLHOOKS_LOG_SYSTEM_METRICS``.
     """
     if parent is None:
         parent = current_run()
@@ -145,6 +157,8 @@ def start_run(
             parent = None
     if name is not None and not isinstance(name, str):
         raise ValueError(f"run name must be a string, not {type(name).__name__}")
+    parts = context.resolve_parts(_autolog_option("log_context", log_context))
+    sample = system_metrics.wanted(_autolog_option("log_system_metrics", log_system_metrics))
     clean_tags = {
         validation.check_key(k, "tag", strict=not managed): validation.tag_value(v)
         for k, v in (tags or {}).items()
@@ -170,7 +184,29 @@ def start_run(
         _open[info.run_id] = info
         _logged_params[info.run_id] = {}
     host.emit("on_run_start", info)
+    _begin_context(info, parts)
+    if sample and parent is None:  # a nested run is covered by its parent's sampler
+        system_metrics.start(info)
     return ActiveRun(info)
+
+
+def _begin_context(info: RunInfo, parts: frozenset[str] | None) -> None:
+    try:
+        if parts is None:
+            parts = context.resolve_parts(_autolog_option("log_context", None))
+        context.begin(info, parts)
+    except Exception as error:  # noqa: BLE001 - context is never worth a failed run
+        report_internal_error("run context capture", error)
+
+
+def _autolog_option(name: str, given: Any) -> Any:
+    """``given`` unless None, else what ``autolog()`` was told (None when it was not)."""
+    if given is not None:
+        return given
+    from .autologging import current_config
+
+    config = current_config()
+    return getattr(config, name, None) if config is not None else None
 
 
 def _default_experiment() -> str | None:
@@ -215,6 +251,8 @@ def end_run(
         _open.pop(info.run_id, None)
         _logged_params.pop(info.run_id, None)
     lanes = recorder.lanes_of(info.run_id)
+    system_metrics.stop(info)
+    context.finish(info)
     host.emit("on_run_end", info, status)
     timeout = flush_timeout if flush_timeout is not None else _flush_timeout()
     if not info.managed and timeout > 0:

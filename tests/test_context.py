@@ -1,0 +1,171 @@
+"""Run context capture: tags and the artifact, in a temporary git repository (clean
+and dirty) and outside any repository, from a real script in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import mlhooks
+from mlhooks import LocalStore, context
+from mlhooks.testing import RecordedRuns
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git program")
+
+SCRIPT = """
+import mlhooks
+with mlhooks.start_run("ctx", backends="local") as run:
+    mlhooks.log_param("lr", 0.1)
+print(run.run_id)
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=Test", "-c", "user.email=t@example.com", *args]
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "trunk")
+    git(repo, "remote", "add", "origin", "https://alice:ghp_secret@github.com/org/project.git")
+    (repo / "train.py").write_text(textwrap.dedent(SCRIPT))
+    git(repo, "add", "train.py")
+    git(repo, "commit", "-q", "-m", "first")
+    return repo
+
+
+def run_script(folder: Path, *args: str) -> tuple[str, LocalStore]:
+    store = folder.parent / "store"
+    env = {k: v for k, v in os.environ.items() if k != "MLHOOKS_LOG_CONTEXT"}
+    env["MLHOOKS_LOCAL_DIR"] = str(store)
+    done = subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1], LocalStore(store)
+
+
+def test_clean_repository(repo: Path) -> None:
+    run_id, store = run_script(repo, "--epochs", "3", "--api-key", "k3y")
+    data = store.get_run(run_id)
+    tags = data.tags
+    assert tags["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD")
+    assert tags["mlflow.source.git.branch"] == "trunk"
+    assert tags["mlflow.source.git.repoURL"] == "https://github.com/org/project.git"
+    assert tags["mlhooks.context.git.dirty"] == "false"
+    assert tags["mlflow.source.name"] == str(repo / "train.py")
+    assert tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlhooks.context.argv"] == "train.py --epochs 3 --api-key '***'"
+    assert tags["mlhooks.context.python"] == ".".join(map(str, sys.version_info[:3]))
+    assert tags["mlhooks.context.version.mlhooks"] == mlhooks.__version__
+    assert tags["mlhooks.context.hostname"] and tags["mlhooks.context.platform"]
+    assert "mlflow.user" in tags
+    assert data.artifacts == ["mlhooks/context.json"]
+    document = json.loads(store.artifact_path(run_id, "mlhooks/context.json").read_text())
+    assert document["git"]["dirty"] is False
+    assert document["git"]["remote_url"] == "https://github.com/org/project.git"
+    assert any(line.startswith("pytest==") for line in document["requirements"])
+    assert "ghp_secret" not in json.dumps(document) + json.dumps(tags)
+
+
+def test_dirty_repository_keeps_the_diff(repo: Path) -> None:
+    (repo / "train.py").write_text(textwrap.dedent(SCRIPT) + "# tuned lr, see http://u:pw@h/\n")
+    (repo / "untracked.txt").write_text("not part of the diff")
+    run_id, store = run_script(repo)
+    data = store.get_run(run_id)
+    assert data.tags["mlhooks.context.git.dirty"] == "true"
+    assert sorted(data.artifacts) == ["mlhooks/context.json", "mlhooks/git.diff"]
+    diff = store.artifact_path(run_id, "mlhooks/git.diff").read_text()
+    assert "+# tuned lr, see http://***@h/" in diff
+    assert "untracked" not in diff
+
+
+def test_linked_worktree_and_packed_refs(repo: Path, tmp_path: Path) -> None:
+    git(repo, "pack-refs", "--all")
+    worktree = tmp_path / "feature"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(worktree))
+    run_id, store = run_script(worktree)
+    tags = store.get_run(run_id).tags
+    assert tags["mlflow.source.git.branch"] == "feature"
+    assert tags["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD")
+    assert tags["mlflow.source.git.repoURL"] == "https://github.com/org/project.git"
+
+
+def test_outside_any_repository(tmp_path: Path) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "train.py").write_text(textwrap.dedent(SCRIPT))
+    run_id, store = run_script(folder)
+    data = store.get_run(run_id)
+    assert not any(k.startswith("mlflow.source.git") for k in data.tags)
+    assert "mlhooks.context.git.dirty" not in data.tags
+    assert data.tags["mlflow.source.name"] == str(folder / "train.py")
+    document = json.loads(store.artifact_path(run_id, "mlhooks/context.json").read_text())
+    assert document["git"] is None
+
+
+def test_parts_can_be_switched_off(
+    monkeypatch: pytest.MonkeyPatch, mlhooks_memory: RecordedRuns
+) -> None:
+    monkeypatch.setenv("MLHOOKS_LOG_CONTEXT", "platform,seeds")
+    monkeypatch.setenv("PL_GLOBAL_SEED", "42")
+    with mlhooks.start_run("env"):
+        pass
+    with mlhooks.start_run("arg", log_context=["entry_point"]):
+        pass
+    with mlhooks.start_run("off", log_context=False):
+        pass
+    env = mlhooks_memory.run_named("env").tags
+    assert env["mlhooks.context.seed.lightning"] == "42"
+    assert "mlhooks.context.python" in env and "mlflow.source.name" not in env
+    arg = mlhooks_memory.run_named("arg").tags
+    assert "mlflow.source.name" in arg and "mlhooks.context.python" not in arg
+    assert mlhooks_memory.run_named("off").tags == {}
+    assert mlhooks_memory.run_named("off").artifacts == []
+    with pytest.raises(ValueError, match="unknown run context part"):
+        mlhooks.start_run("bad", log_context=["gti"])
+    with pytest.raises(ValueError, match="unknown run context part"):
+        mlhooks.autolog(log_context="gti")
+
+
+def test_nested_runs_inherit_the_source_tags_without_capturing(
+    monkeypatch: pytest.MonkeyPatch, mlhooks_memory: RecordedRuns
+) -> None:
+    monkeypatch.delenv("MLHOOKS_LOG_CONTEXT")
+    with mlhooks.start_run("search"):
+        for i in range(5):
+            with mlhooks.start_run(f"candidate-{i}", nested=True):
+                mlhooks.log_param("i", i)
+    parent = mlhooks_memory.run_named("search")
+    assert parent.artifacts == ["mlhooks/context.json"]
+    for i in range(5):
+        child = mlhooks_memory.run_named(f"candidate-{i}")
+        assert child.artifacts == []  # no capture of its own
+        assert set(child.tags) <= set(context.SOURCE_TAGS)
+        assert child.tags["mlflow.source.name"] == parent.tags["mlflow.source.name"]
+
+
+def test_autolog_option_reaches_autologged_runs(fake: object, mlhooks_memory: RecordedRuns) -> None:
+    import importlib
+
+    mlhooks.autolog(log_context=["versions"])
+    importlib.import_module("fakefw").Model().fit([1.0])
+    tags = mlhooks_memory.only_run().tags
+    assert tags["mlhooks.context.version.fakefw"] == "1.4.0"  # a framework in play
+    assert not any(k.startswith("mlflow.source") for k in tags)
