@@ -11,6 +11,7 @@ from __future__ import annotations
 from .autologging import autolog
 from .backends.base import Backend, BackendError
 from .backends.local import LocalStore
+from .compare import compare_runs, plot_metric
 from .config import AutologConfig
 from .datasets import fingerprint
 from .errors import MlhooksWarning
@@ -32,6 +33,7 @@ from .logging_api import (
 )
 from .patching import Call, CallHandler
 from .plugins import host as _host
+from .redaction import add_redaction_patterns
 from .runs import ActiveRun, active_run, end_run, start_run
 from .search import get_metric_history, search_runs
 from .selection import BackendDescription, describe_backends
@@ -89,8 +91,10 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "active_run",
+    "add_redaction_patterns",
     "autolog",
     "backend",
+    "compare_runs",
     "describe_backends",
     "end_run",
     "fingerprint",
@@ -106,6 +110,7 @@ __all__ = [
     "log_model",
     "log_param",
     "log_params",
+    "plot_metric",
     "register",
     "search_runs",
     "set_tag",

@@ -104,8 +104,10 @@ def entry_point() -> dict[str, Any]:
     script = getattr(main, "__file__", None)
     if notebook is not None:
         name, kind = notebook, "NOTEBOOK"
-    elif isinstance(script, str):
+    elif isinstance(script, str) and os.path.isfile(script):
         name, kind = os.path.abspath(script), "LOCAL"
+    elif isinstance(script, str):
+        name, kind = script, "LOCAL"
     else:
         name, kind = (sys.argv[0] if sys.argv and sys.argv[0] else "<interactive>"), "LOCAL"
     return {"name": name, "type": kind, "argv": redact_argv(sys.argv), "cwd": os.getcwd()}

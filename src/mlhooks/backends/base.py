@@ -150,6 +150,10 @@ class Backend(abc.ABC):
             return error.retryable
         return isinstance(error, (OSError, ConnectionError, TimeoutError))
 
+    def check(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Raise when the backend cannot store anything now (``mlhooks doctor`` asks
+        each configured backend). The default does not check."""
+
     def spec(self) -> dict[str, Any]:
         """Options that rebuild an equivalent backend (``mlhooks sync`` uses them)."""
         return {}

@@ -63,6 +63,13 @@ class LocalBackend(Backend):
     def spec(self) -> dict[str, Any]:
         return {"root": str(self.root.resolve())}
 
+    def check(self) -> None:
+        """The root can be created and written to."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".doctor-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+
     def is_retryable(self, error: BaseException) -> bool:
         # A missing run folder or a malformed value will not fix itself; a full disk may.
         if isinstance(error, (FileNotFoundError, NotADirectoryError, ValueError, KeyError)):

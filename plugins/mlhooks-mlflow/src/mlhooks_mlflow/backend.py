@@ -13,6 +13,7 @@ import json
 import os
 import re
 import threading
+import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -72,6 +73,15 @@ class MlflowBackend(Backend):
 
     def spec(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
+
+    def check(self) -> None:
+        """The tracking store answers: a server's ``/health`` within 5 s (rather than
+        MLflow's long retries), then one cheap query."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            health = self.tracking_uri.rstrip("/") + "/health"
+            with urllib.request.urlopen(health, timeout=5) as response:  # noqa: S310
+                response.read()
+        self.client.search_experiments(max_results=1)
 
     def after_fork(self) -> None:
         self._client = None  # its HTTP session belongs to the parent
