@@ -70,6 +70,9 @@ def frameworks(*, probe: bool = True) -> list[FrameworkReport]:
                 report.patches = _what_it_patches(integration)
             except Exception as error:  # noqa: BLE001 - doctor reports, never raises
                 report.problem = f"patching failed: {type(error).__name__}: {error}"
+            if report.version is None:  # some frameworks tell their version once imported
+                report.version = integration.installed_version()
+                report.problem = report.problem or integration.unsupported_reason()
         reports.append(report)
     return reports
 

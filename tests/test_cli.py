@@ -1,0 +1,140 @@
+"""The `mlhooks` command, run as a subprocess against the local store: every command,
+its exit code and its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("click")
+pytest.importorskip("sklearn")
+
+import mlhooks
+from mlhooks import doctor
+from training import train
+
+
+def mlhooks_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlhooks", *args],
+        env={**os.environ, "MLHOOKS_BACKENDS": "local", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def runs() -> Iterator[dict[str, Any]]:
+    made: dict[str, Any] = {}
+    for name, eta0 in (("slow", 0.001), ("fast", 0.01)):
+        run_id, logged = train(name, eta0, backend="local")
+        made[name] = {"id": run_id, "logged": logged}
+    yield made
+
+
+def test_runs_table_filter_and_order(runs: dict[str, Any]) -> None:
+    table = mlhooks_cli("runs")
+    assert table.returncode == 0, table.stderr
+    assert "2 runs" in table.stdout
+    assert runs["slow"]["id"] in table.stdout and runs["fast"]["id"] in table.stdout
+    assert "metrics.val_rmse" in table.stdout and "FINISHED" in table.stdout
+
+    filtered = mlhooks_cli("runs", "--filter", "params.eta0 = '0.01'", "--format", "json")
+    assert filtered.returncode == 0, filtered.stderr
+    (record,) = json.loads(filtered.stdout)
+    assert record["run_name"] == "fast" and record["params.eta0"] == "0.01"
+    assert record["metrics.val_rmse"] == runs["fast"]["logged"]["val_rmse"][-1]
+
+    ordered = mlhooks_cli(
+        "runs", "--order-by", "metrics.val_rmse DESC", "--format", "csv", "-c", "run_name"
+    )
+    assert ordered.returncode == 0, ordered.stderr
+    finals = {name: runs[name]["logged"]["val_rmse"][-1] for name in runs}
+    assert ordered.stdout.split() == ["run_name", *sorted(finals, key=finals.get, reverse=True)]
+
+    bad = mlhooks_cli("runs", "--filter", "colour ~ 1")
+    assert bad.returncode == 1 and "Error:" in bad.stderr
+
+
+def test_no_runs(tmp_path: Path) -> None:
+    empty = mlhooks_cli("runs", MLHOOKS_LOCAL_DIR=str(tmp_path / "empty"))
+    assert empty.returncode == 0 and empty.stdout.strip() == "no runs"
+
+
+def test_show(runs: dict[str, Any]) -> None:
+    shown = mlhooks_cli("show", "fast")
+    assert shown.returncode == 0, shown.stderr
+    for text in (runs["fast"]["id"], "eta0", "0.01", "val_rmse", "SGDRegressor", "FINISHED"):
+        assert text in shown.stdout
+    as_json = json.loads(mlhooks_cli("show", runs["slow"]["id"], "--format", "json").stdout)
+    assert as_json["run_name"] == "slow" and as_json["params.eta0"] == "0.001"
+    missing = mlhooks_cli("show", "nope")
+    assert missing.returncode == 1
+    assert "no run with id or name 'nope'" in missing.stderr
+
+
+def test_compare_with_html_report(runs: dict[str, Any], tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    compared = mlhooks_cli("compare", "slow", "fast", "--metric", "val_rmse", "--html", str(report))
+    assert compared.returncode == 0, compared.stderr
+    assert "val_rmse (final)" in compared.stdout and "val_rmse (best)" in compared.stdout
+    assert "val_r2" not in compared.stdout
+    assert f"report written to {report}" in compared.stdout
+    page = report.read_text()
+    assert page.count('src="data:image/svg+xml;base64,') == 1
+    assert "slow" in page and "fast" in page
+
+    as_json = json.loads(mlhooks_cli("compare", "slow", "fast", "--format", "json").stdout)
+    assert [r["run_name"] for r in as_json] == ["slow", "fast"]
+    assert as_json[1]["val_r2 (best)"] == max(runs["fast"]["logged"]["val_r2"])
+
+    assert mlhooks_cli("compare").returncode == 2  # a run is required
+    unknown = mlhooks_cli("compare", "slow", "nope")
+    assert unknown.returncode == 1 and "'nope'" in unknown.stderr
+
+
+def test_doctor(runs: dict[str, Any], tmp_path: Path) -> None:
+    checked = mlhooks_cli("doctor")
+    assert checked.returncode == 0, checked.stderr
+    root = Path(os.environ["MLHOOKS_LOCAL_DIR"]).resolve()
+    assert f"local store at {root}" in checked.stdout
+    assert "backends (where data goes)" in checked.stdout and "frameworks" in checked.stdout
+    document = json.loads(mlhooks_cli("doctor", "--format", "json").stdout)
+    (local,) = [b for b in document["backends"] if b["name"] == "local"]
+    assert local["default"] and local["answers"] is True
+    assert set(local["capabilities"]) == {c.value for c in mlhooks.Capability}
+    assert document["mlhooks"] == mlhooks.__version__
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    broken = mlhooks_cli("doctor", MLHOOKS_LOCAL_DIR=str(not_a_folder))
+    assert broken.returncode == 1
+    assert "NO:" in broken.stdout
+
+
+def test_doctor_lists_what_autolog_patches(fake: Any) -> None:
+    (report,) = [f for f in doctor.frameworks() if f.name == "fakefw"]
+    assert report.problem is None and report.version == "1.4.0"  # fakefw.__version__
+    assert report.patches == ["fakefw.Model.fit", "fakefw.Pipeline.fit", "fakefw.train"]
+    assert not fake.integration.is_patched  # put back as it was
+
+
+def test_version_and_missing_extra() -> None:
+    version = mlhooks_cli("--version")
+    assert version.returncode == 0 and f"mlhooks, version {mlhooks.__version__}" in version.stdout
+    code = (
+        "import sys; sys.modules['rich'] = None\n"
+        "from mlhooks.cli import main\n"
+        "sys.exit(main(['runs']))"
+    )
+    missing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert "pip install 'mlhooks[cli]'" in missing.stderr
