@@ -61,7 +61,17 @@ SOURCE_TAGS = (
     "mlflow.user",
 )
 """What a nested run inherits from its parent's capture."""
-_KNOWN_LIBRARIES = ("numpy", "pandas", "scipy", "torch", "mlflow")
+_KNOWN_LIBRARIES = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "sklearn",
+    "xgboost",
+    "torch",
+    "lightning",
+    "pytorch_lightning",
+    "mlflow",
+)
 """Reported with the integrations' frameworks when imported."""
 
 
