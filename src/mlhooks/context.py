@@ -33,11 +33,10 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import socket
 import sys
-import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -51,6 +50,7 @@ from .types import RunInfo
 
 PARTS = ("git", "git_diff", "entry_point", "platform", "versions", "requirements", "seeds")
 CAPTURE_TIMEOUT = 10.0
+GIT_REUSE_SECONDS = 5.0
 ARTIFACT_DIR = "mlhooks"
 SOURCE_TAGS = (
     "mlflow.source.name",
@@ -224,7 +224,7 @@ def collect(parts: frozenset[str]) -> tuple[dict[str, str], dict[str, Any], str 
     if "git" in parts or "git_diff" in parts:
         start = Path(document.get("entry_point", {}).get("name", ""))
         folder = start.parent if start.is_file() else Path.cwd()
-        git = gitinfo.read(folder, with_status="git" in parts, with_diff="git_diff" in parts)
+        git = _read_git(folder, "git" in parts, "git_diff" in parts)
         if git is None:
             document["git"] = None
         elif "git" in parts:
@@ -261,6 +261,22 @@ def collect(parts: frozenset[str]) -> tuple[dict[str, str], dict[str, Any], str 
     if "requirements" in parts:
         document["requirements"] = list(requirements())
     return tags, document, diff
+
+
+_git_reads: dict[tuple[Path, bool, bool], tuple[float, gitinfo.GitInfo | None]] = {}
+
+
+def _read_git(folder: Path, status: bool, diff: bool) -> gitinfo.GitInfo | None:
+    """:func:`gitinfo.read`, reused for :data:`GIT_REUSE_SECONDS` (a loop of small
+    autologged fits runs ``git status`` once, not once per fit)."""
+    key = (folder, status, diff)
+    now = time.monotonic()
+    cached = _git_reads.get(key)
+    if cached is not None and now - cached[0] < GIT_REUSE_SECONDS:
+        return cached[1]
+    info = gitinfo.read(folder, with_status=status, with_diff=diff)
+    _git_reads[key] = (now, info)
+    return info
 
 
 class _Capture:
@@ -306,15 +322,10 @@ def _tag_child(child: RunInfo, tags: dict[str, str]) -> None:
 
 
 def _emit_artifact(run: RunInfo, document: dict[str, Any], diff: str | None) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="mlhooks-context-"))
-    try:
-        (folder / "context.json").write_text(json.dumps(document, indent=2, default=str))
-        if diff:
-            (folder / "git.diff").write_text(diff)
-        snapshot = staging.stage(folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    host.emit("on_artifact", run, snapshot, ARTIFACT_DIR)
+    files = {"context.json": json.dumps(document, indent=2, default=str)}
+    if diff:
+        files["git.diff"] = diff
+    host.emit("on_artifact", run, staging.stage_files("context", files), ARTIFACT_DIR)
 
 
 _captures: dict[str, _Capture] = {}

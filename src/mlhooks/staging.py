@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from .backends.local import default_root
@@ -40,6 +41,18 @@ def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
         shutil.copytree(source, target)
     else:
         shutil.copy2(source, target)
+    with _lock:
+        _holders[str(target)] = holders
+    return str(target)
+
+
+def stage_files(name: str, files: Mapping[str, str], holders: int = 1) -> str:
+    """A snapshot directory ``name`` holding ``files`` (file name -> text), written
+    straight into the staging area: for artifacts mlhooks makes itself."""
+    target = staging_root() / uuid.uuid4().hex / name
+    target.mkdir(parents=True)
+    for filename, text in files.items():
+        (target / filename).write_text(text, encoding="utf-8")
     with _lock:
         _holders[str(target)] = holders
     return str(target)
