@@ -138,3 +138,55 @@ def test_version_and_missing_extra() -> None:
     missing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert missing.returncode == 2
     assert "pip install 'mlhooks[cli]'" in missing.stderr
+
+
+def test_sync_shows_progress_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from helpers import run_script
+    from mlhooks import LocalStore, cli_commands
+    from mlhooks.spool import find_spools
+
+    store, root = tmp_path / "store", tmp_path / "runs"
+    made = run_script(
+        f"""
+        import warnings, mlhooks
+        from mlhooks.backends.local import LocalBackend
+
+        class Unreachable(LocalBackend):  # spools as "local": sync rebuilds a real one
+            def apply(self, op):
+                raise ConnectionError("down")
+
+        warnings.simplefilter("ignore")
+        with mlhooks.start_run("offline", backends=[Unreachable({str(store)!r})]) as run:
+            for i in range(5):
+                mlhooks.log_param(f"p{{i}}", i)
+                mlhooks.flush(1)
+        print(run.run_id)
+        """,
+        env={
+            "MLHOOKS_LOCAL_DIR": str(root),
+            "MLHOOKS_RETRY_DELAYS": "0.01",
+            "MLHOOKS_FLUSH_TIMEOUT": "2",
+            "MLHOOKS_EXIT_TIMEOUT": "2",
+            "MLHOOKS_STRICT": "0",
+        },
+    )
+    assert made.returncode == 0, made.stderr
+    (spool,) = find_spools(root / ".spool")
+    pending = spool.count_pending()
+    terminal = io.StringIO()
+    monkeypatch.setattr(
+        cli_commands,
+        "_console",
+        lambda stderr=False: Console(file=terminal, force_terminal=True, width=100),
+    )
+    assert cli_commands.sync_spools(root, None, force=False) == 0
+    assert f"{pending}/{pending}" in terminal.getvalue()  # the bar reached the end
+    assert f"synced {pending} operations" in capsys.readouterr().out
+    run_id = made.stdout.strip()
+    assert LocalStore(store).get_run(run_id).params == {f"p{i}": str(i) for i in range(5)}

@@ -326,8 +326,6 @@ def sync_spools(root: Path, backend: str | None, force: bool = False) -> int:
                     err=True,
                 )
                 continue
-            finally:
-                progress.remove_task(task)
             click.echo(f"synced {applied} operations to {target.describe()} from {spool.path.name}")
     return 1 if failures else 0
 
