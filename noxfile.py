@@ -44,7 +44,8 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (check and format) over the tree, mypy over src/mlhooks (config in pyproject)."""
-    session.install("-e", ".[lint]", "pytest")  # mlhooks.testing is a pytest plugin
+    # mlhooks.testing is a pytest plugin; the cli and compare extras are type-checked too.
+    session.install("-e", ".[lint,cli,compare]", "pytest")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")

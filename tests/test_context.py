@@ -169,3 +169,11 @@ def test_autolog_option_reaches_autologged_runs(fake: object, mlhooks_memory: Re
     tags = mlhooks_memory.only_run().tags
     assert tags["mlhooks.context.version.fakefw"] == "1.4.0"  # a framework in play
     assert not any(k.startswith("mlflow.source") for k in tags)
+
+
+def test_torch_seed_is_observed(mlhooks_memory: RecordedRuns) -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1234)
+    with mlhooks.start_run("seeded", log_context=["seeds"]):
+        pass
+    assert mlhooks_memory.only_run().tags["mlhooks.context.seed.torch"] == "1234"
