@@ -110,7 +110,8 @@ def test_doctor(runs: dict[str, Any], tmp_path: Path) -> None:
     document = json.loads(mlhooks_cli("doctor", "--format", "json").stdout)
     (local,) = [b for b in document["backends"] if b["name"] == "local"]
     assert local["default"] and local["answers"] is True
-    assert set(local["capabilities"]) == {c.value for c in mlhooks.Capability}
+    assert set(local["keeps"]) == {c.value for c in mlhooks.Capability}
+    assert local["skips"] == []
     assert document["mlhooks"] == mlhooks.__version__
 
     not_a_folder = tmp_path / "file"

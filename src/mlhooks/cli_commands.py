@@ -400,7 +400,7 @@ def _print_doctor(
         table.add_row(p.name, p.distribution or "-", p.version or "-", status)
     console.print(table)
     table = Table(title="backends (where data goes)")
-    for column in ("backend", "default", "where", "keeps", "answers"):
+    for column in ("backend", "default", "where", "keeps", "skips", "answers"):
         table.add_column(column, overflow="fold")
     for b in stores:
         answers = {True: "yes", False: f"NO: {b.problem}", None: "-"}[b.answers]
@@ -410,7 +410,8 @@ def _print_doctor(
             b.name,
             "yes" if b.default else "",
             b.where or "-",
-            ", ".join(b.capabilities) or "-",
+            ", ".join(f"{k} ({b.notes[k]})" if k in b.notes else k for k in b.keeps) or "-",
+            ", ".join(b.skips) or "-",
             answers,
         )
     console.print(table)

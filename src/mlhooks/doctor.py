@@ -43,7 +43,11 @@ class BackendReport:
     name: str
     default: bool
     where: str | None = None
-    capabilities: list[str] = field(default_factory=list)
+    keeps: list[str] = field(default_factory=list)
+    """Its capabilities (``mlhooks.describe_backends``): what it stores."""
+    skips: list[str] = field(default_factory=list)
+    """What it is never sent."""
+    notes: dict[str, str] = field(default_factory=dict)
     answers: bool | None = None
     """None when not checked (not a default backend)."""
     problem: str | None = None
@@ -138,8 +142,11 @@ def backends(names: list[str] | None = None) -> list[BackendReport]:
         report = BackendReport(name=name, default=name in chosen)
         try:
             backend = selection.backend_named(name)
-            report.where = backend.describe()
-            report.capabilities = sorted(c.value for c in backend.capabilities)
+            description = selection.describe(backend)
+            report.where = description.location
+            report.keeps = list(description.keeps)
+            report.skips = list(description.skips)
+            report.notes = dict(description.notes)
             if report.default:
                 backend.check()
                 report.answers = True
