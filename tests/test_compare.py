@@ -49,6 +49,12 @@ def test_runs_given_as_names_a_search_result_or_a_filter(two_runs: tuple[dict, d
     assert list(mlhooks.compare_runs(found, backend="local")["run_name"]) == ["fast"]
     by_filter = mlhooks.compare_runs("metrics.val_r2 > -100", backend="local")
     assert set(by_filter["run_name"]) == {"slow", "fast"}
+    assert list(mlhooks.compare_runs("status = 'FINISHED'", backend="local")["run_name"]) == [
+        "fast",
+        "slow",
+    ]  # newest first
+    train("eta0=0.1", 0.1, backend="local")  # a name that looks like a comparison
+    assert list(mlhooks.compare_runs("eta0=0.1", backend="local")["run_name"]) == ["eta0=0.1"]
     one = mlhooks.compare_runs([ids["slow"]], backend="local", metrics=["val_r2"])
     assert "params.model" in one.columns  # a single run shows all its params
     assert "val_rmse (final)" not in one.columns

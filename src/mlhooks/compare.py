@@ -27,7 +27,13 @@ _LOWER_IS_BETTER = re.compile(
     r"(loss|error|err|mse|mae|rmse|mape|deviance|perplexity|time|duration|latency)",
     re.IGNORECASE,
 )
-_FILTER_OPERATOR = re.compile(r"[=<>!]|\s(i?like|in)\s", re.IGNORECASE)
+_FILTER = re.compile(
+    r"^\s*[`\"']?((metrics?|params?|parameters?|tags?|attributes?|attr|run)\.|"
+    r"(status|run_id|run_name|experiment_id|start_time|end_time)\b)",
+    re.IGNORECASE,
+)
+"""A filter string starts with an entity (``metrics.``, ``params.``, ...) or an attribute;
+any other string is a run id or name (``"lr=0.1"`` is a name)."""
 _MLHOOKS_ID = "tags.mlhooks.run_id"
 
 
@@ -50,7 +56,7 @@ def select_runs(
     pd = require("pandas")
     if isinstance(runs, pd.DataFrame):
         return runs.reset_index(drop=True)
-    if isinstance(runs, str) and _FILTER_OPERATOR.search(runs):
+    if isinstance(runs, str) and _FILTER.match(runs):
         return search_runs(experiment, filter_string=runs, backend=backend)
     wanted = [runs] if isinstance(runs, str) else list(runs)
     if not wanted:
