@@ -32,7 +32,8 @@ DEFAULT_COLUMNS = 6
 
 def _console(stderr: bool = False) -> Console:
     # Piped output (tests, files) gets a wide page instead of rich's 80 columns.
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(stderr=stderr, width=200 if wide else None, highlight=False)
 
 
@@ -163,7 +164,7 @@ def _guard(action: Any) -> Any:
 # -- show -------------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(short_help="Show one run: params, metrics and tags.")
 @click.argument("run")
 @_backend_option
 @_experiment_option
@@ -209,7 +210,7 @@ def _print_section(console: Console, row: Any, prefix: str, title: str) -> None:
 # -- compare ----------------------------------------------------------------------------------
 
 
-@cli.command(name="compare")
+@cli.command(name="compare", short_help="Compare runs; --html writes a report.")
 @click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
 @_backend_option
 @_experiment_option
@@ -337,7 +338,7 @@ def _advance(progress: Progress, task: Any) -> Any:
 # -- doctor -----------------------------------------------------------------------------------
 
 
-@cli.command(name="doctor")
+@cli.command(name="doctor", short_help="Check frameworks, plugins and backends.")
 @click.option(
     "--backend", "-b", "backends", multiple=True,
     help="check this backend instead of the default ones (repeatable)",
