@@ -191,3 +191,20 @@ def test_sync_shows_progress_on_a_terminal(
     assert f"synced {pending} operations" in capsys.readouterr().out
     run_id = made.stdout.strip()
     assert LocalStore(store).get_run(run_id).params == {f"p{i}": str(i) for i in range(5)}
+
+
+def test_the_readme_compare_workflow(tmp_path: Path) -> None:
+    """README "Compare runs": the example's two runs, then the command it prints."""
+    example = Path(__file__).parents[1] / "examples" / "compare_runs.py"
+    env = {**os.environ, "MLHOOKS_BACKENDS": "local"}
+    made = subprocess.run(
+        [sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr
+    command = made.stdout.strip().splitlines()[-1].split()
+    assert command[:2] == ["mlhooks", "compare"] and command[-2:] == ["--html", "report.html"]
+    report = tmp_path / "report.html"
+    compared = mlhooks_cli(*command[1:-1], str(report))
+    assert compared.returncode == 0, compared.stderr
+    assert "sgd-eta0-0.001" in compared.stdout and "val_rmse (best)" in compared.stdout
+    assert report.read_text().count("data:image/svg+xml;base64,") == 2

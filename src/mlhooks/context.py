@@ -317,7 +317,7 @@ class _Capture:
 
 
 def _tag_child(child: RunInfo, tags: dict[str, str]) -> None:
-    if tags:  # a child already ended has no lanes left: the recorder drops them
+    if tags:  # a child that ended meanwhile still gets them (the recorder keeps its lanes)
         host.emit("on_tags", child, dict(tags))
 
 
