@@ -16,7 +16,6 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
 import mlhooks
-from mlhooks.report import write_report
 from training import train
 
 EVIL_NAME = "<script>document.title='pwned'</script><b id=\"injected\">bold</b>"
@@ -72,7 +71,7 @@ def report(tmp_path: Path) -> Path:
         for step in range(6):
             mlhooks.log_metrics({"val_rmse": 1.0 / (step + 1)}, step=step)
     path = tmp_path / "report.html"
-    write_report([evil_id, plain.run_id], path, backend="local")
+    mlhooks.write_report([evil_id, plain.run_id], path, backend="local")
     return path
 
 

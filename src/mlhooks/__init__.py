@@ -34,6 +34,7 @@ from .logging_api import (
 from .patching import Call, CallHandler
 from .plugins import host as _host
 from .redaction import add_redaction_patterns
+from .report import write_report
 from .runs import ActiveRun, active_run, end_run, start_run
 from .search import get_metric_history, search_runs
 from .selection import BackendDescription, describe_backends
@@ -117,4 +118,5 @@ __all__ = [
     "set_tags",
     "start_run",
     "unregister",
+    "write_report",
 ]
