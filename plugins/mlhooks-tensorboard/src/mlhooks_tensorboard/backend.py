@@ -1,0 +1,227 @@
+"""The TensorBoard backend: each run a directory of standard event files.
+
+Layout under the root (``./tb-runs`` unless ``root=`` or ``MLHOOKS_TENSORBOARD_DIR``
+says otherwise)::
+
+    <root>/<run name>-<first 8 characters of the run id>/events.out.tfevents.*
+    <root>/<parent dir>/<child name>-<id>/...        nested runs inside their parent
+
+What lands there: metrics as scalars (exact steps; wall time = the logged timestamp),
+tags and the run description as text, png/jpg artifacts as images, and, when the run
+ends, its params and status for the HParams dashboard (which shows the last value of
+each scalar beside them). Models, datasets and other artifacts are not kept: the user
+is told once per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlhooks import Backend, BackendError, Capability, RunInfo
+from mlhooks.backends import EndRun, LogArtifact, LogBatch
+from mlhooks.errors import notice_once
+
+if TYPE_CHECKING:
+    from .events import EventFile
+
+DEFAULT_DIR = "tb-runs"
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+
+
+def default_dir() -> Path:
+    """``MLHOOKS_TENSORBOARD_DIR``, else ``./tb-runs``."""
+    return Path(os.environ.get("MLHOOKS_TENSORBOARD_DIR") or DEFAULT_DIR)
+
+
+def short_id(run_id: str) -> str:
+    return _UNSAFE.sub("_", run_id)[:8]
+
+
+def dir_name(run: RunInfo) -> str:
+    """A readable, unique folder name: the run's name and the start of its id."""
+    name = _UNSAFE.sub("_", run.name).strip("._")[:64] or "run"
+    return f"{name}-{short_id(run.run_id)}"
+
+
+_UNSAFE = re.compile(r"[^\w.\-]+")
+
+
+@dataclass
+class _Run:
+    """What the backend keeps in memory about a run until it ends."""
+
+    name: str
+    start_time: float
+    params: dict[str, str] = field(default_factory=dict)
+    images: dict[str, int] = field(default_factory=dict)
+    """Images written per tag: the next one gets the next step."""
+
+
+class TensorBoardBackend(Backend):
+    """Writes runs as TensorBoard event files under ``root``; open them with
+    ``tensorboard --logdir <root>``."""
+
+    name: ClassVar[str] = "tensorboard"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.METRICS, Capability.PARAMS, Capability.TAGS, Capability.ARTIFACTS}
+    )
+    capability_notes: ClassVar[dict[Capability, str]] = {
+        Capability.METRICS: "as 32-bit float scalars",
+        Capability.PARAMS: "in the HParams dashboard, when the run ends",
+        Capability.TAGS: "as text",
+        Capability.ARTIFACTS: "png and jpg images only",
+    }
+    max_batch_size: ClassVar[int] = 10_000
+    max_open_files: ClassVar[int] = 32
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_dir()
+        self._dirs: dict[str, Path] = {}
+        self._runs: dict[str, _Run] = {}
+        self._files: OrderedDict[str, EventFile] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def describe(self) -> str:
+        return f"TensorBoard event files under {self.root.resolve()}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"root": str(self.root.resolve())}
+
+    def is_retryable(self, error: BaseException) -> bool:
+        if isinstance(error, (FileNotFoundError, NotADirectoryError, ValueError)):
+            return False  # a folder that vanished or a value protobuf refuses stays so
+        return super().is_retryable(error)
+
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of run ``run_id`` (looked up on disk for runs started elsewhere)."""
+        directory = self._dirs.get(run_id)
+        if directory is None:
+            found = [p for p in self.root.rglob(f"*-{short_id(run_id)}") if p.is_dir()]
+            if not found:
+                raise BackendError(
+                    f"run {run_id!r} was never started under {self.root}", retryable=False
+                )
+            directory = self._dirs[run_id] = found[0]
+        return directory
+
+    # -- writes -------------------------------------------------------------------------
+
+    def start_run(self, run: RunInfo) -> None:
+        from .events import text_event
+
+        parent = self.root  # also when the parent was never stored here
+        if run.parent_id:
+            with contextlib.suppress(BackendError):
+                parent = self.run_dir(run.parent_id)
+        with self._lock:
+            directory = self._dirs[run.run_id] = parent / dir_name(run)
+            self._runs[run.run_id] = _Run(run.name, run.start_time / 1000.0)
+        when = run.start_time / 1000.0
+        events = [text_event(f"tags/{k}", v, 0, when) for k, v in run.tags.items()]
+        if run.description:
+            events.append(text_event("description", run.description, 0, when))
+        directory.mkdir(parents=True, exist_ok=True)
+        if events:
+            self._write(run.run_id, events)
+
+    def log_batch(self, batch: LogBatch) -> None:
+        from .events import scalar_events, text_event
+
+        events = scalar_events(batch.metrics)
+        now = time.time()
+        events += [text_event(f"tags/{k}", v, 0, now) for k, v in batch.tags.items()]
+        if batch.params:
+            self._run(batch.run_id).params.update(batch.params)
+        if events:
+            self._write(batch.run_id, events)
+
+    def log_artifact(self, op: LogArtifact) -> None:
+        from .events import image_event
+
+        source = Path(op.local_path)
+        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        base = source if source.is_dir() else source.parent
+        run = self._run(op.run_id)
+        events, skipped = [], []
+        for path in files:
+            tag = str(path.relative_to(base).as_posix())
+            if op.artifact_path:
+                tag = f"{op.artifact_path.strip('/')}/{tag}"
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(tag)
+                continue
+            step = run.images.get(tag, 0)
+            run.images[tag] = step + 1
+            events.append(image_event(tag, path, step, time.time()))
+        if events:
+            self._write(op.run_id, events)
+        if skipped:
+            notice_once(
+                f"tensorboard-artifact:{op.run_id}",
+                f"mlhooks: backend 'tensorboard' keeps png and jpg images only, so artifact "
+                f"{skipped[0]!r} of run {run.name!r} is not stored there (nor later "
+                "artifacts of this run that are not images).",
+            )
+
+    def end_run(self, op: EndRun) -> None:
+        from .events import hparams_events
+
+        run = self._run(op.run_id)
+        self._write(
+            op.run_id, hparams_events(run.params, op.status, run.start_time, op.end_time / 1000)
+        )
+        with self._lock:
+            self._runs.pop(op.run_id, None)
+            handle = self._files.pop(op.run_id, None)
+        if handle is not None:
+            handle.close()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Nothing to do: every batch is flushed to disk before ``log_batch`` returns."""
+
+    def close(self) -> None:
+        with self._lock:
+            files, self._files = list(self._files.values()), OrderedDict()
+        for handle in files:
+            handle.close()
+
+    def after_fork(self) -> None:
+        # The parent's files hold no buffered bytes (each write is flushed): dropping
+        # them closes only the child's descriptors. Runs stay known, their folders too.
+        self._files = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _run(self, run_id: str) -> _Run:
+        """The state of a run; for a run started in another process (a replayed spool),
+        a fresh one named after its folder."""
+        run = self._runs.get(run_id)
+        if run is None:
+            name = self.run_dir(run_id).name.rsplit("-", 1)[0]
+            run = self._runs[run_id] = _Run(name, time.time())
+        return run
+
+    def _write(self, run_id: str, events: list[Any]) -> None:
+        from .events import EventFile
+
+        with self._lock:
+            handle = self._files.get(run_id)
+            if handle is None:
+                handle = self._files[run_id] = EventFile(self.run_dir(run_id))
+                while len(self._files) > self.max_open_files:
+                    _, oldest = self._files.popitem(last=False)
+                    oldest.close()
+            else:
+                self._files.move_to_end(run_id)
+            handle.write(events)

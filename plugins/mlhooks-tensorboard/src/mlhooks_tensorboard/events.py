@@ -1,0 +1,132 @@
+"""TensorBoard events, built and written with tensorboardX.
+
+This module imports tensorboardX, which imports torch when torch is installed (about a
+second): the backend imports it on its writer thread, never on the training thread.
+
+Events are written synchronously by the backend's own writer thread through
+tensorboardX's ``EventsWriter`` (record framing, checksums, the file header), and
+flushed to disk after every batch. tensorboardX's ``SummaryWriter`` is not used: it
+adds a queue and a thread per run, its ``flush()`` does not wait for that queue, and
+its ``add_hparams`` opens a new sub-run directory per call.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.api_pb2 import Status
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboardX.summary import hparams, text
+
+#: The run status of mlhooks -> the session status of the HParams plugin.
+STATUSES = {
+    "FINISHED": Status.STATUS_SUCCESS,
+    "FAILED": Status.STATUS_FAILURE,
+    "KILLED": Status.STATUS_FAILURE,
+    "RUNNING": Status.STATUS_RUNNING,
+}
+_SESSION_END_TAG = "_hparams_/session_end_info"  # the tag the HParams plugin reads
+
+
+class EventFile:
+    """One event file in a run's directory, written by one process.
+
+    Each batch of events is flushed and fsynced before ``write`` returns, so what was
+    written survives a crash, and a forked child finds no buffered bytes of its parent.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        # A suffix of our own: two writers (processes, reopened runs) never share a file.
+        suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self._writer = EventsWriter(str(directory / "events"), suffix)
+
+    def write(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self._writer.write_event(event)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def scalar_events(points: Iterable[tuple[str, float, int, int]]) -> list[Event]:
+    """One event per run of consecutive points with the same step and timestamp (a
+    ``log_metrics`` call), keeping each step and timestamp (ms -> seconds) exactly."""
+    events: list[Event] = []
+    last: tuple[int, int] | None = None
+    for key, value, step, timestamp in points:
+        if (step, timestamp) != last:
+            events.append(Event(step=step, wall_time=timestamp / 1000.0, summary=Summary()))
+            last = (step, timestamp)
+        # The tag stays the metric key exactly: tensorboardX's scalar() would rewrite
+        # characters such as spaces, merging distinct keys.
+        events[-1].summary.value.add(tag=key, simple_value=value)
+    return events
+
+
+def text_event(tag: str, value: str, step: int, wall_time: float) -> Event:
+    """A text summary (Markdown in TensorBoard's Text tab) under ``tag``."""
+    summary = text(tag, value)
+    summary.value[0].tag = tag  # tensorboardX appends "/text_summary"; keep the plain tag
+    return Event(step=step, wall_time=wall_time, summary=summary)
+
+
+def image_event(tag: str, path: Path, step: int, wall_time: float) -> Event:
+    """The png or jpg file ``path`` as an image summary, its bytes kept as they are."""
+    from PIL import Image  # only when an image is logged
+
+    encoded = path.read_bytes()
+    with Image.open(io.BytesIO(encoded)) as image:
+        width, height = image.size
+        channels = len(image.getbands())
+    value = Summary.Image(
+        height=height, width=width, colorspace=channels, encoded_image_string=encoded
+    )
+    return Event(
+        step=step, wall_time=wall_time, summary=Summary(value=[Summary.Value(tag=tag, image=value)])
+    )
+
+
+def hparam_value(value: str) -> str | float | bool:
+    """A param (stored as text) as the HParams plugin compares it best: numbers as
+    numbers, ``True``/``False`` as booleans, anything else as text."""
+    if value in ("True", "False", "true", "false"):
+        return value in ("True", "true")
+    if _NUMBER.fullmatch(value):
+        number = float(value)
+        exact = not value.lstrip("-").isdigit() or abs(int(value)) <= 2**53
+        if math.isfinite(number) and exact:
+            return number
+    return value
+
+
+_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def hparams_events(
+    params: Mapping[str, str], status: str, start_time: float, end_time: float
+) -> list[Event]:
+    """The session of a run for the HParams plugin: its params (session start) and its
+    end status. No experiment summary is written, so that TensorBoard builds the HParams
+    table from every run's params and the last value of each of its scalars."""
+    _, start, _ = hparams({k: hparam_value(v) for k, v in params.items()}, {})
+    end = SessionEndInfo(status=STATUSES.get(status, Status.STATUS_UNKNOWN), end_time_secs=end_time)
+    content = HParamsPluginData(session_end_info=end, version=0).SerializeToString()
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content)
+    )
+    end_summary = Summary(value=[Summary.Value(tag=_SESSION_END_TAG, metadata=metadata)])
+    return [
+        Event(step=0, wall_time=start_time, summary=start),
+        Event(step=0, wall_time=end_time, summary=end_summary),
+    ]

@@ -1,0 +1,244 @@
+"""The TensorBoard backend, read back with TensorBoard's own reader and compared exactly."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import mlhooks
+from mlhooks import LocalStore
+from mlhooks_tensorboard import TensorBoardBackend, reading
+
+
+def run_folder(root: Path, run_id: str) -> Path:
+    mlhooks.flush()
+    return reading.find_run_dir(root, run_id)
+
+
+def test_metrics_are_scalars_with_exact_steps_values_and_wall_times(tb_root: Path) -> None:
+    with mlhooks.start_run("scalars", backends=["tensorboard", "local"]) as run:
+        for step in range(20):
+            mlhooks.log_metrics({"loss": 1 / (step + 1), "acc": step * 0.05}, step=step)
+        mlhooks.log_metric("late", 3.5, step=7)
+        mlhooks.log_metric("late", 2.5, step=3)  # steps out of order stay as logged
+        mlhooks.log_metric("val loss (top-1)", 0.1, step=1)  # kept as the tag, unchanged
+        mlhooks.log_metric("big", 2.0**40 + 1, step=10**12)
+    # The local store keeps exactly what was logged: the reference.
+    logged = LocalStore().get_run(run.run_id).metrics
+    assert sum(len(points) for points in logged.values()) == 44
+
+    stored = reading.scalars(run_folder(tb_root, run.run_id))
+
+    assert stored == reading.expected_scalars(logged)
+    assert [step for step, _, _ in stored["late"]] == [7, 3]
+    assert stored["big"][0][:2] == (10**12, float(np.float32(2.0**40 + 1)))  # 32-bit floats
+    for key, points in logged.items():  # wall time is the logged timestamp, exactly
+        assert [round(wall * 1000) for _, _, wall in stored[key]] == [p.timestamp for p in points]
+
+
+def test_nan_and_infinities_are_kept(tb_root: Path) -> None:
+    with mlhooks.start_run("odd", backends="tensorboard") as run:
+        mlhooks.log_metric("x", float("nan"), step=0)
+        mlhooks.log_metric("x", float("inf"), step=1)
+        mlhooks.log_metric("x", float("-inf"), step=2)
+    values = [value for _, value, _ in reading.scalars(run_folder(tb_root, run.run_id))["x"]]
+    assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf]
+
+
+def test_params_and_status_go_to_hparams_with_the_last_value_of_each_metric(
+    tb_root: Path,
+) -> None:
+    with mlhooks.start_run("search", backends="tensorboard") as good:
+        mlhooks.log_params({"lr": 0.1, "depth": 3, "solver": "adam", "warm": True})
+        mlhooks.log_params({"seed": None, "huge": 2**60})
+        for step, loss in enumerate([0.9, 0.5, 0.25]):
+            mlhooks.log_metric("loss", loss, step=step)
+    with pytest.raises(ZeroDivisionError):
+        with mlhooks.start_run("search", backends="tensorboard") as bad:
+            mlhooks.log_params({"lr": 1.5, "depth": 8, "solver": "sgd", "warm": False})
+            mlhooks.log_metric("loss", 4.0, step=0)
+            1 / 0  # noqa: B018
+
+    good_dir = run_folder(tb_root, good.run_id)
+    assert reading.hparams(good_dir) == {
+        "lr": 0.1,
+        "depth": 3.0,
+        "solver": "adam",
+        "warm": True,
+        "seed": "None",
+        "huge": str(2**60),  # a float would not hold it exactly: kept as text
+    }
+    status, end = reading.session_end(good_dir)  # type: ignore[misc]
+    assert status == "STATUS_SUCCESS"
+    assert good.info.end_time is not None and end == good.info.end_time / 1000
+
+    # What the HParams dashboard shows, computed by TensorBoard's HParams plugin:
+    rows = reading.hparams_dashboard(tb_root)
+    good_row = rows[good_dir.name]
+    bad_row = rows[reading.find_run_dir(tb_root, bad.run_id).name]
+    assert good_row.hparams["lr"] == 0.1 and bad_row.hparams["lr"] == 1.5
+    assert good_row.metrics == {"loss": (2, 0.25)}
+    assert bad_row.metrics == {"loss": (0, 4.0)}
+    assert (good_row.status, bad_row.status) == ("STATUS_SUCCESS", "STATUS_FAILURE")
+
+
+def test_tags_and_description_are_text(tb_root: Path) -> None:
+    with mlhooks.start_run(
+        "texts", backends="tensorboard", tags={"team": "vision"}, description="**baseline**"
+    ) as run:
+        mlhooks.set_tag("stage", "dev")
+        mlhooks.set_tags({"stage": "prod", "owner": "ana"})
+    texts = reading.texts(run_folder(tb_root, run.run_id))
+    # A tag set twice may reach the writer in one batch, merged: the last value wins.
+    assert texts.pop("tags/stage")[-1] == "prod"
+    assert texts == {
+        "tags/team": ["vision"],
+        "description": ["**baseline**"],
+        "tags/owner": ["ana"],
+    }
+
+
+def test_png_and_jpg_artifacts_are_images_other_files_a_notice(
+    tb_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mlhooks")
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    png, jpg = tmp_path / "curve.png", tmp_path / "plots" / "confusion.jpg"
+    jpg.parent.mkdir()
+    Image.fromarray(pixels).save(png)
+    Image.fromarray(pixels[:, :5]).save(jpg)
+    (tmp_path / "plots" / "notes.txt").write_text("not an image")
+    (tmp_path / "report.csv").write_text("a,b\n")
+    with mlhooks.start_run("plots", backends="tensorboard") as run:
+        mlhooks.log_artifact(png)
+        mlhooks.log_artifact(png)  # again: the next step of the same tag
+        mlhooks.log_artifacts(tmp_path / "plots", artifact_path="eval")
+        mlhooks.log_artifact(tmp_path / "report.csv")
+
+    images = reading.images(run_folder(tb_root, run.run_id))
+    assert sorted(images) == ["curve.png", "eval/confusion.jpg"]
+    assert [(i.step, i.width, i.height) for i in images["curve.png"]] == [(0, 6, 4), (1, 6, 4)]
+    assert images["curve.png"][0].encoded == png.read_bytes()  # the file's own bytes
+    assert images["eval/confusion.jpg"][0].encoded == jpg.read_bytes()
+    assert (images["eval/confusion.jpg"][0].width, images["eval/confusion.jpg"][0].height) == (
+        5,
+        4,
+    )
+    said = [r.getMessage() for r in caplog.records if r.name == "mlhooks"]
+    assert said == [
+        "mlhooks: backend 'tensorboard' keeps png and jpg images only, so artifact "
+        "'eval/notes.txt' of run 'plots' is not stored there (nor later artifacts of this "
+        "run that are not images)."
+    ]
+
+
+def test_runs_have_readable_folders_and_nested_runs_live_in_their_parent(
+    tb_root: Path,
+) -> None:
+    children = []
+    with mlhooks.start_run("grid search", backends="tensorboard") as parent:
+        mlhooks.log_metric("best", 1.0)
+        for lr in (0.1, 0.2):
+            with mlhooks.start_run(f"lr={lr}", nested=True) as child:
+                mlhooks.log_param("lr", lr)
+                mlhooks.log_metric("loss", lr)
+            children.append(child)
+    mlhooks.flush()
+    top = f"grid_search-{parent.run_id[:8]}"
+    assert reading.run_dirs(tb_root) == [
+        top,
+        f"{top}/lr_0.1-{children[0].run_id[:8]}",
+        f"{top}/lr_0.2-{children[1].run_id[:8]}",
+    ]
+    assert reading.hparams(reading.find_run_dir(tb_root, children[1].run_id)) == {"lr": 0.2}
+
+
+def test_the_folder_comes_from_the_argument_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLHOOKS_TENSORBOARD_DIR", str(tmp_path / "from-env"))
+    assert TensorBoardBackend().root == tmp_path / "from-env"
+    monkeypatch.delenv("MLHOOKS_TENSORBOARD_DIR")
+    assert TensorBoardBackend().root == Path("tb-runs")
+    mine = TensorBoardBackend(tmp_path / "mine")
+    assert mine.spec() == {"root": str((tmp_path / "mine").resolve())}
+    rebuilt = mlhooks.backend("tensorboard", **mine.spec())  # what `mlhooks sync` does
+    assert isinstance(rebuilt, TensorBoardBackend) and rebuilt.root == mine.root.resolve()
+    with mlhooks.start_run("here", backends=[rebuilt]) as run:
+        mlhooks.log_metric("m", 1.0, step=4)
+    assert reading.scalars(run_folder(tmp_path / "mine", run.run_id))["m"][0][:2] == (4, 1.0)
+
+
+def test_what_it_keeps_is_described(tb_root: Path) -> None:
+    (described,) = mlhooks.describe_backends(["tensorboard"])
+    assert described.name == "tensorboard"
+    assert described.location == f"TensorBoard event files under {tb_root.resolve()}"
+    assert described.keeps == ("metrics", "params", "tags", "artifacts")
+    assert described.skips == ("models", "datasets")
+    assert described.notes["artifacts"] == "png and jpg images only"
+
+
+def test_writes_are_on_disk_after_flush_before_the_run_ends(tb_root: Path) -> None:
+    run = mlhooks.start_run("open", backends="tensorboard")
+    mlhooks.log_metric("loss", 0.5, step=1)
+    mlhooks.flush()
+    stored = reading.scalars(reading.find_run_dir(tb_root, run.run_id))
+    assert stored == {"loss": [(1, 0.5, stored["loss"][0][2])]}
+    mlhooks.log_metric("loss", 0.25, step=2)
+    mlhooks.end_run()
+    steps = [s for s, _, _ in reading.scalars(reading.find_run_dir(tb_root, run.run_id))["loss"]]
+    assert steps == [1, 2]
+
+
+def test_close_then_more_writes_go_to_a_new_event_file(tb_root: Path) -> None:
+    backend = TensorBoardBackend()
+    with mlhooks.start_run("reopened", backends=[backend]) as run:
+        mlhooks.log_metric("loss", 1.0, step=0)
+        mlhooks.flush()
+        backend.close()  # as at exit: everything written is on disk
+        mlhooks.log_metric("loss", 0.5, step=1)
+    folder = run_folder(tb_root, run.run_id)
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2
+    assert [s for s, _, _ in reading.scalars(folder)["loss"]] == [0, 1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_writes_its_own_event_file(tb_root: Path) -> None:
+    with mlhooks.start_run("forked", backends="tensorboard") as run:
+        mlhooks.log_metric("loss", 1.0, step=0)
+        mlhooks.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: log into the inherited run, store it, leave at once
+            code = 0
+            try:
+                mlhooks.log_metric("child", 2.0, step=5)
+                code = 0 if mlhooks.flush(30) else 1
+            except BaseException:
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        mlhooks.log_metric("loss", 0.5, step=1)
+    folder = run_folder(tb_root, run.run_id)
+    stored = reading.scalars(folder)
+    assert [s for s, _, _ in stored["loss"]] == [0, 1]  # the parent's file is intact
+    assert [(s, v) for s, v, _ in stored["child"]] == [(5, 2.0)]
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2
+
+
+def test_importing_the_plugin_does_not_import_the_writer_library(script) -> None:  # type: ignore[no-untyped-def]
+    done = script(
+        """
+        import sys, mlhooks
+        mlhooks.describe_backends(["tensorboard"])  # loads the plugin, builds the backend
+        print("tensorboardX" in sys.modules, "torch" in sys.modules)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
