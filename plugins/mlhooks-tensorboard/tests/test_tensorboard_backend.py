@@ -232,13 +232,34 @@ def test_a_forked_child_writes_its_own_event_file(tb_root: Path) -> None:
     assert len(list(folder.glob("events.out.tfevents.*"))) == 2
 
 
-def test_importing_the_plugin_does_not_import_the_writer_library(script) -> None:  # type: ignore[no-untyped-def]
+def test_the_writer_library_is_imported_when_the_backend_is_chosen(script) -> None:  # type: ignore[no-untyped-def]
     done = script(
         """
         import sys, mlhooks
-        mlhooks.describe_backends(["tensorboard"])  # loads the plugin, builds the backend
-        print("tensorboardX" in sys.modules, "torch" in sys.modules)
+        mlhooks.list_plugins()  # loads every plugin: tensorboardX (and torch) not yet
+        print("tensorboardX" in sys.modules)
+        mlhooks.autolog(backends=["tensorboard"])  # chosen: imported now, before training
+        print("tensorboardX" in sys.modules)
         """
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "False"]
+    assert done.stdout.split() == ["False", "True"]
+
+
+def test_a_run_ended_at_exit_is_complete(script, tb_root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    done = script(
+        """
+        import mlhooks
+        mlhooks.autolog(backends=["tensorboard"])
+        run = mlhooks.start_run("at-exit")  # never ended: mlhooks ends it at exit
+        mlhooks.log_params({"lr": 0.5})
+        mlhooks.log_metric("loss", 1.0, step=3)
+        print(run.run_id)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    folder = reading.find_run_dir(tb_root, done.stdout.split()[-1])
+    assert [(s, v) for s, v, _ in reading.scalars(folder)["loss"]] == [(3, 1.0)]
+    assert reading.hparams(folder) == {"lr": 0.5}
+    assert reading.session_end(folder)[0] == "STATUS_SUCCESS"  # type: ignore[index]
+    assert not (tmp_path / "mlhooks-runs" / ".spool").exists()  # nothing spooled or rejected

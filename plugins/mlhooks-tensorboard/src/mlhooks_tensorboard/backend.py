@@ -83,6 +83,13 @@ class TensorBoardBackend(Backend):
     max_open_files: ClassVar[int] = 32
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        # The writer library is imported here, when the backend is chosen (autolog(),
+        # start_run()), not on the writer thread: tensorboardX imports torch when it is
+        # installed, which would stall training mid-fit, and fails during interpreter
+        # shutdown when a short script's last run is written at exit.
+        from . import events
+
+        self._events = events
         self.root = Path(root) if root is not None else default_dir()
         self._dirs: dict[str, Path] = {}
         self._runs: dict[str, _Run] = {}
@@ -115,8 +122,6 @@ class TensorBoardBackend(Backend):
     # -- writes -------------------------------------------------------------------------
 
     def start_run(self, run: RunInfo) -> None:
-        from .events import text_event
-
         parent = self.root  # also when the parent was never stored here
         if run.parent_id:
             with contextlib.suppress(BackendError):
@@ -125,27 +130,23 @@ class TensorBoardBackend(Backend):
             directory = self._dirs[run.run_id] = parent / dir_name(run)
             self._runs[run.run_id] = _Run(run.name, run.start_time / 1000.0)
         when = run.start_time / 1000.0
-        events = [text_event(f"tags/{k}", v, 0, when) for k, v in run.tags.items()]
+        events = [self._events.text_event(f"tags/{k}", v, 0, when) for k, v in run.tags.items()]
         if run.description:
-            events.append(text_event("description", run.description, 0, when))
+            events.append(self._events.text_event("description", run.description, 0, when))
         directory.mkdir(parents=True, exist_ok=True)
         if events:
             self._write(run.run_id, events)
 
     def log_batch(self, batch: LogBatch) -> None:
-        from .events import scalar_events, text_event
-
-        events = scalar_events(batch.metrics)
+        events = self._events.scalar_events(batch.metrics)
         now = time.time()
-        events += [text_event(f"tags/{k}", v, 0, now) for k, v in batch.tags.items()]
+        events += [self._events.text_event(f"tags/{k}", v, 0, now) for k, v in batch.tags.items()]
         if batch.params:
             self._run(batch.run_id).params.update(batch.params)
         if events:
             self._write(batch.run_id, events)
 
     def log_artifact(self, op: LogArtifact) -> None:
-        from .events import image_event
-
         source = Path(op.local_path)
         files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
         base = source if source.is_dir() else source.parent
@@ -160,7 +161,7 @@ class TensorBoardBackend(Backend):
                 continue
             step = run.images.get(tag, 0)
             run.images[tag] = step + 1
-            events.append(image_event(tag, path, step, time.time()))
+            events.append(self._events.image_event(tag, path, step, time.time()))
         if events:
             self._write(op.run_id, events)
         if skipped:
@@ -172,11 +173,10 @@ class TensorBoardBackend(Backend):
             )
 
     def end_run(self, op: EndRun) -> None:
-        from .events import hparams_events
-
         run = self._run(op.run_id)
         self._write(
-            op.run_id, hparams_events(run.params, op.status, run.start_time, op.end_time / 1000)
+            op.run_id,
+            self._events.hparams_events(run.params, op.status, run.start_time, op.end_time / 1000),
         )
         with self._lock:
             self._runs.pop(op.run_id, None)
@@ -213,12 +213,10 @@ class TensorBoardBackend(Backend):
         return run
 
     def _write(self, run_id: str, events: list[Any]) -> None:
-        from .events import EventFile
-
         with self._lock:
             handle = self._files.get(run_id)
             if handle is None:
-                handle = self._files[run_id] = EventFile(self.run_dir(run_id))
+                handle = self._files[run_id] = self._events.EventFile(self.run_dir(run_id))
                 while len(self._files) > self.max_open_files:
                     _, oldest = self._files.popitem(last=False)
                     oldest.close()

@@ -1,7 +1,7 @@
 """TensorBoard events, built and written with tensorboardX.
 
 This module imports tensorboardX, which imports torch when torch is installed (about a
-second): the backend imports it on its writer thread, never on the training thread.
+second): the backend imports it when it is built, before training, not mid-fit.
 
 Events are written synchronously by the backend's own writer thread through
 tensorboardX's ``EventsWriter`` (record framing, checksums, the file header), and
@@ -16,6 +16,7 @@ import io
 import math
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -46,8 +47,10 @@ class EventFile:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        # A suffix of our own: two writers (processes, reopened runs) never share a file.
-        suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        # A suffix of our own: two writers (processes, reopened runs) never share a file,
+        # and files of one second sort in the order they were opened, which is the
+        # order TensorBoard reads them in (the last value of a scalar is the last read).
+        suffix = f".{time.time_ns()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self._writer = EventsWriter(str(directory / "events"), suffix)
 
     def write(self, events: Iterable[Event]) -> None:

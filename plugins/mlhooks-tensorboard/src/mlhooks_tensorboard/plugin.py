@@ -1,7 +1,7 @@
 """The plugin object behind the ``tensorboard`` entry point: it offers the backend.
 
-Importing it is cheap: the event writer library is only imported by the backend's
-writer thread, when the first run is written.
+Importing it is cheap: the event writer library (tensorboardX) is only imported when
+a TensorBoard backend is built, that is when a user chooses it.
 """
 
 from __future__ import annotations
