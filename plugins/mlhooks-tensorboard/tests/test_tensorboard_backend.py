@@ -138,6 +138,23 @@ def test_png_and_jpg_artifacts_are_images_other_files_a_notice(
     ]
 
 
+def test_a_file_named_png_that_is_no_image_is_skipped_with_a_notice(
+    tb_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mlhooks")
+    fake = tmp_path / "broken.png"
+    fake.write_bytes(b"not a png at all")
+    with mlhooks.start_run("broken", backends="tensorboard") as run:
+        mlhooks.log_artifact(fake)
+        mlhooks.log_metric("after", 1.0)  # the writer goes on: nothing is spooled
+    folder = run_folder(tb_root, run.run_id)
+    assert reading.images(folder) == {}
+    assert [v for _, v, _ in reading.scalars(folder)["after"]] == [1.0]
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "mlhooks"]
+    assert said.startswith("mlhooks: artifact 'broken.png' of run 'broken' is not a readable")
+    assert not (tmp_path / "mlhooks-runs" / ".spool").exists()
+
+
 def test_runs_have_readable_folders_and_nested_runs_live_in_their_parent(
     tb_root: Path,
 ) -> None:

@@ -160,8 +160,16 @@ class TensorBoardBackend(Backend):
                 skipped.append(tag)
                 continue
             step = run.images.get(tag, 0)
+            try:
+                events.append(self._events.image_event(tag, path, step, time.time()))
+            except self._events.NotAnImage as error:
+                notice_once(
+                    f"tensorboard-bad-image:{op.run_id}:{tag}",
+                    f"mlhooks: artifact {tag!r} of run {run.name!r} is not a readable image "
+                    f"({error}); backend 'tensorboard' did not store it.",
+                )
+                continue
             run.images[tag] = step + 1
-            events.append(self._events.image_event(tag, path, step, time.time()))
         if events:
             self._write(op.run_id, events)
         if skipped:

@@ -84,14 +84,22 @@ def text_event(tag: str, value: str, step: int, wall_time: float) -> Event:
     return Event(step=step, wall_time=wall_time, summary=summary)
 
 
+class NotAnImage(ValueError):
+    """A file named like an image that Pillow cannot read."""
+
+
 def image_event(tag: str, path: Path, step: int, wall_time: float) -> Event:
-    """The png or jpg file ``path`` as an image summary, its bytes kept as they are."""
-    from PIL import Image  # only when an image is logged
+    """The png or jpg file ``path`` as an image summary, its bytes kept as they are;
+    :class:`NotAnImage` when it cannot be read as one."""
+    from PIL import Image, UnidentifiedImageError  # only when an image is logged
 
     encoded = path.read_bytes()
-    with Image.open(io.BytesIO(encoded)) as image:
-        width, height = image.size
-        channels = len(image.getbands())
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:
+            width, height = image.size
+            channels = len(image.getbands())
+    except (UnidentifiedImageError, ValueError, SyntaxError) as error:
+        raise NotAnImage(f"{path.name}: {error}") from None
     value = Summary.Image(
         height=height, width=width, colorspace=channels, encoded_image_string=encoded
     )
