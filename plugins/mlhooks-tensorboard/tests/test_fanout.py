@@ -129,7 +129,8 @@ def test_a_slow_backend_does_not_delay_tensorboard(tb_root: Path) -> None:
         assert recorder.lane(tensorboard).flush(60)
         stored = reading.scalars(reading.find_run_dir(tb_root, run.run_id))
         assert stored == reading.expected_scalars(points)  # all there, the gate still shut
-        assert gate.runs[run.run_id].metrics == {}
+        held = gate.runs.get(run.run_id)  # its StartRun may not even be stored yet
+        assert held is None or held.metrics == {}
     finally:
         gate.open.set()
     mlhooks.end_run()
@@ -214,3 +215,32 @@ def test_a_closed_port_is_an_unreachable_mlflow_too(
             assert recorder.lane(down).is_down
     stored = reading.scalars(reading.find_run_dir(tb_root, run.run_id))
     assert stored == reading.expected_scalars(points)
+
+
+def test_a_run_opened_with_mlflow_start_run_reaches_tensorboard_with_its_params(
+    tracking_uri: str,
+    tb_root: Path,
+    script: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """mlhooks logs into a run of ``mlflow.start_run()`` and never ends it; TensorBoard
+    gets its scalars at once and its HParams row when the process exits."""
+    done = script(
+        """
+        import mlflow, mlhooks
+        mlhooks.autolog(backends=["mlflow", "tensorboard"])
+        with mlflow.start_run(run_name="theirs") as active:
+            mlhooks.log_params({"lr": 0.5})
+            for step in range(3):
+                mlhooks.log_metric("loss", 1 / (step + 1), step=step)
+        print(active.info.run_id)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[-1]
+    folder = reading.find_run_dir(tb_root, run_id)
+    assert folder.name == f"theirs-{run_id[:8]}"
+    assert [s for s, _, _ in reading.scalars(folder)["loss"]] == [0, 1, 2]
+    assert reading.hparams(folder) == {"lr": 0.5}
+    assert reading.session_end(folder) is None  # mlhooks did not end it, so no status
+    history = MlflowClient(tracking_uri).get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == [0, 1, 2]

@@ -60,6 +60,8 @@ class _Run:
 
     name: str
     start_time: float
+    owned: bool = True
+    """Started by this process (not inherited through a fork, not started elsewhere)."""
     params: dict[str, str] = field(default_factory=dict)
     images: dict[str, int] = field(default_factory=dict)
     """Images written per tag: the next one gets the next step."""
@@ -182,15 +184,16 @@ class TensorBoardBackend(Backend):
 
     def end_run(self, op: EndRun) -> None:
         run = self._run(op.run_id)
-        self._write(
-            op.run_id,
-            self._events.hparams_events(run.params, op.status, run.start_time, op.end_time / 1000),
-        )
+        end = self._events.session_end_event(op.status, op.end_time / 1000)
+        self._write(op.run_id, [self._session_start(run), end])
         with self._lock:
             self._runs.pop(op.run_id, None)
             handle = self._files.pop(op.run_id, None)
         if handle is not None:
             handle.close()
+
+    def _session_start(self, run: _Run) -> Any:
+        return self._events.session_start_event(run.params, run.start_time)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -198,6 +201,14 @@ class TensorBoardBackend(Backend):
         """Nothing to do: every batch is flushed to disk before ``log_batch`` returns."""
 
     def close(self) -> None:
+        """At exit: runs this process started and never ended (runs opened with
+        ``mlflow.start_run()``, which mlhooks does not end) get their HParams row now,
+        with the params logged so far; then every file is closed."""
+        with self._lock:
+            unended = [(run_id, run) for run_id, run in self._runs.items() if run.owned]
+            self._runs = {run_id: run for run_id, run in self._runs.items() if not run.owned}
+        for run_id, run in unended:
+            self._write(run_id, [self._session_start(run)])
         with self._lock:
             files, self._files = list(self._files.values()), OrderedDict()
         for handle in files:
@@ -205,9 +216,12 @@ class TensorBoardBackend(Backend):
 
     def after_fork(self) -> None:
         # The parent's files hold no buffered bytes (each write is flushed): dropping
-        # them closes only the child's descriptors. Runs stay known, their folders too.
+        # them closes only the child's descriptors. Runs stay known, their folders too,
+        # but they are the parent's to end.
         self._files = OrderedDict()
         self._lock = threading.RLock()
+        for run in self._runs.values():
+            run.owned = False
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -217,7 +231,7 @@ class TensorBoardBackend(Backend):
         run = self._runs.get(run_id)
         if run is None:
             name = self.run_dir(run_id).name.rsplit("-", 1)[0]
-            run = self._runs[run_id] = _Run(name, time.time())
+            run = self._runs[run_id] = _Run(name, time.time(), owned=False)
         return run
 
     def _write(self, run_id: str, events: list[Any]) -> None:

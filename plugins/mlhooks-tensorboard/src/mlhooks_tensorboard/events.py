@@ -124,20 +124,21 @@ def hparam_value(value: str) -> str | float | bool:
 _NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-def hparams_events(
-    params: Mapping[str, str], status: str, start_time: float, end_time: float
-) -> list[Event]:
-    """The session of a run for the HParams plugin: its params (session start) and its
-    end status. No experiment summary is written, so that TensorBoard builds the HParams
-    table from every run's params and the last value of each of its scalars."""
+def session_start_event(params: Mapping[str, str], start_time: float) -> Event:
+    """A run's params for the HParams plugin (its session start). TensorBoard keeps the
+    first one of a run, so write it once, with all params. No experiment summary is
+    written: TensorBoard then builds the HParams table from every run's params and the
+    last value of each of its scalars."""
     _, start, _ = hparams({k: hparam_value(v) for k, v in params.items()}, {})
+    return Event(step=0, wall_time=start_time, summary=start)
+
+
+def session_end_event(status: str, end_time: float) -> Event:
+    """A run's end status for the HParams plugin (its session end)."""
     end = SessionEndInfo(status=STATUSES.get(status, Status.STATUS_UNKNOWN), end_time_secs=end_time)
     content = HParamsPluginData(session_end_info=end, version=0).SerializeToString()
     metadata = SummaryMetadata(
         plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content)
     )
-    end_summary = Summary(value=[Summary.Value(tag=_SESSION_END_TAG, metadata=metadata)])
-    return [
-        Event(step=0, wall_time=start_time, summary=start),
-        Event(step=0, wall_time=end_time, summary=end_summary),
-    ]
+    summary = Summary(value=[Summary.Value(tag=_SESSION_END_TAG, metadata=metadata)])
+    return Event(step=0, wall_time=end_time, summary=summary)
