@@ -280,3 +280,35 @@ def test_a_run_ended_at_exit_is_complete(script, tb_root: Path, tmp_path: Path) 
     assert reading.hparams(folder) == {"lr": 0.5}
     assert reading.session_end(folder)[0] == "STATUS_SUCCESS"  # type: ignore[index]
     assert not (tmp_path / "mlhooks-runs" / ".spool").exists()  # nothing spooled or rejected
+
+
+def test_a_failed_write_is_retried_in_a_new_event_file(
+    tb_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlhooks_tensorboard import events
+
+    monkeypatch.setenv("MLHOOKS_RETRY_DELAYS", "0.01")
+    real_write = events.EventFile.write
+    failures: list[OSError] = []
+
+    def write_failing_once(self: events.EventFile, batch: list[object]) -> None:
+        if failures:
+            real_write(self, batch[:1])  # the first event reached the file, then the disk
+            raise failures.pop()  # was full
+        real_write(self, batch)
+
+    monkeypatch.setattr(events.EventFile, "write", write_failing_once)
+    with mlhooks.start_run("disk full", backends=[TensorBoardBackend()]) as run:
+        mlhooks.log_metric("loss", 1.0, step=0)
+        mlhooks.flush()
+        failures.append(OSError(28, "No space left on device"))
+        mlhooks.log_metric("a", 1.0, step=1)  # fails once, then retried
+        mlhooks.log_metric("b", 2.0, step=2)
+    folder = run_folder(tb_root, run.run_id)
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2
+    stored = reading.scalars(folder)
+    assert {tag: [(s, v) for s, v, _ in points] for tag, points in stored.items()} == {
+        "loss": [(0, 1.0)],
+        "a": [(1, 1.0), (1, 1.0)],  # what reached the disk before the failure, and the retry
+        "b": [(2, 2.0)],
+    }

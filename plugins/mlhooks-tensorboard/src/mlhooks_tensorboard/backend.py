@@ -244,4 +244,12 @@ class TensorBoardBackend(Backend):
                     oldest.close()
             else:
                 self._files.move_to_end(run_id)
-            handle.write(events)
+            try:
+                handle.write(events)
+            except BaseException:
+                # A torn record ends what TensorBoard reads of a file: the retry writes
+                # to a new one.
+                del self._files[run_id]
+                with contextlib.suppress(Exception):
+                    handle.close()
+                raise
