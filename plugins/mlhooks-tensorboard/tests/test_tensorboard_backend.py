@@ -312,3 +312,40 @@ def test_a_failed_write_is_retried_in_a_new_event_file(
         "a": [(1, 1.0), (1, 1.0)],  # what reached the disk before the failure, and the retry
         "b": [(2, 2.0)],
     }
+
+
+def test_a_disk_that_stays_full_spools_and_the_spool_is_replayed_once(
+    tb_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import wait_until
+    from mlhooks.recorder import recorder
+    from mlhooks_tensorboard import events
+
+    monkeypatch.setenv("MLHOOKS_RETRY_DELAYS", "0")
+    monkeypatch.setenv("MLHOOKS_PROBE_INTERVAL", "0.2")
+    real_write = events.EventFile.write
+    full = [True]
+
+    def write_unless_full(self: events.EventFile, batch: list[object]) -> None:
+        if full[0]:
+            raise OSError(28, "No space left on device")
+        real_write(self, batch)
+
+    monkeypatch.setattr(events.EventFile, "write", write_unless_full)
+    backend = TensorBoardBackend()
+    with pytest.warns(mlhooks.MlhooksWarning, match="is failing"):
+        with mlhooks.start_run("full disk", backends=[backend], tags={"k": "v"}) as run:
+            mlhooks.log_params({"lr": 0.5})
+            for step in range(50):
+                mlhooks.log_metric("loss", step / 4, step=step, timestamp=1000 + step)
+    lane = recorder.lane(backend)
+    assert lane.is_down and list((tmp_path / "mlhooks-runs" / ".spool").glob("tensorboard-*"))
+    full[0] = False  # space again: the writer replays its spool by itself
+    wait_until(lambda: not lane.is_down)
+    folder = reading.find_run_dir(tb_root, run.run_id)
+    assert reading.scalars(folder) == {
+        "loss": [(step, step / 4, (1000 + step) / 1000) for step in range(50)]
+    }
+    assert reading.texts(folder) == {"tags/k": ["v"]}
+    assert reading.hparams(folder) == {"lr": 0.5}
+    assert not list((tmp_path / "mlhooks-runs" / ".spool").glob("tensorboard-*"))
