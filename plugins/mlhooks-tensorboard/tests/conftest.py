@@ -19,6 +19,8 @@ import mlflow
 import pytest
 
 os.environ.setdefault("MLHOOKS_STRICT", "1")
+# Tests compare texts and notices exactly; the run-context test turns capture back on.
+os.environ.setdefault("MLHOOKS_LOG_CONTEXT", "0")
 # A down server fails fast, so the writer spools instead of waiting on MLflow's retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")

@@ -53,3 +53,16 @@ def test_an_autologged_fit_is_in_tensorboard_exactly(
     assert sum("does not keep models, so model 'model'" in n for n in said) == 2
     assert sum("does not keep datasets, so dataset 'X'" in n for n in said) == 2
     assert all("it goes to memory" in n for n in said)
+
+
+def test_run_context_lands_as_text_without_a_notice(
+    tb_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLHOOKS_LOG_CONTEXT", "1")
+    caplog.set_level(logging.WARNING, logger="mlhooks")
+    with mlhooks.start_run("with-context", backends=["tensorboard"]) as run:
+        mlhooks.log_metric("loss", 1.0)
+    mlhooks.flush()
+    texts = reading.texts(reading.load(reading.find_run_dir(tb_root, run.info.run_id)))
+    assert "tags/mlflow.source.name" in texts
+    assert not [r for r in caplog.records if r.name == "mlhooks"]

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .events import EventFile
 
 DEFAULT_DIR = "tb-runs"
+OWN_ARTIFACTS = "mlhooks/"
+"""Where mlhooks keeps files of its own (the run context), skipped without a notice."""
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 
 
@@ -159,7 +161,8 @@ class TensorBoardBackend(Backend):
             if op.artifact_path:
                 tag = f"{op.artifact_path.strip('/')}/{tag}"
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append(tag)
+                if not tag.startswith(OWN_ARTIFACTS):  # mlhooks' run context: no notice
+                    skipped.append(tag)
                 continue
             step = run.images.get(tag, 0)
             try:
