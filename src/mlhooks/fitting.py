@@ -20,7 +20,7 @@ from .errors import report_internal_error
 from .patching import Call, CallHandler
 from .plugins import host
 from .runs import current_run, end_run, new_params, start_run
-from .types import Fit, ModelArtifact, RunInfo, RunStatus, now_ms
+from .types import DatasetInfo, Fit, ModelArtifact, RunInfo, RunStatus, now_ms
 
 
 def _settings(framework: str) -> FrameworkSettings:
@@ -43,11 +43,13 @@ class FitSession:
         settings: FrameworkSettings | None = None,
         run: RunInfo | None = None,
         parent: RunInfo | None = None,
+        run_id: str | None = None,
     ) -> None:
         """``run``: log into this open run, which the caller ends (a ``partial_fit``
         loop's run). ``parent``: open a child run of it, without making it the active
         run, and end it with the session (see :meth:`child`). Neither: the active run,
-        else a managed run of its own."""
+        else a managed run of its own; ``run_id`` names the stored run that managed run
+        continues (a resumed training)."""
         self.framework = framework
         self.name = name
         self.settings = settings if settings is not None else _settings(framework)
@@ -58,6 +60,7 @@ class FitSession:
         self._managed = False
         self._run = run
         self._parent = parent
+        self._run_id = run_id
 
     @property
     def active(self) -> bool:
@@ -82,7 +85,9 @@ class FitSession:
         if parent is not None and self.settings.exclusive and not parent.managed:
             return None
         if parent is None:
-            run = start_run(self.name, managed=True, tags=self.settings.extra_tags).info
+            run = start_run(
+                self.name, managed=True, tags=self.settings.extra_tags, run_id=self._run_id
+            ).info
             self._managed = True
         else:
             run = parent
@@ -149,8 +154,12 @@ class FitSession:
     def log_dataset(
         self, data: Any, name: str | None = None, context: str = "train", source: str | None = None
     ) -> None:
-        """Fingerprint ``data``, when ``log_datasets`` is on."""
+        """Fingerprint ``data`` (or report a :class:`DatasetInfo` the integration built),
+        when ``log_datasets`` is on."""
         if self.fit is None or not self.settings.log_datasets:
+            return
+        if isinstance(data, DatasetInfo):
+            host.emit("on_dataset", self.fit.run, data)
             return
         try:
             info = datasets.fingerprint(data, name=name, context=context, source=source)

@@ -125,6 +125,7 @@ def start_run(
     activate: bool = True,
     log_context: bool | str | Iterable[str] | None = None,
     log_system_metrics: bool | None = None,
+    run_id: str | None = None,
 ) -> ActiveRun:
     """Start a run and make it the active run of this thread.
 
@@ -145,6 +146,9 @@ def start_run(
     (and GPU) as ``system/*`` metrics while the run is active (default off; needs
     ``mlhooks[system]``). Both default to ``autolog()``'s setting, then to
     ``MLHOOKS_LOG_CONTEXT`` and ``MLHOOKS_LOG_SYSTEM_METRICS``.
+
+    ``run_id`` continues a run stored earlier (a training resumed from a checkpoint
+    that named its run): backends append to it instead of creating a new one.
     """
     if parent is None:
         parent = current_run()
@@ -167,8 +171,10 @@ def start_run(
         targets = [lane.backend for lane in recorder.lanes_of(parent.run_id)]
     else:
         targets = selection.resolve(backends if backends is not None else _autolog_backends())
+    if run_id is not None and run_id in _open:
+        raise ValueError(f"run {run_id} is still open; it cannot be started again")
     info = RunInfo(
-        run_id=uuid.uuid4().hex,
+        run_id=run_id or uuid.uuid4().hex,
         name=name or _default_name(),
         experiment=experiment or (parent.experiment if parent else _default_experiment()),
         parent_id=parent.run_id if parent is not None else None,

@@ -23,6 +23,11 @@ class MemoryBackend(Backend):
     def start_run(self, run: RunInfo) -> None:
         with self._lock:
             info = RunInfo.from_dict(run.to_dict())
+            stored = self.runs.get(run.run_id)
+            if stored is not None:  # a continued run: keep what it stored before
+                stored.info.status = info.status
+                stored.info.end_time = None
+                return
             self.runs[run.run_id] = RunData(info=info, tags=dict(info.tags))
 
     def log_batch(self, batch: LogBatch) -> None:

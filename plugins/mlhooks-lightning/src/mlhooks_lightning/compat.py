@@ -1,0 +1,64 @@
+"""The few places where mlhooks reads Lightning's internals, kept in one module.
+
+Lightning computes what its loggers receive in a ``_ResultCollection`` (per loop):
+for each value a module logged with ``self.log``, its step-level value (named
+``<key>_step`` when it is logged ``on_step`` and ``on_epoch``) and its epoch-level
+value (``<key>_epoch``). Reading that collection is what lets the callback log the very
+keys and granularities a Lightning logger would, with ``logger=False`` or any logger.
+Supported: Lightning 2.x, as ``lightning.pytorch`` and as ``pytorch_lightning``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _to_float(value: Any) -> float | None:
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def _values(results: Any, on_step: bool) -> dict[str, float]:
+    """The logger-bound values of ``results`` for every dataloader, as floats."""
+    if results is None:
+        return {}
+    indexes = {item.meta.dataloader_idx for item in results.values()}
+    current = results.dataloader_idx
+    out: dict[str, Any] = {}
+    try:
+        for index in indexes:
+            results.dataloader_idx = index
+            out.update(results.metrics(on_step)["log"])
+    finally:
+        results.dataloader_idx = current
+    floats = {key: _to_float(value) for key, value in out.items()}
+    return {key: value for key, value in floats.items() if value is not None}
+
+
+def train_step_values(trainer: Any) -> dict[str, float]:
+    """Step-level values of the latest training batch."""
+    return _values(trainer.fit_loop.epoch_loop._results, on_step=True)
+
+
+def train_epoch_values(trainer: Any) -> dict[str, float]:
+    """Epoch-level training values (all ranks must call this together: a value logged
+    with ``sync_dist=True`` is reduced across processes when first computed)."""
+    return _values(trainer.fit_loop.epoch_loop._results, on_step=False)
+
+
+def eval_values(trainer: Any, on_step: bool) -> dict[str, float]:
+    """Values of the running evaluation loop (validation or test)."""
+    return _values(trainer._results, on_step=on_step)
+
+
+def at_epoch_end(trainer: Any) -> bool:
+    """Whether Lightning is between batches (logging epoch-level values) right now."""
+    return trainer._logger_connector._first_loop_iter is None
+
+
+def last_batch_of_epoch(trainer: Any) -> bool:
+    """Whether the training epoch loop has just run its last batch."""
+    loop = trainer.fit_loop.epoch_loop
+    return bool(loop.batch_progress.is_last_batch) or bool(loop.done)
