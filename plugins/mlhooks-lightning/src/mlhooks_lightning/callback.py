@@ -120,10 +120,7 @@ class CallbackMixin:
 
     @guarded
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        tracker = self._of(trainer)
-        if tracker.session is not None:
-            tracker.flush_step(trainer)
-            tracker.poll_checkpoints(trainer)
+        self._of(trainer).batch_start(trainer)
 
     @guarded
     def on_train_batch_end(

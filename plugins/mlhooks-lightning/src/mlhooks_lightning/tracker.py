@@ -61,6 +61,7 @@ class Tracker:
         self._every = 0
         self._last_step = 0
         self._pending: int | None = None
+        self._rates: dict[str, float] | None = None
         self._val_stash: dict[str, float] = {}
         self._eval_steps: dict[str, int] = {}
         self._checkpointers: list[Any] = []
@@ -89,7 +90,7 @@ class Tracker:
         if self.session is not None:
             return
         self.stage = stage
-        self._pending = None
+        self._pending = self._rates = None
         self._val_stash = {}
         self._datasets_logged = set()
         if not trainer.is_global_zero:
@@ -153,6 +154,19 @@ class Tracker:
 
     # -- metrics from the callback ----------------------------------------------------------
 
+    def batch_start(self, trainer: Any) -> None:
+        """A training batch starts: store the previous one's values if due, look for
+        new checkpoints, and note the learning rates this batch's step will use when
+        that step is due for logging."""
+        if self.session is None:
+            return
+        self.flush_step(trainer)
+        self.poll_checkpoints(trainer)
+        every = self._every
+        step = trainer.global_step
+        if every and (step + 1) // every != step // every:
+            self._rates = self._learning_rates()
+
     def step_end(self, trainer: Any) -> None:
         """A training batch ended: note whether its values are due (read later, once
         every hook of this batch had its chance to log)."""
@@ -170,7 +184,8 @@ class Tracker:
             return
         step, self._pending = self._pending, None
         values = compat.train_step_values(trainer)
-        values.update(self._learning_rates())
+        values.update(self._rates or self._learning_rates())
+        self._rates = None
         self.session.log_metrics(values, step=step)
 
     def train_epoch_end(self, trainer: Any) -> None:

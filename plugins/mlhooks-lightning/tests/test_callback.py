@@ -1,0 +1,155 @@
+"""MlhooksCallback on real tiny Lightning fits, read back from a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import lightning.pytorch as L
+import mlflow
+import pytest
+import torch
+from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
+
+from mlhooks_lightning import MlhooksCallback
+
+
+def test_step_and_epoch_metrics_as_documented(client):
+    # 4 batches an epoch, 2 epochs: optimizer steps 1..8; step-level values every 2 steps.
+    fit = trainer(callbacks=[MlhooksCallback(log_every_n_steps=2)])
+    fit.fit(Tiny(), loader(), loader())
+
+    run = only_run(client)
+    points = history(client, run)
+    assert set(points) == {"loss_step", "loss_epoch", "val_loss", "lr-SGD"}
+    assert [s for s, _ in points["loss_step"]] == [2, 4, 6, 8]
+    assert [s for s, _ in points["loss_epoch"]] == [0, 1]
+    assert [s for s, _ in points["val_loss"]] == [0, 1]  # the sanity check is not logged
+    assert points["lr-SGD"] == [(2, 0.05), (4, 0.05), (6, 0.025), (8, 0.025)]
+    assert points["val_loss"][-1][1] == pytest.approx(float(fit.callback_metrics["val_loss"]))
+    assert points["loss_epoch"][-1][1] == pytest.approx(float(fit.callback_metrics["loss_epoch"]))
+    assert run.info.status == "FINISHED"
+
+
+def test_epoch_values_at_the_global_step_when_asked(client):
+    fit = trainer(callbacks=[MlhooksCallback(log_every_n_steps=4, epoch_step="global_step")])
+    fit.fit(Tiny(), loader(), loader())
+
+    points = history(client, only_run(client))
+    assert [s for s, _ in points["loss_epoch"]] == [4, 8]
+    assert [s for s, _ in points["val_loss"]] == [4, 8]
+    assert [s for s, _ in points["loss_step"]] == [4, 8]
+
+
+class Data(L.LightningDataModule):
+    def __init__(self, batch_size: int = 8) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def train_dataloader(self):
+        return loader(batch_size=self.hparams.batch_size)
+
+    def val_dataloader(self):
+        return loader(n=16, batch_size=self.hparams.batch_size, seed=1)
+
+
+def test_params_summary_and_datasets(client):
+    model = Tiny(extra={"dropout": 0.1, "block": {"depth": 2}})
+    fit = trainer(callbacks=[MlhooksCallback()], gradient_clip_val=0.5, max_epochs=1)
+    fit.fit(model, datamodule=Data())
+
+    run = only_run(client)
+    params = run.data.params
+    assert params["lr"] == "0.05" and params["hidden"] == "4"
+    assert params["extra.dropout"] == "0.1" and params["extra.block.depth"] == "2"
+    assert params["batch_size"] == "8"  # the datamodule's
+    assert params["trainer.max_epochs"] == "1"
+    assert params["trainer.gradient_clip_val"] == "0.5"
+    assert params["trainer.precision"] == "32-true"
+    assert params["trainer.accumulate_grad_batches"] == "1"
+    assert params["trainer.devices"] == "1"
+    assert params["trainer.strategy"] == "SingleDeviceStrategy"
+    assert params["optimizer.class"] == "SGD" and params["optimizer.lr"] == "0.05"
+    assert params["scheduler.class"] == "StepLR" and params["scheduler.gamma"] == "0.5"
+    assert params["model.params.total"] == str(sum(p.numel() for p in model.parameters()))
+    summary = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_summary.txt")
+    assert "Sequential" in summary and "21 parameters" in summary
+
+    inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+    found = {i.dataset.name: i for i in inputs}
+    assert set(found) == {"train", "val"}
+    contexts = {name: i.tags[0].value for name, i in found.items()}
+    assert contexts == {"train": "train", "val": "eval"}
+    assert '"shape": [32]' in found["train"].dataset.profile
+
+
+def test_the_model_reloads_and_gives_the_same_outputs(client):
+    model = Tiny()
+    trainer(callbacks=[MlhooksCallback()]).fit(model, loader())
+
+    run = only_run(client)
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_every_checkpoint_is_stored_even_after_save_top_k_deleted_it(client, tmp_path):
+    keeper = L.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="val_loss", save_top_k=1, save_last=True
+    )
+    fit = trainer(callbacks=[MlhooksCallback(), keeper], max_epochs=3)
+    fit.fit(Tiny(lr=0.01), loader(), loader())
+
+    on_disk = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert len(on_disk) == 2  # the best and last.ckpt: top-k deleted the others
+    run = only_run(client)
+    stored = sorted(a.path for a in client.list_artifacts(run.info.run_id, "checkpoints"))
+    epochs = [f"checkpoints/epoch={e}-step={4 * (e + 1)}" for e in range(3)]
+    assert stored == sorted([*epochs, "checkpoints/last"])
+    files = client.list_artifacts(run.info.run_id, epochs[0])
+    assert [f.path for f in files] == [f"{epochs[0]}/epoch=0-step=4.ckpt"]
+    best = run.data.tags["mlhooks.lightning.best_checkpoint"]
+    assert best == f"checkpoints/{keeper.best_model_path.rsplit('/', 1)[-1][:-5]}"
+    assert float(run.data.tags["mlhooks.lightning.best_score"]) == pytest.approx(
+        float(keeper.best_model_score)
+    )
+
+
+def test_early_stopping_values(client):
+    # val_loss falls, so mode="max" sees no improvement and stops after `patience` epochs.
+    stopper = L.callbacks.EarlyStopping(monitor="val_loss", mode="max", patience=2)
+    fit = trainer(callbacks=[MlhooksCallback(), stopper], max_epochs=10)
+    fit.fit(Tiny(), loader(), loader())
+
+    run = only_run(client)
+    assert fit.current_epoch < 10
+    assert run.data.params["early_stopping.patience"] == "2"
+    assert run.data.params["early_stopping.monitor"] == "val_loss"
+    assert run.data.metrics["early_stopping.stopped_epoch"] == stopper.stopped_epoch > 0
+    assert run.data.metrics["early_stopping.best_score"] == pytest.approx(
+        float(stopper.best_score)
+    )
+
+
+def test_a_user_exception_propagates_unchanged_and_fails_the_run(client):
+    error = ValueError("raised in training_step")
+    fit = trainer(callbacks=[MlhooksCallback(log_every_n_steps=1)])
+    with pytest.raises(ValueError) as raised:
+        fit.fit(Tiny(fail_at=3, error=error), loader())
+    assert raised.value is error
+    run = only_run(client)
+    assert run.info.status == "FAILED"
+    assert [s for s, _ in history(client, run)["loss_step"]] == [1, 2, 3]
+
+
+def test_validate_and_test_after_fit_log_into_the_fit_run(client):
+    fit = trainer(callbacks=[MlhooksCallback()])
+    model = Tiny()
+    fit.fit(model, loader(), loader())
+    fit.validate(model, loader(n=16, seed=2))
+    fit.test(model, loader(n=16, seed=3))
+
+    run = only_run(client)
+    points = history(client, run)
+    assert_no_duplicates({k: v for k, v in points.items() if k != "val_loss"})
+    assert points["test_loss"] == [(2, pytest.approx(float(fit.callback_metrics["test_loss"])))]
+    assert [s for s, _ in points["val_loss"]] == [0, 1, 2]  # the last from validate()
+    assert run.info.status == "FINISHED"
