@@ -143,7 +143,7 @@ def _pl_tiny() -> type:
         def __init__(self) -> None:
             super().__init__()
             self.save_hyperparameters({"lr": 0.05})
-            self.net, self.fail_at = Tiny().net, None
+            self.net, self.fail_at, self.error = Tiny().net, None, None
 
     PLTiny.__qualname__ = "PLTiny"
     return PLTiny
