@@ -163,7 +163,7 @@ class Tracker:
         self.flush_step(trainer)
         self.poll_checkpoints(trainer)
         every = self._every
-        step = trainer.global_step
+        step = self._last_step = trainer.global_step  # (restored only after on_fit_start)
         if every and (step + 1) // every != step // every:
             self._rates = self._learning_rates()
 
@@ -173,9 +173,8 @@ class Tracker:
         if self.session is None or self.logger is not None:
             return
         step = trainer.global_step
-        last, self._last_step = self._last_step, step
         every = self._every
-        if every and step // every != last // every:
+        if every and step // every != self._last_step // every:
             self._pending = step
 
     def flush_step(self, trainer: Any) -> None:
