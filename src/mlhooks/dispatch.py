@@ -149,13 +149,14 @@ class Lane:
         spool_dir: Path,
         queue_limit: int = 200_000,
         retry: RetryPolicy | None = None,
-        interval: float = 0.05,
+        interval: float | None = None,
     ) -> None:
         self.backend = backend
         self.spool_dir = spool_dir
         self.queue_limit = queue_limit
         self.retry = retry or RetryPolicy()
-        self.interval = interval
+        self.interval = interval if interval is not None else backend.write_interval
+        self._full = backend.max_batch_size
         self._reset()
         _LANES.add(self)
 
@@ -183,6 +184,8 @@ class Lane:
         queue = self._queue
         if self._fast and len(queue) < self.queue_limit:
             queue.append(item)
+            if len(queue) == self._full:  # a full batch need not wait
+                self._wake.set()
         else:
             self._put_slow(item)
 
