@@ -61,6 +61,7 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Every benchmarks/bench_*.py, one after the other."""
-    session.install(".", "numpy", "pandas")
+    session.install(TORCH)  # first and pinned: a CPU build (see tests)
+    session.install(".", "numpy", "pandas", TORCH, "lightning", *map(str, PLUGINS))
     for script in sorted(ROOT.glob("benchmarks/bench_*.py")):
         session.run("python", str(script.relative_to(ROOT)), env=SINGLE_THREADED)

@@ -159,7 +159,7 @@ def main() -> None:
             print(f"  {repeat + 1}/{args.repeats} {config}: {results[config][-1]}", flush=True)
     base = statistics.median(r["fit"] for r in results["no logging"])
     print(f"\nLightning fit, {args.epochs} epochs, median of {args.repeats} fresh processes")
-    print(f"| config | fit s | vs no logging | fit + stored s | vs no logging |")
+    print("| config | fit s | vs no logging | fit + stored s | vs no logging |")
     print("|---|---:|---:|---:|---:|")
     for config in CONFIGS:
         fit = statistics.median(r["fit"] for r in results[config])

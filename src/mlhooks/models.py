@@ -34,7 +34,7 @@ def _dumps(model: Any) -> bytes:
         return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError):
         try:
-            import cloudpickle  # type: ignore[import-not-found, unused-ignore]
+            import cloudpickle  # type: ignore[import-not-found, import-untyped, unused-ignore]
         except ImportError:
             raise
         return bytes(cloudpickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))

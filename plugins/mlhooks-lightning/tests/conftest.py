@@ -89,8 +89,14 @@ def loader(n: int = 32, batch_size: int = 8, seed: int = 0) -> DataLoader:
 class Tiny(L.LightningModule):
     """3 -> hidden -> 1; logs ``loss`` on step and epoch, ``val_loss`` and ``test_loss``."""
 
-    def __init__(self, lr: float = 0.05, hidden: int = 4, extra: dict | None = None,
-                 fail_at: int | None = None, error: BaseException | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        lr: float = 0.05,
+        hidden: int = 4,
+        extra: dict | None = None,
+        fail_at: int | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["fail_at", "error"])
         self.fail_at, self.error = fail_at, error

@@ -6,9 +6,18 @@ import csv
 
 import lightning.pytorch as L
 import pytest
-from conftest import PLTiny, Tiny, all_runs, assert_no_duplicates, history, loader, only_run, trainer
 
 import mlhooks
+from conftest import (
+    PLTiny,
+    Tiny,
+    all_runs,
+    assert_no_duplicates,
+    history,
+    loader,
+    only_run,
+    trainer,
+)
 from mlhooks_lightning import MlhooksCallback, MlhooksLogger
 
 EXPECTED = {

@@ -6,8 +6,8 @@ import lightning.pytorch as L
 import mlflow
 import pytest
 import torch
-from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
 
+from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
 from mlhooks_lightning import MlhooksCallback
 
 
@@ -124,9 +124,7 @@ def test_early_stopping_values(client):
     assert run.data.params["early_stopping.patience"] == "2"
     assert run.data.params["early_stopping.monitor"] == "val_loss"
     assert run.data.metrics["early_stopping.stopped_epoch"] == stopper.stopped_epoch > 0
-    assert run.data.metrics["early_stopping.best_score"] == pytest.approx(
-        float(stopper.best_score)
-    )
+    assert run.data.metrics["early_stopping.best_score"] == pytest.approx(float(stopper.best_score))
 
 
 def test_a_user_exception_propagates_unchanged_and_fails_the_run(client):

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import PLTiny, Tiny, loader
 
+from conftest import PLTiny, Tiny, loader
 from mlhooks.testing_contract import IntegrationContract
 from mlhooks_lightning import tracker
 

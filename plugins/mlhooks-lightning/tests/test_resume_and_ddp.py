@@ -9,9 +9,9 @@ import textwrap
 
 import lightning.pytorch as L
 import pytest
-from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
 
 import mlhooks
+from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
 from mlhooks_lightning import MlhooksCallback
 from mlhooks_lightning.tracker import RUN_KEY
 

@@ -119,7 +119,9 @@ class CallbackMixin:
     # -- training -------------------------------------------------------------------------
 
     @guarded
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._of(trainer).batch_start(trainer)
 
     @guarded

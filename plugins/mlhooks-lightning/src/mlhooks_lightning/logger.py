@@ -73,8 +73,15 @@ class LoggerMixin:
 
     def log_hyperparams(self, params_: Any, *args: Any, **kwargs: Any) -> None:
         try:
-            values = dict(params.flatten(dict(vars(params_) if hasattr(params_, "__dict__")
-                                              and not isinstance(params_, dict) else params_)))
+            values = dict(
+                params.flatten(
+                    dict(
+                        vars(params_)
+                        if hasattr(params_, "__dict__") and not isinstance(params_, dict)
+                        else params_
+                    )
+                )
+            )
             self._params.update(values)
             self._flush_params()
         except Exception as error:  # noqa: BLE001

@@ -123,9 +123,14 @@ def summary(module: Any) -> str:
         rows.append((name, type(child).__name__, f"{count:,}"))
     counts = parameter_counts(module)
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines.append("")
-    lines.append(f"{type(module).__qualname__}: {counts['model.params.total']:,} parameters, "
-                 f"{counts['model.params.trainable']:,} trainable")
+    lines.append(
+        f"{type(module).__qualname__}: {counts['model.params.total']:,} parameters, "
+        f"{counts['model.params.trainable']:,} trainable"
+    )
     return "\n".join(lines) + "\n"

@@ -52,7 +52,7 @@ class AddCallback(CallHandler):
         trainer = call.instance
         remaining = [callback for callback in trainer.callbacks if callback is not added]
         unchanged = len(remaining) == len(callbacks) and all(
-            a is b for a, b in zip(remaining, callbacks)
+            a is b for a, b in zip(remaining, callbacks, strict=False)
         )
         trainer.callbacks = callbacks if unchanged else remaining
 

@@ -267,7 +267,7 @@ class Tracker:
     def _learning_rates(self) -> dict[str, float]:
         rates: dict[str, float] = {}
         for optimizer, names in self._lr_names:
-            for name, group in zip(names, optimizer.param_groups):
+            for name, group in zip(names, optimizer.param_groups, strict=False):
                 rates[name] = float(group["lr"])
         return rates
 
