@@ -38,19 +38,11 @@ CONFIGS = ("no logging", "mlflow.pytorch.autolog", "mlhooks.autolog")
 SAMPLES, VAL_SAMPLES, FEATURES, HIDDEN, BATCH = 20_000, 2_000, 20, 64, 64
 
 
-def measure(config: str, epochs: int, folder: str) -> dict[str, float]:
-    """One fit of ``config`` in this process; its timings."""
+def mlp_class() -> type:
+    """The module, defined at import time of ``__main__`` so that pickle finds it."""
+    global MLP
     import lightning.pytorch as L
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    torch.set_num_threads(1)
-    uri = f"sqlite:///{folder}/mlflow.db"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    if config != "no logging":  # an existing store: creating its tables is not the fit's cost
-        from mlflow.tracking import MlflowClient
-
-        MlflowClient(uri).search_experiments()
 
     class MLP(L.LightningModule):
         def __init__(self) -> None:
@@ -75,6 +67,25 @@ def measure(config: str, epochs: int, folder: str) -> dict[str, float]:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
+    MLP.__qualname__ = "MLP"
+    return MLP
+
+
+def measure(config: str, epochs: int, folder: str) -> dict[str, float]:
+    """One fit of ``config`` in this process; its timings."""
+    import lightning.pytorch as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.set_num_threads(1)
+    uri = f"sqlite:///{folder}/mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    if config != "no logging":  # an existing store: creating its tables is not the fit's cost
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(uri).search_experiments()
+
+    MLP = mlp_class()
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(SAMPLES + VAL_SAMPLES, FEATURES, generator=generator)
     y = x @ torch.randn(FEATURES, 1, generator=generator) + 0.1 * torch.randn(

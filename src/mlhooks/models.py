@@ -27,26 +27,13 @@ def infer_flavor(model: Any) -> str:
     return "python"
 
 
-def _dumps(model: Any) -> bytes:
-    """A pickle of ``model``; by value with cloudpickle (when installed) for what plain
-    pickle cannot reach by name (classes defined inside functions, lambdas)."""
-    try:
-        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, AttributeError, TypeError):
-        try:
-            import cloudpickle  # type: ignore[import-not-found, import-untyped, unused-ignore]
-        except ImportError:
-            raise
-        return bytes(cloudpickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-
-
 def capture(model: Any, name: str, *, flavor: str | None = None, **metadata: Any) -> ModelArtifact:
     """A :class:`ModelArtifact` holding a pickle of ``model`` as it is now.
 
     Raises ValueError naming the model's type when it cannot be pickled.
     """
     try:
-        payload = _dumps(model)
+        payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as error:
         raise ValueError(
             f"cannot log model {name!r}: a {type(model).__qualname__} cannot be pickled ({error})"
