@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import lightning.pytorch as L
 import mlflow
 import pytest
 import torch
 
+import mlhooks
 from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
 from mlhooks_lightning import MlhooksCallback
 
@@ -91,12 +94,27 @@ def test_the_model_reloads_and_gives_the_same_outputs(client):
         assert torch.equal(loaded(x), model(x))
 
 
-def test_every_checkpoint_is_stored_even_after_save_top_k_deleted_it(client, tmp_path):
+class Saved:
+    """A listener: every model and checkpoint reported, as plugins see them."""
+
+    def __init__(self) -> None:
+        self.models: list = []
+
+    @mlhooks.hookimpl
+    def on_model_saved(self, run, model) -> None:
+        self.models.append(model)
+
+
+def test_every_checkpoint_is_stored_even_after_save_top_k_deleted_it(
+    client, tmp_path, mlhooks_plugin
+):
+    saved = mlhooks_plugin(Saved())
     keeper = L.callbacks.ModelCheckpoint(
         dirpath=tmp_path / "ckpt", monitor="val_loss", save_top_k=1, save_last=True
     )
-    fit = trainer(callbacks=[MlhooksCallback(), keeper], max_epochs=3)
-    fit.fit(Tiny(lr=0.01), loader(), loader())
+    model = Tiny(lr=0.01)
+    fit = trainer(callbacks=[MlhooksCallback(model="best"), keeper], max_epochs=3)
+    fit.fit(model, loader(), loader())
 
     on_disk = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert len(on_disk) == 2  # the best and last.ckpt: top-k deleted the others
@@ -104,13 +122,36 @@ def test_every_checkpoint_is_stored_even_after_save_top_k_deleted_it(client, tmp
     stored = sorted(a.path for a in client.list_artifacts(run.info.run_id, "checkpoints"))
     epochs = [f"checkpoints/epoch={e}-step={4 * (e + 1)}" for e in range(3)]
     assert stored == sorted([*epochs, "checkpoints/last"])
-    files = client.list_artifacts(run.info.run_id, epochs[0])
-    assert [f.path for f in files] == [f"{epochs[0]}/epoch=0-step=4.ckpt"]
+    files = sorted(f.path for f in client.list_artifacts(run.info.run_id, epochs[0]))
+    assert files == [f"{epochs[0]}/epoch=0-step=4.ckpt", f"{epochs[0]}/mlhooks-model.json"]
+    facts = json.loads(
+        mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{epochs[0]}/mlhooks-model.json")
+    )
+    assert facts["monitor"] == "val_loss" and facts["epoch"] == 0 and facts["global_step"] == 4
+    reported = [m for m in saved.models if m.flavor == "lightning_checkpoint"]
+    assert [m.name for m in reported] == [
+        *epochs[:1],
+        "checkpoints/last",
+        *epochs[1:2],
+        "checkpoints/last",
+        *epochs[2:],
+        "checkpoints/last",
+    ]
+    assert all(m.metadata["last"] for m in reported if m.name == "checkpoints/last")
+    assert all(
+        isinstance(m.metadata["score"], float) for m in reported if m.name != "checkpoints/last"
+    )
+
     best = run.data.tags["mlhooks.lightning.best_checkpoint"]
     assert best == f"checkpoints/{keeper.best_model_path.rsplit('/', 1)[-1][:-5]}"
     assert float(run.data.tags["mlhooks.lightning.best_score"]) == pytest.approx(
         float(keeper.best_model_score)
     )
+    # model="best": the logged model holds the best checkpoint's weights
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    best_state = torch.load(keeper.best_model_path, weights_only=False)["state_dict"]
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, best_state[name])
 
 
 def test_early_stopping_values(client):

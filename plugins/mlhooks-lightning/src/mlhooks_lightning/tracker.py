@@ -67,6 +67,7 @@ class Tracker:
         self._checkpointers: list[Any] = []
         self._signatures: dict[int, tuple[Any, ...]] = {}
         self._reported: set[tuple[str, int, int]] = set()
+        self._saved_at: tuple[Any, Any] | None = None
         self._lr_names: list[tuple[Any, list[str]]] = []
         self._datasets_logged: set[str] = set()
 
@@ -366,6 +367,7 @@ class Tracker:
                 continue
             self._reported.add(key)
             score = checkpointer.best_k_models.get(path)
+            epoch, step = self._saved_at or (trainer.current_epoch, trainer.global_step)
             session.model_saved(
                 ModelArtifact(
                     name=f"checkpoints/{Path(path).stem}",
@@ -377,13 +379,16 @@ class Tracker:
                         "score": compat._to_float(score) if score is not None else None,
                         "best": path == checkpointer.best_model_path,
                         "last": path == checkpointer.last_model_path,
-                        "epoch": trainer.current_epoch,
-                        "global_step": trainer.global_step,
+                        "epoch": epoch,
+                        "global_step": step,
                     },
                 )
             )
 
     def save_state(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint is being saved: keep its epoch and step (the file is reported at
+        the next hook) and write our run id into it."""
+        self._saved_at = (checkpoint.get("epoch"), checkpoint.get("global_step"))
         if self.session is not None and self._last_run_id is not None:
             checkpoint[RUN_KEY] = {"run_id": self._last_run_id}
 

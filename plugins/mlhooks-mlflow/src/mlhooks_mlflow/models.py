@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import json
 import os
 import tempfile
 from typing import Any
@@ -59,11 +60,16 @@ def _signature(model: Any, example: Any) -> Any:
         return None
 
 
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
     """Write ``artifact`` under ``directory`` as an MLflow model; returns its folder.
 
     Known flavors become real MLflow models (loadable with ``mlflow.<flavor>.load_model``
-    and ``mlflow.pyfunc.load_model``); other objects are kept as ``model.pkl``.
+    and ``mlflow.pyfunc.load_model``); other objects are kept as ``model.pkl`` (or their
+    file), with their plain metadata in ``mlhooks-model.json``.
     """
     target = os.path.join(directory, artifact.name)
     flavor = FLAVORS.get(artifact.flavor)
@@ -76,6 +82,10 @@ def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
             import shutil
 
             shutil.copy2(artifact.path, target)
+        facts = {k: v for k, v in artifact.metadata.items() if _is_plain(v)}
+        if facts:  # a checkpoint's monitor, score, best/last, ...
+            with open(os.path.join(target, "mlhooks-model.json"), "w") as f:
+                json.dump({"flavor": artifact.flavor, **facts}, f, indent=1, sort_keys=True)
         return target
     module = importlib.import_module(flavor[0])
     model = _model_object(artifact)
