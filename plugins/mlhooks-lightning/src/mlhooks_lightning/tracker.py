@@ -150,8 +150,8 @@ class Tracker:
         finally:
             self.session = None
             session.end(error)
-            if multiprocessing.parent_process() is not None:
-                mlhooks.flush(60)  # a spawned DDP worker: its process ends right after
+            if _spawned_worker(trainer):
+                mlhooks.flush(60)  # its process ends right after the fit
 
     # -- metrics from the callback ----------------------------------------------------------
 
@@ -396,6 +396,15 @@ class Tracker:
         state = checkpoint.get(RUN_KEY)
         if isinstance(state, dict) and isinstance(state.get("run_id"), str):
             self.resume_run_id = state["run_id"]
+
+
+def _spawned_worker(trainer: Any) -> bool:
+    """Whether this process is a worker that ``ddp_spawn`` started for the fit."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    return (
+        type(launcher).__name__ == "_MultiProcessingLauncher"
+        and multiprocessing.parent_process() is not None
+    )
 
 
 def _signature(checkpointer: Any) -> tuple[Any, ...]:
