@@ -1,0 +1,68 @@
+"""Reading a call's data: X and y from the arguments, their variable names in the
+user's code, a few copied rows for a model's signature."""
+
+from __future__ import annotations
+
+import sys
+from types import FrameType
+from typing import Any
+
+from mlhooks import Call
+
+_X_NAMES = ("X", "raw_documents", "K")
+_Y_NAMES = ("y", "Y")
+_OUR_MODULES = ("mlhooks", "wrapt", "sklearn", "joblib", "threadpoolctl", "functools")
+_MAX_FRAMES = 40
+
+
+def argument(call: Call, position: int, names: tuple[str, ...]) -> Any:
+    """The argument at ``position``, else the first keyword of ``names`` given."""
+    if len(call.args) > position:
+        return call.args[position]
+    for name in names:
+        if name in call.kwargs:
+            return call.kwargs[name]
+    return None
+
+
+def features(call: Call) -> Any:
+    return argument(call, 0, _X_NAMES)
+
+
+def targets(call: Call) -> Any:
+    return argument(call, 1, _Y_NAMES)
+
+
+def variable_name(value: Any) -> str | None:
+    """The name the user's code gives ``value`` (the first frame outside mlhooks,
+    wrapt and scikit-learn), or None."""
+    if value is None:
+        return None
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return None
+        if not frame.f_globals.get("__name__", "").startswith(_OUR_MODULES):
+            break
+        frame = frame.f_back
+    if frame is None or frame.f_globals.get("__name__", "").startswith(_OUR_MODULES):
+        return None
+    for name, candidate in frame.f_locals.items():
+        if candidate is value and not name.startswith("_"):
+            return str(name)
+    return None
+
+
+def sample_rows(X: Any, rows: int = 5) -> Any:
+    """A copy of the first ``rows`` rows of ``X`` (None for what cannot be sliced), taken
+    now: the writer infers the model's signature from it later."""
+    try:
+        if hasattr(X, "iloc"):
+            return X.iloc[:rows].copy()
+        if hasattr(X, "shape") and hasattr(X, "copy"):
+            return X[:rows].copy()
+        if isinstance(X, list):
+            return X[:rows]
+    except Exception:  # noqa: BLE001 - an exotic container: no sample, no signature
+        return None
+    return None

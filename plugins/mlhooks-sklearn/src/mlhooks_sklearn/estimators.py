@@ -1,0 +1,90 @@
+"""One estimator's ``fit`` (``fit_transform``, ``fit_predict``): params, training data,
+training metrics, curves and the model, in one run. Searches hand over to
+:mod:`mlhooks_sklearn.searches`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlhooks import Call, CallHandler, FitSession
+
+from . import data, partial, plots, searches, steps, tracking
+from .training import log_training_metrics
+
+FRAMEWORK = "sklearn"
+
+
+def params_of(model: Any) -> dict[str, Any]:
+    """``get_params(deep=True)``: nested names as sklearn spells them (``regressor__alpha``)."""
+    get_params = getattr(model, "get_params", None)
+    if get_params is None:
+        return {}
+    params: dict[str, Any] = get_params(deep=True)
+    return params
+
+
+def tags_of(model: Any) -> dict[str, str]:
+    kind = type(model)
+    return {
+        "estimator_name": kind.__name__,
+        "estimator_class": f"{kind.__module__}.{kind.__qualname__}",
+    }
+
+
+def start_session(model: Any, name: str | None = None) -> FitSession:
+    session = FitSession(
+        FRAMEWORK,
+        name or type(model).__name__,
+        model=model,
+        params=params_of(model),
+        tags=tags_of(model),
+    )
+    session.start()
+    return session
+
+
+def log_training_data(session: FitSession, X: Any, y: Any) -> None:
+    """Fingerprints of X and y, named as the user's code names them."""
+    for value, default in ((X, "X"), (y, "y")):
+        if value is not None:
+            session.log_dataset(value, name=data.variable_name(value) or default, context="train")
+
+
+class EstimatorFit(CallHandler):
+    """Tracks each outermost fit of a scikit-learn estimator as one run."""
+
+    def before(self, call: Call) -> None:
+        model = call.instance
+        partial.end_loop(model)  # a full fit starts afresh
+        session = call.state["session"] = start_session(model)
+        if not session.active:
+            return
+        try:
+            log_training_data(session, data.features(call), data.targets(call))
+        except BaseException:
+            session.end()
+            raise
+
+    def after(self, call: Call, result: Any) -> None:
+        session: FitSession = call.state["session"]
+        if not session.active:
+            return
+        try:
+            report_fit(session, call.instance, data.features(call), data.targets(call))
+        finally:
+            session.end()
+        tracking.remember_model(call.instance, session)
+
+    def failed(self, call: Call, error: BaseException) -> None:
+        call.state["session"].end(error)
+
+
+def report_fit(session: FitSession, model: Any, X: Any, y: Any) -> None:
+    if searches.is_search(model):
+        searches.report(session, model, X, y)
+        return
+    outcome = log_training_metrics(session, model, X, y)
+    steps.log_curves(session, model)
+    session.log_model(model, flavor="sklearn", sample_input=data.sample_rows(X))
+    if outcome is not None and session.settings.get("log_plots", False):
+        plots.submit(session, y, *outcome)

@@ -1,0 +1,137 @@
+"""``partial_fit`` loops: one run per estimator instance, a point per call.
+
+Each call logs the batch's training metrics (and the last point of ``loss_curve_``)
+at the next step of that instance. With a run active, the loop logs there; else it
+gets a run of its own, which does not become the active run and stays open across
+calls until the estimator is fitted anew with ``fit``, is garbage-collected, or the
+process exits. The model is captured at each call (cheap for the estimators that
+learn incrementally) and stored once, when the loop's run ends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import mlhooks
+from mlhooks import Call, CallHandler, FitSession, ModelArtifact, RunInfo, RunStatus
+from mlhooks.models import capture
+from mlhooks.runs import current_run
+
+from . import data, steps
+from .training import log_training_metrics
+
+
+@dataclass
+class Loop:
+    """The partial_fit loop of one estimator instance."""
+
+    name: str
+    step: int = 0
+    run: RunInfo | None = None
+    """The loop's own run (None while it logs into a run the user opened)."""
+    finalizer: Any = None
+    model: ModelArtifact | None = None
+    """The model as of the last call, stored when the run ends."""
+    session: FitSession | None = None
+
+
+_loops: dict[int, Loop] = {}
+_pending_models: dict[str, tuple[FitSession, ModelArtifact]] = {}
+"""run id -> the last model of a loop that logs into it, stored when the run ends."""
+_lock = threading.RLock()
+
+
+class PartialFit(CallHandler):
+    def before(self, call: Call) -> None:
+        from .estimators import FRAMEWORK, log_training_data, params_of, tags_of
+
+        model = call.instance
+        with _lock:
+            loop = _loops.get(id(model))
+            if loop is None:
+                loop = _loops[id(model)] = Loop(type(model).__name__)
+                loop.finalizer = weakref.finalize(model, _end, id(model))
+        target = current_run()
+        if target is None:
+            if loop.run is None:
+                loop.run = mlhooks.start_run(loop.name, managed=True, activate=False).info
+            target = loop.run
+        session = FitSession(
+            FRAMEWORK, loop.name, model=model, params=params_of(model), tags=tags_of(model),
+            run=target,
+        )  # fmt: skip
+        call.state["session"] = session
+        session.start()
+        if loop.step == 0:
+            log_training_data(session, data.features(call), data.targets(call))
+
+    def after(self, call: Call, result: Any) -> None:
+        session: FitSession = call.state["session"]
+        model = call.instance
+        loop = _loops.get(id(model))
+        if loop is None or session.fit is None:
+            return
+        step = loop.step
+        loop.step += 1
+        try:
+            X, y = data.features(call), data.targets(call)
+            session.epoch_end(step, {}, step)
+            _log_batch(session, model, X, y, step)
+            if session.settings.log_models:
+                artifact = capture(
+                    model,
+                    "model",
+                    flavor="sklearn",
+                    sample_input=data.sample_rows(X),
+                    log_input_example=session.settings.log_input_examples,
+                    log_signature=session.settings.log_model_signatures,
+                )
+                _pending_models[session.fit.run.run_id] = (session, artifact)
+        finally:
+            session.end()
+
+    def failed(self, call: Call, error: BaseException) -> None:
+        call.state["session"].end(error)
+
+
+def _log_batch(session: FitSession, model: Any, X: Any, y: Any, step: int) -> None:
+    log_training_metrics(session, model, X, y, step=step)
+    loss = steps.curve(getattr(model, "loss_curve_", None))
+    if loss:
+        session.log_metrics({"loss": loss[-1]}, step=step)
+
+
+def end_loop(model: Any) -> None:
+    """End the partial_fit loop of ``model`` (it is being fitted anew)."""
+    loop = _loops.get(id(model))
+    if loop is not None:
+        loop.finalizer.detach()
+        _end(id(model))
+
+
+def _end(key: int) -> None:
+    with _lock:
+        loop = _loops.pop(key, None)
+    if loop is not None and loop.run is not None:
+        mlhooks.end_run(RunStatus.FINISHED, run=loop.run)
+
+
+@mlhooks.hookimpl
+def on_run_end(run: RunInfo) -> None:
+    """Store the last model of the loops that logged into ``run``."""
+    pending = _pending_models.pop(run.run_id, None)
+    if pending is not None:
+        session, artifact = pending
+        session.model_saved(artifact)
+
+
+def _end_all() -> None:
+    for key in list(_loops):
+        _end(key)
+
+
+atexit.register(_end_all)  # before mlhooks' own exit handler, which would say KILLED
