@@ -3,6 +3,7 @@ user's code, a few copied rows for a model's signature."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 from types import FrameType
 from typing import Any
@@ -13,6 +14,7 @@ _X_NAMES = ("X", "raw_documents", "K")
 _Y_NAMES = ("y", "Y")
 _OUR_MODULES = ("mlhooks", "wrapt", "sklearn", "joblib", "threadpoolctl", "functools")
 _MAX_FRAMES = 40
+_SNAPSHOT_LOCALS = sys.version_info < (3, 13)
 
 
 def argument(call: Call, position: int, names: tuple[str, ...]) -> Any:
@@ -47,10 +49,17 @@ def variable_name(value: Any) -> str | None:
         frame = frame.f_back
     if frame is None or frame.f_globals.get("__name__", "").startswith(_OUR_MODULES):
         return None
-    for name, candidate in frame.f_locals.items():
-        if candidate is value and not name.startswith("_"):
-            return str(name)
-    return None
+    names = frame.f_locals
+    try:
+        for name, candidate in names.items():
+            if candidate is value and not name.startswith("_"):
+                return str(name)
+        return None
+    finally:
+        if _SNAPSHOT_LOCALS and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+            # Before 3.13, a function's f_locals is a snapshot the frame keeps: it would
+            # keep alive whatever the function later deletes (a model, a big array).
+            names.clear()
 
 
 def sample_rows(X: Any, rows: int = 5) -> Any:

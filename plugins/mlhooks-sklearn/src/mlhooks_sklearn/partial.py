@@ -61,8 +61,7 @@ class PartialFit(CallHandler):
                 loop.run = mlhooks.start_run(loop.name, managed=True, activate=False).info
             target = loop.run
         session = FitSession(
-            FRAMEWORK, loop.name, model=model, params=params_of(model), tags=tags_of(model),
-            run=target,
+            FRAMEWORK, loop.name, params=params_of(model), tags=tags_of(model), run=target,
         )  # fmt: skip
         call.state["session"] = session
         session.start()

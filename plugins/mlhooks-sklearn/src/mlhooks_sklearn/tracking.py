@@ -106,7 +106,9 @@ predictions = _Registry()
 
 
 def remember_model(model: Any, session: FitSession) -> None:
-    if session.active:
+    """Keep the ended ``session`` of ``model``'s fit while the model lives."""
+    if session.fit is not None:
+        session.fit.model = None  # the record must not keep the model alive
         models.put(model, ModelRecord(session))
 
 

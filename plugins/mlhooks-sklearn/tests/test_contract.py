@@ -1,0 +1,51 @@
+"""The core's shared safety and import/patch/unpatch ordering tests, on scikit-learn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+
+from mlhooks.testing_contract import IntegrationContract
+
+X, Y = load_diabetes(return_X_y=True)
+
+
+class TestSklearnContract(IntegrationContract):
+    framework = "sklearn"
+    modules = ("sklearn.linear_model", "sklearn.pipeline", "sklearn.preprocessing")
+    targets = (
+        "sklearn.linear_model._ridge:Ridge.fit",
+        "sklearn.pipeline:Pipeline.fit",
+        "sklearn.base:TransformerMixin.fit_transform",
+        "sklearn.linear_model._base:LinearModel.predict",
+    )
+    fit_code = "from sklearn.linear_model import Ridge; Ridge().fit([[0.], [1.]], [0., 1.])"
+
+    def fit(self) -> Any:
+        from sklearn.linear_model import Ridge
+
+        return tuple(Ridge(alpha=0.5).fit(X, Y).coef_)
+
+    def fit_raising(self, error: BaseException) -> None:
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import FunctionTransformer
+
+        def users_step(data: Any) -> Any:
+            raise error
+
+        Pipeline([("users", FunctionTransformer(users_step)), ("ridge", Ridge())]).fit(X, Y)
+
+    def break_integration(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from mlhooks_sklearn import estimators
+
+        def boom(model: Any) -> dict[str, Any]:
+            raise RuntimeError(self.boom_message)
+
+        monkeypatch.setattr(estimators, "params_of", boom)
+
+    def same_result(self, first: Any, second: Any) -> bool:
+        return bool(np.array_equal(first, second))
