@@ -53,8 +53,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """A small tracked training run, written to MLflow's default store ./mlflow.db."""
-    session.install(".", *map(str, PLUGINS), "numpy", "scikit-learn")
+    """Bike-sharing demand forecast (a fit and a grid search), tracked into ./mlflow.db."""
+    session.install(".", *map(str, PLUGINS), "numpy", "pandas", "scikit-learn")
     session.run("python", "examples/demo.py")
 
 
@@ -62,6 +62,8 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Every benchmarks/bench_*.py, one after the other."""
     session.install(TORCH)  # first and pinned: a CPU build (see tests)
-    session.install(".", "numpy", "pandas", TORCH, "lightning", *map(str, PLUGINS))
+    session.install(
+        ".", "numpy", "pandas", "scikit-learn", TORCH, "lightning", *map(str, PLUGINS)
+    )
     for script in sorted(ROOT.glob("benchmarks/bench_*.py")):
         session.run("python", str(script.relative_to(ROOT)), env=SINGLE_THREADED)

@@ -1,10 +1,12 @@
-"""A small training run tracked with mlhooks into MLflow's default store.
+"""Bike-sharing demand forecasting, tracked by ``mlhooks.autolog()`` into MLflow.
 
-Fits a linear regression by gradient descent on generated data (fixed seed), logging
-params, a fingerprint of the training data, loss and gradient norm at every epoch, and
-the final model as a real MLflow scikit-learn model. With the mlhooks-mlflow plugin
-installed, runs go to MLflow's default store, ``sqlite:///mlflow.db`` in this folder
-(or ``$MLFLOW_TRACKING_URI``), which ``mlflow ui`` then shows.
+One year of generated hourly data (season, hour, weekday, temperature, humidity ->
+rentals, with rush hours and weather effects), then ordinary scikit-learn code: a plain
+fit of a gradient-boosting pipeline, an evaluation on the last 60 days, and a small grid
+search. Nothing in the training code mentions tracking: ``autolog()`` records params,
+datasets, training and step-wise metrics, the evaluation metric, every search candidate
+as a child run, and the models, into MLflow's default store, ``sqlite:///mlflow.db`` in
+this folder (or ``$MLFLOW_TRACKING_URI``), which ``mlflow ui`` then shows.
 
 Run it with ``nox -s demo`` or ``python examples/demo.py``.
 """
@@ -12,46 +14,107 @@ Run it with ``nox -s demo`` or ``python examples/demo.py``.
 from __future__ import annotations
 
 import numpy as np
-from mlflow.tracking import MlflowClient
-from sklearn.linear_model import LinearRegression
+import pandas as pd
 
 import mlhooks
-from mlhooks_mlflow import RUN_ID_TAG
 
-SEED, ROWS, FEATURES = 0, 1_000, 5
-EPOCHS, LEARNING_RATE = 50, 0.1
+mlhooks.autolog()  # before the training code: every fit below is tracked
 
-rng = np.random.default_rng(SEED)
-X = rng.normal(size=(ROWS, FEATURES))
-y = X @ rng.normal(size=FEATURES) + 0.5 + rng.normal(scale=0.1, size=ROWS)
+from mlflow.tracking import MlflowClient
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.metrics import mean_absolute_error
+from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 
-with mlhooks.start_run("demo-linear-regression", tags={"example": "demo"}) as run:
-    mlhooks.log_params({"epochs": EPOCHS, "learning_rate": LEARNING_RATE, "seed": SEED})
-    mlhooks.log_dataset(X, name="train")
-    w, b = np.zeros(FEATURES), 0.0
-    for epoch in range(EPOCHS):
-        error = X @ w + b - y
-        grad_w, grad_b = 2 * X.T @ error / ROWS, 2 * error.mean()
-        w, b = w - LEARNING_RATE * grad_w, b - LEARNING_RATE * grad_b
-        loss, grad_norm = float(error @ error / ROWS), float(np.linalg.norm([*grad_w, grad_b]))
-        mlhooks.log_metrics({"loss": loss, "grad_norm": grad_norm}, step=epoch)
-    model = LinearRegression()
-    model.coef_, model.intercept_, model.n_features_in_ = w, b, FEATURES
-    mlhooks.log_model(model, name="model", sample_input=X[:5])
-# Leaving the block ended the run FINISHED and waited until everything was stored.
+SEED, DAYS, TEST_DAYS = 0, 365, 60
+SEASONS = np.array(["winter", "spring", "summer", "autumn"])
+
+
+def hourly_rentals(days: int = DAYS, seed: int = SEED) -> pd.DataFrame:
+    """Generated hourly bike rentals: commuter peaks on weekdays, leisure rides at
+    weekend middays, fewer rides when it is cold, hot or humid."""
+    rng = np.random.default_rng(seed)
+    time = pd.date_range("2025-01-01", periods=days * 24, freq="h")
+    hour, weekday, day = time.hour.to_numpy(), time.weekday.to_numpy(), time.dayofyear.to_numpy()
+    season = SEASONS[(time.month.to_numpy() % 12) // 3]
+    temperature = (
+        12 + 10 * np.sin(2 * np.pi * (day - 110) / 365) + 4 * np.sin(2 * np.pi * (hour - 9) / 24)
+    ) + rng.normal(0, 2.5, len(time))
+    humidity = np.clip(65 - 0.9 * (temperature - 12) + rng.normal(0, 12, len(time)), 15, 100)
+    workday = weekday < 5
+    commute = workday * (np.exp(-((hour - 8) ** 2) / 2) + 1.2 * np.exp(-((hour - 17.5) ** 2) / 3))
+    leisure = ~workday * np.exp(-((hour - 14) ** 2) / 12)
+    daytime = np.clip(np.sin(np.pi * (hour - 5) / 18), 0.05, None)
+    weather = np.exp(-(((temperature - 22) / 12) ** 2)) * (1.2 - humidity / 130)
+    demand = 40 + 300 * weather * (0.35 * daytime + commute + 1.1 * leisure)
+    return pd.DataFrame(
+        {
+            "season": season,
+            "hour": hour,
+            "weekday": weekday,
+            "temperature": temperature.round(1),
+            "humidity": humidity.round(0),
+            "rentals": rng.poisson(demand),
+        },
+        index=time,
+    )
+
+
+data = hourly_rentals()
+features = ["season", "hour", "weekday", "temperature", "humidity"]
+split = len(data) - TEST_DAYS * 24  # the last 60 days are the test period
+X_train, y_train = data[features][:split], data["rentals"][:split]
+X_test, y_test = data[features][split:], data["rentals"][split:]
+
+model = Pipeline(
+    [
+        (
+            "prepare",
+            ColumnTransformer(
+                [("season", OneHotEncoder(handle_unknown="ignore"), ["season"])],
+                remainder="passthrough",
+            ),
+        ),
+        (
+            "boost",
+            HistGradientBoostingRegressor(max_iter=150, learning_rate=0.1, random_state=SEED),
+        ),
+    ]
+)
+model.fit(X_train, y_train)  # one run: params, datasets, training metrics, model
+test_mae = mean_absolute_error(y_test, model.predict(X_test))  # logged as ..._X_test
+
+search = GridSearchCV(
+    model,
+    {"boost__learning_rate": [0.05, 0.1], "boost__max_leaf_nodes": [15, 31]},
+    cv=TimeSeriesSplit(n_splits=3),
+    scoring="neg_mean_absolute_error",
+)
+search.fit(X_train, y_train)  # a parent run and one child run per candidate
+mlhooks.flush()  # wait until everything is stored (exiting would wait too)
 
 client = MlflowClient()
-(stored,) = client.search_runs(
-    [e.experiment_id for e in client.search_experiments()],
-    filter_string=f"tags.`{RUN_ID_TAG}` = '{run.run_id}'",
+experiments = [e.experiment_id for e in client.search_experiments()]
+fit_run = client.search_runs(experiments, "attributes.run_name = 'Pipeline'")[0]
+search_run = client.search_runs(experiments, "attributes.run_name = 'GridSearchCV'")[0]
+children = client.search_runs(
+    experiments, f"tags.`mlflow.parentRunId` = '{search_run.info.run_id}'"
 )
-history = client.get_metric_history(stored.info.run_id, "loss")
-print(f"run        {stored.info.run_name} ({stored.info.run_id}), {stored.info.status}")
-print(f"params     {stored.data.params}")
-print(f"metrics    loss {history[0].value:.3f} at epoch 0, {history[-1].value:.4f} at the end")
-print(f"dataset    {stored.inputs.dataset_inputs[0].dataset.name}")
-print(f"model      runs:/{stored.info.run_id}/model")
-print(f"stored in  {client.tracking_uri}")
+fit_metrics = fit_run.data.metrics
+print(f"plain fit   run {fit_run.info.run_id}, {len(fit_run.data.params)} params")
+print(f"            training MAE {fit_metrics['training_mean_absolute_error']:.1f} rentals/hour, "
+      f"test MAE {fit_metrics['mean_absolute_error_X_test']:.1f} (logged from the "
+      "mean_absolute_error call)")  # fmt: skip
+print(f"            model: runs:/{fit_run.info.run_id}/model")
+print(f"grid search run {search_run.info.run_id}, {len(children)} candidates as child runs")
+print(
+    "            best: "
+    + ", ".join(f"{k[5:]}={v}" for k, v in search_run.data.params.items() if k.startswith("best_"))
+    + f", cross-validated MAE {-search_run.data.metrics['best_cv_score']:.1f}"
+)
+print(f"stored in   {client.tracking_uri} (test MAE {test_mae:.1f})")
 print()
 print("Open it in the MLflow UI, from this folder:")
 print("  mlflow ui --backend-store-uri sqlite:///mlflow.db    # then http://127.0.0.1:5000")

@@ -125,3 +125,25 @@ def test_cross_val_score_is_one_run(store: Store, autolog: None) -> None:
     assert run.info.run_name == "LogisticRegression cross_val_score"
     assert [v for _, v in store.history(run, "test_score")] == pytest.approx(list(scores))
     assert run.data.metrics["std_test_score"] == pytest.approx(scores.std())
+
+
+def test_fits_on_helper_threads_belong_to_the_tracked_fit(store: Store, autolog: None) -> None:
+    from sklearn.ensemble import IsolationForest
+
+    X, _ = load_iris(return_X_y=True)
+    IsolationForest(n_estimators=6, n_jobs=2, random_state=0).fit(X)  # trees fit on threads
+    assert [r.info.run_name for r in store.runs()] == ["IsolationForest"]
+
+
+def test_folds_of_an_unpatched_cross_validation_are_not_runs_of_their_own(
+    store: Store,
+) -> None:
+    from sklearn.model_selection import cross_val_score, cross_validate  # before autolog()
+
+    mlhooks.autolog()
+    X, y = load_diabetes(return_X_y=True)
+    with pytest.warns(mlhooks.MlhooksWarning, match="cross-validation are not tracked one by one"):
+        cross_validate(Ridge(), X, y, cv=3)
+    assert store.runs() == []
+    cross_val_score(Ridge(), X, y, cv=3)  # calls the patched cross_validate inside
+    assert [r.info.run_name for r in store.runs()] == ["Ridge cross_validate"]

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -79,8 +80,6 @@ def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
             with open(os.path.join(target, "model.pkl"), "wb") as f:
                 f.write(artifact.payload)
         elif artifact.path is not None:
-            import shutil
-
             shutil.copy2(artifact.path, target)
         facts = {k: v for k, v in artifact.metadata.items() if _is_plain(v)}
         if facts:  # a checkpoint's monitor, score, best/last, ...
@@ -101,8 +100,30 @@ def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
             options["signature"] = signature
     if example is not None and artifact.metadata.get("log_input_example", False):
         options["input_example"] = example
-    module.save_model(**{flavor[1]: model}, path=target, **options)
+    try:
+        module.save_model(**{flavor[1]: model}, path=target, **options)
+    except Exception as error:
+        trusted = _skops_types_to_trust(model, error) if "skops_trusted_types" in accepted else None
+        if not trusted:
+            raise
+        # MLflow saves sklearn models with skops, which refuses types it does not know
+        # (HistGradientBoosting's TreePredictor) unless told to trust them. This model
+        # was captured from the user's own process, so its types are the user's own.
+        shutil.rmtree(target, ignore_errors=True)
+        module.save_model(**{flavor[1]: model}, path=target, skops_trusted_types=trusted, **options)
     return target
+
+
+def _skops_types_to_trust(model: Any, error: Exception) -> list[str] | None:
+    """The types skops would refuse in ``model``, when that is why saving failed."""
+    if "untrusted types" not in str(error).lower():
+        return None
+    try:
+        import skops.io
+
+        return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    except Exception:  # noqa: BLE001 - then the original error stands
+        return None
 
 
 def temporary_directory() -> tempfile.TemporaryDirectory[str]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from mlhooks import Call, CallHandler, FitSession
 
-from . import data
+from . import data, nesting
 
 _ESTIMATOR = ("estimator",)
 _OPTIONS = ("cv", "scoring", "groups")
@@ -34,25 +34,32 @@ class CrossValidation(CallHandler):
         session.start()
         if not session.active:
             return
+        nesting.enter()
         try:
             X = data.argument(call, 1, ("X",))
             y = data.argument(call, 2, ("y",))
             log_training_data(session, X, y)
         except BaseException:
+            nesting.leave()
             session.end()
             raise
 
     def after(self, call: Call, result: Any) -> None:
         session: FitSession = call.state["session"]
+        if not session.active:
+            return
         try:
-            if session.active:
-                scores = result if isinstance(result, Mapping) else {"test_score": result}
-                log_folds(session, scores)
+            scores = result if isinstance(result, Mapping) else {"test_score": result}
+            log_folds(session, scores)
         finally:
+            nesting.leave()
             session.end()
 
     def failed(self, call: Call, error: BaseException) -> None:
-        call.state["session"].end(error)
+        session: FitSession = call.state["session"]
+        if session.active:
+            nesting.leave()
+        session.end(error)
 
 
 def log_folds(session: FitSession, scores: Mapping[str, Any]) -> None:

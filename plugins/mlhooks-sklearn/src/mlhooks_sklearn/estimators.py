@@ -8,7 +8,7 @@ from typing import Any
 
 from mlhooks import Call, CallHandler, FitSession
 
-from . import data, partial, plots, searches, steps, tracking
+from . import data, nesting, partial, plots, searches, steps, tracking
 from .training import log_training_metrics
 
 FRAMEWORK = "sklearn"
@@ -54,29 +54,38 @@ class EstimatorFit(CallHandler):
     """Tracks each outermost fit of a scikit-learn estimator as one run."""
 
     def before(self, call: Call) -> None:
+        if nesting.part_of_another_fit():
+            return
         model = call.instance
         partial.end_loop(model)  # a full fit starts afresh
         session = call.state["session"] = start_session(model)
         if not session.active:
             return
+        nesting.enter()
         try:
             log_training_data(session, data.features(call), data.targets(call))
         except BaseException:
+            nesting.leave()
             session.end()
             raise
 
     def after(self, call: Call, result: Any) -> None:
-        session: FitSession = call.state["session"]
-        if not session.active:
+        session: FitSession | None = call.state.get("session")
+        if session is None or not session.active:
             return
         try:
             report_fit(session, call.instance, data.features(call), data.targets(call))
         finally:
+            nesting.leave()
             session.end()
         tracking.remember_model(call.instance, session)
 
     def failed(self, call: Call, error: BaseException) -> None:
-        call.state["session"].end(error)
+        session: FitSession | None = call.state.get("session")
+        if session is not None:
+            if session.active:
+                nesting.leave()
+            session.end(error)
 
 
 def report_fit(session: FitSession, model: Any, X: Any, y: Any) -> None:

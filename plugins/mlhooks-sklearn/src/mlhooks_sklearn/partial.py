@@ -21,7 +21,7 @@ from mlhooks import Call, CallHandler, FitSession, ModelArtifact, RunInfo, RunSt
 from mlhooks.models import capture
 from mlhooks.runs import current_run
 
-from . import data, steps
+from . import data, nesting, steps
 from .training import log_training_metrics
 
 
@@ -49,6 +49,8 @@ class PartialFit(CallHandler):
     def before(self, call: Call) -> None:
         from .estimators import FRAMEWORK, log_training_data, params_of, tags_of
 
+        if nesting.part_of_another_fit():
+            return
         model = call.instance
         with _lock:
             loop = _loops.get(id(model))
@@ -69,10 +71,10 @@ class PartialFit(CallHandler):
             log_training_data(session, data.features(call), data.targets(call))
 
     def after(self, call: Call, result: Any) -> None:
-        session: FitSession = call.state["session"]
+        session: FitSession | None = call.state.get("session")
         model = call.instance
         loop = _loops.get(id(model))
-        if loop is None or session.fit is None:
+        if session is None or loop is None or session.fit is None:
             return
         step = loop.step
         loop.step += 1
@@ -94,7 +96,9 @@ class PartialFit(CallHandler):
             session.end()
 
     def failed(self, call: Call, error: BaseException) -> None:
-        call.state["session"].end(error)
+        session: FitSession | None = call.state.get("session")
+        if session is not None:
+            session.end(error)
 
 
 def _log_batch(session: FitSession, model: Any, X: Any, y: Any, step: int) -> None:

@@ -1,0 +1,182 @@
+"""scikit-learn autologging: no logging vs ``mlflow.sklearn.autolog()`` vs ``mlhooks.autolog()``.
+
+Run: ``python benchmarks/bench_sklearn.py [--repeats 5] [--fits 200] [--mlflow-fits 20]``
+(needs mlhooks-mlflow and mlhooks-sklearn installed). Two workloads, each timed in
+fresh processes with the configurations alternating (their order rotates every
+repetition), threads pinned to 1, medians reported:
+
+* ``ridge``: sequential ``Ridge`` fits on 1,000 x 10 data, each its own run; 200 fits
+  (``--fits``), 20 for mlflow.autolog (``--mlflow-fits``), whose fits take seconds each:
+  compare per-fit figures.
+* ``search``: a 12-candidate ``GridSearchCV`` over a 50-tree ``RandomForestRegressor``
+  on 5,000 x 20 data, cv=3.
+
+Both autologgers log models (their default) into a fresh sqlite MLflow store per process.
+"training" is the time on the training thread (the fit calls); "stored" runs until
+everything is in the store (``mlhooks.flush()`` returned; MLflow's autologging writes on
+the training thread, so its two figures are the same). One untimed warm-up fit per
+process (imports, the store's tables, pip requirements) is excluded.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = ("none", "mlflow.autolog", "mlhooks")
+WORKLOADS = ("ridge", "search")
+
+
+def _data(rows: int, features: int) -> tuple[object, object]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, features))
+    y = X @ rng.normal(size=features) + rng.normal(scale=0.5, size=rows)
+    return X, y
+
+
+def _enable(config: str) -> None:
+    if config == "mlflow.autolog":
+        import mlflow
+
+        mlflow.sklearn.autolog()  # log_models=True by default
+    elif config == "mlhooks":
+        import mlhooks
+
+        mlhooks.autolog()  # the MLflow backend and models are the defaults
+
+
+def _stored(config: str) -> None:
+    if config == "mlhooks":
+        import mlhooks
+
+        assert mlhooks.flush(3600), "mlhooks did not flush within an hour"
+
+
+def _count_runs() -> int:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(experiments, max_results=50_000))
+
+
+def measure(config: str, workload: str, fits: int) -> dict[str, float]:
+    """One measurement, in this (fresh) process."""
+    import mlflow
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.tracking.MlflowClient().search_experiments()  # creates the store's tables
+    _enable(config)
+    if workload == "ridge":
+        X, y = _data(1_000, 10)
+        Ridge().fit(X, y)  # warm-up
+        _stored(config)
+        start = time.perf_counter()
+        for _ in range(fits):
+            Ridge().fit(X, y)
+        training = time.perf_counter() - start
+        _stored(config)
+        stored = time.perf_counter() - start
+        runs = _count_runs()
+        return {"training": training / fits, "stored": stored / fits, "runs": runs, "fits": fits}
+    X, y = _data(5_000, 20)
+    Ridge().fit(X[:100], y[:100])  # warm-up (the search's own fits are 40 s)
+    _stored(config)
+    grid = {"max_depth": [4, 8, 12], "max_features": [0.25, 0.5, 0.75, 1.0]}
+    search = GridSearchCV(RandomForestRegressor(n_estimators=50, random_state=0), grid, cv=3)
+    start = time.perf_counter()
+    search.fit(X, y)
+    training = time.perf_counter() - start
+    _stored(config)
+    stored = time.perf_counter() - start
+    return {"training": training, "stored": stored, "runs": _count_runs(), "fits": 1}
+
+
+def run_child(config: str, workload: str, fits: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-sklearn-") as folder:
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{Path(folder) / 'mlflow.db'}",
+            "MLHOOKS_LOCAL_DIR": str(Path(folder) / "mlhooks-runs"),
+            "MLFLOW_EXPERIMENT_NAME": f"bench-{workload}",
+        }
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", config, workload, str(fits)],
+            env=env,
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{config} {workload} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--fits", type=int, default=200)
+    parser.add_argument("--mlflow-fits", type=int, default=20)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--child", nargs=3, metavar=("CONFIG", "WORKLOAD", "FITS"))
+    args = parser.parse_args()
+    if args.child:
+        config, workload, fits = args.child
+        print(json.dumps(measure(config, workload, int(fits))))
+        return
+    for workload in args.workloads.split(","):
+        samples: dict[str, list[dict[str, float]]] = {c: [] for c in CONFIGS}
+        for repeat in range(args.repeats):
+            order = CONFIGS[repeat % 3 :] + CONFIGS[: repeat % 3]
+            for config in order:
+                fits = args.mlflow_fits if config == "mlflow.autolog" else args.fits
+                samples[config].append(run_child(config, workload, fits))
+                print(f"  {workload} {config} #{repeat}: {samples[config][-1]}", file=sys.stderr)
+        report(workload, samples)
+
+
+def report(workload: str, samples: dict[str, list[dict[str, float]]]) -> None:
+    def median(config: str, key: str) -> float:
+        return statistics.median(s[key] for s in samples[config])
+
+    base_training, base_stored = median("none", "training"), median("none", "stored")
+    unit, scale = ("ms per fit", 1000) if workload == "ridge" else ("s", 1)
+    print(f"\n{workload} (median of {len(samples['none'])} fresh processes per configuration)\n")
+    print(
+        f"| config | training ({unit}) | stored ({unit}) | training overhead | "
+        "stored overhead | x no logging (training) | runs stored |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for config in CONFIGS:
+        training, stored = median(config, "training"), median(config, "stored")
+        runs = int(median(config, "runs"))
+        print(
+            f"| {config} | {training * scale:.2f} | {stored * scale:.2f} | "
+            f"{(training - base_training) * scale:+.2f} {unit.split()[0]} "
+            f"({training / base_training - 1:+.1%}) | "
+            f"{(stored - base_stored) * scale:+.2f} {unit.split()[0]} "
+            f"({stored / base_stored - 1:+.1%}) | {training / base_training:.2f}x | {runs} |"
+        )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
