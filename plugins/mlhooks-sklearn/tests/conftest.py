@@ -76,7 +76,9 @@ class Store:
         return [(m.step, m.value) for m in self.client.get_metric_history(run.info.run_id, key)]
 
     def artifacts(self, run: Run, path: str | None = None) -> list[str]:
-        return sorted(a.path for a in self.client.list_artifacts(run.info.run_id, path))
+        """The run's artifacts, but for the core's run context (``mlhooks/``)."""
+        found = self.client.list_artifacts(run.info.run_id, path)
+        return sorted(a.path for a in found if a.path != "mlhooks")
 
     def dataset_inputs(self, run: Run) -> list[tuple[str, str]]:
         """(name, context) of each dataset logged to ``run``."""
