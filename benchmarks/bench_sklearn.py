@@ -145,16 +145,19 @@ def main() -> None:
     parser.add_argument("--fits", type=int, default=200)
     parser.add_argument("--mlflow-fits", type=int, default=20)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="a subset, with none")
     parser.add_argument("--child", nargs=3, metavar=("CONFIG", "WORKLOAD", "FITS"))
     args = parser.parse_args()
     if args.child:
         config, workload, fits = args.child
         print(json.dumps(measure(config, workload, int(fits))))
         return
+    configs = tuple(c for c in CONFIGS if c in args.configs.split(","))
     for workload in args.workloads.split(","):
-        samples: dict[str, list[dict[str, float]]] = {c: [] for c in CONFIGS}
+        samples: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
         for repeat in range(args.repeats):
-            order = CONFIGS[repeat % 3 :] + CONFIGS[: repeat % 3]
+            turn = repeat % len(configs)
+            order = configs[turn:] + configs[:turn]
             for config in order:
                 fits = args.mlflow_fits if config == "mlflow.autolog" else args.fits
                 samples[config].append(run_child(config, workload, fits))
@@ -174,7 +177,7 @@ def report(workload: str, samples: dict[str, list[dict[str, float]]]) -> None:
         "| training / none | CPU / none | stored / none | runs stored |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for config in CONFIGS:
+    for config in samples:
         training, cpu, stored = (median(config, k) for k in ("training", "cpu", "stored"))
         print(
             f"| {config} | {training * scale:.2f} | {cpu * scale:.2f} | {stored * scale:.2f} | "
