@@ -177,3 +177,20 @@ def test_torch_seed_is_observed(mlhooks_memory: RecordedRuns) -> None:
     with mlhooks.start_run("seeded", log_context=["seeds"]):
         pass
     assert mlhooks_memory.only_run().tags["mlhooks.context.seed.torch"] == "1234"
+
+
+def test_runs_within_seconds_reuse_the_capture(
+    mlhooks_memory: RecordedRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLHOOKS_LOG_CONTEXT", "1")
+    import threading
+
+    names = []
+    for i in range(3):
+        with mlhooks.start_run(f"fit-{i}"):
+            names.append({t.name for t in threading.enumerate()})
+    stored = [mlhooks_memory.run_named(f"fit-{i}") for i in range(3)]
+    assert all(run.tags["mlflow.source.name"] for run in stored)
+    assert all(any("context.json" in a for a in run.artifacts) for run in stored)
+    assert stored[1].tags == stored[2].tags
+    assert "mlhooks-context" not in names[2]

@@ -294,7 +294,9 @@ class _Capture:
         try:
             tags, document, diff = collect(self.parts)
             host.emit("on_tags", self.run, tags)
-            _emit_artifact(self.run, document, diff)
+            snapshot = _stage_artifact(document, diff)
+            host.emit("on_artifact", self.run, snapshot, ARTIFACT_DIR)
+            _remember(self.parts, tags, snapshot)
         except Exception as error:  # noqa: BLE001 - a background thread never raises
             report_background_error("run context capture", error)
             tags = {}
@@ -321,11 +323,53 @@ def _tag_child(child: RunInfo, tags: dict[str, str]) -> None:
         host.emit("on_tags", child, dict(tags))
 
 
-def _emit_artifact(run: RunInfo, document: dict[str, Any], diff: str | None) -> None:
+def _stage_artifact(document: dict[str, Any], diff: str | None) -> str:
+    """The artifact folder, staged with one holder for the run and one for reuse."""
     files = {"context.json": json.dumps(document, indent=2, default=str)}
     if diff:
         files["git.diff"] = diff
-    host.emit("on_artifact", run, staging.stage_files("context", files), ARTIFACT_DIR)
+    return staging.stage_files("context", files, holders=2)
+
+
+_recent: dict[tuple[frozenset[str], str], tuple[float, dict[str, str], str]] = {}
+"""The last capture of each set of parts and working directory: (when, tags, staged
+artifact)."""
+
+
+def _reuse_key(parts: frozenset[str]) -> tuple[frozenset[str], str]:
+    return parts, os.getcwd()
+
+
+def forget() -> None:
+    """Capture afresh at the next run start (for tests)."""
+    with _lock:
+        recent = list(_recent.values())
+        _recent.clear()
+        _git_reads.clear()
+    for _, _, snapshot in recent:
+        staging.release(snapshot)
+
+
+def _remember(parts: frozenset[str], tags: dict[str, str], snapshot: str) -> None:
+    with _lock:
+        previous = _recent.get(_reuse_key(parts))
+        _recent[_reuse_key(parts)] = (time.monotonic(), tags, snapshot)
+    if previous is not None:
+        staging.release(previous[2])
+
+
+def _reuse_recent(run: RunInfo, parts: frozenset[str]) -> bool:
+    """Report the capture of the last :data:`GIT_REUSE_SECONDS` for ``run``, if there is
+    one: a loop of small fits then costs a dict and a reference per run, no thread."""
+    with _lock:
+        recent = _recent.get(_reuse_key(parts))
+        if recent is None or time.monotonic() - recent[0] >= GIT_REUSE_SECONDS:
+            return False
+        _, tags, snapshot = recent
+        staging.hold(snapshot, 1)
+    host.emit("on_tags", run, tags)
+    host.emit("on_artifact", run, snapshot, ARTIFACT_DIR)
+    return True
 
 
 _captures: dict[str, _Capture] = {}
@@ -346,6 +390,8 @@ def begin(run: RunInfo, parts: frozenset[str]) -> None:
                 with _lock:
                     _captures[run.run_id] = source  # its end waits for the tags
             return
+    if _reuse_recent(run, parts):
+        return
     capture = _Capture(run, parts)
     with _lock:
         _captures[run.run_id] = capture

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from . import autologging, errors, runs, selection
+from . import autologging, context, errors, runs, selection
 from .backends.memory import MemoryBackend
 from .plugins import host
 from .recorder import recorder
@@ -35,6 +35,7 @@ def reset_state() -> None:
     selection.forget()
     selection.set_default_override(None)
     errors.reset_warnings()
+    context.forget()
     errors.set_silent(False)
 
 
