@@ -11,10 +11,11 @@ fit is in :meth:`FitHandler.describe`, report results in :meth:`FitHandler.finis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from . import datasets, models, staging, validation
+from . import datasets, models, staging, tasks, validation
 from .config import FrameworkSettings
 from .errors import report_internal_error
 from .patching import Call, CallHandler
@@ -223,6 +224,15 @@ class FitSession:
         """Report a model the integration captured itself (a checkpoint file, say)."""
         if self.fit is not None and self.settings.log_models:
             host.emit("on_model_saved", self.fit.run, artifact)
+
+    def in_background(self, task: Callable[[Path], None], artifact_path: str | None = None) -> None:
+        """Run ``task(directory)`` on mlhooks' background worker; the files it writes
+        into ``directory`` are logged to this fit's run under ``artifact_path``. For
+        work too slow for the training thread (charts, tables): give the task what it
+        needs captured now, not live objects that training may still change. The run's
+        end is stored after the task's files; the training thread never waits."""
+        if self.fit is not None:
+            tasks.submit(self.fit.run, task, artifact_path, f"{self.framework} background task")
 
     def end(self, error: BaseException | None = None) -> None:
         """Report ``on_fit_end`` and end the run if this session opened it."""

@@ -6,6 +6,7 @@
 3. An exception from our own code never reaches the user: one warning per site and
    the original's result (``MLHOOKS_STRICT=1`` re-raises instead).
 4. Nested patched calls are tracked once, at the outermost call (a per-thread guard).
+   A handler may still adjust the arguments of a nested call (:meth:`CallHandler.nested`).
 5. Patching is idempotent and exactly reversible: ``unpatch_all`` puts back the very
    object that was there (``is`` the original).
 6. Version ranges are checked by :mod:`mlhooks.integration` before patching.
@@ -71,6 +72,12 @@ class CallHandler:
 
     def failed(self, call: Call, error: BaseException) -> None:
         """Runs after the original raised ``error`` (which then propagates unchanged)."""
+
+    def nested(self, call: Call) -> None:
+        """Runs instead of the three above when this call is nested in another tracked
+        call on this thread (which alone is tracked). It may replace ``call.args`` or
+        ``call.kwargs``, e.g. to hand the outer call's callback to an inner training
+        loop. Handlers that do not override it add no cost to nested calls."""
 
 
 @dataclass
@@ -161,9 +168,15 @@ def _in_chain(current: Any, wrapper: Any, limit: int = 32) -> bool:
 def _safe_call(handler: CallHandler, record: _Patch, site: str) -> Any:
     """The wrapt wrapper that enforces the safety rules around ``handler``."""
 
+    nested = handler.nested if type(handler).nested is not CallHandler.nested else None
+
     def call_original(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if not record.active or tracking_depth():
+        if not record.active:
             return wrapped(*args, **kwargs)
+        if tracking_depth():
+            if nested is None:
+                return wrapped(*args, **kwargs)
+            return _nested_call(nested, site, Call(wrapped, instance, args, kwargs))
         # The guard covers our handler too: patched calls it makes are not tracked.
         _guard.depth = 1
         try:
@@ -172,6 +185,17 @@ def _safe_call(handler: CallHandler, record: _Patch, site: str) -> Any:
             _guard.depth = 0
 
     return call_original
+
+
+def _nested_call(nested: Any, site: str, call: Call) -> Any:
+    """A call inside another tracked call: only the handler's ``nested`` runs first."""
+    args, kwargs = call.args, call.kwargs
+    try:
+        nested(call)
+    except Exception as error:  # noqa: BLE001 - rule 3
+        report_internal_error(site, error)
+        call.args, call.kwargs = args, kwargs
+    return call.wrapped(*call.args, **call.kwargs)
 
 
 def _tracked_call(handler: CallHandler, site: str, call: Call) -> Any:

@@ -4,11 +4,16 @@ put on the lanes (see :mod:`mlhooks.dispatch`) of the backends the run writes to
 Runs are bound to their backends when they start (:meth:`Recorder.bind`); each backend
 only receives the operations its capabilities cover. Every param and tag passes
 through here, so this is where secrets are masked (:mod:`mlhooks.redaction`).
+A run may be *held* while
+background work still reports to it (:meth:`Recorder.hold`): its end is then stored
+once the last hold is released, after what that work reported.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -48,6 +53,9 @@ class Recorder:
         self._ended: OrderedDict[str, tuple[Lane, ...]] = OrderedDict()
         """Lanes of the most recently ended runs, for what is reported after the end."""
         self._lock = threading.Lock()
+        self._holds: dict[str, int] = {}
+        self._held_ends: dict[str, tuple[RunInfo, EndRun]] = {}
+        self._released = threading.Condition(self._lock)
 
     # -- wiring -----------------------------------------------------------------------------
 
@@ -86,8 +94,59 @@ class Recorder:
         return list(self._lanes.values())
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything reported so far is stored (or spooled)."""
-        return flush_lanes(self.lanes, timeout)
+        """Wait until everything reported so far is stored (or spooled), background
+        work on held runs included."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        released = self.wait_released(None, timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return flush_lanes(self.lanes, left) and released
+
+    # -- holds: background work that still reports to a run -----------------------------------
+
+    def hold(self, run_id: str) -> None:
+        """Keep ``run_id`` bound until :meth:`release`: an end reported meanwhile is
+        stored after what is reported before the last release."""
+        with self._lock:
+            self._holds[run_id] = self._holds.get(run_id, 0) + 1
+
+    def release(self, run_id: str) -> None:
+        """Undo one :meth:`hold`; the last one stores the run's end if it came."""
+        with self._lock:
+            left = self._holds.get(run_id, 0) - 1
+            if left > 0:
+                self._holds[run_id] = left
+                return
+            self._holds.pop(run_id, None)
+            held = self._held_ends.pop(run_id, None)
+            if held is not None:
+                self._end(*held)
+            self._released.notify_all()
+
+    def wait_released(self, run_id: str | None, timeout: float | None = None) -> bool:
+        """Wait until ``run_id`` (any run when None) has no holds; False on timeout."""
+        with self._released:
+            return self._released.wait_for(
+                lambda: not self._holds if run_id is None else run_id not in self._holds,
+                timeout,
+            )
+
+    def _end(self, run: RunInfo, op: EndRun) -> None:
+        """Store the end of ``run`` (with ``_lock`` held); later reports about it still
+        reach its backends."""
+        self._put(run, op)
+        lanes = self._runs.pop(run.run_id, None)
+        self._metric_lanes.pop(run.run_id, None)
+        if lanes:
+            self._ended[run.run_id] = lanes
+            while len(self._ended) > ENDED_RUNS_KEPT:
+                self._ended.popitem(last=False)
+
+    def _forget_holds_in_child(self) -> None:
+        # A forked child does not run its parent's background work.
+        self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
+        self._holds.clear()
+        self._held_ends.clear()
 
     @staticmethod
     def _capable(lanes: tuple[Lane, ...], needed: Capability | None) -> tuple[Lane, ...]:
@@ -180,14 +239,12 @@ class Recorder:
 
     @hookimpl(tryfirst=True)
     def on_run_end(self, run: RunInfo, status: RunStatus) -> None:
-        self._put(run, EndRun(run.run_id, status.value, run.end_time or now_ms()))
-        lanes = self._runs.pop(run.run_id, None)
-        self._metric_lanes.pop(run.run_id, None)
-        if lanes:
-            with self._lock:
-                self._ended[run.run_id] = lanes
-                while len(self._ended) > ENDED_RUNS_KEPT:
-                    self._ended.popitem(last=False)
+        op = EndRun(run.run_id, status.value, run.end_time or now_ms())
+        with self._lock:
+            if run.run_id in self._holds:
+                self._held_ends[run.run_id] = (run, op)
+            else:
+                self._end(run, op)
 
 
 def _what(op: Operation, needed: Capability) -> str:
@@ -223,3 +280,4 @@ def _notice_unsupported(
 
 
 recorder = Recorder()
+os.register_at_fork(after_in_child=recorder._forget_holds_in_child)

@@ -266,7 +266,9 @@ def end_run(
 
 
 def _wait_until_stored(info: RunInfo, lanes: Iterable[Any], timeout: float) -> None:
-    if not flush_lanes(lanes, timeout):
+    deadline = time.monotonic() + timeout
+    released = recorder.wait_released(info.run_id, timeout)  # background work on the run
+    if not (flush_lanes(lanes, max(0.0, deadline - time.monotonic())) and released):
         warn_once(
             f"slow-end:{info.run_id}",
             f"mlhooks: run {info.name!r} ended before its data was stored "

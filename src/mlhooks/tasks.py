@@ -1,0 +1,84 @@
+"""Background work for a run: what is too slow for the training thread (charts,
+importance tables) runs on one mlhooks worker thread and is reported as artifacts.
+
+The run is *held* meanwhile (:meth:`mlhooks.recorder.Recorder.hold`): ending it never
+waits on the training thread, yet its end is stored after the task's artifacts.
+``mlhooks.flush()``, the end of a user's run and interpreter exit wait for the tasks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from . import staging
+from .errors import report_background_error
+from .plugins import host
+from .recorder import recorder
+from .types import RunInfo
+
+Task = Callable[[Path], None]
+"""Writes files into the directory it is given; they become the run's artifacts."""
+
+_queue: queue.SimpleQueue[tuple[RunInfo, Task, str | None, str]] = queue.SimpleQueue()
+_worker: threading.Thread | None = None
+_lock = threading.Lock()
+
+
+def submit(run: RunInfo, task: Task, artifact_path: str | None, site: str) -> None:
+    """Run ``task(directory)`` in the background and log what it wrote into
+    ``directory`` to ``run``, under ``artifact_path``. ``site`` names it in warnings."""
+    recorder.hold(run.run_id)
+    _queue.put((run, task, artifact_path, site))
+    _ensure_worker()
+
+
+def _ensure_worker() -> None:
+    global _worker
+    with _lock:
+        if _worker is None or not _worker.is_alive():
+            _worker = threading.Thread(target=_work, name="mlhooks-tasks", daemon=True)
+            _worker.start()
+
+
+def _work() -> None:
+    while True:
+        run, task, artifact_path, site = _queue.get()
+        try:
+            _run_one(run, task, artifact_path)
+        except Exception as error:  # noqa: BLE001 - a task's bug must not stop the worker
+            report_background_error(site, error)
+        finally:
+            recorder.release(run.run_id)
+
+
+def _run_one(run: RunInfo, task: Task, artifact_path: str | None) -> None:
+    with tempfile.TemporaryDirectory(prefix="mlhooks-task-") as directory:
+        task(Path(directory))
+        if any(Path(directory).iterdir()):
+            host.emit("on_artifact", run, staging.stage(directory), artifact_path)
+
+
+def _wait_at_exit() -> None:
+    try:
+        timeout = float(os.environ.get("MLHOOKS_EXIT_TIMEOUT", "60"))
+    except ValueError:
+        timeout = 60.0
+    recorder.wait_released(None, timeout / 2)
+
+
+def _reset_in_child() -> None:
+    global _queue, _worker, _lock
+    _queue = queue.SimpleQueue()
+    _worker = None
+    _lock = threading.Lock()
+
+
+# Registered after the lanes' exit handler (imported above), so it runs before it.
+atexit.register(_wait_at_exit)
+os.register_at_fork(after_in_child=_reset_in_child)

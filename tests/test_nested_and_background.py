@@ -1,0 +1,202 @@
+"""Two things an integration may need besides tracking the outermost call:
+``CallHandler.nested`` (adjust the arguments of an inner patched call, e.g. hand it the
+outer call's callback) and ``FitSession.in_background`` (slow work off the training
+thread, reported as artifacts before the run's end)."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mlhooks
+from mlhooks import Call, CallHandler, FitHandler, FitSession, MlhooksWarning, RunStatus
+from mlhooks.patching import Patcher
+from mlhooks.testing import RecordedRuns
+
+
+class Library:
+    """A framework whose ``fit`` calls ``train`` (as XGBoost's sklearn API does)."""
+
+    def fit(self, data: list[float], callbacks: tuple[str, ...] = ()) -> list[Any]:
+        return self.train(data, callbacks=callbacks)
+
+    def train(self, data: list[float], callbacks: tuple[str, ...] = ()) -> list[Any]:
+        return [sum(data), callbacks]
+
+
+class Outer(CallHandler):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def before(self, call: Call) -> None:
+        self.calls += 1
+        _hand_over.callback = "outer-callback"
+
+    def after(self, call: Call, result: Any) -> None:
+        _hand_over.callback = None
+
+
+_hand_over = threading.local()
+
+
+class Inner(CallHandler):
+    def __init__(self, fail: bool = False) -> None:
+        self.tracked = 0
+        self.nested_calls = 0
+        self.fail = fail
+
+    def before(self, call: Call) -> None:
+        self.tracked += 1
+
+    def nested(self, call: Call) -> None:
+        self.nested_calls += 1
+        if self.fail:
+            raise RuntimeError("boom in nested")
+        callback = getattr(_hand_over, "callback", None)
+        if callback is not None:
+            given = call.kwargs.get("callbacks", ())
+            call.kwargs = {**call.kwargs, "callbacks": (*given, callback)}
+
+
+@pytest.fixture
+def patched() -> Any:
+    patcher = Patcher("library")
+    outer, inner = Outer(), Inner()
+    patcher.wrap(Library, "fit", outer)
+    patcher.wrap(Library, "train", inner)
+    yield outer, inner
+    patcher.unpatch_all()
+
+
+def test_nested_hook_adds_to_the_inner_call_without_touching_the_callers_arguments(
+    patched: Any,
+) -> None:
+    outer, inner = patched
+    mine = ("user-callback",)
+    total, callbacks = Library().fit([1.0, 2.0], callbacks=mine)
+    assert total == 3.0
+    assert callbacks == ("user-callback", "outer-callback")
+    assert mine == ("user-callback",)
+    assert (outer.calls, inner.tracked, inner.nested_calls) == (1, 0, 1)
+
+
+def test_an_outermost_call_does_not_run_the_nested_hook(patched: Any) -> None:
+    _, inner = patched
+    assert Library().train([1.0], callbacks=("a",)) == [1.0, ("a",)]
+    assert (inner.tracked, inner.nested_calls) == (1, 0)
+
+
+def test_a_failing_nested_hook_warns_once_and_the_call_gets_the_callers_arguments(
+    lenient: None,
+) -> None:
+    patcher = Patcher("library")
+    inner = Inner(fail=True)
+    patcher.wrap(Library, "fit", Outer())
+    patcher.wrap(Library, "train", inner)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = [Library().fit([2.0], callbacks=("a",)) for _ in range(2)]
+    finally:
+        patcher.unpatch_all()
+    assert results == [[2.0, ("a",)]] * 2
+    ours = [w for w in caught if issubclass(w.category, MlhooksWarning)]
+    assert len(ours) == 1 and "boom in nested" in str(ours[0].message)
+
+
+def test_a_failing_nested_hook_raises_in_strict_mode() -> None:
+    patcher = Patcher("library")
+    patcher.wrap(Library, "fit", Outer())
+    patcher.wrap(Library, "train", Inner(fail=True))
+    try:
+        with pytest.raises(RuntimeError, match="boom in nested"):
+            Library().fit([2.0])
+    finally:
+        patcher.unpatch_all()
+
+
+# -- background work ---------------------------------------------------------------------------
+
+
+class SlowChart(FitHandler):
+    framework = "charts"
+
+    def __init__(self, gate: threading.Event, threads: list[str]) -> None:
+        self.gate = gate
+        self.threads = threads
+
+    def describe(self, call: Call) -> tuple[str, dict[str, Any]]:
+        return "chart-fit", {"n": len(call.args[0])}
+
+    def finish(self, session: FitSession, call: Call, result: Any) -> None:
+        total = result[0]  # captured now, as a plain value
+
+        def render(directory: Path) -> None:
+            self.threads.append(threading.current_thread().name)
+            assert self.gate.wait(10)
+            (directory / "total.json").write_text(f'{{"total": {total}}}')
+
+        session.in_background(render, artifact_path="charts")
+
+
+@pytest.fixture
+def charted() -> Any:
+    gate, threads = threading.Event(), []
+    patcher = Patcher("charts")
+    patcher.wrap(Library, "fit", SlowChart(gate, threads))
+    yield gate, threads
+    gate.set()
+    patcher.unpatch_all()
+
+
+def test_background_work_lands_before_the_run_end_without_blocking_training(
+    mlhooks_memory: RecordedRuns, charted: Any
+) -> None:
+    gate, threads = charted
+    Library().fit([1.0, 2.0])  # returns although the task waits for the gate
+    assert mlhooks.active_run() is None  # the managed run left this thread's stack
+    assert not mlhooks.flush(0.2)  # ... but is held until the task is done
+    gate.set()
+    run = mlhooks_memory.only_run()
+    assert threads == ["mlhooks-tasks"]
+    assert run.info.status is RunStatus.FINISHED
+    assert run.artifacts == ["charts/total.json"]
+
+
+def test_the_end_of_a_users_run_waits_for_its_background_work(
+    mlhooks_memory: RecordedRuns, charted: Any
+) -> None:
+    gate, _ = charted
+    threading.Timer(0.2, gate.set).start()
+    with mlhooks.start_run("users-run"):
+        Library().fit([3.0])
+    run = mlhooks_memory.backend.runs[next(iter(mlhooks_memory.backend.runs))]
+    assert run.artifacts == ["charts/total.json"]  # stored before end_run returned
+    assert run.info.status is RunStatus.FINISHED
+
+
+def test_a_failing_task_is_a_background_failure_and_the_run_still_ends(
+    mlhooks_memory: RecordedRuns, lenient: None
+) -> None:
+    class Broken(SlowChart):
+        def finish(self, session: FitSession, call: Call, result: Any) -> None:
+            def render(directory: Path) -> None:
+                raise RuntimeError("boom in a task")
+
+            session.in_background(render)
+
+    patcher = Patcher("charts")
+    patcher.wrap(Library, "fit", Broken(threading.Event(), []))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Library().fit([1.0])
+            run = mlhooks_memory.only_run()
+    finally:
+        patcher.unpatch_all()
+    assert run.info.status is RunStatus.FINISHED and run.artifacts == []
+    assert any("boom in a task" in str(w.message) for w in caught)
