@@ -13,6 +13,7 @@ import importlib
 import inspect
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from typing import Any
@@ -37,11 +38,25 @@ def pip_requirements(flavor: str) -> tuple[str, ...]:
     return tuple(module.get_default_pip_requirements())
 
 
+def _load_xgboost_file(path: str) -> Any:
+    import xgboost
+
+    return xgboost.Booster(model_file=path)
+
+
+# flavor -> how to load a model file saved in the framework's own format (a checkpoint)
+FILE_LOADERS: dict[str, Any] = {"xgboost": _load_xgboost_file}
+
+
 def _model_object(artifact: ModelArtifact) -> Any:
     if artifact.format == "pickle":
+        if artifact.payload is None and artifact.path is not None:  # a pickled file
+            with open(artifact.path, "rb") as f:
+                return pickle.load(f)
         return artifact.load()
     if artifact.path is not None:
-        return artifact.path
+        loader = FILE_LOADERS.get(artifact.flavor)
+        return loader(artifact.path) if loader is not None else artifact.path
     raise ValueError(f"model {artifact.name!r} has no payload in a format MLflow can load")
 
 
