@@ -3,7 +3,8 @@ a new list with the user's callbacks in their order).
 
 :class:`RoundLogger` reports every boosting round's evaluation results, custom metrics
 included, through the fit's session: a few dict lookups and one ``log_metrics`` per
-round, which only enqueues. :class:`CheckpointReporter` stands in for a
+round, which only enqueues; a failure of ours warns once and training goes on
+(``MLHOOKS_STRICT=1`` raises it). :class:`CheckpointReporter` stands in for a
 ``TrainingCheckPoint`` and reports each file it saves as a model.
 """
 
@@ -16,7 +17,9 @@ from typing import Any
 from xgboost.callback import TrainingCallback, TrainingCheckPoint
 
 from mlhooks import FitSession, ModelArtifact
+from mlhooks.errors import report_internal_error
 
+ROUND_SITE = "xgboost round logging"
 EvalsLog = Mapping[str, Mapping[str, Sequence[Any]]]
 
 
@@ -43,14 +46,20 @@ class RoundLogger(TrainingCallback):
             self.first_round = epoch
         self.last_round = epoch
         if evals_log and (epoch - self.first_round) % self._every == 0:
-            self._log(self.round_metrics(-1), epoch)
+            try:
+                self._log(self.round_metrics(-1), epoch)
+            except Exception as error:  # noqa: BLE001 - never break the training loop
+                report_internal_error(ROUND_SITE, error)
             self._logged = epoch
         return False
 
     def after_training(self, model: Any) -> Any:
-        if self.history and self.last_round > self._logged:  # skipped by every_n
-            self._log(self.round_metrics(-1), self.last_round)
-            self._logged = self.last_round
+        try:
+            if self.history and self.last_round > self._logged:  # skipped by every_n
+                self._log(self.round_metrics(-1), self.last_round)
+                self._logged = self.last_round
+        except Exception as error:  # noqa: BLE001 - never break the training loop
+            report_internal_error(ROUND_SITE, error)
         if self._cv:
             try:
                 self.best_iteration = int(model.best_iteration)
@@ -101,9 +110,12 @@ class CheckpointReporter(TrainingCallback):
         due = getattr(checkpoint, "_epoch", None) == getattr(checkpoint, "_iterations", -1)
         stop = bool(checkpoint.after_iteration(model, epoch, evals_log))
         if due:
-            path = saved_path(checkpoint, epoch)
-            if path is not None and os.path.isfile(path):
-                self._report(path, epoch)
+            try:
+                path = saved_path(checkpoint, epoch)
+                if path is not None and os.path.isfile(path):
+                    self._report(path, epoch)
+            except Exception as error:  # noqa: BLE001 - never break the training loop
+                report_internal_error("xgboost checkpoint report", error)
         return stop
 
 

@@ -11,6 +11,7 @@ neither the user's estimator nor their arguments are changed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import threading
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xgboost import Booster, DMatrix
+from xgboost.training import cv as xgboost_cv
+from xgboost.training import train as xgboost_train
 
 import mlhooks
 from mlhooks import Call, CallHandler, DatasetInfo, FitHandler, FitSession
@@ -69,9 +72,10 @@ def _signature(function: Callable[..., Any]) -> inspect.Signature:
     return inspect.signature(function)
 
 
-def bound_arguments(call: Call) -> dict[str, Any]:
-    """The call's arguments by name, defaults included."""
-    bound = _signature(call.wrapped).bind(*call.args, **call.kwargs)
+def bound_arguments(call: Call, reference: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """The call's arguments by name, defaults included, as ``reference`` (XGBoost's
+    function: what is patched may be someone else's wrapper) or the callee names them."""
+    bound = _signature(reference or call.wrapped).bind(*call.args, **call.kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
 
@@ -185,14 +189,14 @@ class TrainFit(FitHandler):
     framework = FRAMEWORK
 
     def describe(self, call: Call) -> tuple[str, Mapping[str, Any]]:
-        arguments = bound_arguments(call)
+        arguments = bound_arguments(call, xgboost_train)
         params = {**booster_params(arguments["params"]), **call_params(arguments, TRAIN_ARGS)}
         return "xgboost-train", params
 
     def started(self, session: FitSession, call: Call) -> None:
         if not session.active:
             return
-        arguments = bound_arguments(call)
+        arguments = bound_arguments(call, xgboost_train)
         log_matrices(session, arguments["dtrain"], arguments["evals"])
         tracking = new_tracking(session)
         call.state["tracking"] = tracking
@@ -212,7 +216,7 @@ class TrainFit(FitHandler):
         if pending is None:
             return
         _slot.pending = None  # one train call per fit
-        arguments = bound_arguments(call)
+        arguments = bound_arguments(call, xgboost_train)
         pending.train_arguments = call_params(arguments, INNER_TRAIN_ARGS)
         pending.session.log_params(pending.train_arguments)
         call.kwargs = {**call.kwargs, "callbacks": callbacks_for(pending, arguments["callbacks"])}
@@ -227,14 +231,14 @@ class CvFit(FitHandler):
     framework = FRAMEWORK
 
     def describe(self, call: Call) -> tuple[str, Mapping[str, Any]]:
-        arguments = bound_arguments(call)
+        arguments = bound_arguments(call, xgboost_cv)
         params = {**booster_params(arguments["params"]), **call_params(arguments, CV_ARGS)}
         return "xgboost-cv", params
 
     def started(self, session: FitSession, call: Call) -> None:
         if not session.active:
             return
-        arguments = bound_arguments(call)
+        arguments = bound_arguments(call, xgboost_cv)
         log_matrices(session, arguments["dtrain"], ())
         tracking = new_tracking(session, cv=True)
         call.state["tracking"] = tracking
@@ -291,7 +295,10 @@ class SklearnFit(FitHandler):
         booster = call.instance.get_booster()
         log_early_stopping(tracking, booster)
         session.log_model(
-            call.instance, name="model", flavor="xgboost", sample_input=call.state["sample"]
+            _without_callbacks(call.instance),
+            name="model",
+            flavor="xgboost",
+            sample_input=call.state["sample"],
         )
         log_importance(session, booster)
 
@@ -302,6 +309,16 @@ class SklearnFit(FitHandler):
     def failed(self, call: Call, error: BaseException) -> None:
         _slot.pending = None
         super().failed(call, error)
+
+
+def _without_callbacks(estimator: Any) -> Any:
+    """The estimator to log: a shallow copy without its callbacks (training-time
+    objects, often local classes that cannot be pickled; the saved model has none)."""
+    if not getattr(estimator, "callbacks", None):
+        return estimator
+    model = copy.copy(estimator)
+    model.callbacks = None
+    return model
 
 
 def _head(X: Any, rows: int = 5) -> Any:
