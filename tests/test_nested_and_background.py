@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import mlhooks
+from helpers import run_script
 from mlhooks import Call, CallHandler, FitHandler, FitSession, MlhooksWarning, RunStatus
 from mlhooks.patching import Patcher
 from mlhooks.testing import RecordedRuns
@@ -200,3 +201,34 @@ def test_a_failing_task_is_a_background_failure_and_the_run_still_ends(
         patcher.unpatch_all()
     assert run.info.status is RunStatus.FINISHED and run.artifacts == []
     assert any("boom in a task" in str(w.message) for w in caught)
+
+
+def test_background_work_still_pending_at_exit_is_stored(tmp_path: Path) -> None:
+    """A process that ends right after a fit: exit waits for the task, then its
+    artifact and the run's end are stored, in that order."""
+    result = run_script(
+        """
+        import time
+        import mlhooks
+
+        with mlhooks.start_run("at-exit") as run:
+            pass
+        session = mlhooks.FitSession("charts", "late", settings=None)
+        session.start()
+
+        def slow(directory):
+            time.sleep(0.5)
+            (directory / "late.txt").write_text("done")
+
+        session.in_background(slow, artifact_path="late")
+        session.end()
+        print(session.fit.run.run_id)
+        """,
+        env={"MLHOOKS_LOCAL_DIR": str(tmp_path), "MLHOOKS_BACKENDS": "local"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split()[-1]
+    run = mlhooks.LocalStore(tmp_path).get_run(run_id)
+    assert run.artifacts == ["late/late.txt"]
+    assert run.info.status is RunStatus.FINISHED

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -58,10 +59,15 @@ def _work() -> None:
 
 
 def _run_one(run: RunInfo, task: Task, artifact_path: str | None) -> None:
-    with tempfile.TemporaryDirectory(prefix="mlhooks-task-") as directory:
-        task(Path(directory))
-        if any(Path(directory).iterdir()):
+    # Not a TemporaryDirectory: its finalizer would delete it at exit, while
+    # _wait_at_exit still lets the task finish.
+    directory = Path(tempfile.mkdtemp(prefix="mlhooks-task-"))
+    try:
+        task(directory)
+        if any(directory.iterdir()):
             host.emit("on_artifact", run, staging.stage(directory), artifact_path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _wait_at_exit() -> None:
