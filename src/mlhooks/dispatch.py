@@ -150,6 +150,8 @@ class Lane:
         queue_limit: int = 200_000,
         retry: RetryPolicy | None = None,
         interval: float | None = None,
+        busy_factor: float = 9.0,
+        max_interval: float = 2.0,
     ) -> None:
         self.backend = backend
         self.spool_dir = spool_dir
@@ -157,6 +159,13 @@ class Lane:
         self.retry = retry or RetryPolicy()
         self.interval = interval if interval is not None else backend.write_interval
         self._full = backend.max_batch_size
+        self.busy_factor = busy_factor
+        """After a round of writing that took t seconds, the writer rests at least
+        ``busy_factor * t`` (at most ``max_interval``) unless a flush asks: it holds
+        the GIL at most about 1 / (1 + busy_factor) of the time, so training threads
+        (XGBoost, torch: native code that releases the GIL) are not slowed by a
+        Python-heavy backend such as MLflow's, and batches grow instead."""
+        self.max_interval = max(max_interval, self.interval)
         self._reset()
         _LANES.add(self)
 
@@ -250,9 +259,11 @@ class Lane:
             thread.start()
 
     def _run(self) -> None:
+        rest = self.interval
         while True:
-            self._wake.wait(self._wait_time())
+            self._wake.wait(self._wait_time(rest))
             self._wake.clear()
+            started = time.monotonic()
             try:
                 self._drain()
                 if self._spool is not None and time.monotonic() >= self._next_probe:
@@ -261,16 +272,20 @@ class Lane:
                 report_background_error("background writer", error)
             if self._closing and not self._queue and self._overflow is None:
                 return
+            busy = time.monotonic() - started
+            rest = min(self.max_interval, max(self.interval, busy * self.busy_factor))
 
-    def _wait_time(self) -> float:
+    def _wait_time(self, rest: float) -> float:
         if self._spool is None:
-            return self.interval
+            return rest
         return max(0.0, min(self.interval * 20, self._next_probe - time.monotonic()))
 
     def _drain(self) -> None:
         while True:
             if self._queue:
                 self._process(self._take_from_memory())
+                if self._caught_up():
+                    return  # what came meanwhile waits for the next round, in one batch
                 continue
             with self._lock:
                 overflow, self._overflow = self._overflow, None
@@ -284,6 +299,15 @@ class Lane:
                     self._process(chunk)
                     chunk = []
             self._process(chunk)
+
+    def _caught_up(self) -> bool:
+        """Few items came while the last ones were stored: the writer may rest
+        (unless it is closing). Behind, it goes on at once."""
+        return (
+            not self._closing
+            and self._overflow is None
+            and len(self._queue) < self.backend.max_batch_size
+        )
 
     def _take_from_memory(self, most: int = 10_000) -> list[Any]:
         queue = self._queue
