@@ -62,8 +62,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Every benchmarks/bench_*.py, one after the other."""
+    """Every benchmarks/bench_*.py, one after the other (the plugins they compare
+    against MLflow's own logging, and the frameworks they train, installed)."""
     session.install(TORCH)  # first and pinned: a CPU build (see tests)
-    session.install(".", "numpy", "pandas", "scikit-learn", TORCH, "lightning", *map(str, PLUGINS))
+    session.install(".", "numpy", "pandas", "scikit-learn", TORCH, "lightning", "xgboost",
+                    "matplotlib", *map(str, PLUGINS))  # fmt: skip
     for script in sorted(ROOT.glob("benchmarks/bench_*.py")):
         session.run("python", str(script.relative_to(ROOT)), env=SINGLE_THREADED)

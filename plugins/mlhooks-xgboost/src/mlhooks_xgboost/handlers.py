@@ -171,7 +171,8 @@ def log_early_stopping(tracking: Tracking, booster: Booster) -> None:
 
 def log_importance(session: FitSession, booster: Booster) -> None:
     """Importance JSON and charts, built in the background from the model's bytes."""
-    types = tuple(session.settings.get("importance_types", DEFAULT_TYPES) or ())
+    types = session.settings.get("importance_types", DEFAULT_TYPES) or ()
+    types = (types,) if isinstance(types, str) else tuple(types)
     if not types or booster.num_boosted_rounds() == 0:
         return
     raw = bytes(booster.save_raw("ubj"))  # the booster as it is now

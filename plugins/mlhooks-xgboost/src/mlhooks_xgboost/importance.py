@@ -13,12 +13,16 @@ MAX_BARS = 30
 
 
 def write_importance(raw_model: bytes, types: Sequence[str], directory: Path) -> None:
-    """``<type>.json`` (feature -> score, highest first) and ``<type>.png`` per type."""
+    """``<type>.json`` (feature -> score, highest first) and ``<type>.png`` per type
+    the booster defines (a linear booster has no gain or cover)."""
     import xgboost
 
     booster = xgboost.Booster(model_file=bytearray(raw_model))
     for kind in types:
-        scores = booster.get_score(importance_type=kind)
+        try:
+            scores = booster.get_score(importance_type=kind)
+        except xgboost.core.XGBoostError:  # not defined for this booster (gblinear: gain)
+            continue
         ranked = dict(sorted(scores.items(), key=lambda item: item[1], reverse=True))
         (directory / f"{kind}.json").write_text(json.dumps(ranked, indent=1))
         _chart(ranked, kind, directory / f"{kind}.png")
