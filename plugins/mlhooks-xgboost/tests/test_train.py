@@ -326,3 +326,13 @@ def test_disable_restores_train_and_stops_tracking(
     assert xgb.sklearn.train is xgb.training.train
     xgb.train(PARAMS, matrices(data)[0], 2)
     assert mlflow_runs(client) == []
+
+
+def test_a_linear_booster_has_weight_importance_only(
+    client: MlflowClient, data: dict[str, Any]
+) -> None:
+    dtrain = xgb.DMatrix(data["X"], label=data["y"] % 3)
+    xgb.train({"booster": "gblinear", "objective": "multi:softprob", "num_class": 3}, dtrain, 3)
+    run = only_run(client)  # strict mode: no background failure either
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, "feature_importance")}
+    assert listed == {"feature_importance/weight.json", "feature_importance/weight.png"}

@@ -11,7 +11,7 @@ round, which only enqueues; a failure of ours warns once and training goes on
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from xgboost.callback import TrainingCallback, TrainingCheckPoint
@@ -20,7 +20,7 @@ from mlhooks import FitSession, ModelArtifact
 from mlhooks.errors import report_internal_error
 
 ROUND_SITE = "xgboost round logging"
-EvalsLog = Mapping[str, Mapping[str, Sequence[Any]]]
+EvalsLog = TrainingCallback.EvalsLog
 
 
 class RoundLogger(TrainingCallback):
@@ -72,8 +72,8 @@ class RoundLogger(TrainingCallback):
         metrics: dict[str, float] = {}
         for data, scores in self.history.items():
             for metric, values in scores.items():
-                value = values[index]
-                if self._cv:
+                value: Any = values[index]
+                if self._cv:  # (mean, std)
                     metrics[f"{data}-{metric}-mean"] = value[0]
                     metrics[f"{data}-{metric}-std"] = value[1]
                 else:

@@ -23,9 +23,15 @@ def write_importance(raw_model: bytes, types: Sequence[str], directory: Path) ->
             scores = booster.get_score(importance_type=kind)
         except xgboost.core.XGBoostError:  # not defined for this booster (gblinear: gain)
             continue
-        ranked = dict(sorted(scores.items(), key=lambda item: item[1], reverse=True))
+        totals = {name: _total(score) for name, score in scores.items()}
+        ranked = dict(sorted(scores.items(), key=lambda item: totals[item[0]], reverse=True))
         (directory / f"{kind}.json").write_text(json.dumps(ranked, indent=1))
-        _chart(ranked, kind, directory / f"{kind}.png")
+        _chart({name: totals[name] for name in ranked}, kind, directory / f"{kind}.png")
+
+
+def _total(score: float | list[float]) -> float:
+    """A feature's score; summed over the targets of a multi-output model."""
+    return float(sum(score)) if isinstance(score, list) else float(score)
 
 
 def _chart(scores: dict[str, float], kind: str, path: Path) -> None:
