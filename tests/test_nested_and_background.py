@@ -243,3 +243,30 @@ def test_log_dataset_takes_a_fingerprint_taken_earlier(mlhooks_memory: RecordedR
     (stored,) = mlhooks_memory.only_run().datasets
     assert (stored.name, stored.context, stored.digest) == ("valid", "eval", taken.digest)
     assert (taken.name, taken.context) == ("dataset", "train")  # the original is unchanged
+
+
+def test_tasks_wait_while_another_fit_trains_unless_someone_flushes(
+    mlhooks_memory: RecordedRuns,
+) -> None:
+    ran = threading.Event()
+    training = FitSession("charts", "still-training")
+    training.start()
+    done = FitSession("charts", "done")
+    done.start()
+    done.in_background(lambda directory: ran.set(), artifact_path="charts")
+    done.end()
+    assert not ran.wait(0.5)  # the other fit still trains: the task waits
+    training.end()
+    assert ran.wait(10)  # ... and runs once no fit is running
+    mlhooks_memory.flush()
+
+    blocked = threading.Event()
+    training = FitSession("charts", "training-again")
+    training.start()
+    late = FitSession("charts", "late")
+    late.start()
+    late.in_background(lambda directory: blocked.set())
+    late.end()
+    assert mlhooks.flush(10)  # a flush does not wait for the fit to end
+    assert blocked.is_set()
+    training.end()

@@ -59,6 +59,8 @@ class FitSession:
         self._tags = dict(tags or {})
         self.fit: Fit | None = None
         self._managed = False
+        self._running = False
+        """Counted among the fits that background tasks wait for."""
         self._run = run
         self._parent = parent
         self._run_id = run_id
@@ -115,6 +117,8 @@ class FitSession:
             host.emit("on_params", run, fresh)
         host.emit("on_tags", run, self.fit.tags)
         host.emit("on_fit_start", self.fit)
+        tasks.fit_started()
+        self._running = True
         return self.fit
 
     # -- reporting --------------------------------------------------------------------------
@@ -242,6 +246,9 @@ class FitSession:
         try:
             host.emit("on_fit_end", self.fit)
         finally:
+            if self._running:
+                self._running = False
+                tasks.fit_ended()
             if self._managed:
                 end_run(RunStatus.for_exception(error), run=self.fit.run)
 

@@ -56,6 +56,8 @@ class Recorder:
         self._holds: dict[str, int] = {}
         self._held_ends: dict[str, tuple[RunInfo, EndRun]] = {}
         self._released = threading.Condition(self._lock)
+        self.hurry = threading.Event()
+        """Set while someone waits for held runs: background work should not defer."""
 
     # -- wiring -----------------------------------------------------------------------------
 
@@ -117,6 +119,8 @@ class Recorder:
                 self._holds[run_id] = left
                 return
             self._holds.pop(run_id, None)
+            if not self._holds:
+                self.hurry.clear()
             held = self._held_ends.pop(run_id, None)
             if held is not None:
                 self._end(*held)
@@ -125,6 +129,8 @@ class Recorder:
     def wait_released(self, run_id: str | None, timeout: float | None = None) -> bool:
         """Wait until ``run_id`` (any run when None) has no holds; False on timeout."""
         with self._released:
+            if self._holds:
+                self.hurry.set()
             return self._released.wait_for(
                 lambda: not self._holds if run_id is None else run_id not in self._holds,
                 timeout,
@@ -145,6 +151,7 @@ class Recorder:
         # A forked child does not run its parent's background work.
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
+        self.hurry = threading.Event()
         self._holds.clear()
         self._held_ends.clear()
 

@@ -1,9 +1,12 @@
 """Background work for a run: what is too slow for the training thread (charts,
 importance tables) runs on one mlhooks worker thread and is reported as artifacts.
 
-The run is *held* meanwhile (:meth:`mlhooks.recorder.Recorder.hold`): ending it never
-waits on the training thread, yet its end is stored after the task's artifacts.
-``mlhooks.flush()``, the end of a user's run and interpreter exit wait for the tasks.
+Tasks wait while a tracked fit is running in the process (at most ``MAX_DEFER``
+seconds), so that they never compete with training for the CPU and the GIL; a flush,
+the end of a user's run and exit do not wait for that. The run is *held* meanwhile
+(:meth:`mlhooks.recorder.Recorder.hold`): ending it never waits on the training
+thread, yet its end is stored after the task's artifacts. ``mlhooks.flush()``, the end
+of a user's run and interpreter exit wait for the tasks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,9 +30,32 @@ from .types import RunInfo
 Task = Callable[[Path], None]
 """Writes files into the directory it is given; they become the run's artifacts."""
 
+MAX_DEFER = 300.0
+"""Longest a task waits for the running fits to end before it runs anyway."""
+
 _queue: queue.SimpleQueue[tuple[RunInfo, Task, str | None, str]] = queue.SimpleQueue()
 _worker: threading.Thread | None = None
 _lock = threading.Lock()
+_active_fits = 0
+_idle = threading.Event()
+"""Set while no tracked fit runs in this process."""
+_idle.set()
+
+
+def fit_started() -> None:
+    """A tracked fit started (tasks wait until none is running)."""
+    global _active_fits
+    with _lock:
+        _active_fits += 1
+        _idle.clear()
+
+
+def fit_ended() -> None:
+    global _active_fits
+    with _lock:
+        _active_fits = max(0, _active_fits - 1)
+        if _active_fits == 0:
+            _idle.set()
 
 
 def submit(run: RunInfo, task: Task, artifact_path: str | None, site: str) -> None:
@@ -50,12 +77,22 @@ def _ensure_worker() -> None:
 def _work() -> None:
     while True:
         run, task, artifact_path, site = _queue.get()
+        _wait_for_idle_training()
         try:
             _run_one(run, task, artifact_path)
         except Exception as error:  # noqa: BLE001 - a task's bug must not stop the worker
             report_background_error(site, error)
         finally:
             recorder.release(run.run_id)
+
+
+def _wait_for_idle_training() -> None:
+    deadline = time.monotonic() + MAX_DEFER
+    while not _idle.is_set() and not recorder.hurry.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        _idle.wait(min(0.1, left))
 
 
 def _run_one(run: RunInfo, task: Task, artifact_path: str | None) -> None:
@@ -79,10 +116,13 @@ def _wait_at_exit() -> None:
 
 
 def _reset_in_child() -> None:
-    global _queue, _worker, _lock
+    global _queue, _worker, _lock, _active_fits, _idle
     _queue = queue.SimpleQueue()
     _worker = None
     _lock = threading.Lock()
+    _active_fits = 0
+    _idle = threading.Event()
+    _idle.set()
 
 
 # Registered after the lanes' exit handler (imported above), so it runs before it.
