@@ -41,3 +41,24 @@ def test_a_costly_backend_gets_fewer_larger_batches_and_a_flush_is_not_delayed(
     assert backend.calls <= 3
     assert lane.flush(60)  # without the wake-up, the writer would rest for minutes
     assert [m.step for m in backend.run("r1").history("loss")] == list(range(40))
+
+
+def test_the_writer_yields_while_a_fit_trains_and_writes_when_it_ends(tmp_path: Path) -> None:
+    from helpers import wait_until
+    from mlhooks import activity
+
+    backend = CostlyBackend()
+    lane = Lane(backend, spool_dir=tmp_path / "spool", retry=RetryPolicy(delays=()))
+    activity.fit_started()
+    try:
+        lane.put(mlhooks.backends.StartRun(mlhooks.RunInfo(run_id="r1", name="yielding")))
+        for step in range(20):
+            lane.put(("r1", "loss", float(step), step, 0))
+        time.sleep(0.5)
+        assert backend.runs == {} and backend.calls == 0  # nothing written while training
+        assert lane.flush(60)  # ... unless someone asks
+        assert len(backend.run("r1").history("loss")) == 20
+        lane.put(("r1", "loss", 20.0, 20, 0))
+    finally:
+        activity.fit_ended()
+    wait_until(lambda: len(backend.run("r1").history("loss")) == 21)  # the fit ended

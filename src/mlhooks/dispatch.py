@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import activity, staging
 from . import spool as spool_io
-from . import staging
 from .backends.base import Backend, BackendError, LogArtifact, LogBatch, LogModel, Operation
 from .errors import background_failures, is_strict, report_background_error, warn_background
 
@@ -166,6 +166,11 @@ class Lane:
         (XGBoost, torch: native code that releases the GIL) are not slowed by a
         Python-heavy backend such as MLflow's, and batches grow instead."""
         self.max_interval = max(max_interval, self.interval)
+        self.training_interval = 10.0
+        """While a tracked fit runs in the process, the writer writes at most this often
+        (unless a flush asks, or items spilled to disk): a short fit's data is stored
+        right after it, a long one's every few seconds, and meanwhile the writer does
+        not compete with training for the CPU and the GIL."""
         self._reset()
         _LANES.add(self)
 
@@ -185,6 +190,8 @@ class Lane:
         self._probe_interval = self.retry.probe_interval
         self._fast = False
         """True once the writer runs and nothing is spilled: put() just appends."""
+        self._urgent = False
+        """A flush is waiting: write now, even while training."""
 
     # -- training thread --------------------------------------------------------------
 
@@ -228,6 +235,7 @@ class Lane:
             return True
         marker = _FlushMarker()
         self.put(marker)  # type: ignore[arg-type]
+        self._urgent = True
         self._wake.set()
         return marker.done.wait(timeout) and marker.ok
 
@@ -260,10 +268,15 @@ class Lane:
 
     def _run(self) -> None:
         rest = self.interval
+        last = time.monotonic()
         while True:
             self._wake.wait(self._wait_time(rest))
             self._wake.clear()
-            started = time.monotonic()
+            if self._yields_to_training(last):
+                rest = self.interval  # look again soon: the fit may end
+                continue
+            self._urgent = False
+            started = last = time.monotonic()
             try:
                 self._drain()
                 if self._spool is not None and time.monotonic() >= self._next_probe:
@@ -274,6 +287,16 @@ class Lane:
                 return
             busy = time.monotonic() - started
             rest = min(self.max_interval, max(self.interval, busy * self.busy_factor))
+
+    def _yields_to_training(self, last: float) -> bool:
+        return (
+            activity.training()
+            and not self._urgent
+            and not self._closing
+            and self._overflow is None
+            and self._spool is None
+            and time.monotonic() - last < self.training_interval
+        )
 
     def _wait_time(self, rest: float) -> float:
         if self._spool is None:

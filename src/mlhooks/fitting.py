@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import datasets, models, staging, tasks, validation
+from . import activity, datasets, models, staging, tasks, validation
 from .config import FrameworkSettings
 from .errors import report_internal_error
 from .patching import Call, CallHandler
@@ -117,7 +117,7 @@ class FitSession:
             host.emit("on_params", run, fresh)
         host.emit("on_tags", run, self.fit.tags)
         host.emit("on_fit_start", self.fit)
-        tasks.fit_started()
+        activity.fit_started()
         self._running = True
         return self.fit
 
@@ -248,7 +248,7 @@ class FitSession:
         finally:
             if self._running:
                 self._running = False
-                tasks.fit_ended()
+                activity.fit_ended()
             if self._managed:
                 end_run(RunStatus.for_exception(error), run=self.fit.run)
 

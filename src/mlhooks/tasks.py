@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import staging
+from . import activity, staging
 from .errors import report_background_error
 from .plugins import host
 from .recorder import recorder
@@ -36,26 +36,6 @@ MAX_DEFER = 300.0
 _queue: queue.SimpleQueue[tuple[RunInfo, Task, str | None, str]] = queue.SimpleQueue()
 _worker: threading.Thread | None = None
 _lock = threading.Lock()
-_active_fits = 0
-_idle = threading.Event()
-"""Set while no tracked fit runs in this process."""
-_idle.set()
-
-
-def fit_started() -> None:
-    """A tracked fit started (tasks wait until none is running)."""
-    global _active_fits
-    with _lock:
-        _active_fits += 1
-        _idle.clear()
-
-
-def fit_ended() -> None:
-    global _active_fits
-    with _lock:
-        _active_fits = max(0, _active_fits - 1)
-        if _active_fits == 0:
-            _idle.set()
 
 
 def submit(run: RunInfo, task: Task, artifact_path: str | None, site: str) -> None:
@@ -88,11 +68,11 @@ def _work() -> None:
 
 def _wait_for_idle_training() -> None:
     deadline = time.monotonic() + MAX_DEFER
-    while not _idle.is_set() and not recorder.hurry.is_set():
+    while activity.training() and not recorder.hurry.is_set():
         left = deadline - time.monotonic()
         if left <= 0:
             return
-        _idle.wait(min(0.1, left))
+        activity.idle.wait(min(0.1, left))
 
 
 def _run_one(run: RunInfo, task: Task, artifact_path: str | None) -> None:
@@ -116,13 +96,10 @@ def _wait_at_exit() -> None:
 
 
 def _reset_in_child() -> None:
-    global _queue, _worker, _lock, _active_fits, _idle
+    global _queue, _worker, _lock
     _queue = queue.SimpleQueue()
     _worker = None
     _lock = threading.Lock()
-    _active_fits = 0
-    _idle = threading.Event()
-    _idle.set()
 
 
 # Registered after the lanes' exit handler (imported above), so it runs before it.

@@ -1,0 +1,44 @@
+"""Whether a tracked fit is running in this process. Background work (the writers,
+the task worker) yields to training while one is: it competes for the CPU and, in
+Python, for the GIL that a native training loop (XGBoost, torch) needs between calls."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+_lock = threading.Lock()
+_running = 0
+idle = threading.Event()
+"""Set while no tracked fit runs in this process."""
+idle.set()
+
+
+def fit_started() -> None:
+    global _running
+    with _lock:
+        _running += 1
+        idle.clear()
+
+
+def fit_ended() -> None:
+    global _running
+    with _lock:
+        _running = max(0, _running - 1)
+        if _running == 0:
+            idle.set()
+
+
+def training() -> bool:
+    """True while a tracked fit runs."""
+    return not idle.is_set()
+
+
+def _reset_in_child() -> None:
+    global _lock, _running
+    _lock = threading.Lock()
+    _running = 0
+    idle.set()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
