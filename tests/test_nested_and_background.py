@@ -234,17 +234,6 @@ def test_background_work_still_pending_at_exit_is_stored(tmp_path: Path) -> None
     assert run.info.status is RunStatus.FINISHED
 
 
-def test_log_dataset_takes_a_fingerprint_taken_earlier(mlhooks_memory: RecordedRuns) -> None:
-    taken = mlhooks.fingerprint([[1.0, 2.0], [3.0, 4.0]])
-    session = FitSession("charts", "datasets")
-    session.start()
-    session.log_dataset(taken, name="valid", context="eval")
-    session.end()
-    (stored,) = mlhooks_memory.only_run().datasets
-    assert (stored.name, stored.context, stored.digest) == ("valid", "eval", taken.digest)
-    assert (taken.name, taken.context) == ("dataset", "train")  # the original is unchanged
-
-
 def test_tasks_wait_while_another_fit_trains_unless_someone_flushes(
     mlhooks_memory: RecordedRuns,
 ) -> None:

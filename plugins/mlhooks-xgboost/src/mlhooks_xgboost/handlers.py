@@ -17,7 +17,7 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xgboost import Booster, DMatrix
@@ -143,11 +143,11 @@ def log_matrices(session: FitSession, dtrain: Any, evals: Any) -> None:
     names = {id(matrix): name for matrix, name in evals}
     train = _sources.get(dtrain) if isinstance(dtrain, DMatrix) else None
     if train is not None:
-        session.log_dataset(train, name=names.get(id(dtrain), "train"), context="train")
+        session.log_dataset(replace(train, name=names.get(id(dtrain), "train"), context="train"))
     for matrix, name in evals:
         info = _sources.get(matrix) if isinstance(matrix, DMatrix) else None
         if info is not None and matrix is not dtrain:
-            session.log_dataset(info, name=name, context="eval")
+            session.log_dataset(replace(info, name=name, context="eval"))
 
 
 def log_early_stopping(tracking: Tracking, booster: Booster) -> None:
