@@ -16,6 +16,11 @@ from mlhooks.backends.memory import MemoryBackend
 from mlhooks_tensorboard import reading
 
 
+def needs_plugin(module: str) -> None:
+    """Skip when the framework plugin is absent; ``nox -s tests`` (CI) installs them all."""
+    pytest.importorskip(module, reason=f"{module} is not installed")
+
+
 def autolog_to_tensorboard_and_memory() -> MemoryBackend:
     reference = MemoryBackend()
     mlhooks.autolog(backends=["tensorboard", reference], log_models=False)
@@ -31,7 +36,7 @@ def only_run_in_both(tb_root: Path, reference: MemoryBackend) -> dict[str, Any]:
 
 
 def test_a_sklearn_fit(tb_root: Path) -> None:
-    pytest.importorskip("mlhooks_sklearn")
+    needs_plugin("mlhooks_sklearn")
     from sklearn.datasets import load_iris
     from sklearn.neural_network import MLPClassifier
 
@@ -47,7 +52,7 @@ def test_a_sklearn_fit(tb_root: Path) -> None:
 
 
 def test_a_50_round_xgboost_fit(tb_root: Path) -> None:
-    pytest.importorskip("mlhooks_xgboost")
+    needs_plugin("mlhooks_xgboost")
     import xgboost as xgb
 
     reference = autolog_to_tensorboard_and_memory()
@@ -74,7 +79,7 @@ def test_a_50_round_xgboost_fit(tb_root: Path) -> None:
 
 
 def test_a_3_epoch_lightning_fit(tb_root: Path) -> None:
-    pytest.importorskip("mlhooks_lightning")
+    needs_plugin("mlhooks_lightning")
     import torch
     from lightning.pytorch import LightningModule, Trainer
     from torch.utils.data import DataLoader, TensorDataset
