@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 _lock = threading.Lock()
 _running = 0
@@ -32,6 +33,17 @@ def fit_ended() -> None:
 def training() -> bool:
     """True while a tracked fit runs."""
     return not idle.is_set()
+
+
+def wait_until_idle(*hurry: threading.Event, most: float) -> None:
+    """Wait while a tracked fit runs, at most ``most`` seconds, and not once any of
+    the ``hurry`` events is set (someone waits for the background work)."""
+    deadline = time.monotonic() + most
+    while training() and not any(event.is_set() for event in hurry):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        idle.wait(min(0.1, left))
 
 
 def _reset_in_child() -> None:

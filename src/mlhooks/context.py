@@ -19,7 +19,9 @@ Tags use MLflow's own names where MLflow has one (``mlflow.source.*``,
 goes to the artifact ``mlhooks/context.json``. ``docs/context.md`` lists every field.
 
 The capture runs on a background thread, so that the training thread only starts it;
-the run's end waits for it (at most :data:`CAPTURE_TIMEOUT` seconds). Nested runs,
+the run's end waits for it (at most :data:`CAPTURE_TIMEOUT` seconds). The one slow
+part, the list of installed distributions (read once per process), waits until no
+tracked fit is running, so that it never competes with training for the GIL. Nested runs,
 which hyper-parameter searches create by the hundred, capture nothing themselves: they
 get the source tags of their parent's capture (a nested run that ends before that
 capture is done waits for it, once).
@@ -42,7 +44,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from . import gitinfo, staging
+from . import activity, gitinfo, staging
 from .errors import report_background_error
 from .plugins import ENTRY_POINT_GROUP, host
 from .redaction import redact_argv, redact_url
@@ -50,6 +52,8 @@ from .types import RunInfo
 
 PARTS = ("git", "git_diff", "entry_point", "platform", "versions", "requirements", "seeds")
 CAPTURE_TIMEOUT = 10.0
+REQUIREMENTS_DEFER = 300.0
+"""Longest the list of installed distributions waits for running fits to end."""
 GIT_REUSE_SECONDS = 5.0
 ARTIFACT_DIR = "mlhooks"
 SOURCE_TAGS = (
@@ -288,18 +292,33 @@ class _Capture:
         self.source_tags: dict[str, str] | None = None
         self.waiting: list[RunInfo] = []
         self.lock = threading.Lock()
+        self.hurry = threading.Event()
+        """Set when the run ends: what is left is captured without waiting."""
         self.thread = threading.Thread(target=self._capture, name="mlhooks-context", daemon=True)
 
     def _capture(self) -> None:
         try:
-            tags, document, diff = collect(self.parts)
+            tags, document, diff = collect(self.parts - {"requirements"})
             host.emit("on_tags", self.run, tags)
+        except Exception as error:  # noqa: BLE001 - a background thread never raises
+            report_background_error("run context capture", error)
+            self._share_source_tags({})
+            return
+        self._share_source_tags(tags)
+        try:
+            if "requirements" in self.parts:
+                if requirements.cache_info().currsize == 0:
+                    # The one slow part (~0.1 s of Python, once per process), and one
+                    # training does not change: it waits until no fit is running.
+                    activity.wait_until_idle(self.hurry, most=REQUIREMENTS_DEFER)
+                document["requirements"] = list(requirements())
             snapshot = _stage_artifact(document, diff)
             host.emit("on_artifact", self.run, snapshot, ARTIFACT_DIR)
             _remember(self.parts, tags, snapshot)
-        except Exception as error:  # noqa: BLE001 - a background thread never raises
+        except Exception as error:  # noqa: BLE001
             report_background_error("run context capture", error)
-            tags = {}
+
+    def _share_source_tags(self, tags: dict[str, str]) -> None:
         inherited = {k: v for k, v in tags.items() if k in SOURCE_TAGS}
         with self.lock:
             self.source_tags = inherited
@@ -404,4 +423,5 @@ def finish(run: RunInfo, timeout: float = CAPTURE_TIMEOUT) -> None:
     with _lock:
         capture = _captures.pop(run.run_id, None)
     if capture is not None and capture.thread is not threading.current_thread():
+        capture.hurry.set()
         capture.thread.join(timeout)

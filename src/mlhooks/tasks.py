@@ -17,7 +17,6 @@ import queue
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,22 +56,13 @@ def _ensure_worker() -> None:
 def _work() -> None:
     while True:
         run, task, artifact_path, site = _queue.get()
-        _wait_for_idle_training()
+        activity.wait_until_idle(recorder.hurry, most=MAX_DEFER)
         try:
             _run_one(run, task, artifact_path)
         except Exception as error:  # noqa: BLE001 - a task's bug must not stop the worker
             report_background_error(site, error)
         finally:
             recorder.release(run.run_id)
-
-
-def _wait_for_idle_training() -> None:
-    deadline = time.monotonic() + MAX_DEFER
-    while activity.training() and not recorder.hurry.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        activity.idle.wait(min(0.1, left))
 
 
 def _run_one(run: RunInfo, task: Task, artifact_path: str | None) -> None:
