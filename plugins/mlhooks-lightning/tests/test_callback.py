@@ -41,6 +41,46 @@ def test_epoch_values_at_the_global_step_when_asked(client):
     assert [s for s, _ in points["loss_step"]] == [4, 8]
 
 
+def test_step_values_with_gradient_accumulation_and_mid_epoch_validation(client):
+    # 8 batches an epoch, 2 per optimizer step (4 steps an epoch), validation twice an epoch.
+    fit = trainer(
+        callbacks=[MlhooksCallback(log_every_n_steps=1, epoch_step="global_step")],
+        accumulate_grad_batches=2,
+        val_check_interval=0.5,
+    )
+    fit.fit(Tiny(), loader(n=64), loader())
+
+    points = history(client, only_run(client))
+    assert [s for s, _ in points["loss_step"]] == list(range(1, 9))
+    assert [s for s, _ in points["lr-SGD"]] == list(range(1, 9))
+    assert [s for s, _ in points["loss_epoch"]] == [4, 8]
+    assert [s for s, _ in points["val_loss"]] == [2, 4, 6, 8]
+    assert_no_duplicates(points)
+
+
+def test_batch_hooks_mlhooks_leaves_alone_cost_nothing_yet_stay_overridable(client):
+    from mlhooks_lightning import compat
+
+    assert compat.skippable_hooks("lightning.pytorch") == compat.UNUSED_BATCH_HOOKS
+    assert compat.skippable_hooks("pytorch_lightning") == compat.UNUSED_BATCH_HOOKS
+    assert all(getattr(MlhooksCallback(), name) is None for name in compat.UNUSED_BATCH_HOOKS)
+
+    class Counting(MlhooksCallback):
+        batches = 0
+
+        def on_train_batch_end(self, *args):
+            super().on_train_batch_end(*args)  # Lightning's no-op, still there
+            self.batches += 1
+
+    callback = Counting(log_every_n_steps=1)
+    assert callback.on_before_backward is None and callback.on_train_batch_end is not None
+    fit = trainer(callbacks=[callback])
+    fit.fit(Tiny(), loader(), loader())
+
+    assert callback.batches == 8
+    assert [s for s, _ in history(client, only_run(client))["loss_step"]] == list(range(1, 9))
+
+
 class Data(L.LightningDataModule):
     def __init__(self, batch_size: int = 8) -> None:
         super().__init__()

@@ -40,6 +40,11 @@ class CallbackMixin:
     :class:`mlhooks_lightning.options.Options`; those left as None follow ``autolog()``.
     """
 
+    _lightning_callback: type = object
+    """Lightning's ``Callback`` (set by the concrete classes)."""
+    _skippable_hooks: tuple[str, ...] = ()
+    """Hooks an instance may set to None, when it inherits them as no-ops."""
+
     def __init__(
         self,
         log_every_n_steps: int | None = None,
@@ -61,6 +66,9 @@ class CallbackMixin:
             epoch_step=epoch_step,
         )
         self._tracker: Tracker | None = None
+        for name in self._skippable_hooks:
+            if getattr(type(self), name) is getattr(self._lightning_callback, name):
+                setattr(self, name, None)  # Lightning skips it (compat.skippable_hooks)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -123,12 +131,6 @@ class CallbackMixin:
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
     ) -> None:
         self._of(trainer).batch_start(trainer)
-
-    @guarded
-    def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._of(trainer).step_end(trainer)
 
     @guarded
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:

@@ -10,7 +10,22 @@ Supported: Lightning 2.x, as ``lightning.pytorch`` and as ``pytorch_lightning``.
 
 from __future__ import annotations
 
+import importlib
+from types import SimpleNamespace
 from typing import Any
+
+UNUSED_BATCH_HOOKS = (
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_validation_batch_start",
+    "on_test_batch_start",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+"""Per-batch callback hooks MlhooksCallback does not implement."""
 
 
 def _to_float(value: Any) -> float | None:
@@ -38,8 +53,17 @@ def _values(results: Any, on_step: bool) -> dict[str, float]:
 
 
 def train_step_values(trainer: Any) -> dict[str, float]:
-    """Step-level values of the latest training batch."""
-    return _values(trainer.fit_loop.epoch_loop._results, on_step=True)
+    """Step-level values of the latest training batch (called every logged step: the
+    training loop has one dataloader, so no index to switch)."""
+    results = trainer.fit_loop.epoch_loop._results
+    if results is None:
+        return {}
+    out = {}
+    for key, value in results.metrics(True)["log"].items():
+        number = _to_float(value)
+        if number is not None:
+            out[key] = number
+    return out
 
 
 def train_epoch_values(trainer: Any) -> dict[str, float]:
@@ -62,3 +86,27 @@ def last_batch_of_epoch(trainer: Any) -> bool:
     """Whether the training epoch loop has just run its last batch."""
     loop = trainer.fit_loop.epoch_loop
     return bool(loop.batch_progress.is_last_batch) or bool(loop.done)
+
+
+def skippable_hooks(package: str) -> tuple[str, ...]:
+    """The :data:`UNUSED_BATCH_HOOKS`, when the Lightning ``package`` skips a callback's
+    hook that is not callable, as 2.x does; else none. An instance of MlhooksCallback
+    sets those of them it inherits as no-ops to None: Lightning then spends nothing on
+    them, where a no-op costs a profiler context (about 2 microseconds per hook per
+    batch). Subclasses that implement one keep it, and ``super()`` still finds the
+    no-op, since only the instance attribute is None."""
+
+    class Probe:
+        state_key = "mlhooks-probe"
+        on_before_backward = None
+
+    try:
+        call = importlib.import_module(f"{package}.trainer.call")
+        profilers = importlib.import_module(f"{package}.profilers")
+        trainer = SimpleNamespace(
+            lightning_module=None, callbacks=[Probe()], profiler=profilers.PassThroughProfiler()
+        )
+        call._call_callback_hooks(trainer, "on_before_backward")
+    except Exception:  # noqa: BLE001 - this Lightning calls hooks differently: keep them
+        return ()
+    return UNUSED_BATCH_HOOKS

@@ -60,7 +60,8 @@ class Tracker:
         self._last_run_id: str | None = None
         self._every = 0
         self._last_step = 0
-        self._pending: int | None = None
+        self._batch_ran = False
+        """A training batch started and its step-level values are not logged yet."""
         self._rates: dict[str, float] | None = None
         self._val_stash: dict[str, float] = {}
         self._eval_steps: dict[str, int] = {}
@@ -91,7 +92,8 @@ class Tracker:
         if self.session is not None:
             return
         self.stage = stage
-        self._pending = self._rates = None
+        self._batch_ran = False
+        self._rates = None
         self._val_stash = {}
         self._datasets_logged = set()
         if not trainer.is_global_zero:
@@ -158,31 +160,31 @@ class Tracker:
     def batch_start(self, trainer: Any) -> None:
         """A training batch starts: store the previous one's values if due, look for
         new checkpoints, and note the learning rates this batch's step will use when
-        that step is due for logging."""
+        that step is due for logging.
+
+        The previous batch's values are read now rather than at its end, so that every
+        hook of that batch had its chance to log; one hook per batch is also cheaper
+        for Lightning to call than two."""
         if self.session is None:
             return
         self.flush_step(trainer)
         self.poll_checkpoints(trainer)
         every = self._every
         step = self._last_step = trainer.global_step  # (restored only after on_fit_start)
+        self._batch_ran = True
         if every and (step + 1) // every != step // every:
             self._rates = self._learning_rates()
 
-    def step_end(self, trainer: Any) -> None:
-        """A training batch ended: note whether its values are due (read later, once
-        every hook of this batch had its chance to log)."""
-        if self.session is None or self.logger is not None:
-            return
-        step = trainer.global_step
-        every = self._every
-        if every and step // every != self._last_step // every:
-            self._pending = step
-
     def flush_step(self, trainer: Any) -> None:
-        """Log the step-level values of the due batch, with the learning rates."""
-        if self._pending is None or self.session is None:
+        """Log the step-level values of the last training batch, with the learning
+        rates, when the optimizer steps it took crossed a multiple of the logging
+        interval (the logger, when there is one, gets them from Lightning instead)."""
+        if not self._batch_ran or self.session is None:
             return
-        step, self._pending = self._pending, None
+        self._batch_ran = False
+        step, every = trainer.global_step, self._every
+        if self.logger is not None or not every or step // every == self._last_step // every:
+            return
         values = compat.train_step_values(trainer)
         values.update(self._rates or self._learning_rates())
         self._rates = None
