@@ -46,8 +46,11 @@ def lint(session: nox.Session) -> None:
     """ruff (check and format) over the tree, mypy over src/mlhooks and the plugins
     listed in pyproject's mypy ``files`` (their frameworks installed for their types)."""
     # mlhooks.testing is a pytest plugin; the cli and compare extras are type-checked too;
-    # xgboost ships the type hints mlhooks-xgboost is checked against.
-    session.install("-e", ".[lint,cli,compare]", "pytest", "xgboost")
+    # mlflow, xgboost and Lightning ship the type hints their plugins are checked
+    # against (torch first and pinned, as in the tests session).
+    session.install(TORCH)
+    session.install("-e", ".[lint,cli,compare]", "-e", "plugins/mlhooks-mlflow", "pytest",
+                    "xgboost", TORCH, "lightning", "pytorch_lightning")  # fmt: skip
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")

@@ -14,8 +14,8 @@ from typing import Any
 
 from mlhooks.errors import report_internal_error
 
-from . import params
 from .options import Options
+from .params import flatten
 from .tracker import FitFailed, Tracker, tracker_for
 
 
@@ -71,17 +71,11 @@ class LoggerMixin:
         """The mlhooks run id of the current (or last) call, or None."""
         return self._tracker.run_id if self._tracker is not None else None
 
-    def log_hyperparams(self, params_: Any, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         try:
-            values = dict(
-                params.flatten(
-                    dict(
-                        vars(params_)
-                        if hasattr(params_, "__dict__") and not isinstance(params_, dict)
-                        else params_
-                    )
-                )
-            )
+            if hasattr(params, "__dict__") and not isinstance(params, dict):
+                params = vars(params)  # an argparse Namespace
+            values = dict(flatten(dict(params)))
             self._params.update(values)
             self._flush_params()
         except Exception as error:  # noqa: BLE001

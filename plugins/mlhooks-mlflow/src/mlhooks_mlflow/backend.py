@@ -107,8 +107,9 @@ class MlflowBackend(Backend):
         )
         if not runs:
             return None
-        self._ids[run_id] = runs[0].info.run_id
-        return runs[0].info.run_id
+        found: str = runs[0].info.run_id
+        self._ids[run_id] = found
+        return found
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -317,7 +318,10 @@ def _dataset_input(info: DatasetInfo) -> DatasetInput:
         {"name": name, "type": _MLFLOW_TYPES.get(_dtype_kind(dtype), "string")}
         for name, dtype in (info.schema or {}).items()
     ]
-    profile = {"shape": list(info.shape) if info.shape else None, "kind": info.kind}
+    profile: dict[str, Any] = {
+        "shape": list(info.shape) if info.shape else None,
+        "kind": info.kind,
+    }
     if info.shape:
         profile["num_rows"] = info.shape[0]
     dataset = Dataset(
