@@ -1,95 +1,56 @@
 """Confusion matrix, ROC and precision-recall images of a classifier's training
-predictions (``autolog(sklearn={"log_plots": True})``), drawn on a background thread.
+predictions (``autolog(sklearn={"log_plots": True})``), drawn in the background.
 
 The training thread only copies ``y`` (the predictions are already the plugin's own
-arrays) and queues the job; a worker thread draws with matplotlib's object API (no
-pyplot state) and reports the images to the fit's run. :func:`wait` waits for the
-queued plots; they are also waited for at interpreter exit.
+arrays) and hands the drawing to the core's background worker
+(:meth:`mlhooks.FitSession.in_background`), which draws with matplotlib's object API
+(no pyplot state) once no fit is running, and logs the images to the fit's run.
+``mlhooks.flush()`` and interpreter exit wait for them.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import queue
-import shutil
-import tempfile
-import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import mlhooks
 from mlhooks import FitSession
-from mlhooks.errors import report_background_error
 from mlhooks.patching import suppressed
-
-_jobs: queue.Queue[tuple[FitSession, Any, Any, Any, Any]] = queue.Queue()
-_worker: threading.Thread | None = None
-_lock = threading.Lock()
 
 
 def submit(session: FitSession, y: Any, predicted: Any, proba: Any, classes: Any) -> None:
-    """Queue the plots of one fit (``y`` is copied: the caller may change it later)."""
+    """Draw the plots of one fit in the background (``y`` is copied: the caller may
+    change it later)."""
     if y is None or predicted is None:
         return
-    _jobs.put((session, np.array(y, copy=True), predicted, proba, classes))
-    _ensure_worker()
+    y = np.array(y, copy=True)
+
+    def draw(folder: Path) -> None:
+        with suppressed():  # our own metric calls are not post-training metrics
+            _draw_all(folder, y, predicted, proba, classes)
+
+    session.in_background(draw)
 
 
 def wait(timeout: float | None = None) -> bool:
-    """Wait until every queued plot was drawn and reported; False on timeout."""
-    done = threading.Event()
-
-    def waiter() -> None:
-        _jobs.join()
-        done.set()
-
-    threading.Thread(target=waiter, daemon=True).start()
-    return done.wait(timeout)
+    """Wait until every plot drawn so far is stored: ``mlhooks.flush(timeout)``."""
+    return mlhooks.flush(timeout)
 
 
-def _ensure_worker() -> None:
-    global _worker
-    with _lock:
-        if _worker is None or not _worker.is_alive():
-            _worker = threading.Thread(target=_work, name="mlhooks-sklearn-plots", daemon=True)
-            _worker.start()
-
-
-def _work() -> None:
-    while True:
-        session, y, predicted, proba, classes = _jobs.get()
-        try:
-            with suppressed():  # our own metric calls are not post-training metrics
-                _draw_all(session, y, predicted, proba, classes)
-        except Exception as error:  # noqa: BLE001 - a plot never breaks anything
-            report_background_error("sklearn plots", error)
-        finally:
-            _jobs.task_done()
-
-
-def _draw_all(session: FitSession, y: Any, predicted: Any, proba: Any, classes: Any) -> None:
+def _draw_all(folder: Path, y: Any, predicted: Any, proba: Any, classes: Any) -> None:
     from matplotlib.figure import Figure
 
-    folder = tempfile.mkdtemp(prefix="mlhooks-sklearn-plots-")
-    try:
-        labels = (
-            np.asarray(classes)
-            if classes is not None
-            else np.unique(np.concatenate([y, predicted]))
-        )
-        figures = {"training_confusion_matrix.png": _confusion(Figure(), y, predicted, labels)}
-        if proba is not None and classes is not None and np.ndim(proba) == 2:
-            figures["training_roc_curve.png"] = _curves(Figure(), y, proba, labels, "roc")
-            figures["training_precision_recall_curve.png"] = _curves(
-                Figure(), y, proba, labels, "pr"
-            )
-        for name, figure in figures.items():
-            path = os.path.join(folder, name)
-            figure.savefig(path, dpi=80)
-            session.log_artifact(path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    labels = (
+        np.asarray(classes) if classes is not None else np.unique(np.concatenate([y, predicted]))
+    )
+    figures = {"training_confusion_matrix.png": _confusion(Figure(), y, predicted, labels)}
+    if proba is not None and classes is not None and np.ndim(proba) == 2:
+        figures["training_roc_curve.png"] = _curves(Figure(), y, proba, labels, "roc")
+        figures["training_precision_recall_curve.png"] = _curves(Figure(), y, proba, labels, "pr")
+    for name, figure in figures.items():
+        figure.savefig(folder / name, dpi=80)
 
 
 def _confusion(figure: Any, y: Any, predicted: Any, labels: Any) -> Any:
@@ -139,6 +100,3 @@ def _curves(figure: Any, y: Any, proba: Any, labels: Any, kind: str) -> Any:
         axes.set_title("Precision-recall curve (training data)")
     axes.legend(loc="best")
     return figure
-
-
-atexit.register(wait, 30)
