@@ -18,7 +18,7 @@ pytest.importorskip("sklearn")
 
 import mlhooks
 from mlhooks import doctor
-from training import train
+from mlhooks.testing import train_by_hand
 
 
 def mlhooks_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -35,7 +35,7 @@ def mlhooks_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def runs() -> Iterator[dict[str, Any]]:
     made: dict[str, Any] = {}
     for name, eta0 in (("slow", 0.001), ("fast", 0.01)):
-        run_id, logged = train(name, eta0, backend="local")
+        run_id, logged = train_by_hand(name, eta0, backends="local")
         made[name] = {"id": run_id, "logged": logged}
     yield made
 
@@ -148,9 +148,9 @@ def test_sync_shows_progress_on_a_terminal(
 
     from rich.console import Console
 
-    from helpers import run_script
     from mlhooks import LocalStore, cli_commands
     from mlhooks.spool import find_spools
+    from mlhooks.testing import run_script
 
     store, root = tmp_path / "store", tmp_path / "runs"
     made = run_script(

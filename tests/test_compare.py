@@ -12,14 +12,14 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
 import mlhooks
-from training import train
+from mlhooks.testing import train_by_hand
 
 
 @pytest.fixture
 def two_runs() -> Iterator[tuple[dict[str, str], dict[str, dict[str, list[float]]]]]:
     ids, logged = {}, {}
     for name, eta0 in (("slow", 0.001), ("fast", 0.01)):
-        ids[name], logged[name] = train(name, eta0, backend="local")
+        ids[name], logged[name] = train_by_hand(name, eta0, backends="local")
     yield ids, logged
 
 
@@ -53,7 +53,7 @@ def test_runs_given_as_names_a_search_result_or_a_filter(two_runs: tuple[dict, d
         "fast",
         "slow",
     ]  # newest first
-    train("eta0=0.1", 0.1, backend="local")  # a name that looks like a comparison
+    train_by_hand("eta0=0.1", 0.1, backends="local")  # a name that looks like a comparison
     assert list(mlhooks.compare_runs("eta0=0.1", backend="local")["run_name"]) == ["eta0=0.1"]
     one = mlhooks.compare_runs([ids["slow"]], backend="local", metrics=["val_r2"])
     assert "params.model" in one.columns  # a single run shows all its params

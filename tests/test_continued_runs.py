@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 import mlhooks
-from helpers import wait_until
 from mlhooks import DatasetInfo, FitSession, RunStatus
 from mlhooks.backends.memory import MemoryBackend
-from mlhooks.testing import RecordedRuns
+from mlhooks.testing import RecordedRuns, wait_until
 
 
 def test_a_stored_run_is_continued_by_its_id(mlhooks_memory: RecordedRuns) -> None:

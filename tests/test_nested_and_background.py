@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 import mlhooks
-from helpers import run_script
 from mlhooks import Call, CallHandler, FitHandler, FitSession, MlhooksWarning, RunStatus
 from mlhooks.patching import Patcher
-from mlhooks.testing import RecordedRuns
+from mlhooks.testing import RecordedRuns, run_script
 
 
 class Library:

@@ -18,7 +18,6 @@ import pytest
 
 import mlhooks
 from fake_integration import FitModel
-from helpers import run_script, wait_until
 from mlhooks import FitSession, MlhooksWarning, RunStatus
 from mlhooks.backends import LogBatch, LogModel, StartRun
 from mlhooks.backends.local import LocalBackend, LocalStore
@@ -26,7 +25,7 @@ from mlhooks.backends.memory import MemoryBackend
 from mlhooks.dispatch import Lane, RetryPolicy
 from mlhooks.spool import find_spools
 from mlhooks.staging import staging_root
-from mlhooks.testing import RecordedRuns
+from mlhooks.testing import RecordedRuns, run_script, wait_until
 from mlhooks.types import Capability, ModelArtifact, RunInfo
 
 NO_RETRY = RetryPolicy(delays=(), probe_interval=60, max_probe_interval=60)

@@ -16,7 +16,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
 import mlhooks
-from training import train
+from mlhooks.testing import train_by_hand
 
 EVIL_NAME = "<script>document.title='pwned'</script><b id=\"injected\">bold</b>"
 EVIL_PARAM = "<img src=x onerror=\"document.title='pwned'\">"
@@ -65,7 +65,7 @@ def visible_text(dom: str) -> str:
 
 @pytest.fixture
 def report(tmp_path: Path) -> Path:
-    evil_id, _ = train(EVIL_NAME, 0.01, backend="local")
+    evil_id, _ = train_by_hand(EVIL_NAME, 0.01, backends="local")
     with mlhooks.start_run("plain", backends="local") as plain:
         mlhooks.log_params({"eta0": EVIL_PARAM, "epochs": 6})
         for step in range(6):

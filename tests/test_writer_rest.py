@@ -44,8 +44,8 @@ def test_a_costly_backend_gets_fewer_larger_batches_and_a_flush_is_not_delayed(
 
 
 def test_the_writer_yields_while_a_fit_trains_and_writes_when_it_ends(tmp_path: Path) -> None:
-    from helpers import wait_until
     from mlhooks import activity
+    from mlhooks.testing import wait_until
 
     backend = CostlyBackend()
     lane = Lane(backend, spool_dir=tmp_path / "spool", retry=RetryPolicy(delays=()))

@@ -9,10 +9,19 @@ never touches a test that does not ask for it.
   writes to; ``mlhooks_memory.flush()`` then read ``.runs`` / ``.only_run()``.
 * ``mlhooks_plugin``: ``mlhooks_plugin(obj)`` registers a throwaway plugin that is
   unregistered after the test.
+
+And helpers: :func:`run_script` (code in a fresh interpreter), :func:`wait_until`
+(poll a condition) and :func:`train_by_hand` (a small real training logged with the
+manual API, for tests of what reads runs back: needs numpy and scikit-learn).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,61 @@ def reset_state() -> None:
     errors.reset_warnings()
     context.forget()
     errors.set_silent(False)
+
+
+def run_script(
+    code: str, env: dict[str, str] | None = None, timeout: float = 300, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh Python process with this environment plus
+    ``env``; its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60) -> None:
+    """Poll ``condition`` until it is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.01)
+
+
+def train_by_hand(
+    name: str, eta0: float, backends: Any = None, epochs: int = 6
+) -> tuple[str, dict[str, list[float]]]:
+    """An SGD regression on sklearn's diabetes data, trained epoch by epoch in a run
+    named ``name`` that logs ``eta0`` and per-epoch ``val_rmse`` and ``val_r2``.
+    Returns the run id and the values logged."""
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import SGDRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    from . import logging_api
+
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    y = (y - y.mean()) / y.std()
+    X_train, y_train, X_val, y_val = X[:300], y[:300], X[300:], y[300:]
+    model = SGDRegressor(eta0=eta0, learning_rate="constant", random_state=0)
+    logged: dict[str, list[float]] = {"val_rmse": [], "val_r2": []}
+    with runs.start_run(name, backends=backends) as run:
+        logging_api.log_params({"eta0": eta0, "model": "SGDRegressor", "epochs": epochs})
+        for epoch in range(epochs):
+            model.partial_fit(X_train, y_train)
+            rmse = float(np.sqrt(np.mean((model.predict(X_val) - y_val) ** 2)))
+            r2 = float(model.score(X_val, y_val))
+            logged["val_rmse"].append(rmse)
+            logged["val_r2"].append(r2)
+            logging_api.log_metrics({"val_rmse": rmse, "val_r2": r2}, step=epoch)
+    return run.run_id, logged
 
 
 class RecordedRuns:

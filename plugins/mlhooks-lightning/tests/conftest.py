@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, TensorDataset
 
 import mlhooks
-from mlhooks_mlflow import RUN_ID_TAG
 
 os.environ.setdefault("MLHOOKS_STRICT", "1")
 torch.set_num_threads(1)
@@ -25,20 +23,13 @@ QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 @pytest.fixture(autouse=True)
 def tracking_uri(
-    mlhooks_clean: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mlhooks_clean: None, mlflow_tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    """Every test writes to its own sqlite store, the default of the mlflow backend."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    """Every test writes to its own sqlite store, the default of the mlflow backend
+    (``mlflow_tracking_uri`` comes from the pytest plugin ``mlhooks_mlflow.testing``)."""
     monkeypatch.chdir(tmp_path)  # Lightning writes lightning_logs/ and checkpoints/ here
-    mlflow.set_tracking_uri(uri)
-    yield uri
+    yield mlflow_tracking_uri
     mlhooks.autolog(disable=True)
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture
@@ -56,13 +47,6 @@ def only_run(client: MlflowClient) -> Any:
     runs = all_runs(client)
     assert len(runs) == 1, f"{len(runs)} MLflow runs: {[r.info.run_name for r in runs]}"
     return runs[0]
-
-
-def mlflow_run_of(client: MlflowClient, run_id: str) -> Any:
-    mlhooks.flush(60)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    (run,) = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
-    return run
 
 
 def history(client: MlflowClient, run: Any) -> dict[str, list[tuple[int, float]]]:

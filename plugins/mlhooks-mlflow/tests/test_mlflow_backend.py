@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LinearRegression
 
 import mlhooks
-from conftest import mlflow_run
 from mlhooks import MlhooksWarning
 from mlhooks_mlflow import MlflowBackend, TrackingUriError
+from mlhooks_mlflow.testing import mlflow_run_of
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_it_is_the_default_backend_once_installed(client: MlflowClient) -> None:
     assert "mlflow" in mlhooks.list_plugins()
     with mlhooks.start_run("default") as run:
         mlhooks.log_metric("loss", 0.5)
-    assert mlflow_run(client, run.run_id).data.metrics == {"loss": 0.5}
+    assert mlflow_run_of(client, run.run_id).data.metrics == {"loss": 0.5}
 
 
 def test_params_metrics_tags_and_description_land_exactly(client: MlflowClient) -> None:
@@ -36,7 +36,7 @@ def test_params_metrics_tags_and_description_land_exactly(client: MlflowClient) 
         for i, value in enumerate(values):
             mlhooks.log_metric("loss", value, step=10 * i, timestamp=1_700_000_000_000 + i)
         mlhooks.set_tag("stage", "dev")
-    stored = mlflow_run(client, run.run_id)
+    stored = mlflow_run_of(client, run.run_id)
     assert stored.info.run_name == "exact"
     assert stored.info.status == "FINISHED"
     assert stored.data.params == {"lr": "0.01", "layers": "[64, 32]"}
@@ -56,7 +56,7 @@ def test_many_points_params_and_tags_are_chunked_within_limits(client: MlflowCli
         mlhooks.set_tags({f"t{i}": i for i in range(150)})
         for step in range(5000):
             mlhooks.log_metrics({"a": step, "b": -step}, step=step)
-    stored = mlflow_run(client, run.run_id)
+    stored = mlflow_run_of(client, run.run_id)
     assert len(stored.data.params) == 250
     assert {f"t{i}" for i in range(150)} <= set(stored.data.tags)
     for key, sign in (("a", 1), ("b", -1)):
@@ -72,9 +72,9 @@ def test_nested_runs_and_statuses(client: MlflowClient) -> None:
             raise ValueError("candidate failed")
         with pytest.raises(KeyboardInterrupt), mlhooks.start_run("cut", nested=True) as cut:
             raise KeyboardInterrupt
-    parent_id = mlflow_run(client, parent.run_id).info.run_id
+    parent_id = mlflow_run_of(client, parent.run_id).info.run_id
     for handle, status in ((good, "FINISHED"), (bad, "FAILED"), (cut, "KILLED")):
-        stored = mlflow_run(client, handle.run_id)
+        stored = mlflow_run_of(client, handle.run_id)
         assert stored.data.tags["mlflow.parentRunId"] == parent_id
         assert stored.info.status == status
 
@@ -109,7 +109,7 @@ def test_the_experiment_comes_from_where_mlflow_users_set_it(
         experiment = "churn"
     with mlhooks.start_run("located", backends=backends, experiment=experiment) as run:
         mlhooks.log_metric("loss", 1.0)
-    stored = mlflow_run(client, run.run_id)
+    stored = mlflow_run_of(client, run.run_id)
     assert client.get_experiment(stored.info.experiment_id).name == "churn"
 
 
@@ -134,7 +134,7 @@ def test_values_and_keys_mlflow_rejects_are_fixed_with_one_warning(
             mlhooks.log_metric("acc@top5", 0.9)
             mlhooks.log_metric("acc@top5", 0.95, step=1)
         mlhooks.flush()
-    stored = mlflow_run(client, run.run_id)
+    stored = mlflow_run_of(client, run.run_id)
     assert stored.data.params["long"] == "x" * 6000
     assert [m.value for m in client.get_metric_history(stored.info.run_id, "acc_top5")] == [
         0.9,
@@ -150,7 +150,7 @@ def test_datasets_appear_as_mlflow_inputs(client: MlflowClient) -> None:
     with mlhooks.start_run("data") as run:
         mlhooks.log_dataset(X, name="train_X")
         mlhooks.log_dataset(X[:10], name="test_X", context="eval")
-    inputs = mlflow_run(client, run.run_id).inputs.dataset_inputs
+    inputs = mlflow_run_of(client, run.run_id).inputs.dataset_inputs
     by_name = {i.dataset.name: i for i in inputs}
     assert by_name["train_X"].dataset.digest == mlhooks.fingerprint(X).digest
     assert {t.key: t.value for t in by_name["test_X"].tags} == {"mlflow.data.context": "eval"}
@@ -164,7 +164,7 @@ def test_artifacts_land_in_the_run_artifact_store(client: MlflowClient, tmp_path
     with mlhooks.start_run("files") as run:
         mlhooks.log_artifact(tmp_path / "report.txt", artifact_path="reports")
         mlhooks.log_artifacts(tmp_path / "plots", artifact_path="plots")
-    mlflow_id = mlflow_run(client, run.run_id).info.run_id
+    mlflow_id = mlflow_run_of(client, run.run_id).info.run_id
     assert [f.path for f in client.list_artifacts(mlflow_id, "reports")] == ["reports/report.txt"]
     assert [f.path for f in client.list_artifacts(mlflow_id, "plots")] == ["plots/a.txt"]
 
@@ -183,7 +183,7 @@ def test_a_sklearn_model_loads_back_and_predicts_the_same(client: MlflowClient) 
             registered_model_name="linear",
         )
         model.fit(X, -y)  # a refit after logging must not change what was logged
-    mlflow_id = mlflow_run(client, run.run_id).info.run_id
+    mlflow_id = mlflow_run_of(client, run.run_id).info.run_id
     loaded = mlflow.sklearn.load_model(f"runs:/{mlflow_id}/model")
     np.testing.assert_allclose(loaded.predict(X), expected)
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{mlflow_id}/model")
@@ -221,5 +221,5 @@ def test_a_model_mlflow_cannot_save_is_set_aside_and_logging_goes_on(
             mlhooks.log_model({"not": "a module"}, name="model", flavor="pytorch")
             mlhooks.flush()
             mlhooks.log_metric("loss", 0.5)
-        stored = mlflow_run(client, run.run_id)
+        stored = mlflow_run_of(client, run.run_id)
     assert stored.data.metrics == {"loss": 0.5} and stored.info.status == "FINISHED"

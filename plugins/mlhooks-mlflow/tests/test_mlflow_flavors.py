@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import mlhooks
-from conftest import mlflow_run
+from mlhooks_mlflow.testing import mlflow_run_of
 
 torch = pytest.importorskip("torch", reason="the pytorch flavor needs torch")
 xgboost = pytest.importorskip("xgboost", reason="the xgboost flavor needs xgboost")
@@ -24,7 +24,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 def logged(client: MlflowClient, model: object, sample: np.ndarray) -> str:
     with mlhooks.start_run("flavor") as run:
         mlhooks.log_model(model, name="model", sample_input=sample)
-    return f"runs:/{mlflow_run(client, run.run_id).info.run_id}/model"
+    return f"runs:/{mlflow_run_of(client, run.run_id).info.run_id}/model"
 
 
 def test_an_xgboost_model(tracking_uri: str, data: tuple[np.ndarray, np.ndarray]) -> None:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -18,17 +19,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 import mlhooks
-from conftest import MlflowServer, mlflow_run
 from mlhooks import MlhooksWarning
+from mlhooks.testing import wait_until
 from mlhooks_mlflow import MlflowBackend
-
-
-def wait_for(condition: object, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s")
-        time.sleep(0.2)
+from mlhooks_mlflow.testing import MlflowServer, mlflow_run_of
 
 
 def test_runs_metrics_and_models_through_a_server(mlflow_server: MlflowServer) -> None:
@@ -45,25 +39,23 @@ def test_runs_metrics_and_models_through_a_server(mlflow_server: MlflowServer) -
         mlhooks.log_model(model, name="model", sample_input=X[:3])
         with mlhooks.start_run("child", nested=True) as child:
             mlhooks.log_metric("x", 1.0)
-    stored = mlflow_run(client, run.run_id)
+    stored = mlflow_run_of(client, run.run_id)
     assert stored.info.status == "FINISHED" and stored.data.params == {"C": "1.0"}
     assert client.get_experiment(stored.info.experiment_id).name == "served"
     history = client.get_metric_history(stored.info.run_id, "loss")
     assert sorted(m.step for m in history) == list(range(300))
     assert stored.inputs.dataset_inputs[0].dataset.digest == mlhooks.fingerprint(X).digest
-    assert mlflow_run(client, child.run_id).data.tags["mlflow.parentRunId"] == stored.info.run_id
+    assert mlflow_run_of(client, child.run_id).data.tags["mlflow.parentRunId"] == stored.info.run_id
     mlflow.set_tracking_uri(mlflow_server.uri)  # runs:/ URIs resolve through it
     loaded = mlflow.sklearn.load_model(f"runs:/{stored.info.run_id}/model")
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
 @pytest.fixture
-def restartable_server(tmp_path: Path) -> object:
-    server = MlflowServer(tmp_path / "server")
-    server.root.mkdir()
+def restartable_server(new_mlflow_server: Callable[[], MlflowServer]) -> MlflowServer:
+    server = new_mlflow_server()
     server.start()
-    yield server
-    server.stop()
+    return server
 
 
 def test_an_outage_mid_run_loses_nothing_and_stores_nothing_twice(
@@ -97,7 +89,7 @@ def test_an_outage_mid_run_loses_nothing_and_stores_nothing_twice(
         def all_stored() -> bool:
             try:
                 if not mlflow_id_holder:
-                    mlflow_id_holder.append(mlflow_run(client, run.run_id).info.run_id)
+                    mlflow_id_holder.append(mlflow_run_of(client, run.run_id).info.run_id)
                 stored = client.get_run(mlflow_id_holder[0])
                 return (
                     stored.info.status == "FINISHED"
@@ -106,7 +98,7 @@ def test_an_outage_mid_run_loses_nothing_and_stores_nothing_twice(
             except Exception:
                 return False
 
-        wait_for(all_stored)
+        wait_until(all_stored, timeout=120)
     history = client.get_metric_history(mlflow_id_holder[0], "loss")
     assert sorted(m.step for m in history) == list(range(10_000))  # each exactly once
     assert all(m.value == m.step / 10_000 for m in history)
@@ -115,10 +107,9 @@ def test_an_outage_mid_run_loses_nothing_and_stores_nothing_twice(
 
 
 def test_a_process_killed_while_the_server_is_down_is_synced_later(
-    tmp_path: Path, lenient: None
+    tmp_path: Path, lenient: None, new_mlflow_server: Callable[[], MlflowServer]
 ) -> None:
-    server = MlflowServer(tmp_path / "server")
-    server.root.mkdir()
+    server = new_mlflow_server()  # its port stays closed until start()
     local_dir = tmp_path / "mlhooks-runs"
     env = {
         **os.environ,
@@ -147,16 +138,13 @@ def test_a_process_killed_while_the_server_is_down_is_synced_later(
     run_id = result.stdout.strip().splitlines()[-1]
 
     server.start()
-    try:
-        sync = [sys.executable, "-m", "mlhooks", "sync", "--dir", str(local_dir)]
-        for _ in range(2):  # the second sync finds nothing left and adds nothing
-            done = subprocess.run(sync, env=env, capture_output=True, text=True, timeout=120)
-            assert done.returncode == 0, done.stderr
-        client = MlflowClient(server.uri)
-        stored = mlflow_run(client, run_id)
-        assert stored.info.status == "FINISHED"
-        assert stored.data.params == {"lr": "0.1"} and stored.data.tags["k"] == "v"
-        history = client.get_metric_history(stored.info.run_id, "loss")
-        assert sorted(m.step for m in history) == list(range(2000))
-    finally:
-        server.stop()
+    sync = [sys.executable, "-m", "mlhooks", "sync", "--dir", str(local_dir)]
+    for _ in range(2):  # the second sync finds nothing left and adds nothing
+        done = subprocess.run(sync, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    client = MlflowClient(server.uri)
+    stored = mlflow_run_of(client, run_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.data.params == {"lr": "0.1"} and stored.data.tags["k"] == "v"
+    history = client.get_metric_history(stored.info.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(2000))

@@ -17,9 +17,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import mlhooks
-from conftest import free_port, mlflow_run
 from mlhooks import system_metrics
-from training import train
+from mlhooks.testing import train_by_hand
+from mlhooks_mlflow.testing import free_port, mlflow_run_of
 
 
 def mlhooks_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -36,11 +36,11 @@ def mlhooks_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def two_runs() -> dict[str, Any]:
     made = {}
     for name, eta0 in (("slow", 0.001), ("fast", 0.01)):
-        run_id, logged = train(name, eta0)
+        run_id, logged = train_by_hand(name, eta0)
         made[name] = {"id": run_id, "logged": logged}
     client = MlflowClient()
     for run in made.values():
-        run["mlflow_id"] = mlflow_run(client, run["id"]).info.run_id
+        run["mlflow_id"] = mlflow_run_of(client, run["id"]).info.run_id
     return made
 
 
@@ -49,7 +49,7 @@ def test_context_tags_and_artifact_in_mlflow() -> None:
         mlhooks.log_params({"api_key": "sk-123", "lr": 0.1})
         mlhooks.set_tag("source_url", "https://bob:pw@example.com/data.csv")
     client = MlflowClient()
-    stored = mlflow_run(client, run.run_id)
+    stored = mlflow_run_of(client, run.run_id)
     tags = stored.data.tags
     assert tags["mlflow.source.type"] == "LOCAL"
     assert tags["mlflow.source.name"]
@@ -74,7 +74,7 @@ def test_system_metrics_reach_mlflow_with_steps(monkeypatch: pytest.MonkeyPatch)
     with mlhooks.start_run("sampled", log_system_metrics=True) as run:
         time.sleep(3)
     client = MlflowClient()
-    stored = mlflow_run(client, run.run_id)
+    stored = mlflow_run_of(client, run.run_id)
     history = client.get_metric_history(stored.info.run_id, "system/cpu_utilization_percentage")
     steps = sorted(m.step for m in history)
     assert len(steps) >= 3 and steps == list(range(len(steps)))

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
-import mlflow
 import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -18,30 +15,11 @@ from mlhooks_mlflow import RUN_ID_TAG
 os.environ.setdefault("MLHOOKS_STRICT", "1")
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A freshly created MLflow sqlite store: creating one takes seconds (migrations),
-    copying it does not."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture(autouse=True)
-def tracking_uri(
-    mlhooks_clean: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path
-) -> Iterator[str]:
-    """Every test writes to its own sqlite store, the default of the mlflow backend."""
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+def tracking_uri(mlhooks_clean: None, mlflow_tracking_uri: str) -> str:
+    """Every test writes to its own sqlite store, the default of the mlflow backend
+    (``mlflow_tracking_uri`` comes from the pytest plugin ``mlhooks_mlflow.testing``)."""
+    return mlflow_tracking_uri
 
 
 class Store:

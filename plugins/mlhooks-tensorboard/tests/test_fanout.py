@@ -17,11 +17,11 @@ from mlflow.tracking import MlflowClient
 from toy_integration import ToyPlugin
 
 import mlhooks
-from conftest import MlflowServer, free_port
 from mlhooks.backends import LogBatch
 from mlhooks.backends.memory import MemoryBackend
 from mlhooks.recorder import recorder
 from mlhooks_mlflow import RUN_ID_TAG
+from mlhooks_mlflow.testing import MlflowServer, free_port
 from mlhooks_tensorboard import reading
 
 START = 1_700_000_000_000  # explicit timestamps: every point is known exactly
@@ -151,9 +151,10 @@ print(run.run_id)
 def test_mlflow_down_throughout_tensorboard_complete_then_sync_replays_mlflow(
     tb_root: Path,
     tmp_path: Path,
-    mlflow_server: MlflowServer,
+    new_mlflow_server: Callable[[], MlflowServer],
     script: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
+    mlflow_server = new_mlflow_server()
     # MLflow's address: a real server's port, with nothing listening on it yet.
     env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, "MLHOOKS_RETRY_DELAYS": "0"}
     done = script(LOG_WHILE_MLFLOW_IS_DOWN.format(tests=str(Path(__file__).parent)), env)

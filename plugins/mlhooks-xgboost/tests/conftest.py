@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -19,20 +17,10 @@ os.environ.setdefault("MLHOOKS_STRICT", "1")
 
 
 @pytest.fixture(autouse=True)
-def tracking_uri(
-    mlhooks_clean: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """Every test writes to its own sqlite store, the default of the mlflow backend."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-    mlflow.tracking.fluent._active_experiment_id = None
+def tracking_uri(mlhooks_clean: None, mlflow_tracking_uri: str) -> str:
+    """Every test writes to its own sqlite store, the default of the mlflow backend
+    (``mlflow_tracking_uri`` comes from the pytest plugin ``mlhooks_mlflow.testing``)."""
+    return mlflow_tracking_uri
 
 
 @pytest.fixture

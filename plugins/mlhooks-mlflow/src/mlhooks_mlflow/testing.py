@@ -1,0 +1,153 @@
+"""A pytest plugin for tests that read back what mlhooks stored in real MLflow.
+
+Installed with mlhooks-mlflow (entry point ``pytest11``). Nothing here is autouse and
+MLflow is imported only by the fixtures that need it, so the plugin costs nothing to a
+test session that does not ask for it.
+
+* ``mlflow_tracking_uri``: a fresh sqlite store for the test (copied from one made
+  per session: creating MLflow's tables takes seconds), set as MLflow's tracking URI;
+  after the test, MLflow's active runs are ended and its globals reset.
+* ``mlflow_server``: a real ``mlflow server`` on 127.0.0.1, started once per session.
+* ``new_mlflow_server``: ``new_mlflow_server()`` gives a server of this test that is
+  not started yet (its port is closed until ``start()``), stopped after the test.
+* :func:`mlflow_run_of`: the MLflow run of an mlhooks run, once everything is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .backend import RUN_ID_TAG
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1, with its sqlite store and artifacts under
+    ``root``; it can be stopped and started again on the same port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        """Start the server and wait until it answers ``/health``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        log_path = self.root / "server.log"
+        with open(log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.25)
+        raise RuntimeError(f"mlflow server did not answer on {self.uri} within {timeout}s")
+
+    def stop(self) -> None:
+        """Stop the server and the workers it started."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        self.process = None
+
+
+def mlflow_run_of(client: Any, run_id: str, timeout: float = 60) -> Any:
+    """The MLflow run of mlhooks run ``run_id`` (found by the tag mlhooks sets on it),
+    after everything reported so far was stored."""
+    import mlhooks
+
+    assert mlhooks.flush(timeout), f"mlhooks did not store everything within {timeout}s"
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
+    assert len(runs) == 1, f"{len(runs)} MLflow runs for mlhooks run {run_id}"
+    return runs[0]
+
+
+@pytest.fixture(scope="session")
+def mlflow_empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with its tables created, to copy for each test."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_tracking_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_empty_store: Path
+) -> Iterator[str]:
+    """A sqlite store of this test, as ``MLFLOW_TRACKING_URI`` and MLflow's URI."""
+    import mlflow
+
+    shutil.copy(mlflow_empty_store, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # mlflow.set_experiment sets it
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: MLflow's own default
+    mlflow.tracking.fluent._active_experiment_id = None
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A running ``mlflow server`` shared by the session's tests."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_mlflow_server(tmp_path: Path) -> Iterator[Callable[[], MlflowServer]]:
+    """Servers of this test, not started yet; each is stopped after the test."""
+    made: list[MlflowServer] = []
+
+    def make() -> MlflowServer:
+        server = MlflowServer(tmp_path / f"mlflow-server-{len(made)}")
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
