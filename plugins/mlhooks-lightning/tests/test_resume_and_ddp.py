@@ -26,11 +26,17 @@ def test_a_resumed_fit_continues_the_same_run(client, tmp_path):
     saved = torch.load(first.last_model_path, weights_only=False)
     assert isinstance(saved[RUN_KEY]["run_id"], str)
 
+    class StatusWhileTraining(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            self.status = only_run(client).info.status  # flushes first
+
     mlhooks.autolog(log_every_n_steps=2)  # the second fit is tracked by autolog's callback
     second = L.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt2", save_last=True)
-    trainer(callbacks=[second], max_epochs=2).fit(
+    watcher = StatusWhileTraining()
+    trainer(callbacks=[second, watcher], max_epochs=2).fit(
         Tiny(), loader(), loader(), ckpt_path=first.last_model_path
     )
+    assert watcher.status == "RUNNING"  # the continued run is running again
 
     run = only_run(client)
     points = history(client, run)

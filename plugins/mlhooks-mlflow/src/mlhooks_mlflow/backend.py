@@ -118,8 +118,12 @@ class MlflowBackend(Backend):
         if adopted is not None:  # opened with mlflow.start_run(): log into it
             self._ids[run.run_id] = adopted
             return
-        if run.run_id in self._ids or self._find(run.run_id) is not None:
-            return  # a replayed start: the run exists already
+        existing = self._ids.get(run.run_id) or self._find(run.run_id)
+        if existing is not None:
+            # A continued run (a resumed training, an evaluation after the fit) or a
+            # replayed start: the run exists; it is running again until its next end.
+            self.client.update_run(existing, status=RunStatus.to_string(RunStatus.RUNNING))
+            return
         tags = {**run.tags, RUN_ID_TAG: run.run_id, "mlflow.user": _user()}
         if run.description:
             tags["mlflow.note.content"] = run.description
