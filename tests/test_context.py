@@ -194,3 +194,47 @@ def test_runs_within_seconds_reuse_the_capture(
     assert all(any("context.json" in a for a in run.artifacts) for run in stored)
     assert stored[1].tags == stored[2].tags
     assert "mlhooks-context" not in names[2]
+
+
+DURING_A_FIT = """
+import json, pathlib, sys
+import mlhooks
+from mlhooks import FitSession, LocalStore
+
+store = LocalStore(pathlib.Path(sys.argv[1]))
+session = FitSession("fw", "fit")
+session.start()  # the fit's run starts, and with it the context capture
+run_id = session.fit.run.run_id
+
+def document():
+    path = store.artifact_path(run_id, "mlhooks/context.json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+found = None
+for _ in range(500):  # while the fit runs, the requirements wait for it to end
+    assert mlhooks.flush(30)
+    found = document()
+    if found is not None:
+        break
+print("during", json.dumps(sorted(found)))
+session.end()
+assert mlhooks.flush(30)
+print("after", json.dumps(sorted(document())), len(document()["requirements"]))
+"""
+
+
+def test_the_context_is_stored_during_a_fit_and_completed_after_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLHOOKS_LOG_CONTEXT"}
+    env["MLHOOKS_BACKENDS"] = "local"
+    done = subprocess.run(
+        [sys.executable, "-c", DURING_A_FIT, str(tmp_path / "store")],
+        cwd=tmp_path,
+        env={**env, "MLHOOKS_LOCAL_DIR": str(tmp_path / "store")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    during, after = done.stdout.strip().splitlines()[-2:]
+    assert "requirements" not in json.loads(during.split(" ", 1)[1])  # a kill now keeps this
+    assert "requirements" in after and int(after.rsplit(" ", 1)[1]) > 10

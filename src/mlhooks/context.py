@@ -21,7 +21,8 @@ goes to the artifact ``mlhooks/context.json``. ``docs/context.md`` lists every f
 The capture runs on a background thread, so that the training thread only starts it;
 the run's end waits for it (at most :data:`CAPTURE_TIMEOUT` seconds). The one slow
 part, the list of installed distributions (read once per process), waits until no
-tracked fit is running, so that it never competes with training for the GIL. Nested runs,
+tracked fit is running, so that it never competes with training for the GIL; the
+artifact is stored without it first, then again in full. Nested runs,
 which hyper-parameter searches create by the hundred, capture nothing themselves: they
 get the source tags of their parent's capture (a nested run that ends before that
 capture is done waits for it, once).
@@ -294,6 +295,8 @@ class _Capture:
         self.lock = threading.Lock()
         self.hurry = threading.Event()
         """Set when the run ends: what is left is captured without waiting."""
+        self.tags_shared = threading.Event()
+        """Set once nested runs waiting for the source tags got them."""
         self.thread = threading.Thread(target=self._capture, name="mlhooks-context", daemon=True)
 
     def _capture(self) -> None:
@@ -307,9 +310,12 @@ class _Capture:
         self._share_source_tags(tags)
         try:
             if "requirements" in self.parts:
-                if requirements.cache_info().currsize == 0:
+                if requirements.cache_info().currsize == 0 and activity.training():
                     # The one slow part (~0.1 s of Python, once per process), and one
-                    # training does not change: it waits until no fit is running.
+                    # training does not change: it waits until no fit is running. What
+                    # is known is stored now, so that a run killed meanwhile keeps it.
+                    early = _stage_artifact(document, diff, holders=1)
+                    host.emit("on_artifact", self.run, early, ARTIFACT_DIR)
                     activity.wait_until_idle(self.hurry, most=REQUIREMENTS_DEFER)
                 document["requirements"] = list(requirements())
             snapshot = _stage_artifact(document, diff)
@@ -325,6 +331,7 @@ class _Capture:
             waiting, self.waiting = self.waiting, []
         for child in waiting:
             _tag_child(child, inherited)
+        self.tags_shared.set()
 
     def share_with(self, child: RunInfo) -> bool:
         """Give ``child`` the source tags now, or once they are known (True)."""
@@ -342,12 +349,13 @@ def _tag_child(child: RunInfo, tags: dict[str, str]) -> None:
         host.emit("on_tags", child, dict(tags))
 
 
-def _stage_artifact(document: dict[str, Any], diff: str | None) -> str:
-    """The artifact folder, staged with one holder for the run and one for reuse."""
+def _stage_artifact(document: dict[str, Any], diff: str | None, holders: int = 2) -> str:
+    """The artifact folder, staged with one holder for the run and (by default) one
+    for reuse."""
     files = {"context.json": json.dumps(document, indent=2, default=str)}
     if diff:
         files["git.diff"] = diff
-    return staging.stage_files("context", files, holders=2)
+    return staging.stage_files("context", files, holders=holders)
 
 
 _recent: dict[tuple[frozenset[str], str], tuple[float, dict[str, str], str]] = {}
@@ -422,6 +430,10 @@ def finish(run: RunInfo, timeout: float = CAPTURE_TIMEOUT) -> None:
     """Wait until the capture of ``run`` was reported (called before ``on_run_end``)."""
     with _lock:
         capture = _captures.pop(run.run_id, None)
-    if capture is not None and capture.thread is not threading.current_thread():
-        capture.hurry.set()
-        capture.thread.join(timeout)
+    if capture is None or capture.thread is threading.current_thread():
+        return
+    if capture.run.run_id != run.run_id:  # a nested run: it only waits for the tags
+        capture.tags_shared.wait(timeout)
+        return
+    capture.hurry.set()
+    capture.thread.join(timeout)

@@ -72,6 +72,25 @@ class FitSession:
 
     def start(self) -> Fit | None:
         """Open the run if needed and report ``on_fit_start``."""
+        # Counted as running from here, so that what the run's start sets off in the
+        # background (the context capture) already sees a fit running.
+        activity.fit_started()
+        self._running = True
+        try:
+            fit = self._open()
+        except BaseException:
+            self._stop_running()
+            raise
+        if fit is None:
+            self._stop_running()
+        return fit
+
+    def _stop_running(self) -> None:
+        if self._running:
+            self._running = False
+            activity.fit_ended()
+
+    def _open(self) -> Fit | None:
         if self._run is not None:
             return self._report_start(self._run, self._run)
         if self._parent is not None:
@@ -117,8 +136,6 @@ class FitSession:
             host.emit("on_params", run, fresh)
         host.emit("on_tags", run, self.fit.tags)
         host.emit("on_fit_start", self.fit)
-        activity.fit_started()
-        self._running = True
         return self.fit
 
     # -- reporting --------------------------------------------------------------------------
@@ -246,9 +263,7 @@ class FitSession:
         try:
             host.emit("on_fit_end", self.fit)
         finally:
-            if self._running:
-                self._running = False
-                activity.fit_ended()
+            self._stop_running()
             if self._managed:
                 end_run(RunStatus.for_exception(error), run=self.fit.run)
 

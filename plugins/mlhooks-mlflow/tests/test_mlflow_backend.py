@@ -13,6 +13,7 @@ from sklearn.linear_model import LinearRegression
 
 import mlhooks
 from mlhooks import MlhooksWarning
+from mlhooks.backends import StartRun
 from mlhooks_mlflow import MlflowBackend, TrackingUriError
 from mlhooks_mlflow.testing import mlflow_run_of
 
@@ -77,6 +78,29 @@ def test_nested_runs_and_statuses(client: MlflowClient) -> None:
         stored = mlflow_run_of(client, handle.run_id)
         assert stored.data.tags["mlflow.parentRunId"] == parent_id
         assert stored.info.status == status
+
+
+def test_a_continued_run_runs_again_but_a_replayed_start_changes_nothing(
+    client: MlflowClient,
+) -> None:
+    with mlhooks.start_run("first") as first:
+        mlhooks.log_metric("loss", 1.0, step=0)
+    stored = mlflow_run_of(client, first.run_id)
+    assert stored.info.status == "FINISHED"
+
+    # The start of the first process, replayed from a spool after the run ended
+    # (mlhooks sync): older than the end, it leaves the run FINISHED.
+    backend = MlflowBackend()
+    backend.apply(StartRun(first.info))
+    assert client.get_run(stored.info.run_id).info.status == "FINISHED"
+
+    with mlhooks.start_run("first", run_id=first.run_id):  # a resumed training
+        assert mlflow_run_of(client, first.run_id).info.status == "RUNNING"
+        mlhooks.log_metric("loss", 0.5, step=1)
+    again = mlflow_run_of(client, first.run_id)
+    assert again.info.run_id == stored.info.run_id and again.info.status == "FINISHED"
+    history = client.get_metric_history(again.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5)]
 
 
 def test_a_run_opened_with_mlflow_start_run_is_logged_into(client: MlflowClient) -> None:

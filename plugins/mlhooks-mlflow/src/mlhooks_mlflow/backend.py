@@ -119,10 +119,8 @@ class MlflowBackend(Backend):
             self._ids[run.run_id] = adopted
             return
         existing = self._ids.get(run.run_id) or self._find(run.run_id)
-        if existing is not None:
-            # A continued run (a resumed training, an evaluation after the fit) or a
-            # replayed start: the run exists; it is running again until its next end.
-            self.client.update_run(existing, status=RunStatus.to_string(RunStatus.RUNNING))
+        if existing is not None:  # a continued run, or a start replayed from a spool
+            self._mark_continued(existing, run)
             return
         tags = {**run.tags, RUN_ID_TAG: run.run_id, "mlflow.user": _user()}
         if run.description:
@@ -136,6 +134,14 @@ class MlflowBackend(Backend):
             run_name=run.name,
         )
         self._ids[run.run_id] = created.info.run_id
+
+    def _mark_continued(self, mlflow_id: str, run: RunInfo) -> None:
+        """A run started again after it ended (a resumed training, an evaluation after
+        the fit) is RUNNING until its next end. A start replayed from a spool is older
+        than the run's end, and leaves it as it is."""
+        ended = self.client.get_run(mlflow_id).info.end_time
+        if ended is not None and run.start_time >= ended:
+            self.client.update_run(mlflow_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
     def _experiment_id(self, run: RunInfo) -> str:
         name = run.experiment or self.experiment

@@ -5,8 +5,9 @@ MLflow is imported only by the fixtures that need it, so the plugin costs nothin
 test session that does not ask for it.
 
 * ``mlflow_tracking_uri``: a fresh sqlite store for the test (copied from one made
-  per session: creating MLflow's tables takes seconds), set as MLflow's tracking URI;
-  after the test, MLflow's active runs are ended and its globals reset.
+  per session: creating MLflow's tables takes seconds), its default experiment's
+  artifacts under the test's ``tmp_path``, set as MLflow's tracking URI; after the
+  test, MLflow's active runs are ended and its globals reset.
 * ``mlflow_server``: a real ``mlflow server`` on 127.0.0.1, started once per session.
 * ``new_mlflow_server``: ``new_mlflow_server()`` gives a server of this test that is
   not started yet (its port is closed until ``start()``), stopped after the test.
@@ -19,17 +20,17 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from .backend import RUN_ID_TAG
 
 
 def free_port() -> int:
@@ -92,6 +93,8 @@ def mlflow_run_of(client: Any, run_id: str, timeout: float = 60) -> Any:
     after everything reported so far was stored."""
     import mlhooks
 
+    from .backend import RUN_ID_TAG
+
     assert mlhooks.flush(timeout), f"mlhooks did not store everything within {timeout}s"
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
@@ -116,8 +119,16 @@ def mlflow_tracking_uri(
     """A sqlite store of this test, as ``MLFLOW_TRACKING_URI`` and MLflow's URI."""
     import mlflow
 
-    shutil.copy(mlflow_empty_store, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    database = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_empty_store, database)
+    # The template's default experiment keeps its artifacts where the template was made:
+    # this test's go under its own folder.
+    with closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(tmp_path / "mlruns" / "0"),),
+        )
+    uri = f"sqlite:///{database}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # mlflow.set_experiment sets it
