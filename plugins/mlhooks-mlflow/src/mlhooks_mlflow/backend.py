@@ -137,10 +137,11 @@ class MlflowBackend(Backend):
 
     def _mark_continued(self, mlflow_id: str, run: RunInfo) -> None:
         """A run started again after it ended (a resumed training, an evaluation after
-        the fit) is RUNNING until its next end. A start replayed from a spool is older
-        than the run's end, and leaves it as it is."""
+        the fit) is RUNNING until its next end. A start replayed from a spool is not
+        later than the run's end (the same millisecond, for a run that short), and
+        leaves it as it is."""
         ended = self.client.get_run(mlflow_id).info.end_time
-        if ended is not None and run.start_time >= ended:
+        if ended is not None and run.start_time > ended:
             self.client.update_run(mlflow_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
     def _experiment_id(self, run: RunInfo) -> str:
