@@ -10,14 +10,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from mlhooks.datasets import DEFAULT_SAMPLE_ROWS, MAX_SCHEMA_COLUMNS, fingerprint
 from mlhooks.types import DatasetInfo
-
-np: Any = pytest.importorskip("numpy")
-pd: Any = pytest.importorskip("pandas")
-sp: Any = pytest.importorskip("scipy.sparse")
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 @pytest.fixture(autouse=True)
 def tracking_uri(
     mlhooks_clean: None, mlflow_tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
+) -> str:
     """Every test writes to its own sqlite store, the default of the mlflow backend
-    (``mlflow_tracking_uri`` comes from the pytest plugin ``mlhooks_mlflow.testing``)."""
+    (``mlflow_tracking_uri`` comes from the pytest plugin ``mlhooks_mlflow.testing``);
+    ``mlhooks_clean`` turns autologging off after it."""
     monkeypatch.chdir(tmp_path)  # Lightning writes lightning_logs/ and checkpoints/ here
-    yield mlflow_tracking_uri
-    mlhooks.autolog(disable=True)
+    return mlflow_tracking_uri
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost as xgb
 from mlflow.tracking import MlflowClient
@@ -88,7 +89,6 @@ def test_datasets_with_contexts_and_eval_names(client: MlflowClient, data: dict[
 
 
 def test_a_quantile_dmatrix_and_a_dataframe(client: MlflowClient, data: dict[str, Any]) -> None:
-    pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(data["X"], columns=[f"feature_{i}" for i in range(6)])
     dtrain = xgb.QuantileDMatrix(frame, label=data["y"])
     xgb.train({"nthread": 1}, dtrain, 2, evals=[(dtrain, "train")], verbose_eval=False)

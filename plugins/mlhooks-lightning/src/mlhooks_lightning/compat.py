@@ -35,6 +35,16 @@ def _to_float(value: Any) -> float | None:
         return None
 
 
+def floats(values: Any) -> dict[str, float]:
+    """The entries of ``values`` (tensors or numbers) that convert to a float."""
+    out = {}
+    for key, value in values.items():
+        number = _to_float(value)
+        if number is not None:
+            out[key] = number
+    return out
+
+
 def _values(results: Any, on_step: bool) -> dict[str, float]:
     """The logger-bound values of ``results`` for every dataloader, as floats."""
     if results is None:
@@ -48,22 +58,14 @@ def _values(results: Any, on_step: bool) -> dict[str, float]:
             out.update(results.metrics(on_step)["log"])
     finally:
         results.dataloader_idx = current
-    floats = {key: _to_float(value) for key, value in out.items()}
-    return {key: value for key, value in floats.items() if value is not None}
+    return floats(out)
 
 
 def train_step_values(trainer: Any) -> dict[str, float]:
     """Step-level values of the latest training batch (called every logged step: the
     training loop has one dataloader, so no index to switch)."""
     results = trainer.fit_loop.epoch_loop._results
-    if results is None:
-        return {}
-    out = {}
-    for key, value in results.metrics(True)["log"].items():
-        number = _to_float(value)
-        if number is not None:
-            out[key] = number
-    return out
+    return {} if results is None else floats(results.metrics(True)["log"])
 
 
 def train_epoch_values(trainer: Any) -> dict[str, float]:

@@ -229,11 +229,8 @@ class Tracker:
         session, trainer = self.session, self.trainer
         if session is None or trainer is None or trainer.sanity_checking:
             return
-        values = {
-            key: value
-            for key, value in ((k, compat._to_float(v)) for k, v in metrics.items())
-            if value is not None and key != "epoch"  # Lightning adds the epoch number
-        }
+        values = compat.floats(metrics)
+        values.pop("epoch", None)  # Lightning adds the epoch number
         epoch_level = compat.at_epoch_end(trainer)
         if trainer.training:
             if epoch_level:
