@@ -44,16 +44,21 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (check and format) over the tree, mypy over src/mlhooks and the plugins
-    listed in pyproject's mypy ``files`` (their frameworks installed for their types)."""
+    listed in pyproject's mypy ``files`` (their frameworks installed for their types),
+    and import-linter's contracts (pyproject's ``[tool.importlinter]``): the core's
+    layers, plugins that import only ``mlhooks`` and ``mlhooks.plugin``, no cycles."""
     # mlhooks.testing is a pytest plugin; the cli and compare extras are type-checked too;
     # mlflow, xgboost and Lightning ship the type hints their plugins are checked
     # against (torch first and pinned, as in the tests session).
     session.install(TORCH)
     session.install("-e", ".[lint,cli,compare]", "-e", "plugins/mlhooks-mlflow", "pytest",
                     "xgboost", TORCH, "lightning", "pytorch_lightning")  # fmt: skip
+    # import-linter reads every plugin's source: installed without their dependencies.
+    session.install("--no-deps", *[arg for plugin in PLUGINS for arg in ("-e", str(plugin))])
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("lint-imports")
 
 
 @nox.session

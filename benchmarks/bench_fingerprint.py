@@ -1,4 +1,4 @@
-"""Time ``mlhooks.datasets.fingerprint`` on 10M-row data (target: under 20 ms each).
+"""Time ``mlhooks.capture.datasets.fingerprint`` on 10M-row data (target: under 20 ms each).
 
 Run with ``python benchmarks/bench_fingerprint.py``; prints the median of several runs.
 """
@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mlhooks.datasets import fingerprint
+from mlhooks.capture.datasets import fingerprint
 
 ROWS = 10_000_000
 REPEATS = 15

@@ -37,7 +37,7 @@ def measure(config: str, points: int) -> dict[str, float]:
     import mlhooks
     from mlhooks.backends import LogBatch
     from mlhooks.backends.local import LocalBackend
-    from mlhooks.types import Metric, RunInfo
+    from mlhooks.core.types import Metric, RunInfo
 
     root = tempfile.mkdtemp(prefix="mlhooks-bench-")
     backend = LocalBackend(root)
@@ -65,7 +65,7 @@ def measure(config: str, points: int) -> dict[str, float]:
             for step in range(points // 10):
                 mlhooks.log_metrics(dict.fromkeys(keys, 0.5), step=step)
         else:
-            session = mlhooks.FitSession("bench", "bench")
+            session = mlhooks.plugin.FitSession("bench", "bench")
             session.start()
             for step in range(points // 10):
                 session.log_metrics(dict.fromkeys(keys, 0.5), step=step)

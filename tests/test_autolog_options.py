@@ -11,7 +11,7 @@ import pytest
 
 import mlhooks
 from mlhooks import AutologConfig, MlhooksWarning
-from mlhooks.autologging import settings_for
+from mlhooks.autologging.autolog import settings_for
 from mlhooks.testing import RecordedRuns
 
 
@@ -108,7 +108,7 @@ def test_autolog_backends_choose_where_runs_go(fake: Any, mlhooks_clean: None) -
         ({"log_every_n_steps": 0}, ValueError, "log_every_n_steps must be at least 1"),
         ({"log_modles": True}, TypeError, "unknown option 'log_modles'"),
         ({"fakefw": True}, TypeError, "unknown option 'fakefw'.*given as a dict"),
-        ({"backends": [42]}, TypeError, "takes names or mlhooks.Backend objects"),
+        ({"backends": [42]}, TypeError, "takes names or mlhooks.plugin.Backend objects"),
     ],
 )
 def test_bad_options_fail_at_autolog_with_a_clear_error(
@@ -116,7 +116,7 @@ def test_bad_options_fail_at_autolog_with_a_clear_error(
 ) -> None:
     with pytest.raises(error, match=message):
         mlhooks.autolog(**options)
-    assert mlhooks.autologging.current_config() is None
+    assert mlhooks.core.config.current_config() is None
 
 
 def test_a_bad_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,10 @@ from typing import ClassVar
 import pytest
 
 import mlhooks
-from mlhooks import Capability, FitSession, ModelArtifact
+import mlhooks.plugin
+from mlhooks import Capability
 from mlhooks.backends.memory import MemoryBackend
+from mlhooks.plugin import FitSession, ModelArtifact
 from mlhooks.testing import RecordedRuns
 
 
@@ -28,7 +30,7 @@ def notices(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "mlhooks"]
 
 
-def log_everything(tmp_path: Path, name: str, backends: list[mlhooks.Backend]) -> str:
+def log_everything(tmp_path: Path, name: str, backends: list[mlhooks.plugin.Backend]) -> str:
     plot = tmp_path / "plot.txt"
     plot.write_text("not an image")
     with mlhooks.start_run(name, backends=backends) as run:

@@ -17,7 +17,7 @@ pytest.importorskip("click")
 pytest.importorskip("sklearn")
 
 import mlhooks
-from mlhooks import doctor
+from mlhooks.cli import doctor
 from mlhooks.testing import train_by_hand
 
 
@@ -148,8 +148,9 @@ def test_sync_shows_progress_on_a_terminal(
 
     from rich.console import Console
 
-    from mlhooks import LocalStore, cli_commands
-    from mlhooks.spool import find_spools
+    from mlhooks import LocalStore
+    from mlhooks.cli import commands as cli_commands
+    from mlhooks.delivery.spool import find_spools
     from mlhooks.testing import run_script
 
     store, root = tmp_path / "store", tmp_path / "runs"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import mlhooks
-from mlhooks import LocalStore, context
+from mlhooks import LocalStore
+from mlhooks.capture import context
 from mlhooks.testing import RecordedRuns
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git program")
@@ -199,7 +200,8 @@ def test_runs_within_seconds_reuse_the_capture(
 DURING_A_FIT = """
 import json, pathlib, sys
 import mlhooks
-from mlhooks import FitSession, LocalStore
+from mlhooks import LocalStore
+from mlhooks.plugin import FitSession
 
 store = LocalStore(pathlib.Path(sys.argv[1]))
 session = FitSession("fw", "fit")

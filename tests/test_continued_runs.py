@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 import mlhooks
-from mlhooks import DatasetInfo, FitSession, RunStatus
+from mlhooks import DatasetInfo, RunStatus
 from mlhooks.backends.memory import MemoryBackend
+from mlhooks.plugin import FitSession
 from mlhooks.testing import RecordedRuns, wait_until
 
 

@@ -1,4 +1,4 @@
-"""The shared integration contract (mlhooks.testing_contract), run on ``fakefw``: the
+"""The shared integration contract (mlhooks.testing.contract), run on ``fakefw``: the
 same tests every framework plugin runs on its real framework."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fake_integration import FakePlugin
-from mlhooks.testing_contract import IntegrationContract
+from mlhooks.testing.contract import IntegrationContract
 
 TESTS = Path(__file__).parent
 

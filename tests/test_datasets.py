@@ -1,4 +1,4 @@
-"""Tests for mlhooks.datasets.fingerprint, with real numpy, pandas and scipy objects."""
+"""Tests for mlhooks.capture.datasets.fingerprint, with real numpy, pandas and scipy objects."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from mlhooks.datasets import DEFAULT_SAMPLE_ROWS, MAX_SCHEMA_COLUMNS, fingerprint
-from mlhooks.types import DatasetInfo
+from mlhooks.capture.datasets import DEFAULT_SAMPLE_ROWS, MAX_SCHEMA_COLUMNS, fingerprint
+from mlhooks.core.types import DatasetInfo
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -92,7 +92,7 @@ def test_digest_is_stable_across_processes_and_hash_seeds() -> None:
         import json, sys
         sys.path.insert(0, {str(TESTS)!r})
         from test_datasets import build_datasets
-        from mlhooks.datasets import fingerprint
+        from mlhooks.capture.datasets import fingerprint
         digests = {{key: fingerprint(data).digest for key, data in build_datasets().items()}}
         print(json.dumps(digests))
         """
@@ -104,7 +104,7 @@ def test_digest_is_stable_across_processes_and_hash_seeds() -> None:
 
 def test_importing_the_module_does_not_import_numpy_pandas_or_scipy() -> None:
     code = (
-        "import sys, mlhooks.datasets\n"
+        "import sys, mlhooks.capture.datasets\n"
         "print(sorted(m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules))"
     )
     assert run_python(code, "0").strip() == "[]"

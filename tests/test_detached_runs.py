@@ -7,7 +7,8 @@ import threading
 from pathlib import Path
 
 import mlhooks
-from mlhooks import FitSession, RunStatus
+from mlhooks import RunStatus
+from mlhooks.plugin import FitSession, open_run
 from mlhooks.testing import RecordedRuns
 
 
@@ -15,10 +16,10 @@ def test_a_run_started_without_activation_leaves_the_active_run(
     mlhooks_memory: RecordedRuns,
 ) -> None:
     with mlhooks.start_run("user") as user:
-        detached = mlhooks.start_run("loop", managed=True, activate=False)
+        detached = open_run("loop", managed=True, activate=False)
         assert mlhooks.active_run() is user.info
         assert detached.info.parent_id is None
-        child = mlhooks.start_run("child", parent=detached.info, activate=False)
+        child = open_run("child", parent=detached.info, activate=False)
         assert child.info.parent_id == detached.run_id
         mlhooks.log_param("where", "user")  # still goes to the user's run
         mlhooks.end_run(run=detached.info)  # ends its child too
@@ -52,7 +53,7 @@ def test_session_children_are_nested_runs_of_the_session(mlhooks_memory: Recorde
 def test_a_session_given_a_run_logs_there_and_leaves_it_open(
     mlhooks_memory: RecordedRuns,
 ) -> None:
-    loop = mlhooks.start_run("loop", managed=True, activate=False)
+    loop = open_run("loop", managed=True, activate=False)
     for step in range(3):
         session = FitSession("fw", "partial", run=loop.info, params={"lr": 0.1})
         session.start()

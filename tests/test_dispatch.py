@@ -20,8 +20,8 @@ from mlhooks import MlhooksWarning, RunStatus
 from mlhooks.backends import BackendError, LogBatch
 from mlhooks.backends.local import LocalBackend, LocalStore
 from mlhooks.backends.memory import MemoryBackend
-from mlhooks.dispatch import Lane, RetryPolicy
-from mlhooks.spool import find_spools
+from mlhooks.delivery.lanes import Lane, RetryPolicy
+from mlhooks.delivery.spool import find_spools
 from mlhooks.testing import RecordedRuns, run_script, wait_until
 
 FAST_RETRY = RetryPolicy(delays=(0.01, 0.02), probe_interval=0.1, max_probe_interval=0.2)

@@ -11,7 +11,7 @@ import mlhooks
 from mlhooks import RunStatus
 from mlhooks.backends import EndRun, LogBatch, LogDataset, StartRun
 from mlhooks.backends.local import LocalBackend, LocalStore
-from mlhooks.types import DatasetInfo, RunInfo
+from mlhooks.core.types import DatasetInfo, RunInfo
 
 
 def test_a_run_is_a_folder_of_plain_files(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mlhooks
+import mlhooks.plugin
 from mlhooks import MlhooksWarning
 from mlhooks.backends.local import LocalBackend, LocalStore
 from mlhooks.testing import RecordedRuns
@@ -134,7 +135,7 @@ def test_a_dataset_fingerprint_lands(mlhooks_memory: RecordedRuns) -> None:
 def test_autologging_sanitizes_instead_of_raising(
     mlhooks_memory: RecordedRuns, lenient: None
 ) -> None:
-    session = mlhooks.FitSession("manual", "sanitized")
+    session = mlhooks.plugin.FitSession("manual", "sanitized")
     session.start()
     with pytest.warns(MlhooksWarning) as caught:
         session.log_metrics({"ok": 1.0, "bad\tkey": 2.0, "text": "high"}, step=1)

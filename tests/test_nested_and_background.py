@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 import mlhooks
-from mlhooks import Call, CallHandler, FitHandler, FitSession, MlhooksWarning, RunStatus
-from mlhooks.patching import Patcher
+import mlhooks.plugin
+from mlhooks import MlhooksWarning, RunStatus
+from mlhooks.autologging.patching import Patcher
+from mlhooks.plugin import Call, CallHandler, FitHandler, FitSession
 from mlhooks.testing import RecordedRuns, run_script
 
 
@@ -209,10 +211,11 @@ def test_background_work_still_pending_at_exit_is_stored(tmp_path: Path) -> None
         """
         import time
         import mlhooks
+        import mlhooks.plugin
 
         with mlhooks.start_run("at-exit") as run:
             pass
-        session = mlhooks.FitSession("charts", "late", settings=None)
+        session = mlhooks.plugin.FitSession("charts", "late", settings=None)
         session.start()
 
         def slow(directory):

@@ -18,18 +18,19 @@ from typing import Any
 import pytest
 
 import mlhooks
-from mlhooks import FitSession, MlhooksWarning, RunInfo, RunStatus
-from mlhooks.errors import reset_warnings
-from mlhooks.plugins import PluginHost
-from mlhooks.plugins import host as global_host
+from mlhooks import MlhooksWarning, RunInfo, RunStatus
+from mlhooks.core.errors import reset_warnings
+from mlhooks.core.host import PluginHost
+from mlhooks.core.host import host as global_host
+from mlhooks.plugin import FitSession
 from mlhooks.testing import RecordedRuns
 
-BUILTIN_PLUGINS = {"mlhooks.recorder", "mlhooks.stores"}
+BUILTIN_PLUGINS = {"mlhooks.delivery.recorder", "mlhooks.stores"}
 BUILTIN_BACKENDS = {"local", "memory"}
 
 DEMO = """
 import mlhooks
-from mlhooks import Integration
+from mlhooks.plugin import Integration
 from mlhooks.backends.memory import MemoryBackend
 
 

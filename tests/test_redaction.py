@@ -11,8 +11,14 @@ from typing import Any
 import pytest
 
 import mlhooks
-from mlhooks import redaction
-from mlhooks.redaction import MASK, is_secret_key, redact_argv, redact_url, strip_url_credentials
+from mlhooks.core import redaction
+from mlhooks.core.redaction import (
+    MASK,
+    is_secret_key,
+    redact_argv,
+    redact_url,
+    strip_url_credentials,
+)
 from mlhooks.testing import RecordedRuns
 
 SECRET_KEYS = {

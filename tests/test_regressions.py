@@ -17,16 +17,18 @@ from typing import Any, ClassVar
 import pytest
 
 import mlhooks
+import mlhooks.plugin
 from fake_integration import FitModel
-from mlhooks import FitSession, MlhooksWarning, RunStatus
+from mlhooks import MlhooksWarning, RunStatus
 from mlhooks.backends import LogBatch, LogModel, StartRun
 from mlhooks.backends.local import LocalBackend, LocalStore
 from mlhooks.backends.memory import MemoryBackend
-from mlhooks.dispatch import Lane, RetryPolicy
-from mlhooks.spool import find_spools
-from mlhooks.staging import staging_root
+from mlhooks.core.types import Capability, ModelArtifact, RunInfo
+from mlhooks.delivery.lanes import Lane, RetryPolicy
+from mlhooks.delivery.spool import find_spools
+from mlhooks.delivery.staging import staging_root
+from mlhooks.plugin import FitSession
 from mlhooks.testing import RecordedRuns, run_script, wait_until
-from mlhooks.types import Capability, ModelArtifact, RunInfo
 
 NO_RETRY = RetryPolicy(delays=(), probe_interval=60, max_probe_interval=60)
 
@@ -247,7 +249,7 @@ def test_a_patched_call_made_from_finish_is_not_a_second_fit(
 
     class Listener:
         @mlhooks.hookimpl
-        def on_fit_start(self, fit: mlhooks.Fit) -> None:
+        def on_fit_start(self, fit: mlhooks.plugin.Fit) -> None:
             fits.append(fit.name)
 
     mlhooks_plugin(Listener())
@@ -426,7 +428,7 @@ def test_disable_stops_tracking_after_someone_else_wrapped_the_patch(
 
     class Listener:
         @mlhooks.hookimpl
-        def on_fit_start(self, fit: mlhooks.Fit) -> None:
+        def on_fit_start(self, fit: mlhooks.plugin.Fit) -> None:
             fits.append(fit.name)
 
     mlhooks_plugin(Listener())

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mlhooks
+import mlhooks.plugin
 from mlhooks import MlhooksWarning, RunStatus
 from mlhooks.testing import RecordedRuns, reset_state
 
@@ -115,12 +116,12 @@ def test_failing_listener_neither_breaks_training_nor_starves_others(
 
     class Broken:
         @mlhooks.hookimpl
-        def on_fit_start(self, fit: mlhooks.Fit) -> None:
+        def on_fit_start(self, fit: mlhooks.plugin.Fit) -> None:
             raise ZeroDivisionError("listener bug")
 
     class Listener:
         @mlhooks.hookimpl
-        def on_fit_start(self, fit: mlhooks.Fit) -> None:
+        def on_fit_start(self, fit: mlhooks.plugin.Fit) -> None:
             seen.append(fit.name)
 
     mlhooks_plugin(Listener())
@@ -210,7 +211,7 @@ def test_every_order_of_import_autolog_disable(
         if action == "import":
             module = import_fakefw()
             originals = original_attrs(module)
-            if mlhooks.autologging.is_enabled():  # imported patched: originals are beneath
+            if mlhooks.autologging.autolog.is_enabled():  # imported patched: originals are beneath
                 originals = {k: v.__wrapped__ for k, v in originals.items()}
         elif action == "autolog":
             mlhooks.autolog()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import mlhooks
-from mlhooks import system_metrics
+from mlhooks.capture import system_metrics
 from mlhooks.testing import RecordedRuns
 
 pytest.importorskip("psutil")

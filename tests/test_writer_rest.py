@@ -10,7 +10,7 @@ from pathlib import Path
 import mlhooks
 from mlhooks.backends import LogBatch
 from mlhooks.backends.memory import MemoryBackend
-from mlhooks.dispatch import Lane, RetryPolicy
+from mlhooks.delivery.lanes import Lane, RetryPolicy
 
 
 class CostlyBackend(MemoryBackend):
@@ -44,7 +44,7 @@ def test_a_costly_backend_gets_fewer_larger_batches_and_a_flush_is_not_delayed(
 
 
 def test_the_writer_yields_while_a_fit_trains_and_writes_when_it_ends(tmp_path: Path) -> None:
-    from mlhooks import activity
+    from mlhooks.core import activity
     from mlhooks.testing import wait_until
 
     backend = CostlyBackend()

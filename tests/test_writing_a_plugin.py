@@ -22,7 +22,7 @@ import pytest
 
 import mlhooks
 from mlhooks import MlhooksWarning, RunStatus
-from mlhooks.plugins import PluginHost
+from mlhooks.core.host import PluginHost
 from mlhooks.testing import RecordedRuns
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "writing-a-plugin.md"

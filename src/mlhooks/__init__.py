@@ -3,22 +3,37 @@
     import mlhooks
     mlhooks.autolog()   # every fit of every installed framework is tracked
 
-This module is the public API and nothing else.
+This module is what users call and nothing else. Plugin authors (framework
+integrations, storage backends) import :mod:`mlhooks.plugin` as well.
 """
 
 from __future__ import annotations
 
-from .autologging import autolog
-from .backends.base import Backend, BackendError
-from .backends.local import LocalStore
-from .compare import compare_runs, plot_metric
-from .config import AutologConfig
-from .datasets import fingerprint
-from .errors import MlhooksWarning
-from .fitting import FitHandler, FitSession
-from .hookspecs import hookimpl
-from .integration import Integration
-from .logging_api import (
+from mlhooks.autologging.autolog import autolog
+from mlhooks.backends.local import LocalStore
+from mlhooks.capture.datasets import fingerprint
+from mlhooks.core.config import AutologConfig
+from mlhooks.core.errors import MlhooksWarning
+from mlhooks.core.hookspecs import hookimpl
+from mlhooks.core.host import add_builtins as _add_builtins
+from mlhooks.core.host import host as _host
+from mlhooks.core.redaction import add_redaction_patterns
+from mlhooks.core.types import (
+    Capability,
+    DatasetInfo,
+    Metric,
+    RunData,
+    RunInfo,
+    RunStatus,
+)
+from mlhooks.core.version import VERSION
+from mlhooks.delivery.builtins import builtin_plugins as _builtin_plugins
+from mlhooks.delivery.selection import BackendDescription, describe_backends
+from mlhooks.delivery.selection import backend_named as backend
+from mlhooks.reports.compare import compare_runs, plot_metric
+from mlhooks.reports.report import write_report
+from mlhooks.reports.search import get_metric_history, search_runs
+from mlhooks.tracking.logging_api import (
     flush,
     log_artifact,
     log_artifacts,
@@ -31,26 +46,24 @@ from .logging_api import (
     set_tag,
     set_tags,
 )
-from .patching import Call, CallHandler
-from .plugins import host as _host
-from .redaction import add_redaction_patterns
-from .report import write_report
-from .runs import ActiveRun, active_run, end_run, start_run
-from .search import get_metric_history, search_runs
-from .selection import BackendDescription, describe_backends
-from .selection import backend_named as backend
-from .types import (
-    Capability,
-    DatasetInfo,
-    Fit,
-    Metric,
-    ModelArtifact,
-    RunData,
-    RunInfo,
-    RunStatus,
-)
+from mlhooks.tracking.runs import ActiveRun, active_run, end_run, start_run
 
-__version__ = "0.1.0"
+__version__ = VERSION
+
+_add_builtins(_builtin_plugins)  # the recorder and the local and memory stores
+
+_PLUGIN_API = frozenset(
+    {"Backend", "BackendError", "Call", "CallHandler", "Fit", "FitHandler", "FitSession",
+     "Integration", "ModelArtifact"}
+)  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    if name in _PLUGIN_API:
+        raise AttributeError(
+            f"mlhooks.{name} is part of the plugin API: from mlhooks.plugin import {name}"
+        )
+    raise AttributeError(f"module 'mlhooks' has no attribute {name!r}")
 
 
 def register(plugin: object, name: str | None = None) -> str | None:
@@ -73,21 +86,12 @@ def list_plugins() -> list[str]:
 __all__ = [
     "ActiveRun",
     "AutologConfig",
-    "Backend",
     "BackendDescription",
-    "BackendError",
-    "Call",
-    "CallHandler",
     "Capability",
     "DatasetInfo",
-    "Fit",
-    "FitHandler",
-    "FitSession",
-    "Integration",
     "LocalStore",
     "Metric",
     "MlhooksWarning",
-    "ModelArtifact",
     "RunData",
     "RunInfo",
     "RunStatus",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import PLTiny, Tiny, loader
-from mlhooks.testing_contract import IntegrationContract
+from mlhooks.testing.contract import IntegrationContract
 from mlhooks_lightning import tracker
 
 FIT_CODE = """

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import mlhooks
-from mlhooks import system_metrics
+from mlhooks.capture import system_metrics
 from mlhooks.testing import train_by_hand
 from mlhooks_mlflow.testing import free_port, mlflow_run_of
 

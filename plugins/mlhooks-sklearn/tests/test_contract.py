@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes
 
-from mlhooks.testing_contract import IntegrationContract
+from mlhooks.testing.contract import IntegrationContract
 
 X, Y = load_diabetes(return_X_y=True)
 
@@ -40,12 +40,12 @@ class TestSklearnContract(IntegrationContract):
         Pipeline([("users", FunctionTransformer(users_step)), ("ridge", Ridge())]).fit(X, Y)
 
     def break_integration(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from mlhooks_sklearn import estimators
+        from mlhooks_sklearn import sessions
 
         def boom(model: Any) -> dict[str, Any]:
             raise RuntimeError(self.boom_message)
 
-        monkeypatch.setattr(estimators, "params_of", boom)
+        monkeypatch.setattr(sessions, "params_of", boom)
 
     def same_result(self, first: Any, second: Any) -> bool:
         return bool(np.array_equal(first, second))

@@ -19,7 +19,7 @@ from toy_integration import ToyPlugin
 import mlhooks
 from mlhooks.backends import LogBatch
 from mlhooks.backends.memory import MemoryBackend
-from mlhooks.recorder import recorder
+from mlhooks.delivery.recorder import recorder
 from mlhooks_mlflow import RUN_ID_TAG
 from mlhooks_mlflow.testing import MlflowServer, free_port
 from mlhooks_tensorboard import reading

@@ -317,7 +317,7 @@ def test_a_failed_write_is_retried_in_a_new_event_file(
 def test_a_disk_that_stays_full_spools_and_the_spool_is_replayed_once(
     tb_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlhooks.recorder import recorder
+    from mlhooks.delivery.recorder import recorder
     from mlhooks.testing import wait_until
     from mlhooks_tensorboard import events
 

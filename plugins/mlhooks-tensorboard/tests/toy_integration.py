@@ -7,7 +7,7 @@ from types import ModuleType
 from typing import Any
 
 import mlhooks
-from mlhooks import Call, FitHandler, FitSession, Integration
+from mlhooks.plugin import Call, FitHandler, FitSession, Integration
 
 
 class FitRegressor(FitHandler):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from mlhooks.testing_contract import IntegrationContract
+from mlhooks.testing.contract import IntegrationContract
 from mlhooks_xgboost import callback
 
 

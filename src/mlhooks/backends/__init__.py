@@ -1,6 +1,12 @@
-"""Storage backends: the contract and the two built-in stores (local files, memory)."""
+"""Storage backends: the contract every backend implements (``base``: ``Backend``,
+the operations it applies, ``BackendError``), the two built-in stores (``local``,
+append-only files; ``memory``, for tests) and MLflow's filter syntax for stores
+without a query language (``query``).
 
-from .base import (
+May import: ``mlhooks.core`` only.
+"""
+
+from mlhooks.backends.base import (
     Backend,
     BackendError,
     BackendFactory,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..types import ALL_CAPABILITIES, Capability, DatasetInfo, ModelArtifact, RunInfo
+from mlhooks.core.types import ALL_CAPABILITIES, Capability, DatasetInfo, ModelArtifact, RunInfo
 
 
 @dataclass

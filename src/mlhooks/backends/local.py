@@ -25,7 +25,17 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from ..types import (
+from mlhooks.backends.base import (
+    Backend,
+    BackendError,
+    EndRun,
+    LogArtifact,
+    LogBatch,
+    LogDataset,
+    LogModel,
+)
+from mlhooks.backends.query import search_rows
+from mlhooks.core.types import (
     ALL_CAPABILITIES,
     Capability,
     DatasetInfo,
@@ -35,7 +45,6 @@ from ..types import (
     RunInfo,
     RunStatus,
 )
-from .base import Backend, BackendError, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
 
 DEFAULT_ROOT = "mlhooks-runs"
 
@@ -144,9 +153,7 @@ class LocalBackend(Backend):
     def search_runs(
         self, experiment: str | None, filter_string: str, order_by: list[str]
     ) -> list[dict[str, Any]]:
-        """Rows in MLflow's column conventions (see :mod:`mlhooks.search`)."""
-        from ..search import search_rows
-
+        """Rows in MLflow's column conventions (see :mod:`mlhooks.backends.query`)."""
         store = LocalStore(self.root)
         runs = (store.get_run(run_id) for run_id in store.run_ids())
         return search_rows(runs, experiment, filter_string, order_by)

@@ -6,8 +6,17 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..types import ALL_CAPABILITIES, Capability, Metric, ModelArtifact, RunData, RunInfo, RunStatus
-from .base import Backend, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
+from mlhooks.backends.base import Backend, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
+from mlhooks.backends.query import search_rows
+from mlhooks.core.types import (
+    ALL_CAPABILITIES,
+    Capability,
+    Metric,
+    ModelArtifact,
+    RunData,
+    RunInfo,
+    RunStatus,
+)
 
 
 class MemoryBackend(Backend):
@@ -65,9 +74,7 @@ class MemoryBackend(Backend):
     def search_runs(
         self, experiment: str | None, filter_string: str, order_by: list[str]
     ) -> list[dict[str, Any]]:
-        """Rows in MLflow's column conventions (see :mod:`mlhooks.search`)."""
-        from ..search import search_rows
-
+        """Rows in MLflow's column conventions (see :mod:`mlhooks.backends.query`)."""
         with self._lock:
             runs = list(self.runs.values())
         return search_rows(runs, experiment, filter_string, order_by)

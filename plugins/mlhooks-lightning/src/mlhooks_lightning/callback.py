@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mlhooks.errors import report_internal_error
+from mlhooks.plugin import report_internal_error
 
 from .options import Options
 from .tracker import Tracker, tracker_for

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from mlhooks.errors import report_internal_error
+from mlhooks.plugin import report_internal_error
 
 from .options import Options
 from .params import flatten

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlhooks.autologging import settings_for
-from mlhooks.config import FrameworkSettings
+from mlhooks.plugin import FrameworkSettings, settings_for
 
 FRAMEWORK = "lightning"
 EPOCH_STEPS = ("epoch", "global_step")

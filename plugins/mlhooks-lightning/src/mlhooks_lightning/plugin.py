@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import mlhooks
-from mlhooks import Call, CallHandler, Integration
+from mlhooks.plugin import Call, CallHandler, Integration
 
 from .callback import CallbackMixin
 from .options import FRAMEWORK, Options

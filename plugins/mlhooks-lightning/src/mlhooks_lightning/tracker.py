@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import mlhooks
-from mlhooks import FitSession, ModelArtifact
+from mlhooks.plugin import FitSession, ModelArtifact
 
 from . import compat, data, params
 from .options import FRAMEWORK, Options

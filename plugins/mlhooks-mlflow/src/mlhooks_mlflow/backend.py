@@ -27,10 +27,18 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from mlhooks import Backend, BackendError, DatasetInfo, RunInfo
+from mlhooks import DatasetInfo, RunInfo
 from mlhooks import Metric as MlhooksMetric
-from mlhooks.backends import EndRun, LogArtifact, LogBatch, LogDataset, LogModel
-from mlhooks.errors import warn_background
+from mlhooks.plugin import (
+    Backend,
+    BackendError,
+    EndRun,
+    LogArtifact,
+    LogBatch,
+    LogDataset,
+    LogModel,
+    warn_background,
+)
 
 from . import models
 from .location import active_experiment_id, resolve_tracking_uri

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from mlhooks import ModelArtifact
+from mlhooks.plugin import ModelArtifact
 
 # flavor -> (MLflow module, keyword of save_model that takes the model)
 FLAVORS: dict[str, tuple[str, str]] = {

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from mlhooks import Call, CallHandler, FitSession
+from mlhooks.plugin import Call, CallHandler, FitSession
 
 from . import data, nesting
+from .sessions import FRAMEWORK, log_training_data, params_of, tags_of
 
 _ESTIMATOR = ("estimator",)
 _OPTIONS = ("cv", "scoring", "groups")
@@ -18,8 +19,6 @@ _OPTIONS = ("cv", "scoring", "groups")
 
 class CrossValidation(CallHandler):
     def before(self, call: Call) -> None:
-        from .estimators import FRAMEWORK, log_training_data, params_of, tags_of
-
         estimator = data.argument(call, 0, _ESTIMATOR)
         function = getattr(call.wrapped, "__name__", "cross_validate")
         params = params_of(estimator)

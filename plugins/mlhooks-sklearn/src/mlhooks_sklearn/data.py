@@ -8,7 +8,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from mlhooks import Call
+from mlhooks.plugin import Call
 
 _X_NAMES = ("X", "raw_documents", "K")
 _Y_NAMES = ("y", "Y")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mlhooks import Call, CallHandler
+from mlhooks.plugin import Call, CallHandler
 
 from . import data, tracking
 

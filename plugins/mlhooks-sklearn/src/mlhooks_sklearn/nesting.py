@@ -14,7 +14,7 @@ import sys
 import threading
 from types import FrameType
 
-from mlhooks.errors import warn_once
+from mlhooks.plugin import warn_once
 
 _active = 0
 _lock = threading.Lock()

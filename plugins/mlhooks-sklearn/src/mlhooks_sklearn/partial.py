@@ -17,11 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlhooks
-from mlhooks import Call, CallHandler, FitSession, ModelArtifact, RunInfo, RunStatus
-from mlhooks.models import capture
-from mlhooks.runs import current_run
+from mlhooks import RunInfo, RunStatus
+from mlhooks.plugin import (
+    Call,
+    CallHandler,
+    FitSession,
+    ModelArtifact,
+    capture_model,
+    current_run,
+    open_run,
+)
 
 from . import data, nesting, steps
+from .sessions import FRAMEWORK, log_training_data, params_of, tags_of
 from .training import log_training_metrics
 
 
@@ -47,8 +55,6 @@ _lock = threading.RLock()
 
 class PartialFit(CallHandler):
     def before(self, call: Call) -> None:
-        from .estimators import FRAMEWORK, log_training_data, params_of, tags_of
-
         if nesting.part_of_another_fit():
             return
         model = call.instance
@@ -60,7 +66,7 @@ class PartialFit(CallHandler):
         target = current_run()
         if target is None:
             if loop.run is None:
-                loop.run = mlhooks.start_run(loop.name, managed=True, activate=False).info
+                loop.run = open_run(loop.name, managed=True, activate=False).info
             target = loop.run
         session = FitSession(
             FRAMEWORK, loop.name, params=params_of(model), tags=tags_of(model), run=target,
@@ -83,7 +89,7 @@ class PartialFit(CallHandler):
             session.epoch_end(step, {}, step)
             _log_batch(session, model, X, y, step)
             if session.settings.log_models:
-                artifact = capture(
+                artifact = capture_model(
                     model,
                     "model",
                     flavor="sklearn",

@@ -3,7 +3,7 @@ predictions (``autolog(sklearn={"log_plots": True})``), drawn in the background.
 
 The training thread only copies ``y`` (the predictions are already the plugin's own
 arrays) and hands the drawing to the core's background worker
-(:meth:`mlhooks.FitSession.in_background`), which draws with matplotlib's object API
+(:meth:`mlhooks.plugin.FitSession.in_background`), which draws with matplotlib's object API
 (no pyplot state) once no fit is running, and logs the images to the fit's run.
 ``mlhooks.flush()`` and interpreter exit wait for them.
 """
@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 import mlhooks
-from mlhooks import FitSession
-from mlhooks.patching import suppressed
+from mlhooks.plugin import FitSession, suppressed
 
 
 def submit(session: FitSession, y: Any, predicted: Any, proba: Any, classes: Any) -> None:

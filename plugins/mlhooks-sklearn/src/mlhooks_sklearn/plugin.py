@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 
 import mlhooks
-from mlhooks import Integration
+from mlhooks.plugin import Integration
 
 from .crossval import CrossValidation
 from .estimators import EstimatorFit

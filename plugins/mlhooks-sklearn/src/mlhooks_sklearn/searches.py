@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mlhooks import FitSession
+from mlhooks.plugin import FitSession
 
 from . import data
 from .training import log_training_metrics

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from mlhooks import FitSession
+from mlhooks.plugin import FitSession
 
 # attribute -> metric key; GradientBoosting's ``train_score_`` is a loss (below)
 CURVES = {

@@ -13,7 +13,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlhooks import FitSession
+from mlhooks.plugin import FitSession
 
 
 @dataclass

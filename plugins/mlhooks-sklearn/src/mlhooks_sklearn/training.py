@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlhooks import FitSession
+from mlhooks.plugin import FitSession
 
 from . import metrics
 

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlhooks import Backend, BackendError, Capability, RunInfo
-from mlhooks.backends import EndRun, LogArtifact, LogBatch
-from mlhooks.errors import notice_once
+from mlhooks import Capability, RunInfo
+from mlhooks.plugin import Backend, BackendError, EndRun, LogArtifact, LogBatch, notice_once
 
 if TYPE_CHECKING:
     from .events import EventFile

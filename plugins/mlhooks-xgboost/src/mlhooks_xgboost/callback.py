@@ -16,8 +16,7 @@ from typing import Any
 
 from xgboost.callback import TrainingCallback, TrainingCheckPoint
 
-from mlhooks import FitSession, ModelArtifact
-from mlhooks.errors import report_internal_error
+from mlhooks.plugin import FitSession, ModelArtifact, report_internal_error
 
 ROUND_SITE = "xgboost round logging"
 EvalsLog = TrainingCallback.EvalsLog

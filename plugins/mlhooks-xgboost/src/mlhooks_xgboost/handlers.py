@@ -25,8 +25,8 @@ from xgboost.training import cv as xgboost_cv
 from xgboost.training import train as xgboost_train
 
 import mlhooks
-from mlhooks import Call, CallHandler, DatasetInfo, FitHandler, FitSession
-from mlhooks.autologging import settings_for
+from mlhooks import DatasetInfo
+from mlhooks.plugin import Call, CallHandler, FitHandler, FitSession, settings_for
 
 from .callback import RoundLogger, checkpoint_artifact, training_callbacks
 from .importance import DEFAULT_TYPES, write_importance

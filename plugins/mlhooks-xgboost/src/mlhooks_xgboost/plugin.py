@@ -9,7 +9,7 @@ Patched when ``xgboost`` is imported (never imported from here):
 * ``fit`` of the scikit-learn API classes that define it (``XGBModel``, so
   ``XGBRegressor``, ``XGBClassifier``, ``XGBRanker``, ``XGBRFClassifier``,
   ``XGBRFRegressor``); their inner ``train`` call is not tracked again, it only receives
-  the outer fit's per-round callback (:meth:`mlhooks.CallHandler.nested`);
+  the outer fit's per-round callback (:meth:`mlhooks.plugin.CallHandler.nested`);
 * ``DMatrix.__init__`` and ``QuantileDMatrix.__init__``, to fingerprint the data a
   matrix is built from (a matrix keeps no reference to it).
 """
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 import mlhooks
-from mlhooks import Integration
+from mlhooks.plugin import Integration
 
 SKLEARN_CLASSES = (
     "XGBModel",

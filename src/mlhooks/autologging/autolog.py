@@ -1,0 +1,219 @@
+"""``autolog()``: patch every installed framework, now or when it is imported.
+
+Each integration is patched the moment its module is imported, whether that happens
+before or after ``autolog()`` (wrapt's post-import hooks). ``autolog(disable=True)``
+puts every original back. Calling ``autolog()`` again replaces the settings without
+patching twice.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from typing import Any
+
+import wrapt
+
+from mlhooks.autologging.integration import Integration
+from mlhooks.backends.base import Backend
+from mlhooks.capture import context, system_metrics
+from mlhooks.core import errors
+from mlhooks.core.config import (
+    AutologConfig,
+    FrameworkSettings,
+    current_config,
+    set_current_config,
+)
+from mlhooks.core.errors import report_internal_error, warn_once
+from mlhooks.core.host import host
+from mlhooks.delivery import selection
+
+_watched: set[str] = set()
+_lock = threading.RLock()
+_DEFAULTS = AutologConfig()
+
+
+def autolog(
+    *,
+    log_models: bool | None = None,
+    log_datasets: bool | None = None,
+    log_input_examples: bool | None = None,
+    log_model_signatures: bool | None = None,
+    disable: bool = False,
+    exclusive: bool | None = None,
+    silent: bool | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    backends: Iterable[str | Backend] | str | Backend | None = None,
+    frameworks: Iterable[str] | str | None = None,
+    log_every_n_steps: int | None = None,
+    allow_unsupported: bool | None = None,
+    log_context: bool | str | Iterable[str] | None = None,
+    log_system_metrics: bool | None = None,
+    **framework_options: Mapping[str, Any],
+) -> None:
+    """Track every fit of every installed framework.
+
+    Options left as None come from ``MLHOOKS_*`` variables, else the defaults.
+
+    Args:
+        log_models: log each fitted model (default True).
+        log_datasets: log fingerprints of training and evaluation data (default True).
+        log_input_examples: store a few input rows with each model (default False).
+        log_model_signatures: store the model's input/output schema (default True).
+        disable: undo all patches (or only those of ``frameworks``) and stop tracking.
+        exclusive: do not log into runs the user opened (default False).
+        silent: no mlhooks warnings during autologging (default False).
+        extra_tags: tags added to every autologged run.
+        backends: backend names or instances (default ``MLHOOKS_BACKENDS``, else
+            ``mlflow`` when installed, else ``local``).
+        frameworks: patch only these integrations (``"sklearn"``, ``"xgboost"``, ...).
+        log_every_n_steps: step-level metrics every N steps (default: the framework's).
+        allow_unsupported: patch frameworks outside their supported version range.
+        log_context: which run context parts to capture at each run start (True: all,
+            the default; False; or part names such as ``["git", "platform"]``).
+        log_system_metrics: sample CPU, memory, disk, network and GPU as ``system/*``
+            metrics while each run is active (default False; needs ``mlhooks[system]``).
+        **framework_options: per-framework overrides, e.g. ``sklearn={"log_models":
+            False}``, including options only that framework knows.
+    """
+    host.load()
+    if isinstance(frameworks, str):
+        frameworks = [frameworks]
+    names = tuple(frameworks) if frameworks is not None else None
+    with _lock:
+        if disable:
+            _disable(names)
+            return
+        _check_framework_options(framework_options)
+        if isinstance(backends, (str, Backend)):
+            backends = [backends]
+        config = AutologConfig.resolve(
+            log_models=log_models,
+            log_datasets=log_datasets,
+            log_input_examples=log_input_examples,
+            log_model_signatures=log_model_signatures,
+            exclusive=exclusive,
+            silent=silent,
+            extra_tags=dict(extra_tags) if extra_tags else None,
+            backends=tuple(backends) if backends is not None else None,
+            frameworks=names,
+            log_every_n_steps=log_every_n_steps,
+            allow_unsupported=allow_unsupported,
+            log_context=_context_option(log_context),
+            log_system_metrics=log_system_metrics,
+            overrides=dict(framework_options) or None,
+        )
+        selection.resolve(config.backends)  # an unknown backend fails here, not mid-fit
+        context.resolve_parts(config.log_context)  # so do unknown context parts
+        system_metrics.wanted(config.log_system_metrics)  # and a missing psutil
+        set_current_config(config)
+        errors.set_silent(config.silent)
+        _warn_missing(config.frameworks)
+        for integration in host.iter_integrations():
+            _apply(integration)
+
+
+def _context_option(option: bool | str | Iterable[str] | None) -> bool | tuple[str, ...] | None:
+    if option is None or isinstance(option, bool):
+        return option
+    if isinstance(option, str):
+        return tuple(sorted(context.resolve_parts(option)))
+    return tuple(option)
+
+
+def _check_framework_options(options: Mapping[str, Any]) -> None:
+    for name, value in options.items():
+        if not isinstance(value, Mapping):
+            raise TypeError(
+                f"autolog() got an unknown option {name!r}; per-framework options are "
+                f"given as a dict, e.g. autolog({name}={{'log_models': False}})"
+            )
+
+
+def _warn_missing(frameworks: tuple[str, ...] | None) -> None:
+    for name in frameworks or ():
+        if name not in host.integrations:
+            warn_once(
+                f"missing-framework:{name}",
+                f"mlhooks: autolog(frameworks=...) names {name!r}, but no installed plugin "
+                f"integrates it (installed: {', '.join(sorted(host.integrations)) or 'none'})",
+            )
+
+
+def _disable(names: tuple[str, ...] | None) -> None:
+    for integration in host.iter_integrations():
+        if names is None or integration.name in names:
+            integration.unpatch()
+    if names is None:
+        set_current_config(None)
+        errors.set_silent(False)
+    elif (config := current_config()) is not None:
+        current = config.frameworks or tuple(host.integrations)
+        set_current_config(
+            config.with_changes(frameworks=tuple(n for n in current if n not in names))
+        )
+
+
+def _wants(integration: Integration) -> bool:
+    config = current_config()
+    return config is not None and (
+        config.frameworks is None or integration.name in config.frameworks
+    )
+
+
+def _apply(integration: Integration) -> None:
+    """Patch ``integration`` now where its modules are imported, later where not."""
+    with _lock:
+        if not _wants(integration):
+            integration.unpatch()
+            return
+        for module_name in integration.modules:
+            module = sys.modules.get(module_name)
+            if module is not None:
+                _patch(integration, module)
+            elif module_name not in _watched:
+                _watched.add(module_name)
+                wrapt.register_post_import_hook(_on_import, module_name)
+
+
+def _on_import(module: ModuleType) -> None:
+    with _lock:
+        _watched.discard(module.__name__)
+        for integration in host.iter_integrations():
+            if module.__name__ in integration.modules and _wants(integration):
+                _patch(integration, module)
+
+
+def _patch(integration: Integration, module: ModuleType) -> None:
+    config = current_config()
+    assert config is not None
+    try:
+        reason = integration.unsupported_reason()
+        if reason is not None and not config.allow_unsupported:
+            warn_once(
+                f"unsupported:{integration.name}",
+                f"mlhooks: not tracking {integration.name}: {reason} (supported: "
+                f"{integration.supported_range()}); autolog(allow_unsupported=True) "
+                "patches it anyway",
+            )
+            return
+        integration.patch(module)
+    except Exception as error:  # noqa: BLE001 - an import must never fail because of us
+        report_internal_error(f"patching {integration.name} ({module.__name__})", error)
+
+
+def settings_for(framework: str) -> FrameworkSettings:
+    """The options ``framework`` sees now (the defaults when autolog() is off)."""
+    return (current_config() or _DEFAULTS).for_framework(framework)
+
+
+def is_enabled(framework: str | None = None) -> bool:
+    config = current_config()
+    if config is None:
+        return False
+    return framework is None or config.frameworks is None or framework in config.frameworks
+
+
+host.on_new_integration(_apply)

@@ -1,0 +1,327 @@
+"""What an integration uses to report one training call.
+
+A :class:`FitSession` opens a managed run when no run is active (named after what is
+being fitted), reports the fit's events through the hooks, sanitizes whatever it is
+given (autologging never raises on bad values: one warning, a usable value), and
+ends the managed run FINISHED, FAILED or KILLED.
+
+:class:`FitHandler` is the usual way to use it from a patch: subclass it, say what the
+fit is in :meth:`FitHandler.describe`, report results in :meth:`FitHandler.finish`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlhooks.autologging.patching import Call, CallHandler
+from mlhooks.capture import datasets, models
+from mlhooks.core import activity, validation
+from mlhooks.core.config import FrameworkSettings
+from mlhooks.core.errors import report_internal_error
+from mlhooks.core.host import host
+from mlhooks.core.types import DatasetInfo, Fit, ModelArtifact, RunInfo, RunStatus, now_ms
+from mlhooks.delivery import staging, tasks
+from mlhooks.tracking.runs import current_run, end_run, new_params, open_run
+
+
+def _settings(framework: str) -> FrameworkSettings:
+    from mlhooks.autologging.autolog import settings_for
+
+    return settings_for(framework)
+
+
+class FitSession:
+    """One tracked training call. Every method is safe to call: problems warn once."""
+
+    def __init__(
+        self,
+        framework: str,
+        name: str,
+        *,
+        model: Any = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        settings: FrameworkSettings | None = None,
+        run: RunInfo | None = None,
+        parent: RunInfo | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """``run``: log into this open run, which the caller ends (a ``partial_fit``
+        loop's run). ``parent``: open a child run of it, without making it the active
+        run, and end it with the session (see :meth:`child`). Neither: the active run,
+        else a managed run of its own; ``run_id`` names the stored run that managed run
+        continues (a resumed training)."""
+        self.framework = framework
+        self.name = name
+        self.settings = settings if settings is not None else _settings(framework)
+        self._model = model
+        self._params = dict(params or {})
+        self._tags = dict(tags or {})
+        self.fit: Fit | None = None
+        self._managed = False
+        self._running = False
+        """Counted among the fits that background tasks wait for."""
+        self._run = run
+        self._parent = parent
+        self._run_id = run_id
+
+    @property
+    def active(self) -> bool:
+        """False when nothing is tracked (``exclusive=True`` inside a user's run)."""
+        return self.fit is not None
+
+    def start(self) -> Fit | None:
+        """Open the run if needed and report ``on_fit_start``."""
+        # Counted as running from here, so that what the run's start sets off in the
+        # background (the context capture) already sees a fit running.
+        activity.fit_started()
+        self._running = True
+        try:
+            fit = self._open()
+        except BaseException:
+            self._stop_running()
+            raise
+        if fit is None:
+            self._stop_running()
+        return fit
+
+    def _stop_running(self) -> None:
+        if self._running:
+            self._running = False
+            activity.fit_ended()
+
+    def _open(self) -> Fit | None:
+        if self._run is not None:
+            return self._report_start(self._run, self._run)
+        if self._parent is not None:
+            child = open_run(
+                self.name,
+                managed=True,
+                parent=self._parent,
+                activate=False,
+                tags=self.settings.extra_tags,
+            )
+            self._managed = True
+            return self._start_reporting(child.info, self._parent)
+        parent = current_run()
+        if parent is not None and self.settings.exclusive and not parent.managed:
+            return None
+        if parent is None:
+            run = open_run(
+                self.name, managed=True, tags=self.settings.extra_tags, run_id=self._run_id
+            ).info
+            self._managed = True
+        else:
+            run = parent
+        return self._start_reporting(run, parent)
+
+    def _start_reporting(self, run: RunInfo, parent: RunInfo | None) -> Fit:
+        try:
+            return self._report_start(run, parent)
+        except BaseException:
+            if self._managed:  # leave no managed run open: the fit runs untracked
+                end_run(RunStatus.FAILED, run=run)
+            self.fit = None
+            raise
+
+    def _report_start(self, run: RunInfo, parent: RunInfo | None) -> Fit:
+        tags = {"mlhooks.framework": self.framework, **self._tags}
+        if parent is not None and self.settings.extra_tags:
+            tags.update(self.settings.extra_tags)
+        self.fit = Fit(self.framework, self.name, run, model=self._model)
+        self.fit.params = self._clean_params(self._params)
+        self.fit.tags = self._clean_tags(tags)
+        fresh = new_params(run, self.fit.params, strict=False)
+        if fresh:
+            host.emit("on_params", run, fresh)
+        host.emit("on_tags", run, self.fit.tags)
+        host.emit("on_fit_start", self.fit)
+        return self.fit
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if self.fit is None:
+            return
+        fresh = new_params(self.fit.run, self._clean_params(params), strict=False)
+        if fresh:
+            self.fit.params.update(fresh)
+            host.emit("on_params", self.fit.run, fresh)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.fit is not None and tags:
+            host.emit("on_tags", self.fit.run, self._clean_tags(tags))
+
+    def log_metrics(
+        self, metrics: Mapping[str, Any], step: int = 0, timestamp: int | None = None
+    ) -> None:
+        """Step-level (or final) values at ``step``."""
+        if self.fit is None:
+            return
+        clean = self._clean_metrics(metrics)
+        if clean:
+            step = validation.step_value(step, strict=False)
+            host.emit("on_metrics", self.fit.run, clean, step, timestamp or now_ms())
+
+    def epoch_end(self, epoch: int, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Epoch-level values (stored at ``step``, the epoch unless given)."""
+        if self.fit is None:
+            return
+        clean = self._clean_metrics(metrics)
+        step = epoch if step is None else validation.step_value(step, strict=False)
+        if clean:
+            host.emit("on_metrics", self.fit.run, clean, step, now_ms())
+        host.emit("on_epoch_end", self.fit, epoch, step, clean)
+
+    def log_dataset(
+        self, data: Any, name: str | None = None, context: str = "train", source: str | None = None
+    ) -> None:
+        """Fingerprint ``data`` (or report a :class:`DatasetInfo` the integration built),
+        when ``log_datasets`` is on."""
+        if self.fit is None or not self.settings.log_datasets:
+            return
+        if isinstance(data, DatasetInfo):
+            host.emit("on_dataset", self.fit.run, data)
+            return
+        try:
+            info = datasets.fingerprint(data, name=name, context=context, source=source)
+        except TypeError as error:
+            report_internal_error(f"{self.framework} dataset fingerprint", error)
+            return
+        host.emit("on_dataset", self.fit.run, info)
+
+    def log_model(
+        self, model: Any, name: str = "model", flavor: str | None = None, **metadata: Any
+    ) -> None:
+        """Capture ``model`` now and report it, when ``log_models`` is on.
+
+        Pass ``sample_input`` (a few rows) for backends to infer a signature from; the
+        ``log_input_examples`` and ``log_model_signatures`` settings travel along as
+        ``log_input_example`` and ``log_signature``."""
+        if self.fit is None or not self.settings.log_models:
+            return
+        metadata.setdefault("log_input_example", self.settings.log_input_examples)
+        metadata.setdefault("log_signature", self.settings.log_model_signatures)
+        try:
+            artifact = models.capture(model, name, flavor=flavor, **metadata)
+        except ValueError as error:
+            report_internal_error(f"{self.framework} model capture", error)
+            return
+        host.emit("on_model_saved", self.fit.run, artifact)
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        """Keep a file with the fit's run (a snapshot is taken now). Safe from any
+        thread, also after the fit ended: a plot drawn in the background lands too."""
+        if self.fit is None:
+            return
+        try:
+            snapshot = staging.stage(local_path)
+        except OSError as error:
+            report_internal_error(f"{self.framework} artifact", error)
+            return
+        host.emit("on_artifact", self.fit.run, snapshot, artifact_path)
+
+    def child(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> FitSession:
+        """A started session in a new child run of this session's run (a search
+        candidate, say), which does not become the active run; ``end()`` ends it."""
+        child = FitSession(
+            self.framework,
+            name,
+            params=params,
+            tags=tags,
+            settings=self.settings,
+            parent=self.fit.run if self.fit is not None else None,
+        )
+        if self.fit is not None:
+            child.start()
+        return child
+
+    def model_saved(self, artifact: ModelArtifact) -> None:
+        """Report a model the integration captured itself (a checkpoint file, say)."""
+        if self.fit is not None and self.settings.log_models:
+            host.emit("on_model_saved", self.fit.run, artifact)
+
+    def in_background(self, task: Callable[[Path], None], artifact_path: str | None = None) -> None:
+        """Run ``task(directory)`` on mlhooks' background worker; the files it writes
+        into ``directory`` are logged to this fit's run under ``artifact_path``. For
+        work too slow for the training thread (charts, tables): give the task what it
+        needs captured now, not live objects that training may still change. The run's
+        end is stored after the task's files; the training thread never waits."""
+        if self.fit is not None:
+            tasks.submit(self.fit.run, task, artifact_path, f"{self.framework} background task")
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Report ``on_fit_end`` and end the run if this session opened it."""
+        if self.fit is None:
+            return
+        self.fit.error = error
+        try:
+            host.emit("on_fit_end", self.fit)
+        finally:
+            self._stop_running()
+            if self._managed:
+                end_run(RunStatus.for_exception(error), run=self.fit.run)
+
+    # -- sanitizing -------------------------------------------------------------------------
+
+    def _clean_params(self, params: Mapping[str, Any]) -> dict[str, str]:
+        return {
+            validation.check_key(k, "param", strict=False): validation.param_value(v)
+            for k, v in params.items()
+        }
+
+    def _clean_tags(self, tags: Mapping[str, Any]) -> dict[str, str]:
+        return {
+            validation.check_key(k, "tag", strict=False): validation.tag_value(v)
+            for k, v in tags.items()
+        }
+
+    def _clean_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        return validation.clean_metrics(metrics, strict=False)
+
+
+class FitHandler(CallHandler):
+    """A :class:`CallHandler` that tracks each outermost call as one fit.
+
+    Subclasses implement :meth:`describe` and usually :meth:`finish`.
+    """
+
+    framework: str = ""
+
+    def describe(self, call: Call) -> tuple[str, Mapping[str, Any]]:
+        """The fit's name and params, from the intercepted call."""
+        raise NotImplementedError
+
+    def started(self, session: FitSession, call: Call) -> None:
+        """Runs after the fit started and before the original (log datasets here)."""
+
+    def finish(self, session: FitSession, call: Call, result: Any) -> None:
+        """Runs after the original returned: log metrics and the model here."""
+
+    def before(self, call: Call) -> None:
+        name, params = self.describe(call)
+        session = FitSession(self.framework, name, model=call.instance, params=params)
+        call.state["session"] = session
+        session.start()
+        try:
+            self.started(session, call)
+        except BaseException:
+            session.end()  # the original then runs untracked; leave no run open
+            raise
+
+    def after(self, call: Call, result: Any) -> None:
+        session: FitSession = call.state["session"]
+        try:
+            self.finish(session, call, result)
+        finally:
+            session.end()
+
+    def failed(self, call: Call, error: BaseException) -> None:
+        call.state["session"].end(error)

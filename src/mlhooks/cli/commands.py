@@ -1,0 +1,438 @@
+"""The ``mlhooks`` commands: ``runs``, ``show``, ``compare``, ``sync`` and ``doctor``.
+
+Built on click, printed with rich. Exit codes: 0 on success, 1 when the command could
+not do its job (an unknown run, a failed replay, a backend that does not answer), 2
+for a wrong command line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import numbers
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from mlhooks.backends.local import default_root
+from mlhooks.cli import doctor
+from mlhooks.core.version import VERSION as __version__
+from mlhooks.delivery import selection
+from mlhooks.delivery.spool import find_spools, replay
+from mlhooks.reports import compare
+
+DEFAULT_COLUMNS = 6
+"""Metric columns ``mlhooks runs`` shows unless told which."""
+
+
+def _console(stderr: bool = False) -> Console:
+    # Piped output (tests, files) gets a wide page instead of rich's 80 columns.
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=200 if wide else None, highlight=False)
+
+
+def _backend_option(function: Any) -> Any:
+    return click.option(
+        "--backend",
+        "-b",
+        default=None,
+        help="backend to read (default: MLHOOKS_BACKENDS, else mlflow when installed, else local)",
+    )(function)
+
+
+def _experiment_option(function: Any) -> Any:
+    return click.option("--experiment", "-e", default=None, help="only runs of this experiment")(
+        function
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlhooks")
+def cli() -> None:
+    """mlhooks experiment tracking: list, show and compare runs; sync spools; check
+    the setup."""
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_backend_option
+@_experiment_option
+@click.option("--filter", "-f", "filter_string", default="", help="MLflow filter syntax")
+@click.option(
+    "--order-by", "-o", multiple=True, help="e.g. 'metrics.loss ASC' (repeatable; newest first)"
+)
+@click.option("--limit", "-n", default=50, show_default=True, help="at most this many runs")
+@click.option(
+    "--columns", "-c", default=None, help="comma-separated columns, e.g. params.lr,metrics.loss"
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+def runs(
+    backend: str | None,
+    experiment: str | None,
+    filter_string: str,
+    order_by: Sequence[str],
+    limit: int,
+    columns: str | None,
+    fmt: str,
+) -> None:
+    """List runs as a table, filtered and sorted as MLflow does."""
+    from mlhooks.reports.search import search_runs
+
+    frame = _guard(lambda: search_runs(experiment, filter_string, list(order_by) or None, backend))
+    frame = frame.head(limit) if len(frame) else frame
+    if fmt == "json":
+        click.echo(json.dumps(_records(frame), indent=2, default=str))
+        return
+    if not len(frame):
+        click.echo("no runs")
+        return
+    chosen = _columns(frame, columns)
+    if fmt == "csv":
+        click.echo(frame.reindex(columns=chosen).to_csv(index=False), nl=False)
+        return
+    table = Table(title=f"{len(frame)} runs")
+    for column in chosen:
+        table.add_column(_heading(column), overflow="fold")
+    for _, row in frame.iterrows():
+        table.add_row(*(_cell(column, row) for column in chosen))
+    _console().print(table)
+
+
+def _columns(frame: Any, wanted: str | None) -> list[str]:
+    if wanted:
+        return [c.strip() for c in wanted.split(",") if c.strip()]
+    base = ["run_id", "run_name", "status", "start_time", "duration"]
+    metrics = [c for c in compare.metric_keys(frame)][:DEFAULT_COLUMNS]
+    return base + [f"metrics.{k}" for k in metrics]
+
+
+def _heading(column: str) -> str:
+    return "start" if column == "start_time" else column
+
+
+def _cell(column: str, row: Any) -> str:
+    if column == "duration":
+        return _duration(row)
+    if column in ("start_time", "end_time"):
+        return _time(row.get(column))
+    return _text(row.get(column))
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _time(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, numbers.Real):
+        value = datetime.datetime.fromtimestamp(float(value) / 1000)
+    return str(value)[:19]
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    records = []
+    for _, row in frame.iterrows():
+        records.append({k: (None if _missing(v) else v) for k, v in row.items()})
+    return records
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _guard(action: Any) -> Any:
+    """Run ``action``; a bad run reference, filter or missing extra exits 1 with why."""
+    try:
+        return action()
+    except (ValueError, ImportError, KeyError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Show one run: params, metrics and tags.")
+@click.argument("run")
+@_backend_option
+@_experiment_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def show(run: str, backend: str | None, experiment: str | None, fmt: str) -> None:
+    """Show one run (its id, mlhooks id or name): params, metrics and tags."""
+    frame = _guard(lambda: compare.select_runs([run], backend=backend, experiment=experiment))
+    row = frame.iloc[0]
+    if fmt == "json":
+        click.echo(json.dumps(_records(frame)[0], indent=2, default=str))
+        return
+    console = _console()
+    info = Table(show_header=False, title=f"run {row.get('run_name')}")
+    for column in ("run_id", "run_name", "status", "experiment_id", "parent_run_id"):
+        info.add_row(column, _text(row.get(column)))
+    info.add_row("start", _time(row.get("start_time")))
+    info.add_row("end", _time(row.get("end_time")))
+    info.add_row("duration", _text(_duration(row)))
+    console.print(info)
+    for prefix, title in (("params.", "params"), ("metrics.", "metrics (last value)")):
+        _print_section(console, row, prefix, title)
+    _print_section(console, row, "tags.", "tags")
+
+
+def _duration(row: Any) -> str:
+    seconds = compare._duration(row)
+    return "" if seconds is None else f"{seconds:.1f} s"
+
+
+def _print_section(console: Console, row: Any, prefix: str, title: str) -> None:
+    items = [(k[len(prefix) :], v) for k, v in row.items() if k.startswith(prefix)]
+    items = [(k, v) for k, v in items if not _missing(v)]
+    if not items:
+        return
+    table = Table(title=title)
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
+    for key, value in sorted(items):
+        table.add_row(key, _text(value))
+    console.print(table)
+
+
+# -- compare ----------------------------------------------------------------------------------
+
+
+@cli.command(name="compare", short_help="Compare runs; --html writes a report.")
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@_backend_option
+@_experiment_option
+@click.option("--metric", "-m", "metrics", multiple=True, help="only this metric (repeatable)")
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="also write a self-contained HTML report here",
+)  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+def compare_command(
+    run_refs: Sequence[str],
+    backend: str | None,
+    experiment: str | None,
+    metrics: Sequence[str],
+    html_path: Path | None,
+    fmt: str,
+) -> None:
+    """Compare runs (ids or names): params that differ, final and best metric values."""
+    frame = _guard(
+        lambda: compare.select_runs(list(run_refs), backend=backend, experiment=experiment)
+    )
+    table = _guard(
+        lambda: compare.compare_runs(frame, metrics=list(metrics) or None, backend=backend)
+    )
+    if fmt == "json":
+        click.echo(json.dumps(_records(table), indent=2, default=str))
+    elif fmt == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    else:
+        _print_comparison(table)
+    if html_path is not None:
+        from mlhooks.reports.report import write_report
+
+        _guard(
+            lambda: write_report(frame, html_path, metrics=list(metrics) or None, backend=backend)
+        )
+        click.echo(f"report written to {html_path}", err=fmt != "table")
+
+
+def _print_comparison(table: Any) -> None:
+    names = [_text(r.get("run_name")) or _text(r.get("run_id")) for _, r in table.iterrows()]
+    view = Table(title=f"{len(table)} runs")
+    view.add_column("")
+    for name in names:
+        view.add_column(name, overflow="fold")
+    for column in table.columns:
+        if column == "run_name":
+            continue
+        label = column[len("params.") :] if column.startswith("params.") else column
+        view.add_row(label, *(_text(v) for v in table[column]))
+    _console().print(view)
+
+
+# -- sync -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="the local store root (default ./mlhooks-runs or MLHOOKS_LOCAL_DIR)",
+)  # fmt: skip
+@click.option("--backend", default=None, help="only spools of this backend")
+@click.option(
+    "--force", is_flag=True,
+    help="also spools of processes still running (a race with their writes is possible)",
+)  # fmt: skip
+def sync(root: Path | None, backend: str | None, force: bool) -> None:
+    """Replay operations spooled while a backend was down."""
+    code = sync_spools(root or default_root(), backend, force)
+    if code:
+        sys.exit(code)
+
+
+def sync_spools(root: Path, backend: str | None, force: bool = False) -> int:
+    """Replay every spool under ``root`` into its backend; returns the exit code.
+
+    A spool whose writing process still runs is left to it (it replays the spool once
+    its backend answers), unless ``force``. A progress bar shows on a terminal.
+    """
+    spools = find_spools(root / ".spool", backend)
+    if not spools:
+        click.echo(f"nothing to sync under {root / '.spool'}")
+        return 0
+    failures = 0
+    errors = _console(stderr=True)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=errors,
+        transient=True,
+        disable=not errors.is_terminal,
+    )
+    with progress:
+        for spool in spools:
+            header = spool.header()
+            if header.writer_alive() and not force:
+                # Printed above the bar: Progress redirects stdout while it shows.
+                click.echo(
+                    f"skipped {spool.path.name}: process {header.pid} still writes it (--force)"
+                )
+                continue
+            pending = spool.count_pending()
+            task = progress.add_task(f"{header.backend} {spool.path.name}", total=pending)
+            try:
+                target = selection.backend_named(header.backend, **header.options)
+                applied = replay(spool, target, applied=_advance(progress, task))
+                target.close()
+            except Exception as error:  # noqa: BLE001 - report and go on with the next
+                failures += 1
+                click.echo(
+                    f"FAILED {spool.path.name}: {header.backend} ({pending} operations "
+                    f"pending): {type(error).__name__}: {error}",
+                    err=True,
+                )
+                continue
+            click.echo(f"synced {applied} operations to {target.describe()} from {spool.path.name}")
+    return 1 if failures else 0
+
+
+def _advance(progress: Progress, task: Any) -> Any:
+    return lambda _op: progress.advance(task)
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+
+@cli.command(name="doctor", short_help="Check frameworks, plugins and backends.")
+@click.option(
+    "--backend", "-b", "backends", multiple=True,
+    help="check this backend instead of the default ones (repeatable)",
+)  # fmt: skip
+@click.option("--no-probe", is_flag=True, help="do not import frameworks to list patches")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def doctor_command(backends: Sequence[str], no_probe: bool, fmt: str) -> None:
+    """Check the setup: frameworks, plugins, what autolog() patches, where data goes
+    and whether each backend answers (exit 1 when one does not)."""
+    import platform
+
+    frameworks = doctor.frameworks(probe=not no_probe)
+    plugins = doctor.plugins()
+    stores = doctor.backends(list(backends) or None)
+    settings = doctor.settings()
+    failing = [b for b in stores if b.default and not b.answers]
+    if fmt == "json":
+        from dataclasses import asdict
+
+        document = {
+            "mlhooks": __version__,
+            "python": platform.python_version(),
+            "frameworks": [asdict(f) for f in frameworks],
+            "plugins": [asdict(p) for p in plugins],
+            "backends": [asdict(b) for b in stores],
+            "settings": settings,
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        _print_doctor(frameworks, plugins, stores, settings, platform.python_version())
+    if failing:
+        sys.exit(1)
+
+
+def _print_doctor(
+    frameworks: list[doctor.FrameworkReport],
+    plugins: list[doctor.PluginReport],
+    stores: list[doctor.BackendReport],
+    settings: dict[str, str],
+    python: str,
+) -> None:
+    console = _console()
+    console.print(f"mlhooks {__version__} on Python {python}")
+    table = Table(title="frameworks")
+    for column in ("framework", "installed", "supported", "status", "autolog() patches"):
+        table.add_column(column, overflow="fold")
+    for f in frameworks:
+        status = "ok" if f.problem is None else f.problem
+        table.add_row(
+            f.name, f.version or "-", f.supported_range, status, "\n".join(f.patches) or "-"
+        )
+    if not frameworks:
+        table.add_row("none", "-", "-", "no framework plugin installed", "-")
+    console.print(table)
+    table = Table(title="plugins")
+    for column in ("plugin", "distribution", "version", "status"):
+        table.add_column(column, overflow="fold")
+    for p in plugins:
+        status = "loaded" if p.loaded else (p.problem or "not loaded")
+        table.add_row(p.name, p.distribution or "-", p.version or "-", status)
+    console.print(table)
+    table = Table(title="backends (where data goes)")
+    for column in ("backend", "default", "where", "keeps", "skips", "answers"):
+        table.add_column(column, overflow="fold")
+    for b in stores:
+        answers = {True: "yes", False: f"NO: {b.problem}", None: "-"}[b.answers]
+        if b.answers is None and b.problem:
+            answers = b.problem
+        table.add_row(
+            b.name,
+            "yes" if b.default else "",
+            b.where or "-",
+            ", ".join(f"{k} ({b.notes[k]})" if k in b.notes else k for k in b.keeps) or "-",
+            ", ".join(b.skips) or "-",
+            answers,
+        )
+    console.print(table)
+    if settings:
+        table = Table(title="settings")
+        table.add_column("variable")
+        table.add_column("value", overflow="fold")
+        for key, value in settings.items():
+            table.add_row(key, value)
+        console.print(table)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    code: Any = 0
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="mlhooks")
+    except SystemExit as exit_:  # click always ends with one
+        code = exit_.code
+    return code if isinstance(code, int) else (0 if code is None else 1)

@@ -1,0 +1,165 @@
+"""What ``mlhooks doctor`` reports: the installed frameworks and plugins, what
+``autolog()`` would patch, where data goes and whether each backend answers."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlhooks.autologging.integration import Integration
+from mlhooks.core.host import ENTRY_POINT_GROUP, host
+from mlhooks.core.redaction import redact
+from mlhooks.delivery import selection
+
+
+@dataclass
+class FrameworkReport:
+    name: str
+    plugin: str
+    version: str | None
+    """None when the framework is not installed."""
+    supported_range: str
+    problem: str | None = None
+    """Why autolog() would not track it (unsupported version, not installed, ...)."""
+    patches: list[str] = field(default_factory=list)
+    """The attributes autolog() patches, e.g. ``sklearn.linear_model.Ridge.fit``."""
+
+
+@dataclass
+class PluginReport:
+    name: str
+    distribution: str | None
+    version: str | None
+    loaded: bool
+    problem: str | None = None
+
+
+@dataclass
+class BackendReport:
+    name: str
+    default: bool
+    where: str | None = None
+    keeps: list[str] = field(default_factory=list)
+    """Its capabilities (``mlhooks.describe_backends``): what it stores."""
+    skips: list[str] = field(default_factory=list)
+    """What it is never sent."""
+    notes: dict[str, str] = field(default_factory=dict)
+    answers: bool | None = None
+    """None when not checked (not a default backend)."""
+    problem: str | None = None
+
+
+def frameworks(*, probe: bool = True) -> list[FrameworkReport]:
+    """Every registered integration; with ``probe``, its modules are imported and
+    patched for a moment to list what ``autolog()`` patches, then unpatched."""
+    host.load()
+    reports = []
+    for integration in host.iter_integrations():
+        report = FrameworkReport(
+            name=integration.name,
+            plugin=integration.plugin_name,
+            version=integration.installed_version(),
+            supported_range=integration.supported_range(),
+        )
+        if report.version is None and not _importable(integration.modules[0]):
+            report.problem = "not installed"
+        else:
+            report.problem = integration.unsupported_reason()
+        if probe and report.problem is None:
+            try:
+                report.patches = _what_it_patches(integration)
+            except Exception as error:  # noqa: BLE001 - doctor reports, never raises
+                report.problem = f"patching failed: {type(error).__name__}: {error}"
+            if report.version is None:  # some frameworks tell their version once imported
+                report.version = integration.installed_version()
+                report.problem = report.problem or integration.unsupported_reason()
+        reports.append(report)
+    return reports
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _what_it_patches(integration: Integration) -> list[str]:
+    was_patched = integration.is_patched
+    try:
+        for module_name in integration.modules:
+            integration.patch(importlib.import_module(module_name))
+        return sorted({_qualified(owner, attribute) for owner, attribute in _patched(integration)})
+    finally:
+        if not was_patched:
+            integration.unpatch()
+
+
+def _patched(integration: Integration) -> list[tuple[Any, str]]:
+    return integration.patcher.patched
+
+
+def _qualified(owner: Any, attribute: str) -> str:
+    if isinstance(owner, type):
+        return f"{owner.__module__}.{owner.__qualname__}.{attribute}"
+    return f"{getattr(owner, '__name__', repr(owner))}.{attribute}"
+
+
+def plugins() -> list[PluginReport]:
+    """Every entry point in the ``mlhooks`` group, loaded or not."""
+    host.load()
+    loaded = set(host.plugin_names())
+    reports = []
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry_point.dist
+        name = entry_point.name
+        problem = host.failed.get(name)
+        if name not in loaded and problem is None:
+            problem = "disabled (MLHOOKS_PLUGINS / MLHOOKS_DISABLE_PLUGINS)"
+        reports.append(
+            PluginReport(
+                name=name,
+                distribution=dist.metadata["Name"] if dist is not None else None,
+                version=dist.version if dist is not None else None,
+                loaded=name in loaded,
+                problem=problem,
+            )
+        )
+    return reports
+
+
+def backends(names: list[str] | None = None) -> list[BackendReport]:
+    """Every available backend with what it keeps; the default ones (or ``names``)
+    are built and asked whether they answer."""
+    host.load()
+    chosen = names or list(selection.default_backend_names())
+    reports = []
+    for name in sorted(set(selection.available()) | set(chosen)):
+        report = BackendReport(name=name, default=name in chosen)
+        try:
+            backend = selection.backend_named(name)
+            description = selection.describe(backend)
+            report.where = description.location
+            report.keeps = list(description.keeps)
+            report.skips = list(description.skips)
+            report.notes = dict(description.notes)
+            if report.default:
+                backend.check()
+                report.answers = True
+        except Exception as error:  # noqa: BLE001 - doctor reports, never raises
+            report.problem = f"{type(error).__name__}: {error}"
+            if report.default:
+                report.answers = False
+        reports.append(report)
+    return reports
+
+
+def settings() -> dict[str, str]:
+    """The ``MLHOOKS_*`` (and ``MLFLOW_TRACKING_URI``) variables set now."""
+    keys = sorted(k for k in os.environ if k.startswith("MLHOOKS_"))
+    keys += [k for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME") if k in os.environ]
+    return redact({key: os.environ[key] for key in keys})

@@ -1,0 +1,294 @@
+"""Finding, loading and calling plugins.
+
+Plugins come from three places: the built-ins (the recorder and the local and memory
+stores, registered like any other plugin), the ``mlhooks`` entry-point group, and
+``mlhooks.register(obj)`` in user code.
+
+Environment:
+
+* ``MLHOOKS_PLUGINS=a,b``: load only these entry points (an allow-list).
+* ``MLHOOKS_DISABLE_PLUGINS=a,b``: never load these entry points.
+
+A plugin that fails to import or register gives one warning naming it and why; the
+rest load as usual. Event hooks are called one implementation at a time, so that a
+broken listener can neither stop training nor keep the event from the others.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from mlhooks.core import hookspecs
+from mlhooks.core.errors import report_internal_error, warn_once
+
+if TYPE_CHECKING:
+    from mlhooks.autologging.integration import Integration
+    from mlhooks.backends.base import BackendFactory
+
+ENTRY_POINT_GROUP = "mlhooks"
+RECORDER = "mlhooks.delivery.recorder"
+
+_EVENT_ARGS: dict[str, tuple[str, ...]] = {
+    "on_run_start": ("run",),
+    "on_run_end": ("run", "status"),
+    "on_fit_start": ("fit",),
+    "on_epoch_end": ("fit", "epoch", "step", "metrics"),
+    "on_fit_end": ("fit",),
+    "on_params": ("run", "params"),
+    "on_tags": ("run", "tags"),
+    "on_metrics": ("run", "metrics", "step", "timestamp"),
+    "on_dataset": ("run", "dataset"),
+    "on_model_saved": ("run", "model"),
+    "on_artifact": ("run", "local_path", "artifact_path"),
+}
+
+_builtin_sources: list[Callable[[], list[tuple[str, object]]]] = []
+
+
+def add_builtins(source: Callable[[], list[tuple[str, object]]]) -> None:
+    """Have every host register the plugins ``source()`` names before entry points.
+
+    The packages above the core call this once on import (``mlhooks/__init__.py``
+    adds the recorder and the built-in stores), so the core never imports them."""
+    if source not in _builtin_sources:
+        _builtin_sources.append(source)
+
+
+def _builtins() -> list[tuple[str, object]]:
+    return [plugin for source in _builtin_sources for plugin in source()]
+
+
+Listener = tuple[str, Callable[..., Any], tuple[str, ...] | None]
+"""(plugin name, function, argument names or None when it takes them all in order)."""
+
+
+def _names_from_env(variable: str) -> set[str]:
+    return {name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()}
+
+
+class PluginHost:
+    """The plugin manager plus the integrations and backends plugins registered."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.integrations: dict[str, Integration] = {}
+        self.backends: dict[str, BackendFactory] = {}
+        self._backend_owners: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+        """Entry points that failed to load, with why."""
+        self._listeners: dict[str, list[Listener]] = {}
+        self._calls: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+        self._on_new_integration: list[Callable[[Integration], None]] = []
+        self._on_backend_removed: list[Callable[[str], None]] = []
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Register the built-ins and every allowed entry point, once."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._is_loaded():  # another thread got here first
+                return
+            self._loaded = True
+            for name, plugin in _builtins():
+                self.register(plugin, name=name)
+            self._load_entry_points()
+
+    def _is_loaded(self) -> bool:
+        return self._loaded
+
+    def _load_entry_points(self) -> None:
+        allowed = _names_from_env("MLHOOKS_PLUGINS")
+        disabled = _names_from_env("MLHOOKS_DISABLE_PLUGINS")
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            name = entry_point.name
+            if (allowed and name not in allowed) or name in disabled:
+                continue
+            if self.pm.has_plugin(name):
+                continue  # two distributions offering one name: the first wins
+            try:
+                plugin = entry_point.load()
+            except Exception as error:  # noqa: BLE001 - any import failure
+                self._fail(name, f"import of {entry_point.value} failed: {error!r}")
+                continue
+            self.register(plugin, name=name)
+
+    def _fail(self, name: str, why: str) -> None:
+        self.failed[name] = why
+        warn_once(f"plugin:{name}", f"mlhooks: plugin {name!r} was not loaded: {why}")
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register ``plugin`` and run its registration hooks; returns its name, or None
+        when it could not be registered (one warning says why)."""
+        with self._lock:
+            label = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+            if isinstance(plugin, type):
+                self._fail(label, "a plugin is an instance or a module, not a class: pass it ()")
+                return None
+            try:
+                registered = self.pm.register(plugin, name=name)
+                self.pm.check_pending()  # a hook name that is not in the contract
+            except Exception as error:  # noqa: BLE001 - a malformed plugin
+                if self.pm.is_registered(plugin):
+                    self.pm.unregister(plugin)
+                self._fail(label, f"registration failed: {error}")
+                return None
+            if registered is None:
+                return None
+            self._forget_listeners()
+            if not self._run_registration_hooks(plugin, registered):
+                self.unregister(plugin)
+                return None
+            return registered
+
+    def unregister(self, plugin: object) -> None:
+        """Remove ``plugin``, its listeners, and the integrations and backends it offered."""
+        with self._lock:
+            name = self.pm.get_name(plugin)
+            if name is None:
+                return
+            self.pm.unregister(plugin)
+            self._forget_listeners()
+            owned = [k for k, v in self.integrations.items() if v.plugin_name == name]
+            for key in owned:
+                integration = self.integrations.pop(key)
+                integration.unpatch()
+            for key in [k for k, v in self._backend_owners.items() if v == name]:
+                self.backends.pop(key, None)
+                del self._backend_owners[key]
+                for callback in self._on_backend_removed:
+                    callback(key)
+
+    def _forget_listeners(self) -> None:
+        with self._lock:
+            self._listeners = {}
+            self._calls = {}
+
+    def _run_registration_hooks(self, plugin: object, plugin_name: str) -> bool:
+        """Run the plugin's registration hooks; False (one warning) when one raised."""
+
+        def add_integration(integration: Integration) -> None:
+            integration.plugin_name = plugin_name
+            self.integrations[integration.name] = integration
+            for callback in self._on_new_integration:
+                callback(integration)
+
+        def add_backend(name: str, factory: BackendFactory) -> None:
+            declared = getattr(factory, "name", name) if isinstance(factory, type) else name
+            if declared != name:
+                raise ValueError(
+                    f"backend registered as {name!r} names itself {declared!r}; the two must "
+                    "match (spool files and `mlhooks sync` find backends by that name)"
+                )
+            self.backends[name] = factory
+            self._backend_owners[name] = plugin_name
+
+        for hook, callback in (
+            ("register_integrations", add_integration),
+            ("register_backends", add_backend),
+        ):
+            function = getattr(plugin, hook, None)
+            if function is None or not self._is_impl(plugin, hook):
+                continue
+            try:
+                function(register=callback)
+            except Exception as error:  # noqa: BLE001 - a broken plugin
+                self._fail(plugin_name, f"{hook} raised {error!r}")
+                return False
+        return True
+
+    def _is_impl(self, plugin: object, hook: str) -> bool:
+        return any(impl.plugin is plugin for impl in getattr(self.pm.hook, hook).get_hookimpls())
+
+    def on_new_integration(self, callback: Callable[[Integration], None]) -> None:
+        """Call ``callback`` for every integration registered from now on."""
+        self._on_new_integration.append(callback)
+
+    def on_backend_removed(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback`` with the name of every backend whose plugin goes away."""
+        self._on_backend_removed.append(callback)
+
+    def plugin_names(self) -> list[str]:
+        return [name for name, _ in self.pm.list_name_plugin()]
+
+    # -- events ---------------------------------------------------------------------------
+
+    def listeners(self, hook: str) -> list[Listener]:
+        """The implementations of event ``hook``, in pluggy's calling order."""
+        cached = self._listeners.get(hook)
+        if cached is not None:
+            return cached
+        self.load()
+        with self._lock:
+            expected = _EVENT_ARGS[hook]
+            found: list[Listener] = []
+            for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+                if impl.hookwrapper or impl.wrapper:
+                    warn_once(
+                        f"wrapper:{impl.plugin_name}:{hook}",
+                        f"mlhooks: plugin {impl.plugin_name!r} implements event hook "
+                        f"{hook!r} as a wrapper, which event hooks do not support; ignored",
+                    )
+                    continue
+                names = tuple(impl.argnames)
+                found.append(
+                    (impl.plugin_name, impl.function, None if names == expected else names)
+                )
+            self._listeners[hook] = found
+            return found
+
+    def calls(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
+        """(site, callable) for each implementation of event ``hook``; each callable
+        takes the hookspec's arguments positionally. Call each in its own ``try``:
+        see :meth:`emit`."""
+        cached = self._calls.get(hook)
+        if cached is None:
+            self.load()
+            with self._lock:
+                cached = self._calls[hook] = [
+                    (f"plugin {name!r} hook {hook}", self._positional(hook, function, names))
+                    for name, function, names in self.listeners(hook)
+                ]
+        return cached
+
+    def emit(self, hook: str, *args: Any) -> None:
+        """Call every implementation of event ``hook`` with ``args`` (in the hookspec's
+        order), each isolated: one that raises warns once (raises in strict mode), and
+        the others, the recorder included, still get the event."""
+        for site, call in self.calls(hook):
+            try:
+                call(*args)
+            except Exception as error:  # noqa: BLE001 - isolate every listener
+                report_internal_error(site, error)
+
+    @staticmethod
+    def _positional(
+        hook: str, function: Callable[..., Any], names: tuple[str, ...] | None
+    ) -> Callable[..., Any]:
+        """``function`` callable with the hookspec's arguments in order."""
+        if names is None:
+            return function
+
+        def call(*args: Any) -> Any:
+            values = dict(zip(_EVENT_ARGS[hook], args, strict=True))
+            return function(**{n: values[n] for n in names})
+
+        return call
+
+    def iter_integrations(self) -> Iterator[Integration]:
+        return iter(list(self.integrations.values()))
+
+
+host = PluginHost()

@@ -1,0 +1,9 @@
+"""Recording and delivery: the built-in recorder turns event hooks into backend
+operations (``recorder``), and each backend's lane queues, batches, retries and
+spools them on a writer thread (``lanes``, ``spool``), with files snapshotted when
+reported (``staging``), slow work of a fit run in the background (``tasks``), the
+backends of a run resolved by name (``selection``) and the built-in plugins that tie
+these to the plugin host (``builtins``).
+
+May import: ``mlhooks.backends`` and ``mlhooks.core``.
+"""

@@ -1,0 +1,269 @@
+"""Operations on disk: JSON encoding, spool files and their replay.
+
+A spool file holds the operations a backend could not take, one JSON object per line,
+after a header naming the backend and how to rebuild it. A sidecar file counts the
+lines already replayed, so that a replay that stops half-way resumes where it stopped
+and never stores an operation twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlhooks.backends.base import (
+    Backend,
+    EndRun,
+    LogArtifact,
+    LogBatch,
+    LogDataset,
+    LogModel,
+    Operation,
+    StartRun,
+)
+from mlhooks.core.types import DatasetInfo, ModelArtifact, RunInfo
+
+SPOOL_SUFFIX = ".spool.jsonl"
+
+
+def encode(op: Operation) -> dict[str, Any]:
+    """A JSON-ready dict for ``op``."""
+    if isinstance(op, LogBatch):
+        return {
+            "op": "batch",
+            "run_id": op.run_id,
+            "metrics": [[k, _float_out(v), s, t] for k, v, s, t in op.metrics],
+            "params": op.params,
+            "tags": op.tags,
+        }
+    if isinstance(op, StartRun):
+        return {"op": "start", "run": op.run.to_dict()}
+    if isinstance(op, EndRun):
+        return {"op": "end", "run_id": op.run_id, "status": op.status, "end_time": op.end_time}
+    if isinstance(op, LogArtifact):
+        return {
+            "op": "artifact",
+            "run_id": op.run_id,
+            "local_path": op.local_path,
+            "artifact_path": op.artifact_path,
+        }
+    if isinstance(op, LogDataset):
+        return {"op": "dataset", "run_id": op.run_id, "dataset": op.dataset.to_dict()}
+    if isinstance(op, LogModel):
+        model = op.model
+        return {
+            "op": "model",
+            "run_id": op.run_id,
+            "name": model.name,
+            "flavor": model.flavor,
+            "format": model.format,
+            "path": model.path,
+            "payload": base64.b64encode(model.payload).decode() if model.payload else None,
+            "metadata": model.metadata,
+        }
+    raise TypeError(f"cannot encode operation {op!r}")
+
+
+def decode(data: dict[str, Any]) -> Operation:
+    """The operation that :func:`encode` turned into ``data``."""
+    kind = data["op"]
+    if kind == "batch":
+        metrics = [(k, _float_in(v), s, t) for k, v, s, t in data["metrics"]]
+        return LogBatch(data["run_id"], metrics, data["params"], data["tags"])
+    if kind == "start":
+        return StartRun(RunInfo.from_dict(data["run"]))
+    if kind == "end":
+        return EndRun(data["run_id"], data["status"], data["end_time"])
+    if kind == "artifact":
+        return LogArtifact(data["run_id"], data["local_path"], data["artifact_path"])
+    if kind == "dataset":
+        return LogDataset(data["run_id"], DatasetInfo.from_dict(data["dataset"]))
+    if kind == "model":
+        payload = base64.b64decode(data["payload"]) if data["payload"] else None
+        model = ModelArtifact(
+            name=data["name"],
+            flavor=data["flavor"],
+            payload=payload,
+            path=data["path"],
+            format=data["format"],
+            metadata=data["metadata"],
+        )
+        return LogModel(data["run_id"], model)
+    raise ValueError(f"unknown operation kind {kind!r}")
+
+
+def _float_out(value: float) -> float | str:
+    # JSON has no NaN or infinity; keep them as strings so they survive exactly.
+    return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+
+
+def _float_in(value: float | str) -> float:
+    return float(value)
+
+
+def dumps(op: Operation) -> str:
+    # default=str: a metadata value JSON cannot hold (a datetime, say) is kept as text
+    return json.dumps(encode(op), separators=(",", ":"), default=str)
+
+
+@dataclass
+class SpoolHeader:
+    backend: str
+    options: dict[str, Any]
+    created: float
+    pid: int
+    host: str = ""
+
+    def writer_alive(self) -> bool:
+        """Whether the process that writes this spool still runs (it replays the spool
+        itself once its backend is back)."""
+        if self.host and self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+class SpoolWriter:
+    """Appends operations for one backend to a spool file, durably."""
+
+    def __init__(self, directory: Path, backend: Backend) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.header = {
+            "backend": backend.name,
+            "options": backend.spec(),
+            "created": time.time(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        self.count = 0
+        self._open_new_file()
+
+    def _open_new_file(self) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        name = f"{self.header['backend']}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.path = self.directory / (name + SPOOL_SUFFIX)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._file.write(json.dumps(self.header) + "\n")
+        self._file.flush()
+
+    def append(self, ops: Iterable[Operation]) -> None:
+        if os.fstat(self._file.fileno()).st_nlink == 0:
+            # replayed and removed by `mlhooks sync --force`: carry on in a new file
+            self._file.close()
+            self._open_new_file()
+        lines = [dumps(op) + "\n" for op in ops]
+        self._file.writelines(lines)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.count += len(lines)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class SpoolFile:
+    """A spool file on disk, read for replay."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cursor_path = path.with_name(path.name + ".done")
+
+    def header(self) -> SpoolHeader:
+        with open(self.path, encoding="utf-8") as f:
+            data = json.loads(f.readline())
+        return SpoolHeader(
+            data["backend"], data["options"], data["created"], data["pid"], data.get("host", "")
+        )
+
+    def replayed(self) -> int:
+        """How many operations were already replayed."""
+        try:
+            return int(self.cursor_path.read_text() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def pending(self) -> Iterator[tuple[int, Operation]]:
+        """(line number, operation) for every operation not yet replayed."""
+        done = self.replayed()
+        with open(self.path, encoding="utf-8") as f:
+            f.readline()  # header
+            for number, line in enumerate(f, start=1):
+                if number <= done:
+                    continue
+                if not line.endswith("\n"):
+                    break  # torn last line of a killed writer: never fully written
+                yield number, decode(json.loads(line))
+
+    def mark_replayed(self, number: int) -> None:
+        tmp = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
+        tmp.write_text(str(number))
+        os.replace(tmp, self.cursor_path)
+
+    def count_pending(self) -> int:
+        return sum(1 for _ in self.pending())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.cursor_path.unlink(missing_ok=True)
+
+
+def replay(
+    spool: SpoolFile,
+    backend: Backend,
+    reject: Callable[[Operation, BaseException], None] | None = None,
+    applied: Callable[[Operation], None] | None = None,
+) -> int:
+    """Apply every pending operation of ``spool`` to ``backend``, in order; returns how
+    many were applied, and removes the spool when all were.
+
+    An operation the backend rejects for good goes to ``reject`` (when given) and the
+    replay goes on; any other failure stops it, and the cursor keeps the position.
+    ``applied`` is called with each operation stored.
+    """
+    count = 0
+    for number, op in spool.pending():
+        try:
+            backend.apply(op)
+        except Exception as error:
+            if reject is None or backend.is_retryable(error):
+                raise
+            reject(op, error)
+        else:
+            if applied is not None:
+                applied(op)
+        spool.mark_replayed(number)
+        count += 1
+    backend.flush()
+    spool.remove()
+    return count
+
+
+def find_spools(root: Path, backend: str | None = None) -> list[SpoolFile]:
+    """Spool files under ``root``, oldest first, optionally for one backend name.
+    (``rejected/`` holds operations a backend refused; name it as ``root`` to see them.)"""
+    if not root.exists():
+        return []
+    found: list[tuple[float, Path]] = []
+    for path in root.glob("*" + SPOOL_SUFFIX):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue  # replayed and removed meanwhile
+    spools = [SpoolFile(path) for _, path in sorted(found)]
+    if backend is not None:
+        spools = [s for s in spools if s.header().backend == backend]
+    return spools

@@ -1,0 +1,84 @@
+"""Snapshots of files handed to mlhooks, taken when they are reported.
+
+The writer stores artifacts and checkpoints later, on its own thread; by then the
+user (or Lightning's ``save_top_k``) may have deleted, replaced or rewritten the file
+in place. So the file is copied when it is reported. (A hard link would be free, but
+a file rewritten in place, as ``savefig`` and ``torch.save`` do, would change the
+snapshot too.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from mlhooks.backends.local import default_root
+
+
+def staging_root() -> Path:
+    return default_root() / ".staging"
+
+
+_holders: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
+    """A snapshot of the file or directory ``path``; FileNotFoundError if it is gone.
+
+    The snapshot is deleted once ``holders`` backends have released it (see :func:`release`).
+    """
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"cannot log {str(source)!r}: no such file or directory")
+    target = staging_root() / uuid.uuid4().hex / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+    with _lock:
+        _holders[str(target)] = holders
+    return str(target)
+
+
+def stage_files(name: str, files: Mapping[str, str], holders: int = 1) -> str:
+    """A snapshot directory ``name`` holding ``files`` (file name -> text), written
+    straight into the staging area: for artifacts mlhooks makes itself."""
+    target = staging_root() / uuid.uuid4().hex / name
+    target.mkdir(parents=True)
+    for filename, text in files.items():
+        (target / filename).write_text(text, encoding="utf-8")
+    with _lock:
+        _holders[str(target)] = holders
+    return str(target)
+
+
+def is_snapshot(path: str) -> bool:
+    with _lock:
+        return path in _holders
+
+
+def hold(path: str, more: int) -> None:
+    """Let ``more`` further backends release ``path`` before it goes."""
+    with _lock:
+        if path in _holders:
+            _holders[path] += more
+
+
+def release(path: str) -> None:
+    """One holder is done with the snapshot ``path``; the last one deletes it. Paths
+    that are not snapshots of this process (a spool replayed by `mlhooks sync`) stay."""
+    with _lock:
+        left = _holders.get(path)
+        if left is None:
+            return
+        if left > 1:
+            _holders[path] = left - 1
+            return
+        del _holders[path]
+    shutil.rmtree(Path(path).parent, ignore_errors=True)

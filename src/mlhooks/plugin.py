@@ -1,0 +1,116 @@
+"""The public plugin API: everything a framework integration or a storage backend needs.
+
+A plugin imports two modules of mlhooks, this one and ``mlhooks`` (what users call),
+and nothing else; the plugins mlhooks ships are held to that by the lint
+(import-linter), so what they can do, a third party can do too.
+
+* Frameworks: subclass :class:`Integration` (what to patch, which versions), patch
+  with :meth:`Integration.wrap` and a :class:`CallHandler`, usually a
+  :class:`FitHandler` whose :class:`FitSession` reports the fit. Options come from
+  :func:`settings_for`; runs beside the user's from :func:`open_run`.
+* Backends: subclass :class:`Backend`, apply the operations (:class:`StartRun`,
+  :class:`LogBatch`, ...), raise :class:`BackendError` for what is worth retrying.
+* Listeners: functions marked :data:`hookimpl` (see :mod:`mlhooks.core.hookspecs`).
+* Errors: report your own problems with :func:`report_internal_error` (training
+  thread) or :func:`warn_background` (writer thread); never raise into training.
+* Tests: :class:`IntegrationContract` (the safety rules as inherited tests; imports
+  pytest, so it is loaded on first use) and the fixtures of ``mlhooks.testing``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlhooks.autologging.autolog import settings_for
+from mlhooks.autologging.fitting import FitHandler, FitSession
+from mlhooks.autologging.integration import Integration
+from mlhooks.autologging.patching import Call, CallHandler, suppressed
+from mlhooks.backends.base import (
+    Backend,
+    BackendError,
+    BackendFactory,
+    EndRun,
+    LogArtifact,
+    LogBatch,
+    LogDataset,
+    LogModel,
+    Operation,
+    StartRun,
+)
+from mlhooks.capture.models import capture as capture_model
+from mlhooks.core.config import FrameworkSettings
+from mlhooks.core.errors import (
+    MlhooksWarning,
+    notice_once,
+    report_background_error,
+    report_internal_error,
+    warn_background,
+    warn_once,
+)
+from mlhooks.core.hookspecs import hookimpl
+from mlhooks.core.types import (
+    Capability,
+    DatasetInfo,
+    Fit,
+    Metric,
+    ModelArtifact,
+    RunData,
+    RunInfo,
+    RunStatus,
+)
+from mlhooks.tracking.runs import current_run, open_run
+
+if TYPE_CHECKING:
+    from mlhooks.testing.contract import IntegrationContract
+
+_LAZY = {"IntegrationContract": "mlhooks.testing.contract"}
+
+
+def __getattr__(name: str) -> Any:
+    """Names whose modules import pytest are loaded when first asked for."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mlhooks.plugin' has no attribute {name!r}")
+
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendFactory",
+    "Call",
+    "CallHandler",
+    "Capability",
+    "DatasetInfo",
+    "EndRun",
+    "Fit",
+    "FitHandler",
+    "FitSession",
+    "FrameworkSettings",
+    "Integration",
+    "IntegrationContract",
+    "LogArtifact",
+    "LogBatch",
+    "LogDataset",
+    "LogModel",
+    "Metric",
+    "MlhooksWarning",
+    "ModelArtifact",
+    "Operation",
+    "RunData",
+    "RunInfo",
+    "RunStatus",
+    "StartRun",
+    "capture_model",
+    "current_run",
+    "hookimpl",
+    "notice_once",
+    "open_run",
+    "report_background_error",
+    "report_internal_error",
+    "settings_for",
+    "suppressed",
+    "warn_background",
+    "warn_once",
+]
