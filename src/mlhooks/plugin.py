@@ -13,6 +13,10 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
 * Listeners: functions marked :data:`hookimpl` (see :mod:`mlhooks.core.hookspecs`).
 * Errors: report your own problems with :func:`report_internal_error` (training
   thread) or :func:`warn_background` (writer thread); never raise into training.
+* Settings and lifetime: declare your own ``MLHOOKS_*`` variables with
+  :func:`declare_setting` and read them with :func:`setting`; close what you hold open
+  at exit with :func:`at_exit` (before mlhooks ends runs and stores what is queued)
+  and reset per-process state in a forked child with :func:`in_forked_child`.
 * Tests: :class:`IntegrationContract` (the safety rules as inherited tests; imports
   pytest, so it is loaded on first use) and the fixtures of ``mlhooks.testing``.
 """
@@ -38,6 +42,7 @@ from mlhooks.backends.base import (
     StartRun,
 )
 from mlhooks.capture.models import capture as capture_model
+from mlhooks.core import settings as _settings
 from mlhooks.core.config import FrameworkSettings
 from mlhooks.core.errors import (
     MlhooksWarning,
@@ -48,6 +53,7 @@ from mlhooks.core.errors import (
     warn_once,
 )
 from mlhooks.core.hookspecs import hookimpl
+from mlhooks.core.shutdown import at_exit, in_forked_child
 from mlhooks.core.types import (
     Capability,
     DatasetInfo,
@@ -62,6 +68,9 @@ from mlhooks.tracking.runs import current_run, open_run
 
 if TYPE_CHECKING:
     from mlhooks.testing.contract import IntegrationContract
+
+declare_setting = _settings.declare
+setting = _settings.get
 
 _LAZY = {"IntegrationContract": "mlhooks.testing.contract"}
 
@@ -102,13 +111,17 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "StartRun",
+    "at_exit",
     "capture_model",
     "current_run",
+    "declare_setting",
     "hookimpl",
+    "in_forked_child",
     "notice_once",
     "open_run",
     "report_background_error",
     "report_internal_error",
+    "setting",
     "settings_for",
     "suppressed",
     "warn_background",

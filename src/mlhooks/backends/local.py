@@ -35,6 +35,7 @@ from mlhooks.backends.base import (
     LogModel,
 )
 from mlhooks.backends.query import search_rows
+from mlhooks.core import settings
 from mlhooks.core.types import (
     ALL_CAPABILITIES,
     Capability,
@@ -51,7 +52,7 @@ DEFAULT_ROOT = "mlhooks-runs"
 
 def default_root() -> Path:
     """Where the local store lives unless told otherwise."""
-    return Path(os.environ.get("MLHOOKS_LOCAL_DIR") or DEFAULT_ROOT)
+    return Path(settings.get("MLHOOKS_LOCAL_DIR") or DEFAULT_ROOT)
 
 
 class LocalBackend(Backend):

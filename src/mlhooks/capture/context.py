@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from mlhooks.capture import gitinfo
-from mlhooks.core import activity
+from mlhooks.core import activity, settings
 from mlhooks.core.errors import report_background_error
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
 from mlhooks.core.redaction import redact_argv, redact_url
@@ -88,7 +88,7 @@ def resolve_parts(option: bool | str | Iterable[str] | None) -> frozenset[str]:
     ``True``/``False``, or part names (a list, or a comma-separated string).
     """
     if option is None:
-        raw = os.environ.get("MLHOOKS_LOG_CONTEXT")
+        raw = settings.get("MLHOOKS_LOG_CONTEXT")
         if raw is None:
             return frozenset(PARTS)
         option = raw

@@ -19,7 +19,7 @@ import shutil
 import threading
 from typing import Any
 
-from mlhooks.core.config import env_flag
+from mlhooks.core import settings
 from mlhooks.core.errors import report_background_error
 from mlhooks.core.host import host
 from mlhooks.core.types import RunInfo, now_ms
@@ -32,7 +32,7 @@ def wanted(option: bool | None) -> bool:
     """Whether to sample: ``option``, else ``MLHOOKS_LOG_SYSTEM_METRICS``, else False.
     ImportError naming the extra when psutil is missing."""
     if option is None:
-        option = env_flag("MLHOOKS_LOG_SYSTEM_METRICS") or False
+        option = settings.get("MLHOOKS_LOG_SYSTEM_METRICS")
     if option:
         require_psutil()
     return option
@@ -49,13 +49,7 @@ def require_psutil() -> Any:
 
 
 def interval_from_env() -> float:
-    raw = os.environ.get("MLHOOKS_SYSTEM_METRICS_INTERVAL", "")
-    try:
-        value = float(raw) if raw.strip() else DEFAULT_INTERVAL
-    except ValueError:
-        raise ValueError(f"MLHOOKS_SYSTEM_METRICS_INTERVAL={raw!r} is not a number") from None
-    if value <= 0:
-        raise ValueError(f"MLHOOKS_SYSTEM_METRICS_INTERVAL must be positive, not {value}")
+    value: float = settings.get("MLHOOKS_SYSTEM_METRICS_INTERVAL")
     return value
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlhooks.autologging.integration import Integration
+from mlhooks.core import settings as mlhooks_settings
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
 from mlhooks.core.redaction import redact
 from mlhooks.delivery import selection
@@ -159,7 +161,27 @@ def backends(names: list[str] | None = None) -> list[BackendReport]:
 
 
 def settings() -> dict[str, str]:
-    """The ``MLHOOKS_*`` (and ``MLFLOW_TRACKING_URI``) variables set now."""
+    """The ``MLHOOKS_*`` (and ``MLFLOW_TRACKING_URI``) variables set now; an unknown or
+    malformed ``MLHOOKS_*`` variable says so (a typo is otherwise silently ignored)."""
+    host.load()  # plugins declare their own variables
     keys = sorted(k for k in os.environ if k.startswith("MLHOOKS_"))
     keys += [k for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME") if k in os.environ]
-    return redact({key: os.environ[key] for key in keys})
+    shown = redact({key: os.environ[key] for key in keys})
+    for key in keys:
+        problem = setting_problem(key) if key.startswith("MLHOOKS_") else None
+        if problem:
+            shown[key] = f"{shown[key]}  ({problem})"
+    return shown
+
+
+def setting_problem(name: str) -> str | None:
+    """Why the ``MLHOOKS_*`` variable ``name`` is not used as set, or None."""
+    if name not in mlhooks_settings.VARIABLES:
+        close = difflib.get_close_matches(name, list(mlhooks_settings.VARIABLES), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"not an mlhooks setting, ignored{hint}"
+    try:
+        mlhooks_settings.get(name)
+    except ValueError as error:
+        return f"invalid: {error}"
+    return None

@@ -4,9 +4,10 @@ Python, for the GIL that a native training loop (XGBoost, torch) needs between c
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+
+from mlhooks.core.shutdown import Stage, in_forked_child
 
 _lock = threading.Lock()
 _running = 0
@@ -53,4 +54,4 @@ def _reset_in_child() -> None:
     idle.set()
 
 
-os.register_at_fork(after_in_child=_reset_in_child)
+in_forked_child(_reset_in_child, Stage.ACTIVITY)

@@ -7,44 +7,11 @@ overrides may also carry options only that framework knows (``max_tuning_runs``)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def env_flag(name: str) -> bool | None:
-    """``MLHOOKS_<name>`` as a boolean, None when unset; ValueError naming it if not one."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return None
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
-
-
-def env_list(name: str) -> tuple[str, ...] | None:
-    """``MLHOOKS_<name>`` as a comma-separated list, None when unset."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return None
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-def env_int(name: str) -> int | None:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
+from mlhooks.core import settings
 
 
 @dataclass(frozen=True)
@@ -81,6 +48,9 @@ class AutologConfig:
         "exclusive": "MLHOOKS_EXCLUSIVE",
         "silent": "MLHOOKS_SILENT",
         "allow_unsupported": "MLHOOKS_ALLOW_UNSUPPORTED",
+        "backends": "MLHOOKS_BACKENDS",
+        "frameworks": "MLHOOKS_FRAMEWORKS",
+        "log_every_n_steps": "MLHOOKS_LOG_EVERY_N_STEPS",
     }
 
     @classmethod
@@ -88,15 +58,8 @@ class AutologConfig:
         """Arguments that are not None win; then ``MLHOOKS_*`` variables; then defaults."""
         values: dict[str, Any] = {}
         for name, variable in cls._ENV.items():
-            from_env = env_flag(variable)
-            if from_env is not None:
-                values[name] = from_env
-        if (backends := env_list("MLHOOKS_BACKENDS")) is not None:
-            values["backends"] = backends
-        if (frameworks := env_list("MLHOOKS_FRAMEWORKS")) is not None:
-            values["frameworks"] = frameworks
-        if (every := env_int("MLHOOKS_LOG_EVERY_N_STEPS")) is not None:
-            values["log_every_n_steps"] = every
+            if settings.is_set(variable) and (value := settings.get(variable)) is not None:
+                values[name] = value
         known = {f.name for f in fields(cls)}
         for name, value in given.items():
             if name not in known:

@@ -8,9 +8,11 @@ With ``MLHOOKS_STRICT=1`` they are re-raised instead, so that tests catch our bu
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import warnings
+from typing import Any
+
+from mlhooks.core import settings
 
 __all__ = [
     "MlhooksWarning",
@@ -42,7 +44,21 @@ def set_silent(silent: bool) -> None:
 
 def is_strict() -> bool:
     """True when ``MLHOOKS_STRICT`` asks for our own errors to be raised."""
-    return os.environ.get("MLHOOKS_STRICT", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return bool(settings.get("MLHOOKS_STRICT"))
+    except ValueError:
+        return False  # a malformed value must not turn warnings into exceptions
+
+
+def setting_or_default(name: str) -> Any:
+    """The ``MLHOOKS_*`` setting ``name``; a malformed value gives one warning and the
+    default (for code that must not fail, such as the exit sequence)."""
+    try:
+        return settings.get(name)
+    except ValueError as error:
+        default = settings.default(name)
+        warn_once(f"setting:{name}", f"mlhooks: {error}; using {default!r}")
+        return default
 
 
 def warn_once(key: str, message: str, *, stacklevel: int = 3) -> bool:

@@ -17,14 +17,13 @@ broken listener can neither stop training nor keep the event from the others.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from mlhooks.core import hookspecs
+from mlhooks.core import hookspecs, settings
 from mlhooks.core.errors import report_internal_error, warn_once
 
 if TYPE_CHECKING:
@@ -68,10 +67,6 @@ Listener = tuple[str, Callable[..., Any], tuple[str, ...] | None]
 """(plugin name, function, argument names or None when it takes them all in order)."""
 
 
-def _names_from_env(variable: str) -> set[str]:
-    return {name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()}
-
-
 class PluginHost:
     """The plugin manager plus the integrations and backends plugins registered."""
 
@@ -108,8 +103,8 @@ class PluginHost:
         return self._loaded
 
     def _load_entry_points(self) -> None:
-        allowed = _names_from_env("MLHOOKS_PLUGINS")
-        disabled = _names_from_env("MLHOOKS_DISABLE_PLUGINS")
+        allowed = set(settings.get("MLHOOKS_PLUGINS"))
+        disabled = set(settings.get("MLHOOKS_DISABLE_PLUGINS"))
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             name = entry_point.name
             if (allowed and name not in allowed) or name in disabled:

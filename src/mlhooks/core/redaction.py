@@ -19,9 +19,10 @@ the key as given).
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Iterable, Mapping
+
+from mlhooks.core.errors import setting_or_default
 
 MASK = "***"
 
@@ -71,22 +72,21 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(w for w in _SEPARATORS.split(_CAMEL.sub("_", text).lower()) if w)
 
 
-def _key_words() -> list[tuple[str, ...]]:
-    from_env = [w for w in os.environ.get("MLHOOKS_REDACT_KEYS", "").split(",") if w.strip()]
+def _key_words(from_env: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [_words(w) for w in (*DEFAULT_KEY_WORDS, *from_env, *_extra_words) if _words(w)]
 
 
 def is_secret_key(key: str) -> bool:
     """Whether values under ``key`` are masked."""
-    return _key_is_secret(key, os.environ.get("MLHOOKS_REDACT_KEYS", ""))
+    return _key_is_secret(key, setting_or_default("MLHOOKS_REDACT_KEYS"))
 
 
 @functools.lru_cache(maxsize=10_000)
-def _key_is_secret(key: str, _env: str) -> bool:
-    # ``_env`` is part of the cache key, so that a changed variable takes effect.
+def _key_is_secret(key: str, from_env: tuple[str, ...]) -> bool:
+    # ``from_env`` is part of the cache key, so that a changed variable takes effect.
     words = _words(key)
     joined = set(words)
-    for pattern in _key_words():
+    for pattern in _key_words(from_env):
         size = len(pattern)
         if any(words[i : i + size] == pattern for i in range(len(words) - size + 1)):
             return True

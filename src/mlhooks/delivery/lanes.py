@@ -20,7 +20,6 @@ only ever delays its own lane.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import pickle
@@ -35,13 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from mlhooks.backends.base import Backend, BackendError, LogArtifact, LogBatch, LogModel, Operation
-from mlhooks.core import activity
+from mlhooks.core import activity, settings
 from mlhooks.core.errors import (
     background_failures,
     is_strict,
     report_background_error,
+    setting_or_default,
     warn_background,
 )
+from mlhooks.core.shutdown import Stage, at_exit, in_forked_child
 from mlhooks.delivery import spool as spool_io
 from mlhooks.delivery import staging
 
@@ -63,17 +64,8 @@ class RetryPolicy:
 def retry_policy_from_env() -> RetryPolicy:
     """``MLHOOKS_RETRY_DELAYS`` (seconds, comma-separated) and ``MLHOOKS_PROBE_INTERVAL``
     over the defaults."""
-    default = RetryPolicy()
-    delays, probe = default.delays, default.probe_interval
-    raw = os.environ.get("MLHOOKS_RETRY_DELAYS")
-    try:
-        if raw is not None:
-            delays = tuple(float(d) for d in raw.split(",") if d.strip())
-        probe = float(os.environ.get("MLHOOKS_PROBE_INTERVAL", probe))
-    except ValueError:
-        raise ValueError(
-            f"MLHOOKS_RETRY_DELAYS={raw!r} / MLHOOKS_PROBE_INTERVAL must be numbers of seconds"
-        ) from None
+    delays: tuple[float, ...] = settings.get("MLHOOKS_RETRY_DELAYS")
+    probe: float = settings.get("MLHOOKS_PROBE_INTERVAL")
     return RetryPolicy(delays=delays, probe_interval=probe, max_probe_interval=max(probe, 60.0))
 
 
@@ -568,10 +560,8 @@ def flush_lanes(lanes: Iterable[Lane], timeout: float | None = None) -> bool:
 
 
 def _exit_timeout() -> float:
-    try:
-        return float(os.environ.get("MLHOOKS_EXIT_TIMEOUT", "60"))
-    except ValueError:
-        return 60.0
+    timeout: float = setting_or_default("MLHOOKS_EXIT_TIMEOUT")
+    return timeout
 
 
 def _close_all_at_exit() -> None:
@@ -591,5 +581,5 @@ def _reset_in_child() -> None:
             report_background_error(f"after_fork of backend {lane.backend.name!r}", error)
 
 
-atexit.register(_close_all_at_exit)
-os.register_at_fork(after_in_child=_reset_in_child)
+at_exit(_close_all_at_exit, Stage.LANES)
+in_forked_child(_reset_in_child, Stage.LANES)

@@ -11,7 +11,6 @@ once the last hold is released, after what that work reported.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +34,7 @@ from mlhooks.backends.local import default_root
 from mlhooks.core import redaction
 from mlhooks.core.errors import notice_once
 from mlhooks.core.hookspecs import hookimpl
+from mlhooks.core.shutdown import Stage, in_forked_child
 from mlhooks.core.types import Capability, DatasetInfo, ModelArtifact, RunInfo, RunStatus, now_ms
 from mlhooks.delivery import staging
 from mlhooks.delivery.lanes import Lane, flush_lanes, retry_policy_from_env
@@ -288,4 +288,4 @@ def _notice_unsupported(
 
 
 recorder = Recorder()
-os.register_at_fork(after_in_child=recorder._forget_holds_in_child)
+in_forked_child(recorder._forget_holds_in_child, Stage.RECORDER)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlhooks.backends.base import Backend
-from mlhooks.core.config import current_config, env_list
+from mlhooks.core import settings
+from mlhooks.core.config import current_config
 from mlhooks.core.host import host
 from mlhooks.core.types import Capability
 
@@ -31,7 +32,7 @@ def set_default_override(backends: list[Backend] | None) -> None:
 def default_backend_names() -> tuple[str, ...]:
     """What runs write to when neither ``start_run`` nor ``autolog`` names backends."""
     host.load()
-    from_env = env_list("MLHOOKS_BACKENDS")
+    from_env: tuple[str, ...] | None = settings.get("MLHOOKS_BACKENDS")
     if from_env:
         return from_env
     return ("mlflow",) if "mlflow" in host.backends else ("local",)

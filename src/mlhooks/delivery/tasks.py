@@ -11,8 +11,6 @@ of a user's run and interpreter exit wait for the tasks.
 
 from __future__ import annotations
 
-import atexit
-import os
 import queue
 import shutil
 import tempfile
@@ -21,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlhooks.core import activity
-from mlhooks.core.errors import report_background_error
+from mlhooks.core.errors import report_background_error, setting_or_default
 from mlhooks.core.host import host
+from mlhooks.core.shutdown import Stage, at_exit, in_forked_child
 from mlhooks.core.types import RunInfo
 from mlhooks.delivery import staging
 from mlhooks.delivery.recorder import recorder
@@ -79,10 +78,7 @@ def _run_one(run: RunInfo, task: Task, artifact_path: str | None) -> None:
 
 
 def _wait_at_exit() -> None:
-    try:
-        timeout = float(os.environ.get("MLHOOKS_EXIT_TIMEOUT", "60"))
-    except ValueError:
-        timeout = 60.0
+    timeout: float = setting_or_default("MLHOOKS_EXIT_TIMEOUT")
     recorder.wait_released(None, timeout / 2)
 
 
@@ -93,6 +89,5 @@ def _reset_in_child() -> None:
     _lock = threading.Lock()
 
 
-# Registered after the lanes' exit handler (imported above), so it runs before it.
-atexit.register(_wait_at_exit)
-os.register_at_fork(after_in_child=_reset_in_child)
+at_exit(_wait_at_exit, Stage.TASKS)
+in_forked_child(_reset_in_child, Stage.TASKS)

@@ -8,8 +8,6 @@ them. A user's run is only ever ended by the user (or at interpreter exit).
 
 from __future__ import annotations
 
-import atexit
-import os
 import threading
 import time
 import uuid
@@ -19,10 +17,11 @@ from typing import Any, cast
 
 from mlhooks.backends.base import Backend
 from mlhooks.capture import context, system_metrics
-from mlhooks.core import validation
+from mlhooks.core import settings, validation
 from mlhooks.core.config import current_config
-from mlhooks.core.errors import report_internal_error, warn_once
+from mlhooks.core.errors import report_internal_error, setting_or_default, warn_once
 from mlhooks.core.host import host
+from mlhooks.core.shutdown import Stage, at_exit, in_forked_child
 from mlhooks.core.types import RunInfo, RunStatus, now_ms
 from mlhooks.delivery import selection
 from mlhooks.delivery.lanes import flush_lanes
@@ -252,7 +251,8 @@ def _autolog_option(name: str, given: Any) -> Any:
 
 
 def _default_experiment() -> str | None:
-    return os.environ.get("MLHOOKS_EXPERIMENT") or None
+    experiment: str | None = settings.get("MLHOOKS_EXPERIMENT")
+    return experiment
 
 
 def _autolog_backends() -> Any:
@@ -311,10 +311,8 @@ def _wait_until_stored(info: RunInfo, lanes: Iterable[Any], timeout: float) -> N
 
 
 def _flush_timeout() -> float:
-    try:
-        return float(os.environ.get("MLHOOKS_FLUSH_TIMEOUT", "30"))
-    except ValueError:
-        return 30.0
+    timeout: float = setting_or_default("MLHOOKS_FLUSH_TIMEOUT")
+    return timeout
 
 
 def new_params(run: RunInfo, params: Mapping[str, str], *, strict: bool) -> dict[str, str]:
@@ -353,5 +351,5 @@ def _forget_parent_runs_in_child() -> None:
     _open.clear()  # no lock: another thread of the parent may have held it at the fork
 
 
-atexit.register(_end_open_runs_at_exit)
-os.register_at_fork(after_in_child=_forget_parent_runs_in_child)
+at_exit(_end_open_runs_at_exit, Stage.RUNS)
+in_forked_child(_forget_parent_runs_in_child, Stage.RUNS)

@@ -10,7 +10,6 @@ learn incrementally) and stored once, when the loop's run ends.
 
 from __future__ import annotations
 
-import atexit
 import threading
 import weakref
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from mlhooks.plugin import (
     CallHandler,
     FitSession,
     ModelArtifact,
+    at_exit,
     capture_model,
     current_run,
     open_run,
@@ -143,4 +143,4 @@ def _end_all() -> None:
         _end(key)
 
 
-atexit.register(_end_all)  # before mlhooks' own exit handler, which would say KILLED
+at_exit(_end_all)  # before mlhooks ends open runs, which would say KILLED

@@ -26,7 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlhooks import Capability, RunInfo
-from mlhooks.plugin import Backend, BackendError, EndRun, LogArtifact, LogBatch, notice_once
+from mlhooks.plugin import (
+    Backend,
+    BackendError,
+    EndRun,
+    LogArtifact,
+    LogBatch,
+    declare_setting,
+    notice_once,
+    setting,
+)
 
 if TYPE_CHECKING:
     from .events import EventFile
@@ -37,9 +46,19 @@ OWN_ARTIFACTS = "mlhooks/"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 
 
+DIR_SETTING = declare_setting(
+    "MLHOOKS_TENSORBOARD_DIR",
+    lambda raw: raw.strip() or None,
+    None,
+    "root of the TensorBoard backend's runs",
+    default_text="`./tb-runs`",
+    owner="mlhooks-tensorboard",
+)
+
+
 def default_dir() -> Path:
     """``MLHOOKS_TENSORBOARD_DIR``, else ``./tb-runs``."""
-    return Path(os.environ.get("MLHOOKS_TENSORBOARD_DIR") or DEFAULT_DIR)
+    return Path(setting(DIR_SETTING.name) or DEFAULT_DIR)
 
 
 def short_id(run_id: str) -> str:

@@ -1,0 +1,89 @@
+"""One ordered sequence at interpreter exit, and one after a fork in the child.
+
+Modules of every layer add their part with :func:`at_exit` and :func:`in_forked_child`
+under a :class:`Stage`; the stages run in their order, whatever the import order of
+the modules. There is one ``atexit`` handler and one at-fork handler, registered when
+this module is first imported. Plugins add theirs through :mod:`mlhooks.plugin`
+(stage ``INTEGRATIONS``, first).
+
+At exit: integrations finish what they keep open (a ``partial_fit`` loop's run), the
+background tasks of fits finish, open runs end, and the lanes store what is queued
+within ``MLHOOKS_EXIT_TIMEOUT``. In a forked child, the same parts forget the
+parent's threads and runs, in the same order.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Callable
+from enum import IntEnum
+
+from mlhooks.core.errors import report_background_error
+
+
+class Stage(IntEnum):
+    """The order of the sequence; lower runs first."""
+
+    INTEGRATIONS = 10
+    """Plugins close what they hold open (through :mod:`mlhooks.plugin`)."""
+    ACTIVITY = 20
+    """Process-wide bookkeeping (which fits run)."""
+    TASKS = 30
+    """Background work of fits (charts, tables)."""
+    RUNS = 40
+    """Runs still open end."""
+    RECORDER = 50
+    """Holds on runs; the recorder's per-run state."""
+    LANES = 60
+    """Writers store what is queued, then stop."""
+
+
+_exit_steps: list[tuple[Stage, int, Callable[[], None]]] = []
+_fork_steps: list[tuple[Stage, int, Callable[[], None]]] = []
+_lock = threading.Lock()
+
+
+def at_exit(step: Callable[[], None], stage: Stage = Stage.INTEGRATIONS) -> None:
+    """Run ``step`` at interpreter exit, in ``stage`` (steps of one stage in the order
+    they were added). Adding the same step twice has no effect."""
+    _add(_exit_steps, stage, step)
+
+
+def in_forked_child(step: Callable[[], None], stage: Stage = Stage.INTEGRATIONS) -> None:
+    """Run ``step`` in a forked child right after the fork, in ``stage``."""
+    _add(_fork_steps, stage, step)
+
+
+def _add(
+    steps: list[tuple[Stage, int, Callable[[], None]]], stage: Stage, step: Callable[[], None]
+) -> None:
+    with _lock:
+        if any(known is step for _, _, known in steps):
+            return
+        steps.append((stage, len(steps), step))
+        steps.sort(key=lambda entry: (entry[0], entry[1]))
+
+
+def _run(steps: list[tuple[Stage, int, Callable[[], None]]], when: str) -> None:
+    for stage, _, step in list(steps):
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 - one part must not stop the others
+            name = getattr(step, "__qualname__", repr(step))
+            report_background_error(f"{when} ({stage.name.lower()}: {name})", error)
+
+
+def _run_at_exit() -> None:
+    _run(_exit_steps, "exit")
+
+
+def _run_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    _run(_fork_steps, "fork")
+
+
+atexit.register(_run_at_exit)
+os.register_at_fork(after_in_child=_run_in_child)
