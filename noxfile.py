@@ -33,7 +33,8 @@ def tests(session: nox.Session) -> None:
     if any(Path(arg.split("::")[0]).exists() for arg in session.posargs):
         session.run("pytest", *session.posargs, env=env)  # the caller chose what to run
         return
-    test_dirs = ["tests", *(str(p / "tests") for p in PLUGINS if (p / "tests").is_dir())]
+    # The fault-injection suite (faults/) needs every plugin: it runs after the core's.
+    test_dirs = ["tests", "faults", *(str(p / "tests") for p in PLUGINS if (p / "tests").is_dir())]
     # One pytest process per distribution: each keeps its own conftest and sys.path.
     # A -k filter may select nothing in some folder, which pytest reports as exit 5.
     ok = [0, 5] if session.posargs else [0]

@@ -10,15 +10,25 @@ At exit: integrations finish what they keep open (a ``partial_fit`` loop's run),
 background tasks of fits finish, open runs end, and the lanes store what is queued
 within ``MLHOOKS_EXIT_TIMEOUT``. In a forked child, the same parts forget the
 parent's threads and runs, in the same order.
+
+:func:`ending` tells the exit steps how the process ends, so that runs still open end
+honestly: FAILED after an uncaught exception or ``sys.exit(n)`` with ``n`` not 0,
+KILLED after Ctrl-C. It needs :func:`watch_ending`, which chains ``sys.excepthook``
+and wraps ``sys.exit`` (both keep doing what they did); runs call it when the first
+one starts. A bare ``raise SystemExit(n)`` is not seen (nothing reports it to an
+exit handler): the runs then end FINISHED.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 from collections.abc import Callable
 from enum import IntEnum
+from types import TracebackType
+from typing import Any, NoReturn
 
 from mlhooks.core.errors import report_background_error
 
@@ -64,6 +74,44 @@ def _add(
             return
         steps.append((stage, len(steps), step))
         steps.sort(key=lambda entry: (entry[0], entry[1]))
+
+
+_ending: BaseException | None = None
+_watching = False
+
+
+def ending() -> BaseException | None:
+    """How the process is ending, as far as it is known: the uncaught exception, a
+    ``SystemExit`` from ``sys.exit(code)``, or None (a normal end)."""
+    return _ending
+
+
+def watch_ending() -> None:
+    """Start recording uncaught exceptions and ``sys.exit`` calls (once)."""
+    global _watching
+    with _lock:
+        if _watching:
+            return
+        _watching = True
+        previous_hook = sys.excepthook
+        previous_exit = sys.exit
+
+    def excepthook(
+        kind: type[BaseException], error: BaseException, tb: TracebackType | None
+    ) -> None:
+        global _ending
+        _ending = error
+        previous_hook(kind, error, tb)
+
+    def exit(code: Any = None) -> NoReturn:
+        global _ending
+        _ending = SystemExit(code)
+        previous_exit(code)
+        raise SystemExit(code)  # only if the previous exit returned
+
+    exit.__doc__ = previous_exit.__doc__
+    sys.excepthook = excepthook
+    sys.exit = exit
 
 
 def _run(steps: list[tuple[Stage, int, Callable[[], None]]], when: str) -> None:

@@ -27,9 +27,12 @@ class RunStatus(str, enum.Enum):
 
     @classmethod
     def for_exception(cls, error: BaseException | None) -> RunStatus:
-        """FINISHED without an error, KILLED for Ctrl-C, FAILED for anything else."""
+        """FINISHED without an error (or for ``sys.exit(0)``), KILLED for Ctrl-C,
+        FAILED for anything else (``sys.exit(n)`` with ``n`` not 0 included)."""
         if error is None:
             return cls.FINISHED
+        if isinstance(error, SystemExit):
+            return cls.FINISHED if error.code in (0, None) else cls.FAILED
         if isinstance(error, KeyboardInterrupt):
             return cls.KILLED
         return cls.FAILED

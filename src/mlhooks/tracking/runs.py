@@ -8,6 +8,7 @@ them. A user's run is only ever ended by the user (or at interpreter exit).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from mlhooks.core import settings, validation
 from mlhooks.core.config import current_config
 from mlhooks.core.errors import report_internal_error, setting_or_default, warn_once
 from mlhooks.core.host import host
-from mlhooks.core.shutdown import Stage, at_exit, in_forked_child
+from mlhooks.core.shutdown import Stage, at_exit, ending, in_forked_child, watch_ending
 from mlhooks.core.types import RunInfo, RunStatus, now_ms
 from mlhooks.delivery import selection
 from mlhooks.delivery.lanes import flush_lanes
@@ -36,6 +37,8 @@ _owner_stacks: dict[str, list[RunInfo]] = {}
 """The run stack of the thread that started each open run (end_run may come from
 another thread)."""
 _open_lock = threading.Lock()
+_owner_pids: dict[str, int] = {}
+"""The process that started each run: only it ends the run (a forked child never does)."""
 
 
 def _stack() -> list[RunInfo]:
@@ -223,6 +226,8 @@ def open_run(
     if activate:
         _stack().append(info)
         _owner_stacks[info.run_id] = _stack()
+    _owner_pids[info.run_id] = os.getpid()
+    watch_ending()
     with _open_lock:
         _open[info.run_id] = info
         _logged_params[info.run_id] = {}
@@ -278,6 +283,11 @@ def end_run(
     info = run if run is not None else (own[-1] if own else None)
     if info is None or info.status is not RunStatus.RUNNING:
         return
+    if _owner_pids.get(info.run_id, os.getpid()) != os.getpid():
+        if info in own:  # a forked child leaves its copy of the parent's run
+            own.remove(info)
+        return
+    _owner_pids.pop(info.run_id, None)
     stack = _owner_stacks.pop(info.run_id, own)  # the stack of the thread that started it
     with _open_lock:  # children on a stack, and those started with activate=False
         children = [r for r in (*stack, *_open.values()) if r.parent_id == info.run_id]
@@ -337,12 +347,15 @@ def new_params(run: RunInfo, params: Mapping[str, str], *, strict: bool) -> dict
 
 
 def _end_open_runs_at_exit() -> None:
-    """Runs still open at exit end FINISHED (user runs) or KILLED (a fit was cut off)."""
+    """Runs still open at exit end as the process does: FINISHED, FAILED (an uncaught
+    exception, ``sys.exit(n)`` with ``n`` not 0) or KILLED (Ctrl-C); a fit's run that
+    is still open was cut off, so it ends KILLED unless the process failed."""
+    status = RunStatus.for_exception(ending())
     with _open_lock:
         remaining = sorted(_open.values(), key=lambda r: r.start_time, reverse=True)
     for info in remaining:
-        status = RunStatus.KILLED if info.managed else RunStatus.FINISHED
-        end_run(status, run=info, flush_timeout=0)
+        cut_off = info.managed and status is RunStatus.FINISHED
+        end_run(RunStatus.KILLED if cut_off else status, run=info, flush_timeout=0)
 
 
 def _forget_parent_runs_in_child() -> None:
