@@ -27,7 +27,7 @@ def test_metrics_are_scalars_with_exact_steps_values_and_wall_times(tb_root: Pat
             mlhooks.log_metrics({"loss": 1 / (step + 1), "acc": step * 0.05}, step=step)
         mlhooks.log_metric("late", 3.5, step=7)
         mlhooks.log_metric("late", 2.5, step=3)  # steps out of order stay as logged
-        mlhooks.log_metric("val loss (top-1)", 0.1, step=1)  # kept as the tag, unchanged
+        mlhooks.log_metric("val loss: top-1", 0.1, step=1)  # kept as the tag, unchanged
         mlhooks.log_metric("big", 2.0**40 + 1, step=10**12)
     # The local store keeps exactly what was logged: the reference.
     logged = LocalStore().get_run(run.run_id).metrics

@@ -163,6 +163,8 @@ class FitSession:
         clean = self._clean_metrics(metrics)
         if clean:
             step = validation.step_value(step, strict=False)
+            if timestamp is not None:
+                timestamp = validation.timestamp_value(timestamp, strict=False)
             host.emit("on_metrics", self.fit.run, clean, step, timestamp or now_ms())
 
     def epoch_end(self, epoch: int, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -216,6 +218,7 @@ class FitSession:
         thread, also after the fit ended: a plot drawn in the background lands too."""
         if self.fit is None:
             return
+        artifact_path = validation.check_artifact_path(artifact_path, strict=False)
         try:
             snapshot = staging.stage(local_path)
         except OSError as error:
@@ -255,6 +258,7 @@ class FitSession:
         needs captured now, not live objects that training may still change. The run's
         end is stored after the task's files; the training thread never waits."""
         if self.fit is not None:
+            artifact_path = validation.check_artifact_path(artifact_path, strict=False)
             tasks.submit(self.fit.run, task, artifact_path, f"{self.framework} background task")
 
     def end(self, error: BaseException | None = None) -> None:
@@ -272,16 +276,10 @@ class FitSession:
     # -- sanitizing -------------------------------------------------------------------------
 
     def _clean_params(self, params: Mapping[str, Any]) -> dict[str, str]:
-        return {
-            validation.check_key(k, "param", strict=False): validation.param_value(v)
-            for k, v in params.items()
-        }
+        return validation.clean_entries(params, "param", strict=False)
 
     def _clean_tags(self, tags: Mapping[str, Any]) -> dict[str, str]:
-        return {
-            validation.check_key(k, "tag", strict=False): validation.tag_value(v)
-            for k, v in tags.items()
-        }
+        return validation.clean_entries(tags, "tag", strict=False)
 
     def _clean_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         return validation.clean_metrics(metrics, strict=False)

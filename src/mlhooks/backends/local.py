@@ -87,7 +87,7 @@ class LocalBackend(Backend):
         return super().is_retryable(error)
 
     def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        return _within(self.root, run_id)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -112,7 +112,7 @@ class LocalBackend(Backend):
     def log_artifact(self, op: LogArtifact) -> None:
         target = self.run_dir(op.run_id) / "artifacts"
         if op.artifact_path:
-            target = target / op.artifact_path
+            target = _within(target, op.artifact_path)
         source = Path(op.local_path)
         target.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
@@ -122,7 +122,7 @@ class LocalBackend(Backend):
 
     def log_model(self, op: LogModel) -> None:
         model = op.model
-        directory = self.run_dir(op.run_id) / "models" / model.name
+        directory = _within(self.run_dir(op.run_id) / "models", model.name)
         directory.mkdir(parents=True, exist_ok=True)
         if model.payload is not None:
             (directory / "model.pkl").write_bytes(model.payload)
@@ -207,6 +207,19 @@ class LocalBackend(Backend):
             handle.close()
 
 
+def _within(base: Path, relative: str) -> Path:
+    """``base / relative``, refusing (ValueError, which is never retried) a name that
+    would leave ``base``: absolute, ``..``, or a symlink out of it. Names are checked
+    where they enter (``mlhooks.core.validation``); this is the store's own guard, for
+    spools and third-party integrations that bypass those checks."""
+    path = base / relative
+    root = base.resolve()
+    resolved = path.resolve()
+    if relative.startswith("/") or (resolved != root and root not in resolved.parents):
+        raise ValueError(f"{relative!r} would be stored outside {base}")
+    return path
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -257,7 +270,7 @@ class LocalStore:
             data.artifacts = sorted(str(p.relative_to(artifacts)) for p in files)
         models = directory / "models"
         if models.is_dir():
-            for meta_path in sorted(models.glob("*/model.json")):
+            for meta_path in sorted(models.rglob("model.json")):  # "a/b": nested
                 meta = json.loads(meta_path.read_text())
                 model = ModelArtifact(
                     name=meta["name"],

@@ -37,8 +37,8 @@ def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
         raise FileNotFoundError(f"cannot log {str(source)!r}: no such file or directory")
     target = staging_root() / uuid.uuid4().hex / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        shutil.copytree(source, target)
+    if source.is_dir():  # symlinks are copied as what they point to; dangling ones skipped
+        shutil.copytree(source, target, ignore_dangling_symlinks=True)
     else:
         shutil.copy2(source, target)
     with _lock:

@@ -17,7 +17,7 @@ from mlhooks.core import validation
 from mlhooks.core.errors import report_internal_error
 from mlhooks.core.host import host
 from mlhooks.core.types import RunInfo, now_ms
-from mlhooks.core.validation import checked_keys, clean_metrics
+from mlhooks.core.validation import INT64_MAX, INT64_MIN, checked_keys, clean_metrics
 from mlhooks.delivery import staging
 from mlhooks.delivery.recorder import recorder
 from mlhooks.tracking.runs import active_run, current_run, new_params, start_run
@@ -57,9 +57,12 @@ def log_metric(
         key = validation.check_key(key, "metric", strict=True)
     if type(value) is not float:
         value = validation.metric_value(key, value, strict=True)  # type: ignore[assignment]
-    if type(step) is not int:
+    if type(step) is not int or not INT64_MIN <= step <= INT64_MAX:
         step = 0 if step is None else validation.step_value(step, strict=True)
-    stamp = time_ns() // 1_000_000 if timestamp is None else int(timestamp)
+    if timestamp is None:
+        stamp = time_ns() // 1_000_000
+    else:
+        stamp = validation.timestamp_value(timestamp, strict=True)  # type: ignore[assignment]
     for site, call in host.calls("on_metrics"):  # host.emit, inlined for speed
         try:
             call(run, {key: value}, step, stamp)
@@ -78,7 +81,7 @@ def log_metrics(
         run,
         clean,
         0 if step is None else validation.step_value(step, strict=True),
-        now_ms() if timestamp is None else int(timestamp),
+        now_ms() if timestamp is None else validation.timestamp_value(timestamp, strict=True),
     )
 
 
@@ -90,10 +93,7 @@ def log_param(key: str, value: Any) -> None:
 def log_params(params: Mapping[str, Any]) -> None:
     """Log several params (values are stored as strings)."""
     run = _run()
-    clean = {
-        validation.check_key(k, "param", strict=True): validation.param_value(v)
-        for k, v in params.items()
-    }
+    clean = validation.clean_entries(params, "param", strict=True)
     fresh = new_params(run, clean, strict=True)
     if fresh:
         host.emit("on_params", run, fresh)
@@ -106,29 +106,27 @@ def set_tag(key: str, value: Any) -> None:
 
 def set_tags(tags: Mapping[str, Any]) -> None:
     run = _run()
-    clean = {
-        validation.check_key(k, "tag", strict=True): validation.tag_value(v)
-        for k, v in tags.items()
-    }
-    host.emit("on_tags", run, clean)
+    host.emit("on_tags", run, validation.clean_entries(tags, "tag", strict=True))
 
 
 def log_artifact(local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
     """Keep a file with the run, under ``artifact_path`` if given. A snapshot is taken
     now, so changing or deleting the file afterwards does not change what is stored."""
-    run = _run()
+    artifact_path = validation.check_artifact_path(artifact_path, strict=True)
     if not os.path.isfile(local_path):
         raise ValueError(f"log_artifact needs an existing file, and {str(local_path)!r} is not")
+    run = _run()
     host.emit("on_artifact", run, staging.stage(local_path), artifact_path)
 
 
 def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
     """Keep every file under ``local_dir`` with the run, under ``artifact_path``."""
-    run = _run()
+    artifact_path = validation.check_artifact_path(artifact_path, strict=True)
     if not os.path.isdir(local_dir):
         raise ValueError(
             f"log_artifacts needs an existing directory, and {str(local_dir)!r} is not"
         )
+    run = _run()
     host.emit("on_artifact", run, staging.stage(local_dir), artifact_path)
 
 

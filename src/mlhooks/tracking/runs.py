@@ -203,10 +203,9 @@ def open_run(
         raise ValueError(f"run name must be a string, not {type(name).__name__}")
     parts = context.resolve_parts(_autolog_option("log_context", log_context))
     sample = system_metrics.wanted(_autolog_option("log_system_metrics", log_system_metrics))
-    clean_tags = {
-        validation.check_key(k, "tag", strict=not managed): validation.tag_value(v)
-        for k, v in (tags or {}).items()
-    }
+    clean_tags = validation.clean_entries(tags or {}, "tag", strict=not managed)
+    if run_id is not None:
+        validation.check_run_id(run_id)
     if backends is None and parent is not None:
         targets = [lane.backend for lane in recorder.lanes_of(parent.run_id)]
     else:

@@ -70,7 +70,8 @@ class RoundLogger(TrainingCallback):
         """Every metric of the round at ``index`` in the history (-1: the last)."""
         metrics: dict[str, float] = {}
         for data, scores in self.history.items():
-            for metric, values in scores.items():
+            for name, values in scores.items():
+                metric = metric_key(name)
                 value: Any = values[index]
                 if self._cv:  # (mean, std)
                     metrics[f"{data}-{metric}-mean"] = value[0]
@@ -84,6 +85,12 @@ class RoundLogger(TrainingCallback):
         if self.first_round is None or not self.first_round <= round_ <= self.last_round:
             return {}
         return self.round_metrics(round_ - self.first_round)
+
+
+def metric_key(name: str) -> str:
+    """XGBoost's metric name as a key every store takes: ``ndcg@5`` becomes
+    ``ndcg_at_5``, as MLflow's own XGBoost autologging names it."""
+    return name.replace("@", "_at_")
 
 
 class CheckpointReporter(TrainingCallback):
