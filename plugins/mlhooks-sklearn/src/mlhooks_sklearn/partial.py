@@ -91,7 +91,6 @@ class PartialFit(FitHandler):
         step = loop.step
         loop.step += 1
         X, y = data.features(call), data.targets(call)
-        session.epoch_end(step, {}, step)
         _log_batch(session, model, X, y, step)
         if session.settings.log_models:
             artifact = capture_model(
@@ -106,10 +105,11 @@ class PartialFit(FitHandler):
 
 
 def _log_batch(session: FitSession, model: Any, X: Any, y: Any, step: int) -> None:
+    """The batch's training metrics, then the step's end (``on_epoch_end``), with the
+    last point of the loss curve when the estimator keeps one."""
     log_training_metrics(session, model, X, y, step=step)
     loss = steps.curve(getattr(model, "loss_curve_", None))
-    if loss:
-        session.log_metrics({"loss": loss[-1]}, step=step)
+    session.epoch_end(step, {"loss": loss[-1]} if loss else {}, step)
 
 
 def end_loop(model: Any) -> None:
