@@ -133,6 +133,7 @@ class FitSession:
         if parent is not None and self.settings.extra_tags:
             tags.update(self.settings.extra_tags)
         self.fit = Fit(self.framework, self.name, run, model=self._model)
+        self._model = None  # held by the fit alone, which may let go of it
         self.fit.params = self._clean_params(self._params)
         self.fit.tags = self._clean_tags(tags)
         fresh = new_params(run, self.fit.params, strict=False)
