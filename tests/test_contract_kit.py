@@ -26,6 +26,7 @@ class TestFakeContract(IntegrationContract):
         "mlhooks.register(FakePlugin())"
     )
     fit_code = "import fakefw; fakefw.Model().fit([1.0])"
+    emits_epochs = True  # FitModel reports each round of the history
 
     @pytest.fixture(autouse=True)
     def plugin(self, fake: FakePlugin) -> Iterator[FakePlugin]:
@@ -35,6 +36,12 @@ class TestFakeContract(IntegrationContract):
         import fakefw
 
         return fakefw.Model(rounds=4).fit([1.0]).history
+
+    def fit_epochs(self) -> int:
+        import fakefw
+
+        fakefw.Model(rounds=5).fit([1.0])
+        return 5
 
     def fit_raising(self, error: BaseException) -> None:
         import fakefw

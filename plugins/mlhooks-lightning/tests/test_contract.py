@@ -44,9 +44,14 @@ class LightningContract(IntegrationContract):
     user_errors = (ValueError, ZeroDivisionError)
     # Not KeyboardInterrupt: Lightning turns it into sys.exit(1) after a graceful
     # shutdown (and ignores SIGINT for the rest of the process).
+    emits_epochs = True
 
-    def trainer(self) -> Any:
+    def trainer(self, max_epochs: int = 1) -> Any:
         raise NotImplementedError
+
+    def fit_epochs(self) -> int:
+        self.trainer(max_epochs=3).fit(self.model(), loader())
+        return 3
 
     def model(self, **kwargs: Any) -> Any:
         return Tiny(**kwargs)
@@ -75,10 +80,10 @@ class TestLightningContract(LightningContract):
     )
     fit_code = "import lightning.pytorch as L\n" + FIT_CODE.format(package="L")
 
-    def trainer(self) -> Any:
+    def trainer(self, max_epochs: int = 1) -> Any:
         import lightning.pytorch as L
 
-        return L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+        return L.Trainer(max_epochs=max_epochs, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
 
 
@@ -91,10 +96,10 @@ class TestPytorchLightningContract(LightningContract):
     )
     fit_code = "import pytorch_lightning as PL\n" + FIT_CODE.format(package="PL")
 
-    def trainer(self) -> Any:
+    def trainer(self, max_epochs: int = 1) -> Any:
         import pytorch_lightning as PL
 
-        return PL.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+        return PL.Trainer(max_epochs=max_epochs, logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
 
     def model(self, **kwargs: Any) -> Any:

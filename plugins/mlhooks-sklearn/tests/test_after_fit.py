@@ -125,3 +125,18 @@ def test_fit_after_partial_fit_starts_a_new_run(store: Store, autolog: None) -> 
     runs = store.runs()
     assert len(runs) == 2
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_tracked_model_goes_when_the_user_lets_go_of_it(store: Store, autolog: None) -> None:
+    import weakref
+
+    from sklearn import metrics
+
+    X, y = load_diabetes(return_X_y=True)
+    model = Ridge().fit(X, y)
+    metrics.r2_score(y, model.predict(X))  # remembered with its run, weakly
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None, "mlhooks kept a fitted model alive"
+    assert "r2_score_X" in store.only_run().data.metrics

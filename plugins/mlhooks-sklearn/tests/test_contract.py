@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,17 @@ class TestSklearnContract(IntegrationContract):
         "sklearn.linear_model._base:LinearModel.predict",
     )
     fit_code = "from sklearn.linear_model import Ridge; Ridge().fit([[0.], [1.]], [0., 1.])"
+    emits_epochs = True  # each partial_fit call is a step of its estimator's loop
 
     def fit(self) -> Any:
         from sklearn.linear_model import Ridge
 
         return tuple(Ridge(alpha=0.5).fit(X, Y).coef_)
+
+    def fit_epochs(self) -> int:
+        _partial_fit_loop(batches=4)
+        gc.collect()  # the loop's run ends when its estimator goes
+        return 4
 
     def fit_raising(self, error: BaseException) -> None:
         from sklearn.linear_model import Ridge
@@ -49,3 +56,12 @@ class TestSklearnContract(IntegrationContract):
 
     def same_result(self, first: Any, second: Any) -> bool:
         return bool(np.array_equal(first, second))
+
+
+def _partial_fit_loop(batches: int) -> None:
+    """An MLP trained batch by batch: a step per call, with its loss."""
+    from sklearn.neural_network import MLPRegressor
+
+    model = MLPRegressor(hidden_layer_sizes=(4,), random_state=0)
+    for rows in np.array_split(np.arange(len(Y)), batches):
+        model.partial_fit(X[rows], Y[rows] / Y.max())

@@ -42,6 +42,12 @@ class TestXGBoostContract(IntegrationContract):
         xgb.train({"nthread": 1}, d, 3, evals=[(d, "train")], verbose_eval=False)
         xgb.XGBRegressor(n_estimators=2, n_jobs=1).fit(X, X[:, 1])
     """
+    emits_epochs = True  # each boosting round
+
+    def fit_epochs(self) -> int:
+        d = _matrix()
+        xgb.train({"nthread": 1}, d, 5, evals=[(d, "train")], verbose_eval=False)
+        return 5
 
     def fit(self) -> Any:
         d = _matrix()

@@ -6,7 +6,9 @@ given (autologging never raises on bad values: one warning, a usable value), and
 ends the managed run FINISHED, FAILED or KILLED.
 
 :class:`FitHandler` is the usual way to use it from a patch: subclass it, say what the
-fit is in :meth:`FitHandler.describe`, report results in :meth:`FitHandler.finish`.
+fit is in :meth:`FitHandler.describe`, report results in :meth:`FitHandler.finish`. It
+runs the one lifecycle every fit has (track or not, start, the original, finish or
+fail, end), so that a handler only fills in its steps.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ class FitSession:
         if parent is not None and self.settings.extra_tags:
             tags.update(self.settings.extra_tags)
         self.fit = Fit(self.framework, self.name, run, model=self._model)
+        self._model = None  # held by the fit alone, which may let go of it
         self.fit.params = self._clean_params(self._params)
         self.fit.tags = self._clean_tags(tags)
         fresh = new_params(run, self.fit.params, strict=False)
@@ -288,14 +291,40 @@ class FitSession:
 class FitHandler(CallHandler):
     """A :class:`CallHandler` that tracks each outermost call as one fit.
 
-    Subclasses implement :meth:`describe` and usually :meth:`finish`.
+    Subclasses implement :meth:`describe` and usually :meth:`finish`. Around each call
+    the steps run in this order, each optional but :meth:`describe`:
+
+    1. :meth:`track` decides whether this call is tracked at all (no: nothing else
+       runs, the original runs as if unpatched);
+    2. :meth:`new_session` builds the call's :class:`FitSession` (by default from
+       :meth:`describe`), which is then started. A session that does not become
+       active (``exclusive`` inside a user's run) tracks nothing: no other step runs;
+    3. :meth:`started`, before the original;
+    4. the original; then :meth:`finish` if it returned;
+    5. the session ends (FINISHED, FAILED or KILLED), then :meth:`ended` runs.
+
+    If :meth:`started` raises, the session ends at once, the original runs untracked
+    and neither :meth:`finish` nor :meth:`ended` runs: undo in :meth:`started` what it
+    did before raising, or take what needs undoing last.
     """
 
     framework: str = ""
 
+    def track(self, call: Call) -> bool:
+        """Whether to track this call (e.g. not a fit that belongs to a bigger one
+        the framework runs on a helper thread). True by default."""
+        return True
+
     def describe(self, call: Call) -> tuple[str, Mapping[str, Any]]:
         """The fit's name and params, from the intercepted call."""
         raise NotImplementedError
+
+    def new_session(self, call: Call) -> FitSession:
+        """The call's session, not started yet: by default named and with the params
+        that :meth:`describe` gives, and ``call.instance`` as the model. Override to
+        add tags, or to log into a run of your own (``FitSession(run=...)``)."""
+        name, params = self.describe(call)
+        return FitSession(self.framework, name, model=call.instance, params=params)
 
     def started(self, session: FitSession, call: Call) -> None:
         """Runs after the fit started and before the original (log datasets here)."""
@@ -303,23 +332,43 @@ class FitHandler(CallHandler):
     def finish(self, session: FitSession, call: Call, result: Any) -> None:
         """Runs after the original returned: log metrics and the model here."""
 
+    def ended(self, session: FitSession, call: Call, error: BaseException | None) -> None:
+        """Runs last, after the session ended, whether the original returned (``error``
+        is None; also when :meth:`finish` failed) or raised ``error``: release what
+        :meth:`started` took."""
+
+    # -- the lifecycle, on CallHandler's three steps ---------------------------------------
+
     def before(self, call: Call) -> None:
-        name, params = self.describe(call)
-        session = FitSession(self.framework, name, model=call.instance, params=params)
-        call.state["session"] = session
+        if not self.track(call):
+            return
+        session = self.new_session(call)
         session.start()
+        if not session.active:
+            return
         try:
             self.started(session, call)
         except BaseException:
             session.end()  # the original then runs untracked; leave no run open
             raise
+        call.state["session"] = session
 
     def after(self, call: Call, result: Any) -> None:
-        session: FitSession = call.state["session"]
+        session: FitSession | None = call.state.get("session")  # set once tracked
+        if session is None:
+            return
         try:
             self.finish(session, call, result)
         finally:
-            session.end()
+            self._end(session, call, None)
 
     def failed(self, call: Call, error: BaseException) -> None:
-        call.state["session"].end(error)
+        session: FitSession | None = call.state.get("session")
+        if session is not None:
+            self._end(session, call, error)
+
+    def _end(self, session: FitSession, call: Call, error: BaseException | None) -> None:
+        try:
+            session.end(error)
+        finally:
+            self.ended(session, call, error)

@@ -95,7 +95,24 @@ def on_epoch_end(fit: Fit, epoch: int, step: int, metrics: Mapping[str, float]) 
 
     ``step`` is where the values are stored: usually ``epoch``, or the global step when
     the integration is configured so. The same values were reported through
-    ``on_metrics`` just before, so a listener that watches metrics needs only that hook.
+    ``on_metrics`` just before, so a listener that watches metrics needs only that hook;
+    ``metrics`` may be empty (a round without eval sets), and other values may have been
+    stored at the same step before (a ``partial_fit`` batch's training metrics).
+
+    Every framework integration reports its training's iterations here, between the
+    fit's ``on_fit_start`` and ``on_fit_end``, with ``epoch`` and ``step`` increasing:
+
+    * Lightning: each training epoch, as it ends.
+    * XGBoost: each boosting round of ``xgboost.train``, ``xgboost.cv`` and the
+      scikit-learn API, as it ends (every ``log_every_n_steps`` rounds and the last,
+      when that option is set).
+    * scikit-learn: each ``partial_fit`` call, a step of its estimator's loop (one
+      event per call, in the loop's run). Curves an estimator records during ``fit``
+      (MLP's ``loss_curve_``, gradient boosting's ``train_score_``, ...) are readable
+      only once ``fit`` returned: each of their iterations is reported then, in order
+      and before ``on_fit_end``, so that listeners see every iteration of every
+      framework, late rather than never. A listener that must act while training runs
+      cannot do so for these.
     """
 
 

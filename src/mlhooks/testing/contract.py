@@ -15,19 +15,26 @@ real framework::
         def break_integration(self, monkeypatch): ...
 
 The import-order tests run each order in a fresh interpreter, so the framework is
-really imported before or after ``autolog()``.
+really imported before or after ``autolog()``. A listener (:class:`EventLog`) checks
+that the integration emits the events the hookspecs promise: ``on_fit_start`` and
+``on_fit_end`` once per tracked fit and, for an integration that trains in steps
+(``emits_epochs = True`` and :meth:`IntegrationContract.fit_epochs`), ``on_epoch_end``
+for each epoch, in order, its values stored once.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +42,8 @@ import pytest
 
 from mlhooks.autologging import autolog as autologging
 from mlhooks.core.errors import MlhooksWarning
-from mlhooks.core.types import RunStatus
+from mlhooks.core.hookspecs import hookimpl
+from mlhooks.core.types import Fit, RunStatus
 from mlhooks.testing import RecordedRuns
 
 #: Orders of ``import`` (the framework), ``autolog`` and ``disable`` the contract runs.
@@ -67,8 +75,67 @@ def current_value(target: str) -> Any:
     return vars(owner)[attribute]
 
 
+@dataclass(frozen=True)
+class Epoch:
+    """One ``on_epoch_end`` event, as :class:`EventLog` heard it."""
+
+    fit: Fit
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+
+
+class EventLog:
+    """A listener that keeps the fit events it hears (``on_fit_start``,
+    ``on_epoch_end``, ``on_fit_end``) and checks they come as the hookspecs promise."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Fit, Epoch | None]] = []
+
+    @hookimpl
+    def on_fit_start(self, fit: Fit) -> None:
+        self.events.append(("start", fit, None))
+
+    @hookimpl
+    def on_epoch_end(self, fit: Fit, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
+        self.events.append(("epoch", fit, Epoch(fit, epoch, step, dict(metrics))))
+
+    @hookimpl
+    def on_fit_end(self, fit: Fit) -> None:
+        self.events.append(("end", fit, None))
+
+    def clear(self) -> None:
+        self.events.clear()
+
+    def fits(self) -> list[Fit]:
+        """The fits heard, in the order they started, after checking that each one
+        started once and ended once, and had its epochs in between."""
+        state: dict[int, str] = {}
+        fits: list[Fit] = []
+        for kind, fit, _ in self.events:
+            seen = state.get(id(fit))
+            if kind == "start":
+                assert seen is None, f"on_fit_start twice for {fit.name!r}"
+                fits.append(fit)
+                state[id(fit)] = "running"
+            else:
+                assert seen is not None, f"on_{kind}_end for {fit.name!r} before on_fit_start"
+                assert seen == "running", f"on_{kind}_end for {fit.name!r} after on_fit_end"
+                if kind == "end":
+                    state[id(fit)] = "ended"
+        running = [fit.name for fit in fits if state[id(fit)] == "running"]
+        assert not running, f"no on_fit_end for {running}"
+        return fits
+
+    def epochs(self) -> list[Epoch]:
+        return [epoch for kind, _, epoch in self.events if epoch is not None]
+
+
 class IntegrationContract:
-    """Subclass, fill in the class attributes and the three methods; pytest does the rest."""
+    """Subclass, fill in the class attributes and the three methods; pytest does the rest.
+
+    An integration that trains in steps sets ``emits_epochs = True`` and implements
+    :meth:`fit_epochs` too."""
 
     framework: ClassVar[str] = ""
     """The integration's name, as in ``autolog(frameworks=[...])``."""
@@ -87,6 +154,11 @@ class IntegrationContract:
     """Exceptions :meth:`fit_raising` is asked to raise from user code."""
     boom_message: ClassVar[str] = "contract boom"
     """What the error :meth:`break_integration` provokes says."""
+    tracked_fits: ClassVar[int] = 1
+    """How many fits one call of :meth:`fit` tracks."""
+    emits_epochs: ClassVar[bool] = False
+    """Whether the integration trains in steps (epochs, boosting rounds, ``partial_fit``
+    calls) and reports each through ``on_epoch_end``: then :meth:`fit_epochs` runs."""
 
     # -- what a plugin implements ------------------------------------------------------------
 
@@ -106,6 +178,12 @@ class IntegrationContract:
         """Whether two results of :meth:`fit` are the same training outcome."""
         return bool(first == second)
 
+    def fit_epochs(self) -> int:
+        """With ``emits_epochs``: a real training of a few epochs (at least two), in
+        one fit or in several (a ``partial_fit`` loop); returns how many
+        ``on_epoch_end`` events it must give."""
+        raise NotImplementedError
+
     # -- fixtures ----------------------------------------------------------------------------
 
     @pytest.fixture
@@ -118,6 +196,13 @@ class IntegrationContract:
             importlib.import_module(module)
         yield mlhooks_memory
         autologging.autolog(disable=True)
+
+    @pytest.fixture
+    def events(self, recorded: RecordedRuns, mlhooks_plugin: Callable[..., Any]) -> EventLog:
+        """A listener registered for the test."""
+        log = EventLog()
+        mlhooks_plugin(log, name="contract-events")
+        return log
 
     # -- rule 1: the original runs once and its result is unchanged ------------------------
 
@@ -196,6 +281,43 @@ class IntegrationContract:
         mine = [r for r in recorded.runs.values() if r.info.name == "users-run"]
         assert len(mine) == 1 and mine[0].info.status is RunStatus.FINISHED
         assert mine[0].params or mine[0].metrics, "nothing was logged into the user's run"
+
+    # -- the events the hookspecs promise -------------------------------------------------------
+
+    def test_listeners_hear_each_fit_start_and_end_once(self, events: EventLog) -> None:
+        autologging.autolog()
+        self.fit()
+        fits = events.fits()
+        assert len(fits) == self.tracked_fits, [fit.name for fit in fits]
+        assert all(fit.error is None for fit in fits), [fit.error for fit in fits]
+
+        events.clear()
+        error = self.user_errors[0]("raised by user code")
+        with pytest.raises(type(error)):
+            self.fit_raising(error)
+        fits = events.fits()
+        assert fits, "the failing fit was not tracked"
+        assert fits[0].error is error, "on_fit_end did not carry the user's exception"
+
+    def test_listeners_hear_each_epoch(self, recorded: RecordedRuns, events: EventLog) -> None:
+        if not self.emits_epochs:
+            pytest.skip("the integration does not train in steps (emits_epochs is False)")
+        autologging.autolog()
+        expected = self.fit_epochs()
+        assert expected >= 2, "fit_epochs() should train for at least two epochs"
+        events.fits()  # every epoch inside its fit
+        epochs = events.epochs()
+        assert len(epochs) == expected, [(e.epoch, e.step) for e in epochs]
+        for before, after in itertools.pairwise(epochs):
+            assert after.epoch > before.epoch, "epochs must increase"
+            assert after.step > before.step, "steps must increase"
+        runs = recorded.runs
+        for epoch in epochs:
+            run = runs[epoch.fit.run.run_id]
+            for key, value in epoch.metrics.items():
+                stored = [p.value for p in run.history(key) if p.step == epoch.step]
+                assert len(stored) == 1, f"{key} at step {epoch.step} stored {len(stored)} times"
+                assert stored[0] == value or (math.isnan(stored[0]) and math.isnan(value))
 
     # -- rule 5: exactly reversible, in every order ---------------------------------------------
 

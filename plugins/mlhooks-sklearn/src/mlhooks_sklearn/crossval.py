@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mlhooks.plugin import Call, CallHandler, FitSession
+from mlhooks.plugin import Call, FitHandler, FitSession
 
 from . import data, nesting
 from .sessions import FRAMEWORK, log_training_data, params_of, tags_of
@@ -17,8 +17,10 @@ _ESTIMATOR = ("estimator",)
 _OPTIONS = ("cv", "scoring", "groups")
 
 
-class CrossValidation(CallHandler):
-    def before(self, call: Call) -> None:
+class CrossValidation(FitHandler):
+    framework = FRAMEWORK
+
+    def new_session(self, call: Call) -> FitSession:
         estimator = data.argument(call, 0, _ESTIMATOR)
         function = getattr(call.wrapped, "__name__", "cross_validate")
         params = params_of(estimator)
@@ -26,39 +28,22 @@ class CrossValidation(CallHandler):
             if call.kwargs.get(option) is not None:
                 params[option] = call.kwargs[option]
         tags = {**tags_of(estimator), "mlhooks.sklearn.cross_validation": function}
-        session = FitSession(
+        return FitSession(
             FRAMEWORK, f"{type(estimator).__name__} {function}", params=params, tags=tags
         )
-        call.state["session"] = session
-        session.start()
-        if not session.active:
-            return
-        nesting.enter()
-        try:
-            X = data.argument(call, 1, ("X",))
-            y = data.argument(call, 2, ("y",))
-            log_training_data(session, X, y)
-        except BaseException:
-            nesting.leave()
-            session.end()
-            raise
 
-    def after(self, call: Call, result: Any) -> None:
-        session: FitSession = call.state["session"]
-        if not session.active:
-            return
-        try:
-            scores = result if isinstance(result, Mapping) else {"test_score": result}
-            log_folds(session, scores)
-        finally:
-            nesting.leave()
-            session.end()
+    def started(self, session: FitSession, call: Call) -> None:
+        X = data.argument(call, 1, ("X",))
+        y = data.argument(call, 2, ("y",))
+        log_training_data(session, X, y)
+        nesting.enter()  # last: nothing to undo if the above raises
 
-    def failed(self, call: Call, error: BaseException) -> None:
-        session: FitSession = call.state["session"]
-        if session.active:
-            nesting.leave()
-        session.end(error)
+    def finish(self, session: FitSession, call: Call, result: Any) -> None:
+        scores = result if isinstance(result, Mapping) else {"test_score": result}
+        log_folds(session, scores)
+
+    def ended(self, session: FitSession, call: Call, error: BaseException | None) -> None:
+        nesting.leave()
 
 
 def log_folds(session: FitSession, scores: Mapping[str, Any]) -> None:

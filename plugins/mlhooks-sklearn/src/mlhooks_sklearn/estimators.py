@@ -6,49 +6,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlhooks.plugin import Call, CallHandler, FitSession
+from mlhooks.plugin import Call, FitHandler, FitSession
 
-from . import data, nesting, partial, plots, searches, steps, tracking
-from .sessions import log_training_data, start_session
+from . import data, nesting, partial, plots, searches, sessions, steps, tracking
+from .sessions import FRAMEWORK, log_training_data
 from .training import log_training_metrics
 
 
-class EstimatorFit(CallHandler):
+class EstimatorFit(FitHandler):
     """Tracks each outermost fit of a scikit-learn estimator as one run."""
 
-    def before(self, call: Call) -> None:
-        if nesting.part_of_another_fit():
-            return
-        model = call.instance
-        partial.end_loop(model)  # a full fit starts afresh
-        session = call.state["session"] = start_session(model)
-        if not session.active:
-            return
-        nesting.enter()
-        try:
-            log_training_data(session, data.features(call), data.targets(call))
-        except BaseException:
-            nesting.leave()
-            session.end()
-            raise
+    framework = FRAMEWORK
 
-    def after(self, call: Call, result: Any) -> None:
-        session: FitSession | None = call.state.get("session")
-        if session is None or not session.active:
-            return
-        try:
-            report_fit(session, call.instance, data.features(call), data.targets(call))
-        finally:
-            nesting.leave()
-            session.end()
-        tracking.remember_model(call.instance, session)
+    def track(self, call: Call) -> bool:
+        return not nesting.part_of_another_fit()
 
-    def failed(self, call: Call, error: BaseException) -> None:
-        session: FitSession | None = call.state.get("session")
-        if session is not None:
-            if session.active:
-                nesting.leave()
-            session.end(error)
+    def new_session(self, call: Call) -> FitSession:
+        partial.end_loop(call.instance)  # a full fit starts afresh
+        return sessions.new_session(call.instance)
+
+    def started(self, session: FitSession, call: Call) -> None:
+        log_training_data(session, data.features(call), data.targets(call))
+        nesting.enter()  # last: nothing to undo if the above raises
+
+    def finish(self, session: FitSession, call: Call, result: Any) -> None:
+        report_fit(session, call.instance, data.features(call), data.targets(call))
+
+    def ended(self, session: FitSession, call: Call, error: BaseException | None) -> None:
+        nesting.leave()
+        if error is None:
+            tracking.remember_model(call.instance, session)
 
 
 def report_fit(session: FitSession, model: Any, X: Any, y: Any) -> None:

@@ -19,7 +19,7 @@ import mlhooks
 from mlhooks import RunInfo, RunStatus
 from mlhooks.plugin import (
     Call,
-    CallHandler,
+    FitHandler,
     FitSession,
     ModelArtifact,
     at_exit,
@@ -53,65 +53,63 @@ _pending_models: dict[str, tuple[FitSession, ModelArtifact]] = {}
 _lock = threading.RLock()
 
 
-class PartialFit(CallHandler):
-    def before(self, call: Call) -> None:
-        if nesting.part_of_another_fit():
-            return
+class PartialFit(FitHandler):
+    """Each ``partial_fit`` call: one fit, one step of its estimator's loop."""
+
+    framework = FRAMEWORK
+
+    def track(self, call: Call) -> bool:
+        return not nesting.part_of_another_fit()
+
+    def new_session(self, call: Call) -> FitSession:
+        """A session in the run the loop logs into: the active run, else its own."""
         model = call.instance
         with _lock:
             loop = _loops.get(id(model))
             if loop is None:
                 loop = _loops[id(model)] = Loop(type(model).__name__)
                 loop.finalizer = weakref.finalize(model, _end, id(model))
+        call.state["loop"] = loop
         target = current_run()
         if target is None:
             if loop.run is None:
                 loop.run = open_run(loop.name, managed=True, activate=False).info
             target = loop.run
-        session = FitSession(
-            FRAMEWORK, loop.name, params=params_of(model), tags=tags_of(model), run=target,
-        )  # fmt: skip
-        call.state["session"] = session
-        session.start()
-        if loop.step == 0:
+        return FitSession(
+            FRAMEWORK, loop.name, params=params_of(model), tags=tags_of(model), run=target
+        )
+
+    def started(self, session: FitSession, call: Call) -> None:
+        if call.state["loop"].step == 0:
             log_training_data(session, data.features(call), data.targets(call))
 
-    def after(self, call: Call, result: Any) -> None:
-        session: FitSession | None = call.state.get("session")
+    def finish(self, session: FitSession, call: Call, result: Any) -> None:
         model = call.instance
-        loop = _loops.get(id(model))
-        if session is None or loop is None or session.fit is None:
-            return
+        loop: Loop = call.state["loop"]
+        if session.fit is None or _loops.get(id(model)) is not loop:
+            return  # the loop ended during the call
         step = loop.step
         loop.step += 1
-        try:
-            X, y = data.features(call), data.targets(call)
-            session.epoch_end(step, {}, step)
-            _log_batch(session, model, X, y, step)
-            if session.settings.log_models:
-                artifact = capture_model(
-                    model,
-                    "model",
-                    flavor="sklearn",
-                    sample_input=data.sample_rows(X),
-                    log_input_example=session.settings.log_input_examples,
-                    log_signature=session.settings.log_model_signatures,
-                )
-                _pending_models[session.fit.run.run_id] = (session, artifact)
-        finally:
-            session.end()
-
-    def failed(self, call: Call, error: BaseException) -> None:
-        session: FitSession | None = call.state.get("session")
-        if session is not None:
-            session.end(error)
+        X, y = data.features(call), data.targets(call)
+        _log_batch(session, model, X, y, step)
+        if session.settings.log_models:
+            artifact = capture_model(
+                model,
+                "model",
+                flavor="sklearn",
+                sample_input=data.sample_rows(X),
+                log_input_example=session.settings.log_input_examples,
+                log_signature=session.settings.log_model_signatures,
+            )
+            _pending_models[session.fit.run.run_id] = (session, artifact)
 
 
 def _log_batch(session: FitSession, model: Any, X: Any, y: Any, step: int) -> None:
+    """The batch's training metrics, then the step's end (``on_epoch_end``), with the
+    last point of the loss curve when the estimator keeps one."""
     log_training_metrics(session, model, X, y, step=step)
     loss = steps.curve(getattr(model, "loss_curve_", None))
-    if loss:
-        session.log_metrics({"loss": loss[-1]}, step=step)
+    session.epoch_end(step, {"loss": loss[-1]} if loss else {}, step)
 
 
 def end_loop(model: Any) -> None:

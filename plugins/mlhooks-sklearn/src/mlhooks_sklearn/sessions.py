@@ -29,16 +29,15 @@ def tags_of(model: Any) -> dict[str, str]:
     }
 
 
-def start_session(model: Any, name: str | None = None) -> FitSession:
-    session = FitSession(
+def new_session(model: Any, name: str | None = None) -> FitSession:
+    """The session of a fit of ``model`` (not started yet)."""
+    return FitSession(
         FRAMEWORK,
         name or type(model).__name__,
         model=model,
         params=params_of(model),
         tags=tags_of(model),
     )
-    session.start()
-    return session
 
 
 def log_training_data(session: FitSession, X: Any, y: Any) -> None:

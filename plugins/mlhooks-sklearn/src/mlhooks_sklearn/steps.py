@@ -19,19 +19,23 @@ FINAL = {"best_loss_": "best_loss", "oob_score_": "oob_score"}
 
 
 def log_curves(session: FitSession, model: Any) -> None:
-    """Every curve of ``model``, then its final figures (``n_iter``, ``best_loss``...)."""
+    """Every curve of ``model``, then its final figures (``n_iter``, ``best_loss``...).
+
+    The curves' iterations are reported as epochs (``on_epoch_end``, epoch = step =
+    the index in the curve), in order, each with every curve's value at it: scikit-learn
+    records them during ``fit``, so they reach listeners once ``fit`` returned."""
     curves = dict(CURVES)
     if hasattr(model, "train_score_"):
         # HistGradientBoosting: scores (index 0 is before the first iteration);
         # GradientBoosting: the training loss of each stage.
         hist = hasattr(model, "validation_score_")
         curves["train_score_"] = "train_score" if hist else "train_loss"
+    iterations: dict[int, dict[str, float]] = {}
     for attribute, key in curves.items():
-        values = curve(getattr(model, attribute, None))
-        if values is None:
-            continue
-        for step, point in enumerate(values):
-            session.log_metrics({key: point}, step=step)
+        for step, point in enumerate(curve(getattr(model, attribute, None)) or ()):
+            iterations.setdefault(step, {})[key] = point
+    for step in sorted(iterations):
+        session.epoch_end(step, iterations[step])
     finals: dict[str, float] = {}
     for attribute, key in {"n_iter_": "n_iter", **FINAL}.items():
         value = _number(getattr(model, attribute, None))

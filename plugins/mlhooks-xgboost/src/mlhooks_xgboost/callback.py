@@ -1,10 +1,11 @@
 """The callbacks mlhooks hands to XGBoost's training loop (never the user's list itself:
 a new list with the user's callbacks in their order).
 
-:class:`RoundLogger` reports every boosting round's evaluation results, custom metrics
-included, through the fit's session: a few dict lookups and one ``log_metrics`` per
-round, which only enqueues; a failure of ours warns once and training goes on
-(``MLHOOKS_STRICT=1`` raises it). :class:`CheckpointReporter` stands in for a
+:class:`RoundLogger` reports every boosting round, with its evaluation results (custom
+metrics included), through the fit's session: a few dict lookups and one ``epoch_end``
+per round (the values stored, and ``on_epoch_end`` for listeners), which only
+enqueues; a failure of ours warns once and training goes on (``MLHOOKS_STRICT=1``
+raises it). :class:`CheckpointReporter` stands in for a
 ``TrainingCheckPoint`` and reports each file it saves as a model.
 """
 
@@ -23,12 +24,14 @@ EvalsLog = TrainingCallback.EvalsLog
 
 
 class RoundLogger(TrainingCallback):
-    """Logs ``<eval name>-<metric>`` at step = round, for every eval set and metric
-    (``-mean`` and ``-std`` for ``xgboost.cv``), every ``every_n`` rounds and the last."""
+    """Reports each boosting round as an epoch (epoch = step = round) with its
+    ``<eval name>-<metric>`` values, for every eval set and metric (``-mean`` and
+    ``-std`` for ``xgboost.cv``), every ``every_n`` rounds and the last. Without eval
+    sets a round has no values, and is still reported to listeners."""
 
     def __init__(self, session: FitSession, every_n: int = 1, cv: bool = False) -> None:
         super().__init__()
-        self._log = session.log_metrics
+        self._epoch_end = session.epoch_end
         self._every = max(1, every_n)
         self._cv = cv
         self.history: EvalsLog = {}
@@ -44,9 +47,9 @@ class RoundLogger(TrainingCallback):
         if self.first_round is None:
             self.first_round = epoch
         self.last_round = epoch
-        if evals_log and (epoch - self.first_round) % self._every == 0:
+        if (epoch - self.first_round) % self._every == 0:
             try:
-                self._log(self.round_metrics(-1), epoch)
+                self._epoch_end(epoch, self.round_metrics(-1))
             except Exception as error:  # noqa: BLE001 - never break the training loop
                 report_internal_error(ROUND_SITE, error)
             self._logged = epoch
@@ -54,8 +57,8 @@ class RoundLogger(TrainingCallback):
 
     def after_training(self, model: Any) -> Any:
         try:
-            if self.history and self.last_round > self._logged:  # skipped by every_n
-                self._log(self.round_metrics(-1), self.last_round)
+            if self.last_round > self._logged:  # skipped by every_n
+                self._epoch_end(self.last_round, self.round_metrics(-1))
                 self._logged = self.last_round
         except Exception as error:  # noqa: BLE001 - never break the training loop
             report_internal_error(ROUND_SITE, error)

@@ -195,8 +195,6 @@ class TrainFit(FitHandler):
         return "xgboost-train", params
 
     def started(self, session: FitSession, call: Call) -> None:
-        if not session.active:
-            return
         arguments = bound_arguments(call, xgboost_train)
         log_matrices(session, arguments["dtrain"], arguments["evals"])
         tracking = new_tracking(session)
@@ -237,8 +235,6 @@ class CvFit(FitHandler):
         return "xgboost-cv", params
 
     def started(self, session: FitSession, call: Call) -> None:
-        if not session.active:
-            return
         arguments = bound_arguments(call, xgboost_cv)
         log_matrices(session, arguments["dtrain"], ())
         tracking = new_tracking(session, cv=True)
@@ -277,8 +273,6 @@ class SklearnFit(FitHandler):
         return type(estimator).__name__, params
 
     def started(self, session: FitSession, call: Call) -> None:
-        if not session.active:
-            return
         arguments = bound_arguments(call)
         if session.settings.log_datasets:
             session.log_dataset(arguments["X"], name="train", context="train")
@@ -303,13 +297,8 @@ class SklearnFit(FitHandler):
         )
         log_importance(session, booster)
 
-    def after(self, call: Call, result: Any) -> None:
-        _slot.pending = None
-        super().after(call, result)
-
-    def failed(self, call: Call, error: BaseException) -> None:
-        _slot.pending = None
-        super().failed(call, error)
+    def ended(self, session: FitSession, call: Call, error: BaseException | None) -> None:
+        _slot.pending = None  # unused when the fit never called train
 
 
 def _without_callbacks(estimator: Any) -> Any:
