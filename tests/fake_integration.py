@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import mlhooks
-from mlhooks.plugin import Call, FitHandler, FitSession, Integration
+from mlhooks.plugin import Call, FitHandler, FitSession, FrameworkOptions, Integration
+
+
+@dataclass(frozen=True)
+class FakeOptions(FrameworkOptions):
+    """What ``autolog(fakefw={...})`` takes besides the common options."""
+
+    max_tuning_runs: int | None = None
+    log_final_loss: bool = True
+    loss_name: Literal["loss", "error"] = "loss"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_tuning_runs is not None and self.max_tuning_runs < 0:
+            raise ValueError(f"max_tuning_runs must be at least 0, not {self.max_tuning_runs}")
 
 
 class FitModel(FitHandler):
@@ -27,9 +42,11 @@ class FitModel(FitHandler):
     def finish(self, session: FitSession, call: Call, result: Any) -> None:
         if self.fail_in == "finish":
             raise RuntimeError("boom in finish")
+        options = FakeOptions.of(session.settings)
         for epoch, loss in enumerate(result.history):
-            session.epoch_end(epoch, {"loss": loss})
-        session.log_metrics({"final_loss": result.history[-1] if result.history else 0.0})
+            session.epoch_end(epoch, {options.loss_name: loss})
+        if options.log_final_loss:
+            session.log_metrics({"final_loss": result.history[-1] if result.history else 0.0})
         session.log_model(result, name="model")
 
 
@@ -46,6 +63,7 @@ class FakeIntegration(Integration):
     distribution = "fakefw-not-installed"
     min_version = "1.0"
     max_version = "2.0"
+    options = FakeOptions
 
     def __init__(self) -> None:
         super().__init__()

@@ -178,6 +178,24 @@ def test_per_framework_options_reach_the_integration(
     assert len(run.history("loss")) == 2
 
 
+def test_the_integrations_own_options_are_checked_and_reach_it(
+    example: Example, plugins: dict[str, ModuleType], mlhooks_memory: RecordedRuns
+) -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"unknown option 'log_maen'; did you mean 'log_mean'.*\? The options of tinyfit: "
+        r"log_mean, and the common ones: exclusive, extra_tags, log_datasets, ",
+    ):
+        mlhooks.autolog(tinyfit={"log_maen": False})
+    with pytest.raises(TypeError, match=r"'log_mean' must be bool, not 'no' \(str\)"):
+        mlhooks.autolog(tinyfit={"log_mean": "no"})
+    mlhooks.autolog(log_models=False, tinyfit={"log_mean": False})
+    model = example.load("tinyfit").Regressor(epochs=2).fit(X, Y)
+    run = mlhooks_memory.only_run()
+    assert run.history("mean") == [] and run.models == []
+    assert [point.value for point in run.history("loss")] == model.losses_
+
+
 @pytest.mark.parametrize("version", ["0.9", "2.0.1"])
 def test_a_version_outside_the_range_warns_and_is_not_patched(
     example: Example, plugins: dict[str, ModuleType], mlhooks_memory: RecordedRuns, version: str

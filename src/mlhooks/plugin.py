@@ -6,8 +6,10 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
 
 * Frameworks: subclass :class:`Integration` (what to patch, which versions), patch
   with :meth:`Integration.wrap` and a :class:`CallHandler`, usually a
-  :class:`FitHandler` whose :class:`FitSession` reports the fit. Options come from
-  :func:`settings_for`; runs beside the user's from :func:`open_run`.
+  :class:`FitHandler` whose :class:`FitSession` reports the fit. Declare what
+  ``autolog(<name>={...})`` takes as a :class:`FrameworkOptions` dataclass
+  (``Integration.options``) and read it typed with ``MyOptions.of(session.settings)``
+  or :func:`settings_for`; runs beside the user's come from :func:`open_run`.
 * Backends: subclass :class:`Backend`, apply the operations (:class:`StartRun`,
   :class:`LogBatch`, ...), raise :class:`BackendError` for what is worth retrying.
 * Listeners: functions marked :data:`hookimpl` (see :mod:`mlhooks.core.hookspecs`).
@@ -43,7 +45,6 @@ from mlhooks.backends.base import (
 )
 from mlhooks.capture.models import capture as capture_model
 from mlhooks.core import settings as _settings
-from mlhooks.core.config import FrameworkSettings
 from mlhooks.core.errors import (
     MlhooksWarning,
     notice_once,
@@ -53,6 +54,7 @@ from mlhooks.core.errors import (
     warn_once,
 )
 from mlhooks.core.hookspecs import hookimpl
+from mlhooks.core.options import FrameworkOptions
 from mlhooks.core.shutdown import at_exit, in_forked_child
 from mlhooks.core.types import (
     Capability,
@@ -96,7 +98,7 @@ __all__ = [
     "Fit",
     "FitHandler",
     "FitSession",
-    "FrameworkSettings",
+    "FrameworkOptions",
     "Integration",
     "IntegrationContract",
     "LogArtifact",

@@ -98,6 +98,28 @@ def test_a_users_own_logger_keeps_working_beside_autolog(client, tmp_path):
     assert steps(history(client, only_run(client))) == EXPECTED
 
 
+@pytest.mark.parametrize("own_options", [False, True])
+def test_autolog_options_of_lightning_reach_its_callback(client, own_options):
+    options = {"epoch_step": "global_step", "log_checkpoints": False} if own_options else {}
+    mlhooks.autolog(log_every_n_steps=4, lightning=options)
+    trainer().fit(Tiny(), loader(), loader())
+
+    run = only_run(client)
+    epochs = [s for s, _ in history(client, run)["loss_epoch"]]
+    assert epochs == ([4, 8] if own_options else [0, 1])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert ("checkpoints" in artifacts) is not own_options
+
+
+def test_a_misspelt_or_mistyped_lightning_option_fails_at_autolog():
+    with pytest.raises(
+        TypeError, match=r"unknown option 'epoch_stpe'; did you mean 'epoch_step'\?"
+    ):
+        mlhooks.autolog(lightning={"epoch_stpe": "global_step"})
+    with pytest.raises(TypeError, match=r"'model' must be 'final' or 'best', not 'bets'"):
+        mlhooks.autolog(lightning={"model": "bets"})
+
+
 def test_autolog_disable_stops_tracking(client):
     mlhooks.autolog()
     mlhooks.autolog(disable=True)

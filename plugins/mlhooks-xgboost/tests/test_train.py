@@ -224,6 +224,20 @@ def test_importance_types_are_configurable(client: MlflowClient, data: dict[str,
     assert listed == {"feature_importance/weight.json", "feature_importance/weight.png"}
 
 
+@pytest.mark.parametrize(
+    ("types", "error", "message"),
+    [
+        ("gain", TypeError, r"'importance_types' must be a list of str, not 'gain'"),
+        (["gian"], ValueError, r"importance_types has 'gian'; XGBoost knows weight, gain"),
+    ],
+)
+def test_importance_types_are_checked_at_autolog(
+    types: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=rf"^autolog\(xgboost=\{{\.\.\.\}}\): {message}"):
+        mlhooks.autolog(xgboost={"importance_types": types})
+
+
 def test_checkpoints_are_reported_as_models(
     client: MlflowClient, data: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -8,11 +8,12 @@ patching twice.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 from collections.abc import Iterable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, overload
 
 import wrapt
 
@@ -20,14 +21,10 @@ from mlhooks.autologging.integration import Integration
 from mlhooks.backends.base import Backend
 from mlhooks.capture import context, system_metrics
 from mlhooks.core import errors
-from mlhooks.core.config import (
-    AutologConfig,
-    FrameworkSettings,
-    current_config,
-    set_current_config,
-)
+from mlhooks.core.config import AutologConfig, current_config, set_current_config
 from mlhooks.core.errors import report_internal_error, warn_once
 from mlhooks.core.host import host
+from mlhooks.core.options import FrameworkOptions, OptionsT, suggest
 from mlhooks.delivery import selection
 
 _watched: set[str] = set()
@@ -75,8 +72,15 @@ def autolog(
             the default; False; or part names such as ``["git", "platform"]``).
         log_system_metrics: sample CPU, memory, disk, network and GPU as ``system/*``
             metrics while each run is active (default False; needs ``mlhooks[system]``).
-        **framework_options: per-framework overrides, e.g. ``sklearn={"log_models":
-            False}``, including options only that framework knows.
+        **framework_options: per-framework options, e.g. ``sklearn={"log_models":
+            False, "max_tuning_runs": 5}``: the common ones above (``log_models``,
+            ``log_datasets``, ``log_input_examples``, ``log_model_signatures``,
+            ``exclusive``, ``extra_tags``, ``log_every_n_steps``) for this framework
+            only, and those its integration declares. They are checked against that
+            declaration: an unknown option or a value of the wrong type raises
+            TypeError. For a framework no installed plugin integrates, only the common
+            ones are checked, with one warning; the rest are checked if its
+            integration registers later (it is not patched if they are wrong).
     """
     host.load()
     if isinstance(frameworks, str):
@@ -105,6 +109,7 @@ def autolog(
             log_system_metrics=log_system_metrics,
             overrides=dict(framework_options) or None,
         )
+        _check_overrides(config)  # a misspelt or mistyped option fails here, not mid-fit
         selection.resolve(config.backends)  # an unknown backend fails here, not mid-fit
         context.resolve_parts(config.log_context)  # so do unknown context parts
         system_metrics.wanted(config.log_system_metrics)  # and a missing psutil
@@ -124,12 +129,40 @@ def _context_option(option: bool | str | Iterable[str] | None) -> bool | tuple[s
 
 
 def _check_framework_options(options: Mapping[str, Any]) -> None:
+    """TypeError for a keyword that is neither an argument of autolog() nor a dict of
+    a framework's options."""
     for name, value in options.items():
         if not isinstance(value, Mapping):
-            raise TypeError(
-                f"autolog() got an unknown option {name!r}; per-framework options are "
-                f"given as a dict, e.g. autolog({name}={{'log_models': False}})"
+            as_dict = (
+                "; per-framework options are given as a dict, e.g. "
+                f"autolog({name}={{'log_models': False}})"
             )
+            hint = "" if name in host.integrations else suggest(name, _arguments())
+            raise TypeError(f"autolog() got an unknown option {name!r}{hint or as_dict}")
+
+
+def _arguments() -> list[str]:
+    parameters = inspect.signature(autolog).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def _check_overrides(config: AutologConfig) -> None:
+    """Check each framework's options against its integration's declaration."""
+    for name in config.overrides:
+        integration = host.integrations.get(name)
+        if integration is not None:
+            config.for_framework(name, integration.options)
+            continue
+        config.for_framework(name)  # its common options, at least
+        installed = ", ".join(sorted(host.integrations)) or "none"
+        hint = suggest(name, list(host.integrations)) or "."
+        warn_once(
+            f"missing-framework-options:{name}",
+            f"mlhooks: autolog({name}={{...}}) gives options for {name!r}, which no installed "
+            f"plugin integrates (installed: {installed}){hint} Options other than the "
+            "common ones are checked if an integration of that name registers later.",
+            stacklevel=4,
+        )
 
 
 def _warn_missing(frameworks: tuple[str, ...] | None) -> None:
@@ -138,7 +171,8 @@ def _warn_missing(frameworks: tuple[str, ...] | None) -> None:
             warn_once(
                 f"missing-framework:{name}",
                 f"mlhooks: autolog(frameworks=...) names {name!r}, but no installed plugin "
-                f"integrates it (installed: {', '.join(sorted(host.integrations)) or 'none'})",
+                f"integrates it (installed: {', '.join(sorted(host.integrations)) or 'none'})"
+                f"{suggest(name, list(host.integrations))}",
             )
 
 
@@ -169,6 +203,11 @@ def _apply(integration: Integration) -> None:
         if not _wants(integration):
             integration.unpatch()
             return
+        problem = _options_problem(integration)
+        if problem is not None:
+            warn_once(f"options:{integration.name}", f"mlhooks: not tracking {problem}")
+            integration.unpatch()
+            return
         for module_name in integration.modules:
             module = sys.modules.get(module_name)
             if module is not None:
@@ -176,6 +215,18 @@ def _apply(integration: Integration) -> None:
             elif module_name not in _watched:
                 _watched.add(module_name)
                 wrapt.register_post_import_hook(_on_import, module_name)
+
+
+def _options_problem(integration: Integration) -> str | None:
+    """What is wrong with the options autolog() was given for ``integration``: only
+    possible for an integration registered after autolog() (which checks the others)."""
+    config = current_config()
+    assert config is not None
+    try:
+        config.for_framework(integration.name, integration.options)
+    except (TypeError, ValueError) as error:
+        return f"{integration.name}: {error}"
+    return None
 
 
 def _on_import(module: ModuleType) -> None:
@@ -204,9 +255,24 @@ def _patch(integration: Integration, module: ModuleType) -> None:
         report_internal_error(f"patching {integration.name} ({module.__name__})", error)
 
 
-def settings_for(framework: str) -> FrameworkSettings:
-    """The options ``framework`` sees now (the defaults when autolog() is off)."""
-    return (current_config() or _DEFAULTS).for_framework(framework)
+@overload
+def settings_for(framework: str) -> FrameworkOptions: ...
+
+
+@overload
+def settings_for(framework: str, options: type[OptionsT]) -> OptionsT: ...
+
+
+def settings_for(framework: str, options: type[FrameworkOptions] | None = None) -> FrameworkOptions:
+    """The options ``framework`` sees now (the defaults when autolog() is off), as
+    ``options``, else as the options class of its registered integration (the common
+    options alone when none is registered):
+    ``settings_for("sklearn", SklearnOptions).max_tuning_runs``."""
+    if options is None:
+        integration = host.integrations.get(framework)
+        options = integration.options if integration is not None else None
+    config = current_config() or _DEFAULTS
+    return config.for_framework(framework, options) if options else config.for_framework(framework)
 
 
 def is_enabled(framework: str | None = None) -> bool:

@@ -20,15 +20,15 @@ from typing import Any
 from mlhooks.autologging.patching import Call, CallHandler
 from mlhooks.capture import datasets, models
 from mlhooks.core import activity, validation
-from mlhooks.core.config import FrameworkSettings
 from mlhooks.core.errors import report_internal_error
 from mlhooks.core.host import host
+from mlhooks.core.options import FrameworkOptions
 from mlhooks.core.types import DatasetInfo, Fit, ModelArtifact, RunInfo, RunStatus, now_ms
 from mlhooks.delivery import staging, tasks
 from mlhooks.tracking.runs import current_run, end_run, new_params, open_run
 
 
-def _settings(framework: str) -> FrameworkSettings:
+def _settings(framework: str) -> FrameworkOptions:
     from mlhooks.autologging.autolog import settings_for
 
     return settings_for(framework)
@@ -45,7 +45,7 @@ class FitSession:
         model: Any = None,
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
-        settings: FrameworkSettings | None = None,
+        settings: FrameworkOptions | None = None,
         run: RunInfo | None = None,
         parent: RunInfo | None = None,
         run_id: str | None = None,

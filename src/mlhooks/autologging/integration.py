@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from mlhooks.autologging.patching import CallHandler, Patcher
+from mlhooks.core.options import FrameworkOptions, check_declaration
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -33,6 +34,9 @@ class Integration:
     modules whose import triggers :meth:`patch`), ``distribution`` (the installed
     package to read the version of) and the supported range ``min_version`` (inclusive)
     to ``max_version`` (exclusive). Implement :meth:`patch` with ``self.wrap(...)``.
+    ``options`` declares what ``autolog(<name>={...})`` takes: a frozen dataclass
+    subclassing :class:`~mlhooks.plugin.FrameworkOptions` (the common options only,
+    by default).
     """
 
     name: ClassVar[str] = ""
@@ -40,10 +44,12 @@ class Integration:
     distribution: ClassVar[str | None] = None
     min_version: ClassVar[str | None] = None
     max_version: ClassVar[str | None] = None
+    options: ClassVar[type[FrameworkOptions]] = FrameworkOptions
 
     def __init__(self) -> None:
         if not self.name or not self.modules:
             raise TypeError(f"{type(self).__name__} must set `name` and `modules`")
+        check_declaration(self.options)
         self.patcher = Patcher(self.name)
         self.plugin_name = ""
         """The plugin that registered this integration (set on registration)."""

@@ -1,17 +1,19 @@
 """Autologging settings: ``autolog()`` arguments over ``MLHOOKS_*`` variables over defaults.
 
 Options are named as MLflow users know them. Each framework sees the common options
-merged with its own overrides: ``autolog(sklearn={"log_models": False})``; the
+merged with its own overrides, ``autolog(sklearn={"log_models": False})``, as the
+options dataclass its integration declares (:mod:`mlhooks.core.options`); the
 overrides may also carry options only that framework knows (``max_tuning_runs``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, overload
 
 from mlhooks.core import settings
+from mlhooks.core.options import FrameworkOptions, OptionsT, common_options, convert, option_types
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class AutologConfig:
     log_system_metrics: bool | None = None
     """Sample ``system/*`` metrics (None: ``MLHOOKS_LOG_SYSTEM_METRICS``, else off)."""
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per framework: the options given as ``autolog(<framework>={...})``."""
+    _resolved: dict[tuple[str, type[FrameworkOptions] | None], FrameworkOptions] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """What :meth:`for_framework` answered, per framework and options class."""
 
     _ENV = {
         "log_models": "MLHOOKS_LOG_MODELS",
@@ -60,12 +67,15 @@ class AutologConfig:
         for name, variable in cls._ENV.items():
             if settings.is_set(variable) and (value := settings.get(variable)) is not None:
                 values[name] = value
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls) if f.init}
+        common = option_types(FrameworkOptions)
         for name, value in given.items():
             if name not in known:
                 raise TypeError(f"autolog() got an unknown option {name!r}")
             if value is not None:
-                values[name] = value
+                values[name] = (
+                    convert("autolog()", name, value, common[name]) if name in common else value
+                )
         config = cls(**values)
         config.validate()
         return config
@@ -80,41 +90,57 @@ class AutologConfig:
                     f"not {type(options).__name__}"
                 )
 
-    def for_framework(self, name: str) -> FrameworkSettings:
-        """The options ``name`` sees: the common ones with its overrides on top."""
-        base = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "overrides"}
-        base.update(self.overrides.get(name, {}))
-        return FrameworkSettings(name, base)
+    @overload
+    def for_framework(self, name: str) -> FrameworkOptions: ...
+
+    @overload
+    def for_framework(self, name: str, options: type[OptionsT]) -> OptionsT: ...
+
+    def for_framework(
+        self, name: str, options: type[FrameworkOptions] | None = None
+    ) -> FrameworkOptions:
+        """The options ``name`` sees: the common ones with its overrides on top, checked
+        against ``options``, the declaration of its integration (TypeError for an
+        unknown option or a wrong type, ValueError for a value it refuses).
+
+        Without a declaration (no installed integration has that name) the common
+        options are checked and returned; the others cannot be, and wait in
+        :attr:`overrides` for an integration of that name to register."""
+        key = (name, options)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            given = dict(self.overrides.get(name, {}))
+            for option in given:
+                _check_not_global(name, option)
+            if options is None:
+                given = {k: v for k, v in given.items() if k in common_options()}
+            common = {option: getattr(self, option) for option in common_options()}
+            resolved = (options or FrameworkOptions).build(name, given, base=common)
+            self._resolved[key] = resolved
+        return resolved
 
     def with_changes(self, **changes: Any) -> AutologConfig:
         return replace(self, **changes)
 
 
-class FrameworkSettings(Mapping[str, Any]):
-    """Read-only options of one framework: ``settings.log_models`` or
-    ``settings.get("max_tuning_runs", 5)``."""
+_GLOBAL_OPTIONS = frozenset(
+    f.name for f in fields(AutologConfig) if f.init and f.name not in common_options()
+) - {"overrides"}
+"""``autolog()`` options that are not per framework (``backends``, ``silent``, ...)."""
 
-    def __init__(self, framework: str, values: dict[str, Any]) -> None:
-        self.framework = framework
-        self._values = values
 
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self._values[key]
-        except KeyError:
-            raise AttributeError(f"no autolog option {key!r} for {self.framework}") from None
-
-    def __repr__(self) -> str:
-        return f"FrameworkSettings({self.framework!r}, {self._values!r})"
+def _check_not_global(framework: str, option: str) -> None:
+    """TypeError when ``autolog(<framework>={option: ...})`` names a global option."""
+    if option == "disable":
+        raise TypeError(
+            f"autolog({framework}={{...}}) got 'disable': to stop tracking {framework}, "
+            f"call autolog(disable=True, frameworks=[{framework!r}])"
+        )
+    if option in _GLOBAL_OPTIONS:
+        raise TypeError(
+            f"autolog({framework}={{...}}) got {option!r}, which applies to every "
+            f"framework: pass it as autolog({option}=...)"
+        )
 
 
 _current: AutologConfig | None = None

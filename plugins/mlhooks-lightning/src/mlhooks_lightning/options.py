@@ -1,16 +1,28 @@
-"""The options of the Lightning integration, from the callback's arguments or from
-``autolog(lightning={...})`` (over the common autolog settings)."""
+"""The options of the Lightning integration: what ``autolog(lightning={...})`` takes
+(:class:`LightningOptions`, over the common autolog options), and what a callback or
+logger was given (:class:`Options`, whose None follows ``autolog()``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal, get_args
 
-from mlhooks.plugin import FrameworkSettings, settings_for
+from mlhooks.plugin import FrameworkOptions, settings_for
 
 FRAMEWORK = "lightning"
-EPOCH_STEPS = ("epoch", "global_step")
-MODELS = ("final", "best")
+Model = Literal["final", "best"]
+EpochStep = Literal["epoch", "global_step"]
+MODELS: tuple[str, ...] = get_args(Model)
+EPOCH_STEPS: tuple[str, ...] = get_args(EpochStep)
+
+
+@dataclass(frozen=True)
+class LightningOptions(FrameworkOptions):
+    """``autolog(lightning={...})``: the common options, and these (see :class:`Options`)."""
+
+    log_checkpoints: bool = True
+    model: Model = "final"
+    epoch_step: EpochStep = "epoch"
 
 
 @dataclass(frozen=True)
@@ -47,19 +59,19 @@ class Options:
     @classmethod
     def from_autolog(cls) -> Options:
         """The options ``autolog(lightning={...})`` asked for."""
-        settings = settings_for(FRAMEWORK)
+        settings = settings_for(FRAMEWORK, LightningOptions)
         return cls(
-            log_every_n_steps=settings.get("log_every_n_steps"),
-            log_checkpoints=bool(settings.get("log_checkpoints", True)),
-            model=settings.get("model", "final"),
-            epoch_step=settings.get("epoch_step", "epoch"),
+            log_every_n_steps=settings.log_every_n_steps,
+            log_checkpoints=settings.log_checkpoints,
+            model=settings.model,
+            epoch_step=settings.epoch_step,
         )
 
-    def settings(self) -> FrameworkSettings:
-        """The settings a fit session sees: autolog's, with these options on top."""
-        values: dict[str, Any] = dict(settings_for(FRAMEWORK))
+    def settings(self) -> LightningOptions:
+        """The options a fit session sees: autolog's, with these on top."""
+        changes: dict[str, Any] = {}
         if self.log_models is not None:
-            values["log_models"] = self.log_models
+            changes["log_models"] = self.log_models
         if self.log_datasets is not None:
-            values["log_datasets"] = self.log_datasets
-        return FrameworkSettings(FRAMEWORK, values)
+            changes["log_datasets"] = self.log_datasets
+        return replace(settings_for(FRAMEWORK, LightningOptions), **changes)

@@ -17,7 +17,7 @@ import mlhooks
 from mlhooks.plugin import Call, CallHandler, Integration
 
 from .callback import CallbackMixin
-from .options import FRAMEWORK, Options
+from .options import FRAMEWORK, LightningOptions, Options
 
 _CLASSES = {"lightning.pytorch": "for_lightning", "pytorch_lightning": "for_pytorch_lightning"}
 
@@ -62,6 +62,7 @@ class LightningIntegration(Integration):
     modules = ("lightning.pytorch", "pytorch_lightning")
     min_version = "2.0"
     max_version = "3.0"
+    options = LightningOptions
 
     def patch(self, module: ModuleType) -> None:
         handler = AddCallback(_CLASSES[module.__name__])

@@ -121,7 +121,7 @@ class Tracker:
         if resumed:
             session.set_tags({"mlhooks.lightning.resumed": "true"})
         settings = session.settings
-        every = self.options.log_every_n_steps or settings.get("log_every_n_steps")
+        every = self.options.log_every_n_steps or settings.log_every_n_steps
         self._every = every if every is not None else trainer.log_every_n_steps
         self._last_step = trainer.global_step
         self._lr_names = _lr_names(trainer.optimizers) if stage == "fit" else []

@@ -9,6 +9,7 @@ from typing import Any
 from mlhooks.plugin import Call, FitHandler, FitSession
 
 from . import data, nesting, partial, plots, searches, sessions, steps, tracking
+from .options import options_of
 from .sessions import FRAMEWORK, log_training_data
 from .training import log_training_metrics
 
@@ -45,5 +46,5 @@ def report_fit(session: FitSession, model: Any, X: Any, y: Any) -> None:
     outcome = log_training_metrics(session, model, X, y)
     steps.log_curves(session, model)
     session.log_model(model, flavor="sklearn", sample_input=data.sample_rows(X))
-    if outcome is not None and session.settings.get("log_plots", False):
+    if outcome is not None and options_of(session).log_plots:
         plots.submit(session, y, *outcome)

@@ -21,6 +21,7 @@ import numpy as np
 from mlhooks.plugin import Call, CallHandler
 
 from . import data, tracking
+from .options import options_of
 
 _NOT_METRICS = {"check_scoring", "get_scorer", "get_scorer_names", "make_scorer"}
 
@@ -42,7 +43,7 @@ def metric_functions(module: ModuleType) -> list[str]:
 
 
 def _enabled(record: tracking.ModelRecord) -> bool:
-    return bool(record.session.settings.get("log_post_training_metrics", True))
+    return options_of(record.session).log_post_training_metrics
 
 
 class Evaluation(CallHandler):

@@ -20,6 +20,7 @@ from mlhooks.plugin import Integration
 from .crossval import CrossValidation
 from .estimators import EstimatorFit
 from .evaluation import Evaluation, MetricCall, metric_functions
+from .options import SklearnOptions
 from .partial import PartialFit, on_run_end
 
 FIT_METHODS = ("fit", "fit_transform", "fit_predict")
@@ -71,6 +72,7 @@ class SklearnIntegration(Integration):
     distribution = "scikit-learn"
     min_version = "1.3"
     max_version = "2.0"
+    options = SklearnOptions
 
     def __init__(self) -> None:
         super().__init__()

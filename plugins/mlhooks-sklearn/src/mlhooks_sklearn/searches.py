@@ -20,6 +20,7 @@ import numpy as np
 from mlhooks.plugin import FitSession
 
 from . import data
+from .options import options_of
 from .training import log_training_metrics
 
 CV_RESULTS_FILE = "cv_results.csv"
@@ -45,7 +46,7 @@ def report(session: FitSession, search: Any, X: Any, y: Any) -> None:
     results = getattr(search, "cv_results_", None)
     if isinstance(results, Mapping) and "params" in results:
         log_cv_results(session, results)
-        log_candidates(session, results, session.settings.get("max_tuning_runs"))
+        log_candidates(session, results, options_of(session).max_tuning_runs)
 
 
 def log_cv_results(session: FitSession, results: Mapping[str, Any]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from mlhooks.plugin import FitSession
 
 from . import metrics
+from .options import options_of
 
 
 def log_training_metrics(
@@ -14,7 +15,7 @@ def log_training_metrics(
 ) -> tuple[Any, Any, Any] | None:
     """Metrics of ``model`` on its training data, by task, at ``step``. Returns
     (predictions, probabilities, classes) of a classifier, for plots; else None."""
-    if X is None or not session.settings.get("log_training_metrics", True):
+    if X is None or not options_of(session).log_training_metrics:
         return None
     kind = metrics.task(model)
     outcome = None

@@ -29,7 +29,8 @@ from mlhooks import DatasetInfo
 from mlhooks.plugin import Call, CallHandler, FitHandler, FitSession, settings_for
 
 from .callback import RoundLogger, checkpoint_artifact, training_callbacks
-from .importance import DEFAULT_TYPES, write_importance
+from .importance import write_importance
+from .options import options_of
 
 FRAMEWORK = "xgboost"
 TRAIN_ARGS = (
@@ -122,7 +123,7 @@ class Tracking:
 
 
 def new_tracking(session: FitSession, cv: bool = False) -> Tracking:
-    every = session.settings.get("log_every_n_steps") or 1
+    every = session.settings.log_every_n_steps or 1
     return Tracking(session, RoundLogger(session, every_n=every, cv=cv))
 
 
@@ -171,8 +172,7 @@ def log_early_stopping(tracking: Tracking, booster: Booster) -> None:
 
 def log_importance(session: FitSession, booster: Booster) -> None:
     """Importance JSON and charts, built in the background from the model's bytes."""
-    types = session.settings.get("importance_types", DEFAULT_TYPES) or ()
-    types = (types,) if isinstance(types, str) else tuple(types)
+    types = options_of(session).importance_types
     if not types or booster.num_boosted_rounds() == 0:
         return
     raw = bytes(booster.save_raw("ubj"))  # the booster as it is now

@@ -22,6 +22,8 @@ from types import ModuleType
 import mlhooks
 from mlhooks.plugin import Integration
 
+from .options import XGBoostOptions
+
 SKLEARN_CLASSES = (
     "XGBModel",
     "XGBClassifier",
@@ -37,6 +39,7 @@ class XGBoostIntegration(Integration):
     modules = ("xgboost",)
     min_version = "2.0"
     max_version = "4.0"
+    options = XGBoostOptions
 
     def patch(self, module: ModuleType) -> None:
         from . import handlers  # imports XGBoost, which is being imported anyway
