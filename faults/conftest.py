@@ -50,9 +50,9 @@ class Store:
         assert name in runs, f"no run {name!r} in the {self.kind} store: {sorted(runs)}"
         return runs[name]
 
-    def script(self, code: str, **env: str) -> Any:
-        """Run ``code`` in a fresh interpreter writing to this store."""
-        return run_script(code, env={**self.env, **env})
+    def script(self, code: str, cwd: str | None = None, **env: str) -> Any:
+        """Run ``code`` in a fresh interpreter writing to this store (in ``cwd``)."""
+        return run_script(code, env={**self.env, **env}, cwd=cwd)
 
 
 def _read_local(root: Path) -> dict[str, StoredRun]:

@@ -13,6 +13,8 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
 * Backends: subclass :class:`Backend`, apply the operations (:class:`StartRun`,
   :class:`LogBatch`, ...), raise :class:`BackendError` for what is worth retrying.
 * Listeners: functions marked :data:`hookimpl` (see :mod:`mlhooks.core.hookspecs`).
+* Secrets: pass text you show or store yourself (a location with a URL, a message)
+  through :func:`redact_text`; params and tags are masked by the recorder.
 * Errors: report your own problems with :func:`report_internal_error` (training
   thread) or :func:`warn_background` (writer thread); never raise into training.
 * Settings and lifetime: declare your own ``MLHOOKS_*`` variables with
@@ -55,6 +57,7 @@ from mlhooks.core.errors import (
 )
 from mlhooks.core.hookspecs import hookimpl
 from mlhooks.core.options import FrameworkOptions
+from mlhooks.core.redaction import redact_text
 from mlhooks.core.shutdown import at_exit, in_forked_child
 from mlhooks.core.types import (
     Capability,
@@ -121,6 +124,7 @@ __all__ = [
     "in_forked_child",
     "notice_once",
     "open_run",
+    "redact_text",
     "report_background_error",
     "report_internal_error",
     "setting",

@@ -49,7 +49,7 @@ from mlhooks.capture import gitinfo
 from mlhooks.core import activity, settings
 from mlhooks.core.errors import report_background_error
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
-from mlhooks.core.redaction import redact_argv, redact_url
+from mlhooks.core.redaction import redact_argv, redact_text
 from mlhooks.core.types import RunInfo
 from mlhooks.delivery import staging
 
@@ -252,7 +252,7 @@ def collect(parts: frozenset[str]) -> tuple[dict[str, str], dict[str, Any], str 
             if git.dirty is not None:
                 tags["mlhooks.context.git.dirty"] = str(git.dirty).lower()
         if git is not None and git.dirty and git.diff:
-            diff = redact_url(git.diff)
+            diff = redact_text(git.diff)
     if "platform" in parts:
         facts = document["platform"] = platform_facts()
         tags["mlflow.user"] = facts["user"]

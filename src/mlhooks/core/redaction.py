@@ -8,8 +8,14 @@ logged by hand) and to the captured run context, before any backend sees them:
   compared word by word, ignoring case and separators, so ``DB_PASSWORD``,
   ``apiKey``, ``x-api-key`` and ``hf_token`` match, while ``max_tokens`` or
   ``tokenizer`` do not;
-* a **URL** with credentials (``https://user:pass@host/...``) in any value keeps its
-  scheme and host but its user info becomes ``***``.
+* a **URL** with credentials (``https://user:pass@host/...``, a database connection
+  string) in any value keeps its scheme and host but its user info becomes ``***``;
+* in any value and in captured text (the git diff), **well-known secrets** are masked
+  wherever they appear: ``Bearer <token>``, GitHub (``ghp_...``, ``github_pat_...``),
+  AWS access key ids (``AKIA...``), Slack (``xoxb-...``), OpenAI (``sk-...``), Hugging
+  Face (``hf_...``) and Google (``AIza...``) tokens, private key blocks, and the value
+  of an assignment to a credential-like name (``password = 'hunter2'``,
+  ``"api_key": "..."``, ``Password=...;`` in a connection string).
 
 More key words: ``MLHOOKS_REDACT_KEYS`` (comma-separated) or
 :func:`add_redaction_patterns` (words, or compiled regular expressions searched in
@@ -36,6 +42,21 @@ DEFAULT_KEY_WORDS = (
     "private_key",
 )
 
+_TOKENS = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----"
+    r"|\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"
+    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"
+    r"|\bhf_[A-Za-z0-9]{30,}"
+    r"|\bAIza[0-9A-Za-z_-]{35}",
+    re.DOTALL,
+)
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]{8,}=*")
+_ASSIGNMENT = re.compile(
+    r"""(?P<name>["']?[A-Za-z_][\w.\-]*["']?)(?P<sep>\s*(?::|=|:=|=>)\s*)"""
+    r"""(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s,;'"]+)"""
+)
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s@?#]+)@")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
@@ -107,12 +128,35 @@ def strip_url_credentials(url: str) -> str:
     return _URL_USERINFO.sub(lambda m: m["scheme"], url)
 
 
+def redact_text(text: str) -> str:
+    """``text`` (a value, a diff, a command line) with every secret it visibly holds
+    masked: URL credentials, bearer tokens, well-known token formats, and the values
+    assigned to credential-like names."""
+    if not text:
+        return text
+    text = redact_url(text)
+    text = _TOKENS.sub(MASK, text)
+    text = _BEARER.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
+    if "=" in text or ":" in text:
+        text = _ASSIGNMENT.sub(_masked_assignment, text)
+    return text
+
+
+def _masked_assignment(match: re.Match[str]) -> str:
+    name = match["name"].strip("\"'")
+    value = match["value"]
+    if value.strip("\"'") in ("", MASK) or not is_secret_key(name):
+        return match[0]
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match['name']}{match['sep']}{quote}{MASK}{quote}"
+
+
 def redact_value(key: str, value: str) -> str:
-    """What is stored for ``key``: ``***`` for a secret key, else ``value`` with URL
-    credentials masked."""
+    """What is stored for ``key``: ``***`` for a secret key, else ``value`` with every
+    secret it holds masked (:func:`redact_text`)."""
     if is_secret_key(key):
         return MASK
-    return redact_url(value)
+    return redact_text(value)
 
 
 def redact(values: Mapping[str, str]) -> dict[str, str]:
@@ -139,5 +183,5 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
                     result.append(arg)
                     mask_next = True
                 continue
-        result.append(redact_url(arg))
+        result.append(redact_text(arg))
     return result

@@ -190,7 +190,7 @@ class Recorder:
         snapshot = RunInfo.from_dict(run.to_dict())  # later changes must not leak in
         snapshot.tags = redaction.redact(snapshot.tags)
         if snapshot.description:
-            snapshot.description = redaction.redact_url(snapshot.description)
+            snapshot.description = redaction.redact_text(snapshot.description)
         self._put(run, StartRun(snapshot))
 
     @hookimpl(tryfirst=True)

@@ -37,6 +37,7 @@ from mlhooks.plugin import (
     LogBatch,
     LogDataset,
     LogModel,
+    redact_text,
     warn_background,
 )
 
@@ -80,7 +81,7 @@ class MlflowBackend(Backend):
         return self._client
 
     def describe(self) -> str:
-        return f"MLflow at {self.tracking_uri}"
+        return f"MLflow at {redact_text(self.tracking_uri)}"
 
     def spec(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
