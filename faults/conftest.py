@@ -30,6 +30,8 @@ class StoredRun:
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     """Every point of each metric as (step, value), in step order."""
+    parent: str | None = None
+    """The name of the parent run, for a child run."""
 
 
 @dataclass
@@ -41,9 +43,13 @@ class Store:
     env: dict[str, str]
     root: Path
 
-    def runs(self) -> dict[str, StoredRun]:
-        """Every run stored, by name."""
+    def all_runs(self) -> list[StoredRun]:
+        """Every run stored."""
         return _read_local(self.root) if self.kind == "local" else _read_mlflow(self.env)
+
+    def runs(self) -> dict[str, StoredRun]:
+        """Every run stored, by name (for runs whose names are unique)."""
+        return {run.name: run for run in self.all_runs()}
 
     def run(self, name: str) -> StoredRun:
         runs = self.runs()
@@ -55,42 +61,52 @@ class Store:
         return run_script(code, env={**self.env, **env}, cwd=cwd)
 
 
-def _read_local(root: Path) -> dict[str, StoredRun]:
+def _read_local(root: Path) -> list[StoredRun]:
     from mlhooks import LocalStore
 
-    found = {}
     store = LocalStore(root)
-    for run_id in store.run_ids():
+    infos = {run_id: store.info(run_id) for run_id in store.run_ids()}
+    found = []
+    for run_id, info in infos.items():
         data = store.get_run(run_id)
-        found[data.info.name] = StoredRun(
-            name=data.info.name,
-            status=data.info.status.value,
-            params=dict(data.params),
-            metrics={
-                key: sorted((m.step, m.value) for m in points)
-                for key, points in data.metrics.items()
-            },
+        parent = infos.get(info.parent_id) if info.parent_id else None
+        found.append(
+            StoredRun(
+                name=data.info.name,
+                status=data.info.status.value,
+                params=dict(data.params),
+                metrics={
+                    key: sorted((m.step, m.value) for m in points)
+                    for key, points in data.metrics.items()
+                },
+                parent=parent.name if parent else None,
+            )
         )
     return found
 
 
-def _read_mlflow(env: dict[str, str]) -> dict[str, StoredRun]:
+def _read_mlflow(env: dict[str, str]) -> list[StoredRun]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     history = client.get_metric_history
-    found = {}
+    found = []
     experiments = [e.experiment_id for e in client.search_experiments()]
-    for run in client.search_runs(experiments):
+    runs = client.search_runs(experiments)
+    names = {run.info.run_id: run.info.run_name for run in runs}
+    for run in runs:
         name = run.data.tags.get("mlflow.runName", run.info.run_name)
-        found[name] = StoredRun(
-            name=name,
-            status=run.info.status,
-            params=dict(run.data.params),
-            metrics={
-                key: sorted((m.step, m.value) for m in history(run.info.run_id, key))
-                for key in run.data.metrics
-            },
+        found.append(
+            StoredRun(
+                name=name,
+                status=run.info.status,
+                params=dict(run.data.params),
+                metrics={
+                    key: sorted((m.step, m.value) for m in history(run.info.run_id, key))
+                    for key in run.data.metrics
+                },
+                parent=names.get(run.data.tags.get("mlflow.parentRunId", "")),
+            )
         )
     return found
 

@@ -25,7 +25,7 @@ from mlhooks.core.host import host as global_host
 from mlhooks.plugin import FitSession
 from mlhooks.testing import RecordedRuns
 
-BUILTIN_PLUGINS = {"mlhooks.delivery.recorder", "mlhooks.stores"}
+BUILTIN_PLUGINS = {"mlhooks.recorder", "mlhooks.stores"}
 BUILTIN_BACKENDS = {"local", "memory"}
 
 DEMO = """

@@ -25,7 +25,7 @@ from mlhooks.core.host import host
 from mlhooks.core.options import FrameworkOptions
 from mlhooks.core.types import DatasetInfo, Fit, ModelArtifact, RunInfo, RunStatus, now_ms
 from mlhooks.delivery import staging, tasks
-from mlhooks.tracking.runs import current_run, end_run, new_params, open_run
+from mlhooks.tracking.runs import current_run, end_run, new_params, open_run, run_of_main_thread
 
 
 def _settings(framework: str) -> FrameworkOptions:
@@ -110,6 +110,12 @@ class FitSession:
         parent = current_run()
         if parent is not None and self.settings.exclusive and not parent.managed:
             return None
+        if parent is not None and parent is run_of_main_thread():
+            # A fit in a thread of its own: a child of the main thread's run, so that
+            # fits running side by side do not write over each other's params.
+            child = open_run(self.name, managed=True, parent=parent, tags=self.settings.extra_tags)
+            self._managed = True
+            return self._start_reporting(child.info, parent)
         if parent is None:
             run = open_run(
                 self.name, managed=True, tags=self.settings.extra_tags, run_id=self._run_id

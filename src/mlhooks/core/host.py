@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
     from mlhooks.backends.base import BackendFactory
 
 ENTRY_POINT_GROUP = "mlhooks"
-RECORDER = "mlhooks.delivery.recorder"
+RECORDER = "mlhooks.recorder"
+SLOW_LISTENER_SECONDS = 1.0
+"""A listener that holds up the thread reporting an event longer than this is slow."""
+SLOW_CALLS_BEFORE_OFF = 3
+"""A plugin whose listeners were slow this many times is switched off for the process."""
 
 _EVENT_ARGS: dict[str, tuple[str, ...]] = {
     "on_run_start": ("run",),
@@ -83,6 +88,8 @@ class PluginHost:
         self._loaded = False
         self._lock = threading.RLock()
         self._on_new_integration: list[Callable[[Integration], None]] = []
+        self._slow_calls: dict[str, int] = {}
+        self._switched_off: set[str] = set()
         self._on_backend_removed: list[Callable[[str], None]] = []
 
     # -- loading --------------------------------------------------------------------------
@@ -155,6 +162,8 @@ class PluginHost:
             if name is None:
                 return
             self.pm.unregister(plugin)
+            self._slow_calls.pop(name, None)  # a plugin registered again starts afresh
+            self._switched_off.discard(name)
             self._forget_listeners()
             owned = [k for k, v in self.integrations.items() if v.plugin_name == name]
             for key in owned:
@@ -230,6 +239,8 @@ class PluginHost:
             expected = _EVENT_ARGS[hook]
             found: list[Listener] = []
             for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+                if impl.plugin_name in self._switched_off:
+                    continue
                 if impl.hookwrapper or impl.wrapper:
                     warn_once(
                         f"wrapper:{impl.plugin_name}:{hook}",
@@ -253,10 +264,52 @@ class PluginHost:
             self.load()
             with self._lock:
                 cached = self._calls[hook] = [
-                    (f"plugin {name!r} hook {hook}", self._positional(hook, function, names))
+                    (f"plugin {name!r} hook {hook}", self._timed(name, hook, function, names))
                     for name, function, names in self.listeners(hook)
                 ]
         return cached
+
+    def _timed(
+        self, plugin: str, hook: str, function: Callable[..., Any], names: tuple[str, ...] | None
+    ) -> Callable[..., Any]:
+        """The listener as :meth:`calls` gives it: positional, and timed unless it is
+        the built-in recorder (a listener slower than ``SLOW_LISTENER_SECONDS`` warns
+        once; after ``SLOW_CALLS_BEFORE_OFF`` slow calls its plugin is switched off)."""
+        call = self._positional(hook, function, names)
+        if plugin == RECORDER:
+            return call
+
+        def timed(*args: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return call(*args)
+            finally:
+                elapsed = time.perf_counter() - start
+                if elapsed > SLOW_LISTENER_SECONDS:
+                    self._slow(plugin, hook, elapsed)
+
+        return timed
+
+    def _slow(self, plugin: str, hook: str, elapsed: float) -> None:
+        with self._lock:
+            count = self._slow_calls[plugin] = self._slow_calls.get(plugin, 0) + 1
+            if count >= SLOW_CALLS_BEFORE_OFF:
+                self._switched_off.add(plugin)
+                self._forget_listeners()
+        if count >= SLOW_CALLS_BEFORE_OFF:
+            warn_once(
+                f"slow-off:{plugin}",
+                f"mlhooks: plugin {plugin!r} held up the thread reporting events for more "
+                f"than {SLOW_LISTENER_SECONDS:g} s {count} times; its event hooks are "
+                "switched off for this process",
+            )
+        else:
+            warn_once(
+                f"slow:{plugin}",
+                f"mlhooks: plugin {plugin!r} took {elapsed:.1f} s in {hook}, holding up the "
+                f"thread that reported it (training, for a fit's events); after "
+                f"{SLOW_CALLS_BEFORE_OFF} such calls it is switched off",
+            )
 
     def emit(self, hook: str, *args: Any) -> None:
         """Call every implementation of event ``hook`` with ``args`` (in the hookspec's

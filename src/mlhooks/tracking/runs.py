@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from mlhooks.backends.base import Backend
 from mlhooks.capture import context, system_metrics
@@ -41,11 +41,25 @@ _owner_pids: dict[str, int] = {}
 """The process that started each run: only it ends the run (a forked child never does)."""
 
 
+_main_stack: list[RunInfo] = []
+"""The run stack of the main thread: threads with no run of their own log into its top."""
+
+
 def _stack() -> list[RunInfo]:
     stack: list[RunInfo] | None = getattr(thread_local, "stack", None)
     if stack is None:
-        stack = thread_local.stack = []
+        is_main = threading.current_thread() is threading.main_thread()
+        stack = thread_local.stack = _main_stack if is_main else []
     return stack
+
+
+def run_of_main_thread() -> RunInfo | None:
+    """The main thread's active run, when this is another thread with no run of its
+    own: what its manual logging goes into, and what its fits become children of."""
+    own = getattr(thread_local, "stack", None)
+    if own or threading.current_thread() is threading.main_thread():
+        return None
+    return _main_stack[-1] if _main_stack else None
 
 
 def active_run() -> RunInfo | None:
@@ -58,16 +72,27 @@ _adopted: set[str] = set()
 
 
 def current_run() -> RunInfo | None:
-    """The run tracking goes into: this thread's innermost mlhooks run, else a run
-    opened outside mlhooks that a plugin offers (``find_active_run``), else None."""
+    """The run tracking goes into: this thread's innermost mlhooks run, else (in
+    another thread) the main thread's, else a run opened outside mlhooks that a plugin
+    offers (``find_active_run``), else None."""
     stack = _stack()
     if stack:
         return stack[-1]
+    shared = run_of_main_thread()
+    if shared is not None:
+        return shared
     host.load()
     try:
-        outside = cast("RunInfo | None", host.pm.hook.find_active_run())
+        outside: object = host.pm.hook.find_active_run()
     except Exception as error:  # noqa: BLE001 - a plugin's bug must not stop training
         report_internal_error("find_active_run", error)
+        return None
+    if outside is not None and not isinstance(outside, RunInfo):
+        warn_once(
+            "find_active_run-type",
+            f"mlhooks: a plugin's find_active_run returned {type(outside).__name__} "
+            f"{outside!r:.80}, not a RunInfo; it is ignored",
+        )
         return None
     if outside is not None and outside.run_id not in _adopted:
         _adopt(outside)
@@ -192,6 +217,8 @@ def open_run(
     """
     if parent is None:
         parent = current_run()
+        if parent is not None and parent is run_of_main_thread() and not nested:
+            parent = None  # another thread's run: this thread starts one of its own
         if parent is not None and not nested and activate:
             raise ValueError(
                 f"run {parent.name!r} ({parent.run_id}) is already active on this thread; "
