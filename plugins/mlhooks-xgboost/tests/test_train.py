@@ -350,3 +350,20 @@ def test_a_linear_booster_has_weight_importance_only(
     run = only_run(client)  # strict mode: no background failure either
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "feature_importance")}
     assert listed == {"feature_importance/weight.json", "feature_importance/weight.png"}
+
+
+@pytest.mark.filterwarnings("ignore:Pass `.*` as keyword args:FutureWarning")
+def test_keyword_arguments_passed_positionally_are_tracked_as_xgboost_takes_them(
+    client: MlflowClient, data: dict[str, Any]
+) -> None:
+    """XGBoost still takes ``evals`` (and ``cv``'s ``nfold``) positionally, with a
+    FutureWarning: such a call is tracked exactly as its keyword form (issue 13)."""
+    dtrain, dvalid = matrices(data)
+    xgb.train(PARAMS, dtrain, 5, [(dtrain, "train"), (dvalid, "valid")])
+    xgb.cv({**PARAMS, "eval_metric": "logloss"}, dtrain, 4, 2)
+    train, cv = sorted(mlflow_runs(client), key=lambda run: run.info.start_time)
+    assert train.info.run_name == "xgboost-train" and train.info.status == "FINISHED"
+    assert [step for step, _ in history(client, train, "valid-auc")] == list(range(5))
+    assert train.data.params["num_boost_round"] == "5" and "evals" not in train.data.params
+    assert cv.info.run_name == "xgboost-cv" and cv.data.params["nfold"] == "2"
+    assert [step for step, _ in history(client, cv, "test-logloss-mean")] == list(range(4))

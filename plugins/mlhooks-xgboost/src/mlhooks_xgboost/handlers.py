@@ -75,10 +75,29 @@ def _signature(function: Callable[..., Any]) -> inspect.Signature:
 
 def bound_arguments(call: Call, reference: Callable[..., Any] | None = None) -> dict[str, Any]:
     """The call's arguments by name, defaults included, as ``reference`` (XGBoost's
-    function: what is patched may be someone else's wrapper) or the callee names them."""
-    bound = _signature(reference or call.wrapped).bind(*call.args, **call.kwargs)
+    function: what is patched may be someone else's wrapper) or the callee names them.
+
+    XGBoost still takes its keyword-only arguments positionally, in order, with a
+    ``FutureWarning`` (``xgboost.train(params, dtrain, 10, evals)``): so are they here."""
+    signature = _signature(reference or call.wrapped)
+    args, kwargs = call.args, dict(call.kwargs)
+    kinds = [parameter.kind for parameter in signature.parameters.values()]
+    if inspect.Parameter.VAR_POSITIONAL not in kinds:
+        positional = sum(kind in _POSITIONAL for kind in kinds)
+        keyword_only = [
+            name
+            for name, parameter in signature.parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        for name, value in zip(keyword_only, args[positional:], strict=False):
+            kwargs.setdefault(name, value)
+        args = args[:positional]
+    bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def param_value(value: Any) -> Any:
