@@ -43,6 +43,7 @@ from mlhooks.plugin import (
 
 from . import models
 from .location import active_experiment_id, resolve_tracking_uri
+from .races import is_transient_race, store_creation_lock
 
 RUN_ID_TAG = "mlhooks.run_id"
 _KEY_ALLOWED = re.compile(r"[^/\w.\- :]")
@@ -77,7 +78,8 @@ class MlflowBackend(Backend):
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            with store_creation_lock(self.tracking_uri):  # the first process creates it
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
     def describe(self) -> str:
@@ -255,6 +257,8 @@ class MlflowBackend(Backend):
         """Server trouble is retried; a value or object MLflow cannot take is not."""
         if isinstance(error, BackendError):
             return error.retryable
+        if is_transient_race(error):  # several processes on one SQL store
+            return True
         if isinstance(error, RestException | MlflowException):
             return error.error_code not in _PERMANENT_CODES
         return isinstance(error, OSError | ConnectionError | TimeoutError)
