@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -209,3 +210,34 @@ def test_the_readme_compare_workflow(tmp_path: Path) -> None:
     assert compared.returncode == 0, compared.stderr
     assert "sgd-eta0-0.001" in compared.stdout and "val_rmse (best)" in compared.stdout
     assert report.read_text().count("data:image/svg+xml;base64,") == 2
+
+
+def test_runs_fits_an_80_column_terminal_with_whole_run_ids(runs: dict[str, Any]) -> None:
+    narrow = mlhooks_cli("runs", COLUMNS="80")
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for made in runs.values():  # each id whole on one line, to be copied
+        assert any(made["id"] in line for line in lines)
+    assert "metrics.val_rmse" not in narrow.stdout and "start" not in narrow.stdout
+    wide = mlhooks_cli("runs", "--wide", COLUMNS="80")
+    assert wide.returncode == 0, wide.stderr
+    assert "start" in wide.stdout and "metrics.val_r" in wide.stdout
+
+
+def test_short_runs_show_their_duration_in_milliseconds(tmp_path: Path) -> None:
+    with mlhooks.start_run("instant", backends="local"):
+        mlhooks.log_metric("m", 1.0)
+    shown = mlhooks_cli("runs", "-c", "run_name,duration", "--format", "table")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"instant\s+│\s+\d+ ms", shown.stdout), shown.stdout
+
+
+def test_messages_name_the_plugin_to_install_or_load() -> None:
+    missing = mlhooks_cli("runs", "-b", "mlflow", MLHOOKS_DISABLE_PLUGINS="mlflow")
+    assert missing.returncode == 1
+    assert "unknown backend 'mlflow' (mlhooks-mlflow " in missing.stderr
+    report = mlhooks_cli("doctor", "--no-probe", MLHOOKS_DISABLE_PLUGINS="sklearn")
+    assert report.returncode == 0, report.stderr
+    (row,) = [line for line in report.stdout.splitlines() if line.startswith("│ sklearn   │")]
+    assert "not tracked: mlhooks-sklearn" in row or "pip install mlhooks-sklearn" in row

@@ -31,13 +31,17 @@ from mlhooks.reports import compare
 
 DEFAULT_COLUMNS = 6
 """Metric columns ``mlhooks runs`` shows unless told which."""
+NARROW_BELOW = 120
+"""A terminal narrower than this gets the narrow table of ``mlhooks runs``."""
+NARROW_COLUMNS = ["run_id", "run_name", "status", "duration"]
 
 
-def _console(stderr: bool = False) -> Console:
-    # Piped output (tests, files) gets a wide page instead of rich's 80 columns.
+def _console(stderr: bool = False, wide: bool = False) -> Console:
+    # Piped output (tests, files) gets a wide page instead of rich's 80 columns; so
+    # does a table asked for --wide, past the terminal's width.
     stream = sys.stderr if stderr else sys.stdout
-    wide = not stream.isatty() and "COLUMNS" not in os.environ
-    return Console(stderr=stderr, width=200 if wide else None, highlight=False)
+    wide = wide or (not stream.isatty() and "COLUMNS" not in os.environ)
+    return Console(stderr=stderr, width=400 if wide else None, highlight=False)
 
 
 def _backend_option(function: Any) -> Any:
@@ -77,6 +81,7 @@ def cli() -> None:
     "--columns", "-c", default=None, help="comma-separated columns, e.g. params.lr,metrics.loss"
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+@click.option("--wide", "-w", is_flag=True, help="every column, even past the terminal's width")
 def runs(
     backend: str | None,
     experiment: str | None,
@@ -85,8 +90,11 @@ def runs(
     limit: int,
     columns: str | None,
     fmt: str,
+    wide: bool,
 ) -> None:
-    """List runs as a table, filtered and sorted as MLflow does."""
+    """List runs as a table, filtered and sorted as MLflow does. On a narrow terminal
+    the table keeps full run ids (to copy into ``mlhooks show`` or ``compare``) and
+    leaves out the start time and metrics: ``--wide`` shows them."""
     from mlhooks.reports.search import search_runs
 
     frame = _guard(lambda: search_runs(experiment, filter_string, list(order_by) or None, backend))
@@ -97,16 +105,21 @@ def runs(
     if not len(frame):
         click.echo("no runs")
         return
-    chosen = _columns(frame, columns)
+    console = _console(wide=wide)
+    narrow = not wide and not columns and console.width < NARROW_BELOW
+    chosen = NARROW_COLUMNS if narrow and fmt == "table" else _columns(frame, columns)
     if fmt == "csv":
         click.echo(frame.reindex(columns=chosen).to_csv(index=False), nl=False)
         return
     table = Table(title=f"{len(frame)} runs")
     for column in chosen:
-        table.add_column(_heading(column), overflow="fold")
+        if column == "run_id":  # whole, on one line, to be copied
+            table.add_column(_heading(column), no_wrap=True, min_width=len(frame["run_id"][0]))
+        else:
+            table.add_column(_heading(column), overflow="ellipsis" if narrow else "fold")
     for _, row in frame.iterrows():
         table.add_row(*(_cell(column, row) for column in chosen))
-    _console().print(table)
+    console.print(table)
 
 
 def _columns(frame: Any, wanted: str | None) -> list[str]:
@@ -194,7 +207,9 @@ def show(run: str, backend: str | None, experiment: str | None, fmt: str) -> Non
 
 def _duration(row: Any) -> str:
     seconds = compare._duration(row)
-    return "" if seconds is None else f"{seconds:.1f} s"
+    if seconds is None:
+        return ""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def _print_section(console: Console, row: Any, prefix: str, title: str) -> None:
@@ -394,7 +409,7 @@ def _print_doctor(
             f.name, f.version or "-", f.supported_range, status, "\n".join(f.patches) or "-"
         )
     if not frameworks:
-        table.add_row("none", "-", "-", "no framework plugin installed", "-")
+        table.add_row("none", "-", "-", "no framework installed that a plugin tracks", "-")
     console.print(table)
     table = Table(title="plugins")
     for column in ("plugin", "distribution", "version", "status"):

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlhooks.autologging.integration import Integration
+from mlhooks.core import known_plugins
 from mlhooks.core import settings as mlhooks_settings
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
+from mlhooks.core.known_plugins import install_hint
 from mlhooks.core.redaction import redact
 from mlhooks.delivery import selection
 
@@ -80,7 +82,37 @@ def frameworks(*, probe: bool = True) -> list[FrameworkReport]:
                 report.version = integration.installed_version()
                 report.problem = report.problem or integration.unsupported_reason()
         reports.append(report)
+    return reports + untracked_frameworks()
+
+
+def untracked_frameworks() -> list[FrameworkReport]:
+    """Frameworks that are installed while the plugin that tracks them is not."""
+    tracked = {m.split(".")[0] for i in host.iter_integrations() for m in i.modules}
+    reports = []
+    for name, (module, distribution) in known_plugins.FRAMEWORKS.items():
+        if module in tracked or not _importable(module):
+            continue
+        reports.append(
+            FrameworkReport(
+                name=name,
+                plugin="-",
+                version=_distribution_version(module),
+                supported_range="-",
+                problem=f"not tracked: {install_hint(distribution)}",
+            )
+        )
     return reports
+
+
+def _distribution_version(module: str) -> str | None:
+    try:
+        return importlib.metadata.version(module.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        names = {"sklearn": "scikit-learn"}
+        try:
+            return importlib.metadata.version(names.get(module, module))
+        except importlib.metadata.PackageNotFoundError:
+            return None
 
 
 def _importable(module: str) -> bool:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlhooks.backends.base import Backend
-from mlhooks.core import settings
+from mlhooks.core import known_plugins, settings
 from mlhooks.core.config import current_config
 from mlhooks.core.host import host
+from mlhooks.core.known_plugins import install_hint
 from mlhooks.core.types import Capability
 
 _by_name: dict[str, Backend] = {}
@@ -60,7 +61,12 @@ def _build(name: str, options: dict[str, Any]) -> Backend:
     if factory is None:
         known = ", ".join(available()) or "none"
         reason = host.failed.get(name)
-        hint = f" (its plugin failed to load: {reason})" if reason else ""
+        if reason:
+            hint = f" (its plugin failed to load: {reason})"
+        elif name in known_plugins.BACKENDS:
+            hint = f" ({install_hint(known_plugins.BACKENDS[name])})"
+        else:
+            hint = ""
         raise ValueError(f"unknown backend {name!r}{hint}; available backends: {known}")
     backend = factory(**options)
     if not isinstance(backend, Backend):
