@@ -148,3 +148,52 @@ def test_a_process_killed_while_the_server_is_down_is_synced_later(
     assert stored.data.params == {"lr": "0.1"} and stored.data.tags["k"] == "v"
     history = client.get_metric_history(stored.info.run_id, "loss")
     assert sorted(m.step for m in history) == list(range(2000))
+
+
+@pytest.mark.parametrize("chosen_by", ["MLFLOW_EXPERIMENT_NAME", "mlflow.set_experiment"])
+def test_a_synced_run_lands_in_the_experiment_its_process_chose(
+    tmp_path: Path, lenient: None, new_mlflow_server: Callable[[], MlflowServer], chosen_by: str
+) -> None:
+    """The spool keeps the experiment MLflow's settings selected when the run started,
+    so ``mlhooks sync`` from a shell without those settings puts it there (issue 13)."""
+    server = new_mlflow_server()
+    server.start()
+    experiment_id = MlflowClient(server.uri).create_experiment("churn")
+    server.stop()  # down for the whole training process
+    local_dir = tmp_path / "mlhooks-runs"
+    env = {
+        **os.environ,
+        "MLHOOKS_LOCAL_DIR": str(local_dir),
+        "MLHOOKS_RETRY_DELAYS": "0.01",
+        "MLHOOKS_FLUSH_TIMEOUT": "2",
+        "MLHOOKS_EXIT_TIMEOUT": "2",
+        "MLHOOKS_STRICT": "0",
+        "MLFLOW_TRACKING_URI": server.uri,
+    }
+    choose = ""
+    if chosen_by == "MLFLOW_EXPERIMENT_NAME":
+        env["MLFLOW_EXPERIMENT_NAME"] = "churn"
+    else:  # set_experiment by id: no server call
+        choose = f"mlflow.tracking.fluent._active_experiment_id = {experiment_id!r}"
+    code = textwrap.dedent(
+        f"""
+        import warnings, mlflow, mlhooks
+        warnings.simplefilter("ignore")
+        {choose}
+        with mlhooks.start_run("offline") as run:
+            mlhooks.log_metric("loss", 0.5)
+        print(run.run_id)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.strip().splitlines()[-1]
+    server.start()
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)  # the shell that syncs does not say it
+    sync = [sys.executable, "-m", "mlhooks", "sync", "--dir", str(local_dir)]
+    done = subprocess.run(sync, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    stored = mlflow_run_of(MlflowClient(server.uri), run_id)
+    assert stored.info.experiment_id == experiment_id

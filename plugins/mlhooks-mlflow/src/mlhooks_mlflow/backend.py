@@ -42,7 +42,7 @@ from mlhooks.plugin import (
 )
 
 from . import models
-from .location import active_experiment_id, resolve_tracking_uri
+from .location import active_experiment_id, offline_experiment_id, resolve_tracking_uri
 from .races import is_transient_race, store_creation_lock
 
 RUN_ID_TAG = "mlhooks.run_id"
@@ -58,6 +58,8 @@ class MlflowBackend(Backend):
             ``mlflow.set_tracking_uri``, else MLflow's default ``sqlite:///mlflow.db``.
         experiment: experiment name for runs that name none; default the experiment of
             ``mlflow.set_experiment`` / ``MLFLOW_EXPERIMENT_NAME``, else MLflow's default.
+        experiment_id: the id of that experiment instead of its name (how a spool
+            remembers ``MLFLOW_EXPERIMENT_ID`` or ``mlflow.set_experiment``).
     """
 
     name: ClassVar[str] = "mlflow"
@@ -66,9 +68,15 @@ class MlflowBackend(Backend):
     # points for a second rather than write 20 small batches.
     write_interval: ClassVar[float] = 1.0
 
-    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment: str | None = None,
+        experiment_id: str | None = None,
+    ) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment
+        self.experiment_id = experiment_id
         self._follows_mlflow = tracking_uri is None
         self._client: MlflowClient | None = None
         self._ids: dict[str, str] = {}
@@ -86,7 +94,18 @@ class MlflowBackend(Backend):
         return f"MLflow at {redact_text(self.tracking_uri)}"
 
     def spec(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
+        """How to build this backend again elsewhere (``mlhooks sync``): the experiment
+        that MLflow's settings select now is written down, since the shell that syncs
+        may not set them. Nothing here asks the (perhaps unreachable) server."""
+        spec: dict[str, Any] = {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
+        if self.experiment is None and self._follows_mlflow:
+            spec["experiment"] = os.environ.get("MLFLOW_EXPERIMENT_NAME") or None
+            chosen = offline_experiment_id()
+            if spec["experiment"] is None and chosen is not None:
+                spec["experiment_id"] = chosen
+        elif self.experiment_id is not None:
+            spec["experiment_id"] = self.experiment_id
+        return spec
 
     def check(self) -> None:
         """The tracking store answers: a server's ``/health`` within 5 s (rather than
@@ -156,6 +175,8 @@ class MlflowBackend(Backend):
             self.client.update_run(mlflow_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
     def _experiment_id(self, run: RunInfo) -> str:
+        if run.experiment is None and self.experiment is None and self.experiment_id:
+            return self.experiment_id
         name = run.experiment or self.experiment
         if name is None and self._follows_mlflow:
             found = active_experiment_id()

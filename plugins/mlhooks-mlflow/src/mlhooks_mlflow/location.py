@@ -54,3 +54,15 @@ def active_experiment_id() -> str | None:
         return _get_experiment_id()
     except Exception:  # noqa: BLE001 - a private helper that may move
         return os.environ.get("MLFLOW_EXPERIMENT_ID")
+
+
+def offline_experiment_id() -> str | None:
+    """The experiment id ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_ID`` chose,
+    read without asking the tracking server (None when neither did)."""
+    try:
+        from mlflow.tracking import fluent
+
+        chosen = getattr(fluent, "_active_experiment_id", None)
+    except ImportError:
+        chosen = None
+    return chosen or os.environ.get("MLFLOW_EXPERIMENT_ID") or None
