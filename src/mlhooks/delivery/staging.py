@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from mlhooks.backends.base import LogArtifact, LogModel, Operation
 from mlhooks.backends.local import default_root
 
 
@@ -82,3 +83,11 @@ def release(path: str) -> None:
             return
         del _holders[path]
     shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+
+def release_snapshot(op: Operation) -> None:
+    """A backend is done with ``op``: release the snapshot it refers to, if any."""
+    if isinstance(op, LogArtifact):
+        release(op.local_path)
+    elif isinstance(op, LogModel) and op.model.path is not None:
+        release(op.model.path)

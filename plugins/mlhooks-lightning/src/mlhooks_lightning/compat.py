@@ -28,7 +28,8 @@ UNUSED_BATCH_HOOKS = (
 """Per-batch callback hooks MlhooksCallback does not implement."""
 
 
-def _to_float(value: Any) -> float | None:
+def to_float(value: Any) -> float | None:
+    """``value`` (a tensor or a number) as a float; None when it is neither."""
     try:
         return float(value.item() if hasattr(value, "item") else value)
     except (TypeError, ValueError, RuntimeError):
@@ -39,7 +40,7 @@ def floats(values: Any) -> dict[str, float]:
     """The entries of ``values`` (tensors or numbers) that convert to a float."""
     out = {}
     for key, value in values.items():
-        number = _to_float(value)
+        number = to_float(value)
         if number is not None:
             out[key] = number
     return out

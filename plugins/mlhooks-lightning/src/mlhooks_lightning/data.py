@@ -1,6 +1,6 @@
-"""Fingerprints of the datasets behind Lightning's dataloaders, in O(1) of their
-length: the length, the shapes and dtypes of one element, and a digest over a bounded,
-evenly spaced sample of elements."""
+"""The datasets of a Trainer call: those behind the dataloaders of each stage, logged
+once per call, as fingerprints in O(1) of their length: the length, the shapes and
+dtypes of one element, and a digest over a bounded, evenly spaced sample of elements."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlhooks import DatasetInfo
+from mlhooks.plugin import FitSession
 
 SAMPLE = 16
 """Elements hashed per dataset at most."""
@@ -74,3 +75,34 @@ def datasets_of(loaders: Any) -> list[Any]:
     if not isinstance(loaders, (list, tuple)):
         loaders = [loaders]
     return [loader.dataset for loader in loaders if hasattr(loader, "dataset")]
+
+
+class Datasets:
+    """The datasets one Trainer call logged, by stage."""
+
+    def __init__(self) -> None:
+        self.logged: set[str] = set()
+
+    def reset(self) -> None:
+        """A new Trainer call: nothing logged yet."""
+        self.logged = set()
+
+    def log(self, session: FitSession, trainer: Any, stage: str) -> None:
+        """Fingerprints of the datasets of ``stage`` (train, val or test), once per call."""
+        if stage in self.logged or not session.settings.log_datasets:
+            return
+        self.logged.add(stage)
+        loaders = {
+            "train": lambda: trainer.train_dataloader,
+            "fit": lambda: trainer.train_dataloader,
+            "val": lambda: trainer.val_dataloaders,
+            "test": lambda: trainer.test_dataloaders,
+        }[stage]()
+        found = datasets_of(loaders)
+        name = "train" if stage == "fit" else stage
+        for index, dataset in enumerate(found):
+            label = name if len(found) == 1 else f"{name}_{index}"
+            context = "train" if name == "train" else "eval"
+            info = fingerprint(dataset, label, context)
+            if info is not None:
+                session.log_dataset(info)

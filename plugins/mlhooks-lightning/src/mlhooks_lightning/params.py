@@ -19,6 +19,18 @@ _TRAINER_SETTINGS = (
 )
 
 
+def of_call(trainer: Any, module: Any, stage: str) -> dict[str, Any]:
+    """The params of a ``fit`` (everything below) or of a ``validate``/``test`` call
+    (hyper-parameters and parameter counts)."""
+    values = hyperparameters(trainer, module)
+    values.update(parameter_counts(module))
+    if stage == "fit":
+        values.update(trainer_settings(trainer))
+        values.update(optimizers(trainer))
+        values.update(early_stopping_settings(trainer))
+    return values
+
+
 def flatten(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """``{"a": {"b": 1}}`` -> ``("a.b", 1)``; other values as they are."""
     for key, value in values.items():

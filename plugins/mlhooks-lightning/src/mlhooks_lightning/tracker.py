@@ -10,20 +10,18 @@ run; on other ranks a tracker only takes part in what Lightning computes collect
 from __future__ import annotations
 
 import multiprocessing
-import os
-import pickle
-import tempfile
 import weakref
-from pathlib import Path
 from typing import Any
 
 import mlhooks
-from mlhooks.plugin import FitSession, ModelArtifact
+from mlhooks.plugin import FitSession
 
-from . import compat, data, params
+from . import compat, data, model, params
+from .checkpoints import Checkpoints
+from .epochs import EpochMetrics
 from .options import FRAMEWORK, Options
+from .steps import StepMetrics
 
-CHECKPOINT_FLAVOR = "lightning_checkpoint"
 RUN_KEY = "mlhooks"
 """Where a checkpoint keeps the mlhooks run it belongs to: ``checkpoint["mlhooks"]``."""
 
@@ -43,7 +41,9 @@ class FitFailed(RuntimeError):
 
 
 class Tracker:
-    """Turns one Trainer's calls into fit sessions (see the module docstring)."""
+    """Turns one Trainer's calls into fit sessions (see the module docstring): opens,
+    continues and ends the session of each call, and hands what happens to its parts
+    (step metrics, epoch and evaluation metrics, checkpoints, datasets)."""
 
     def __init__(self, trainer: Any, options: Options) -> None:
         self._trainer = weakref.ref(trainer)
@@ -58,19 +58,10 @@ class Tracker:
         """True while logging into a run an earlier call opened (no params then: a run
         keeps one value per param, and a resumed fit often changes max_epochs)."""
         self._last_run_id: str | None = None
-        self._every = 0
-        self._last_step = 0
-        self._batch_ran = False
-        """A training batch started and its step-level values are not logged yet."""
-        self._rates: dict[str, float] | None = None
-        self._val_stash: dict[str, float] = {}
-        self._eval_steps: dict[str, int] = {}
-        self._checkpointers: list[Any] = []
-        self._signatures: dict[int, tuple[Any, ...]] = {}
-        self._reported: set[tuple[str, int, int]] = set()
-        self._saved_at: tuple[Any, Any] | None = None
-        self._lr_names: list[tuple[Any, list[str]]] = []
-        self._datasets_logged: set[str] = set()
+        self.steps = StepMetrics()
+        self.epochs = EpochMetrics()
+        self.checkpoints = Checkpoints(enabled=options.log_checkpoints)
+        self.datasets = data.Datasets()
 
     @property
     def trainer(self) -> Any:
@@ -92,10 +83,9 @@ class Tracker:
         if self.session is not None:
             return
         self.stage = stage
-        self._batch_ran = False
-        self._rates = None
-        self._val_stash = {}
-        self._datasets_logged = set()
+        self.steps.reset()
+        self.epochs.reset()
+        self.datasets.reset()
         if not trainer.is_global_zero:
             return
         module = trainer.lightning_module
@@ -107,7 +97,7 @@ class Tracker:
             FRAMEWORK,
             type(module).__name__,
             model=module,
-            params=None if continuing else self._params(trainer, module, stage),
+            params=None if continuing else params.of_call(trainer, module, stage),
             tags={"mlhooks.lightning.stage": stage},
             settings=self.options.settings(),
             run_id=continuing,
@@ -122,17 +112,15 @@ class Tracker:
             session.set_tags({"mlhooks.lightning.resumed": "true"})
         settings = session.settings
         every = self.options.log_every_n_steps or settings.log_every_n_steps
-        self._every = every if every is not None else trainer.log_every_n_steps
-        self._last_step = trainer.global_step
-        self._lr_names = _lr_names(trainer.optimizers) if stage == "fit" else []
-        self._checkpointers = list(trainer.checkpoint_callbacks) if stage == "fit" else []
-        for checkpointer in self._checkpointers:  # what is there already is not new
-            self._signatures[id(checkpointer)] = _signature(checkpointer)
-            for path in _paths(checkpointer):
-                if os.path.exists(path):
-                    self._reported.add(_file_key(path))
-        if stage == "fit" and not continuing:
-            self._log_summary(module)
+        fitting = stage == "fit"
+        self.steps.start(
+            every if every is not None else trainer.log_every_n_steps,
+            trainer.global_step,
+            trainer.optimizers if fitting else [],
+        )
+        self.checkpoints.watch(list(trainer.checkpoint_callbacks) if fitting else [])
+        if fitting and not continuing:
+            model.log_summary(session, module)
 
     def finish(self, trainer: Any, error: BaseException | None = None) -> None:
         """Report what is left and end the call's session (the run, if ours)."""
@@ -142,13 +130,12 @@ class Tracker:
         try:
             self.flush_step(trainer)
             self.poll_checkpoints(trainer)
-            if self._val_stash:
-                session.log_metrics(self._val_stash, step=self._epoch_step(trainer))
-                self._val_stash = {}
+            if self.epochs.held:
+                self.epochs.log_held(session, self._epoch_step(trainer))
             if self.logger is not None and not self.driven_by_callback:
                 self.log_datasets(trainer, self.stage or "fit")
             if error is None and self.stage == "fit":
-                self._log_fit_results(trainer, session)
+                model.log_fit_results(trainer, session, self.options.model)
         finally:
             self.session = None
             session.end(error)
@@ -160,35 +147,22 @@ class Tracker:
     def batch_start(self, trainer: Any) -> None:
         """A training batch starts: store the previous one's values if due, look for
         new checkpoints, and note the learning rates this batch's step will use when
-        that step is due for logging.
+        that step is due for logging (see :mod:`.steps`).
 
         The previous batch's values are read now rather than at its end, so that every
         hook of that batch had its chance to log; one hook per batch is also cheaper
         for Lightning to call than two."""
-        if self.session is None:
+        session = self.session
+        if session is None:
             return
-        self.flush_step(trainer)
-        self.poll_checkpoints(trainer)
-        every = self._every
-        step = self._last_step = trainer.global_step  # (restored only after on_fit_start)
-        self._batch_ran = True
-        if every and (step + 1) // every != step // every:
-            self._rates = self._learning_rates()
+        self.steps.batch_start(trainer, session, self.logger is not None)
+        self.checkpoints.poll(trainer, session)
 
     def flush_step(self, trainer: Any) -> None:
-        """Log the step-level values of the last training batch, with the learning
-        rates, when the optimizer steps it took crossed a multiple of the logging
-        interval (the logger, when there is one, gets them from Lightning instead)."""
-        if not self._batch_ran or self.session is None:
-            return
-        self._batch_ran = False
-        step, every = trainer.global_step, self._every
-        if self.logger is not None or not every or step // every == self._last_step // every:
-            return
-        values = compat.train_step_values(trainer)
-        values.update(self._rates or self._learning_rates())
-        self._rates = None
-        self.session.log_metrics(values, step=step)
+        """Log the step-level values of the last training batch, if due (the logger,
+        when there is one, gets them from Lightning instead)."""
+        if self.session is not None:
+            self.steps.flush(trainer, self.session, self.logger is not None)
 
     def train_epoch_end(self, trainer: Any) -> None:
         """Called on every rank: epoch values may be reduced across processes."""
@@ -205,7 +179,7 @@ class Tracker:
             return
         values = compat.eval_values(trainer, on_step=True)
         if values:
-            self._eval_step(stage, values)
+            self.epochs.eval_step(self.session, stage, values)
 
     def eval_end(self, trainer: Any, stage: str) -> None:
         """Validation or test ended (every rank)."""
@@ -216,7 +190,7 @@ class Tracker:
             if self.session is not None:
                 in_fit = self.stage == "fit"
                 if in_fit and compat.last_batch_of_epoch(trainer):
-                    self._val_stash.update(values)  # goes out with the epoch's train values
+                    self.epochs.hold(values)  # goes out with the epoch's train values
                 else:
                     self.session.log_metrics(values, step=self._epoch_step(trainer))
         if self.session is not None:
@@ -236,12 +210,12 @@ class Tracker:
             if epoch_level:
                 self._epoch_end(trainer, values)
             else:
-                values.update(self._learning_rates())
+                values.update(self.steps.learning_rates())
                 session.log_metrics(values, step=trainer.global_step)
         elif epoch_level:
             session.log_metrics(values, step=self._epoch_step(trainer))
         else:
-            self._eval_step("test" if trainer.testing else "validate", values)
+            self.epochs.eval_step(session, "test" if trainer.testing else "validate", values)
 
     # -- shared -------------------------------------------------------------------------------
 
@@ -252,142 +226,30 @@ class Tracker:
 
     def _epoch_end(self, trainer: Any, values: dict[str, float]) -> None:
         assert self.session is not None
-        merged = {**self._val_stash, **values}
-        self._val_stash = {}
-        self.session.epoch_end(trainer.current_epoch, merged, step=self._epoch_step(trainer))
+        epoch_step = self._epoch_step(trainer)
+        self.epochs.epoch_end(self.session, trainer.current_epoch, values, epoch_step)
 
-    def _eval_step(self, stage: str, values: dict[str, float]) -> None:
-        """Step-level evaluation values: at a count of evaluation batches of this stage
-        that keeps growing across validations, so that no step repeats."""
-        assert self.session is not None
-        step = self._eval_steps.get(stage, 0)
-        self._eval_steps[stage] = step + 1
-        self.session.log_metrics(values, step=step)
-
-    def _learning_rates(self) -> dict[str, float]:
-        rates: dict[str, float] = {}
-        for optimizer, names in self._lr_names:
-            for name, group in zip(names, optimizer.param_groups, strict=False):
-                rates[name] = float(group["lr"])
-        return rates
-
-    # -- params, datasets, models --------------------------------------------------------
-
-    def _params(self, trainer: Any, module: Any, stage: str) -> dict[str, Any]:
-        values = params.hyperparameters(trainer, module)
-        values.update(params.parameter_counts(module))
-        if stage == "fit":
-            values.update(params.trainer_settings(trainer))
-            values.update(params.optimizers(trainer))
-            values.update(params.early_stopping_settings(trainer))
-        return values
-
-    def _log_summary(self, module: Any) -> None:
-        with tempfile.TemporaryDirectory(prefix="mlhooks-lightning-") as folder:
-            path = Path(folder) / "model_summary.txt"
-            path.write_text(params.summary(module))
-            mlhooks.log_artifact(path)  # copied now; the folder may go
+    # -- datasets and checkpoints ---------------------------------------------------------
 
     def log_datasets(self, trainer: Any, stage: str) -> None:
         """Fingerprints of the datasets of ``stage`` (train, val or test), once per call."""
-        session = self.session
-        if session is None or stage in self._datasets_logged or not session.settings.log_datasets:
-            return
-        self._datasets_logged.add(stage)
-        loaders = {
-            "train": lambda: trainer.train_dataloader,
-            "fit": lambda: trainer.train_dataloader,
-            "val": lambda: trainer.val_dataloaders,
-            "test": lambda: trainer.test_dataloaders,
-        }[stage]()
-        found = data.datasets_of(loaders)
-        name = "train" if stage == "fit" else stage
-        for index, dataset in enumerate(found):
-            label = name if len(found) == 1 else f"{name}_{index}"
-            context = "train" if name == "train" else "eval"
-            info = data.fingerprint(dataset, label, context)
-            if info is not None:
-                session.log_dataset(info)
-
-    def _log_fit_results(self, trainer: Any, session: FitSession) -> None:
-        stopper = getattr(trainer, "early_stopping_callback", None)
-        if stopper is not None:
-            values = {
-                "early_stopping.stopped_epoch": stopper.stopped_epoch,
-                "early_stopping.wait_count": stopper.wait_count,
-            }
-            best = compat._to_float(stopper.best_score)
-            if best is not None and abs(best) != float("inf"):
-                values["early_stopping.best_score"] = best
-            session.log_metrics(values, step=trainer.global_step)
-        checkpointer = trainer.checkpoint_callback
-        best_path = getattr(checkpointer, "best_model_path", "") or ""
-        if best_path:
-            tags = {"mlhooks.lightning.best_checkpoint": f"checkpoints/{Path(best_path).stem}"}
-            score = compat._to_float(getattr(checkpointer, "best_model_score", None))
-            if score is not None:
-                tags["mlhooks.lightning.best_score"] = repr(score)
-            session.set_tags(tags)
-        if not session.settings.log_models:
-            return
-        module = trainer.lightning_module
-        if self.options.model == "best" and best_path and os.path.exists(best_path):
-            module = _with_weights_of(module, best_path)
-        example = getattr(module, "example_input_array", None)
-        extra: dict[str, Any] = {}
-        if example is not None and hasattr(example, "numpy"):
-            extra["sample_input"] = example.detach().cpu().numpy()
-        session.log_model(module, name="model", flavor="pytorch", **extra)
-
-    # -- checkpoints ------------------------------------------------------------------------
+        if self.session is not None:
+            self.datasets.log(self.session, trainer, stage)
 
     def poll_checkpoints(self, trainer: Any) -> None:
         """Report checkpoints saved since the last look (cheap when there are none)."""
-        if self.session is None or not self.options.log_checkpoints:
-            return
-        for checkpointer in self._checkpointers:
-            signature = _signature(checkpointer)
-            if self._signatures.get(id(checkpointer)) != signature:
-                self._signatures[id(checkpointer)] = signature
-                self.checkpoint_saved(trainer, checkpointer)
+        if self.session is not None:
+            self.checkpoints.poll(trainer, self.session)
 
     def checkpoint_saved(self, trainer: Any, checkpointer: Any) -> None:
-        """Report the files of ``checkpointer`` not reported yet: the file is copied
-        now, so that ``save_top_k`` deleting it later cannot matter."""
-        session = self.session
-        if session is None or not self.options.log_checkpoints:
-            return
-        for path in _paths(checkpointer):
-            try:
-                key = _file_key(path)
-            except OSError:
-                continue  # already gone
-            if key in self._reported:
-                continue
-            self._reported.add(key)
-            score = checkpointer.best_k_models.get(path)
-            epoch, step = self._saved_at or (trainer.current_epoch, trainer.global_step)
-            session.model_saved(
-                ModelArtifact(
-                    name=f"checkpoints/{Path(path).stem}",
-                    flavor=CHECKPOINT_FLAVOR,
-                    path=path,
-                    format="file",
-                    metadata={
-                        "monitor": checkpointer.monitor,
-                        "score": compat._to_float(score) if score is not None else None,
-                        "best": path == checkpointer.best_model_path,
-                        "last": path == checkpointer.last_model_path,
-                        "epoch": epoch,
-                        "global_step": step,
-                    },
-                )
-            )
+        """Report the files of ``checkpointer`` not reported yet."""
+        if self.session is not None:
+            self.checkpoints.saved(trainer, checkpointer, self.session)
 
     def save_state(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint is being saved: keep its epoch and step (the file is reported at
         the next hook) and write our run id into it."""
-        self._saved_at = (checkpoint.get("epoch"), checkpoint.get("global_step"))
+        self.checkpoints.saving(checkpoint)
         if self.session is not None and self._last_run_id is not None:
             checkpoint[RUN_KEY] = {"run_id": self._last_run_id}
 
@@ -404,51 +266,3 @@ def _spawned_worker(trainer: Any) -> bool:
         type(launcher).__name__ == "_MultiProcessingLauncher"
         and multiprocessing.parent_process() is not None
     )
-
-
-def _signature(checkpointer: Any) -> tuple[Any, ...]:
-    return (
-        checkpointer.last_model_path,
-        checkpointer.best_model_path,
-        tuple(checkpointer.best_k_models),
-    )
-
-
-def _paths(checkpointer: Any) -> list[str]:
-    """The files a ModelCheckpoint keeps (without a monitor, only ``best_model_path``
-    names the latest)."""
-    paths = list(checkpointer.best_k_models)
-    for path in (checkpointer.best_model_path, checkpointer.last_model_path):
-        if path and path not in paths:
-            paths.append(path)
-    return [p for p in paths if p]
-
-
-def _file_key(path: str) -> tuple[str, int, int]:
-    stat = os.stat(path)
-    return (path, stat.st_mtime_ns, stat.st_size)
-
-
-def _lr_names(optimizers: list[Any]) -> list[tuple[Any, list[str]]]:
-    """``lr-<Optimizer>`` (``-<i>`` when classes repeat), ``/pg<j>`` per param group
-    when there are several: LearningRateMonitor's names."""
-    classes = [type(o).__name__ for o in optimizers]
-    out = []
-    for index, optimizer in enumerate(optimizers):
-        base = f"lr-{classes[index]}"
-        if classes.count(classes[index]) > 1:
-            base += f"-{index}"
-        groups = optimizer.param_groups
-        names = [base] if len(groups) == 1 else [f"{base}/pg{j + 1}" for j in range(len(groups))]
-        out.append((optimizer, names))
-    return out
-
-
-def _with_weights_of(module: Any, checkpoint_path: str) -> Any:
-    """A copy of ``module`` holding the weights of the checkpoint."""
-    import torch
-
-    copy = pickle.loads(pickle.dumps(module))
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    copy.load_state_dict(state["state_dict"])
-    return copy

@@ -1,0 +1,104 @@
+"""Storing a lane's operations on its backend, in order, without ever losing one.
+
+Each operation is applied with retries (``delays`` between attempts). One the backend
+rejects for good (``Backend.is_retryable`` says no) is set aside at once; once the
+retries are used up, it and everything after it go to the spool (see :mod:`.spooler`),
+and so does everything that comes while the backend is down. What can be neither stored
+nor spooled (a full disk) is held and tried first on the next round.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mlhooks.backends.base import Backend, Operation
+from mlhooks.core.errors import report_background_error, warn_background
+from mlhooks.delivery.spooler import Spooler
+from mlhooks.delivery.staging import release_snapshot
+
+
+class Deliverer:
+    """Hands operations to ``backend``, or to its ``spooler`` when the backend is down.
+
+    ``closing`` is set when the process exits: retries stop then."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        spooler: Spooler,
+        delays: tuple[float, ...],
+        closing: threading.Event,
+    ) -> None:
+        self.backend = backend
+        self.spooler = spooler
+        self.delays = delays
+        self._closing = closing
+        self._inflight: list[Operation] = []
+        """The operations of the current round not stored yet."""
+        self._held: list[Operation] = []
+        """Operations that could be neither stored nor spooled: first on the next round."""
+        self.abandoned = False
+        """True once exit has spooled what was not stored (see :meth:`abandon`)."""
+
+    def deliver(self, ops: list[Operation]) -> bool:
+        """Store ``ops`` (or spool them); False when they could be neither, in which
+        case they are kept and tried again first on the next round."""
+        ops = self._held + ops
+        self._held = []
+        for index, op in enumerate(ops):
+            self._inflight = ops[index:]
+            if not self.spooler.is_down and self._apply_with_retry(op):
+                continue
+            if self.abandoned:
+                return False  # exit spooled what is left while we retried
+            try:
+                self.spooler.append(ops[index:])
+            except Exception as error:  # noqa: BLE001 - disk full, unwritable folder
+                self._held = ops[index:]
+                report_background_error(f"spool of backend {self.backend.name!r}", error)
+                return False
+            break
+        self._inflight = []
+        return True
+
+    def _apply_with_retry(self, op: Operation) -> bool:
+        """Apply ``op``; True when stored or set aside as rejected, False to spool."""
+        delays = self.delays
+        for attempt in range(len(delays) + 1):
+            try:
+                self.backend.apply(op)
+                release_snapshot(op)
+                return True
+            except Exception as error:  # noqa: BLE001 - any backend failure
+                if not self.backend.is_retryable(error):
+                    self.spooler.reject(op, error)
+                    return True
+                if attempt == len(delays) or self._closing.is_set():
+                    warn_background(
+                        f"lane-down:{self.backend.name}",
+                        f"mlhooks: backend {self.backend.describe()!r} is failing ({error!r}); "
+                        f"spooling to {self.spooler.directory} and retrying every "
+                        f"{self.spooler.first_probe_interval:g}s. Training is not affected.",
+                    )
+                    return False
+                time.sleep(delays[attempt])
+        return False  # pragma: no cover
+
+    def flush_backend(self) -> bool:
+        """Ask the backend to make what it stored durable; True when it did, or when
+        the backend is down (what it did not take is spooled durably)."""
+        if self.spooler.is_down:
+            return True  # spooled durably; stored once the backend is back
+        try:
+            self.backend.flush()
+            return True
+        except Exception as error:  # noqa: BLE001
+            report_background_error(f"flush of backend {self.backend.name!r}", error)
+            return False
+
+    def abandon(self) -> list[Operation]:
+        """At exit with a stuck backend: stop, and return what is not stored yet (the
+        writer thread, if it wakes up, finds the delivery abandoned and leaves it)."""
+        self.abandoned = True
+        return list(self._inflight or self._held)
