@@ -6,6 +6,7 @@ import csv
 
 import lightning.pytorch as L
 import pytest
+import torch
 
 import mlhooks
 from conftest import (
@@ -144,3 +145,37 @@ def test_the_pytorch_lightning_package_too(client):
     assert len(runs) == 2
     for run in runs:
         assert steps(history(client, run)) == EXPECTED
+
+
+class StepOnly(Tiny):
+    """Logs its loss on steps only: Lightning tells loggers of no epoch's end."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self(x), y)
+        self.log("loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+
+@pytest.mark.parametrize("with_autolog", [False, True])
+def test_epochs_reach_listeners_through_the_logger_without_epoch_values(
+    client, mlhooks_plugin, with_autolog
+):
+    """``on_epoch_end`` comes once per epoch, in order, also when the model logs no
+    epoch-level value and only the logger sees the fit (issue 16: events mean what
+    they say); nothing more is stored."""
+    heard = []
+
+    class Listener:
+        @mlhooks.hookimpl
+        def on_epoch_end(self, fit, epoch, step, metrics):
+            heard.append((epoch, step, dict(metrics)))
+
+    mlhooks_plugin(Listener())
+    if with_autolog:
+        mlhooks.autolog()
+    trainer(logger=MlhooksLogger(), max_epochs=3, log_every_n_steps=2).fit(StepOnly(), loader())
+    assert heard == [(0, 0, {}), (1, 1, {}), (2, 2, {})]
+    points = history(client, only_run(client))
+    assert_no_duplicates(points)
+    assert [s for s, _ in points["loss"]] == [2, 4, 6, 8, 10, 12]

@@ -51,6 +51,8 @@ class Tracker:
         self.session: FitSession | None = None
         self.stage: str | None = None
         self.logger: Any = None
+        self._next_epoch = 0
+        """The first epoch whose end listeners have not heard of yet."""
         """An MlhooksLogger of this trainer: the source of metrics when set."""
         self.driven_by_callback = False
         self.resume_run_id: str | None = None
@@ -85,6 +87,7 @@ class Tracker:
         self.stage = stage
         self.steps.reset()
         self.epochs.reset()
+        self._next_epoch = int(trainer.current_epoch)  # a resumed fit starts later
         self.datasets.reset()
         if not trainer.is_global_zero:
             return
@@ -132,6 +135,8 @@ class Tracker:
             self.poll_checkpoints(trainer)
             if self.epochs.held:
                 self.epochs.log_held(session, self._epoch_step(trainer))
+            if error is None and self.stage == "fit":
+                self._report_quiet_epochs(trainer, upto=int(trainer.current_epoch))
             if self.logger is not None and not self.driven_by_callback:
                 self.log_datasets(trainer, self.stage or "fit")
             if error is None and self.stage == "fit":
@@ -207,6 +212,7 @@ class Tracker:
         values.pop("epoch", None)  # Lightning adds the epoch number
         epoch_level = compat.at_epoch_end(trainer)
         if trainer.training:
+            self._report_quiet_epochs(trainer, upto=int(trainer.current_epoch))
             if epoch_level:
                 self._epoch_end(trainer, values)
             else:
@@ -228,6 +234,19 @@ class Tracker:
         assert self.session is not None
         epoch_step = self._epoch_step(trainer)
         self.epochs.epoch_end(self.session, trainer.current_epoch, values, epoch_step)
+        self._next_epoch = int(trainer.current_epoch) + 1
+
+    def _report_quiet_epochs(self, trainer: Any, upto: int) -> None:
+        """Epochs before ``upto`` that ended without epoch-level values still reach
+        listeners as ``on_epoch_end`` (with no values): through a logger, Lightning only
+        reports an epoch's end when the model logs something ``on_epoch``."""
+        session = self.session
+        if session is None or self.logger is None:
+            return
+        for epoch in range(self._next_epoch, upto):
+            step = epoch if self.options.epoch_step == "epoch" else int(trainer.global_step)
+            self.epochs.epoch_end(session, epoch, {}, step)
+        self._next_epoch = max(self._next_epoch, upto)
 
     # -- datasets and checkpoints ---------------------------------------------------------
 
