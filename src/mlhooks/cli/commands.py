@@ -22,11 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from mlhooks.backends.base import LogBatch, StartRun
 from mlhooks.backends.local import default_root
 from mlhooks.cli import doctor
+from mlhooks.core.redaction import redact_text
 from mlhooks.core.version import VERSION as __version__
 from mlhooks.delivery import selection
-from mlhooks.delivery.spool import find_spools, replay
+from mlhooks.delivery.spool import SpoolWriter, find_spools, replay
 from mlhooks.reports import compare
 
 DEFAULT_COLUMNS = 6
@@ -295,20 +297,65 @@ def _print_comparison(table: Any) -> None:
     "--force", is_flag=True,
     help="also spools of processes still running (a race with their writes is possible)",
 )  # fmt: skip
-def sync(root: Path | None, backend: str | None, force: bool) -> None:
-    """Replay operations spooled while a backend was down."""
-    code = sync_spools(root or default_root(), backend, force)
+@click.option(
+    "--rejected", is_flag=True,
+    help="list the operations backends refused for good, with why (they are kept aside)",
+)  # fmt: skip
+@click.option("--retry", is_flag=True, help="with --rejected: offer them to their backends again")
+def sync(root: Path | None, backend: str | None, force: bool, rejected: bool, retry: bool) -> None:
+    """Replay operations spooled while a backend was down. Operations a backend
+    refused for good are set aside: ``--rejected`` lists them, ``--rejected --retry``
+    offers them again (what is still refused stays aside)."""
+    if retry and not rejected:
+        raise click.UsageError("--retry goes with --rejected")
+    root = root or default_root()
+    if rejected and not retry:
+        list_rejected(root, backend)
+        return
+    code = sync_spools(root, backend, force, rejected=rejected)
     if code:
         sys.exit(code)
 
 
-def sync_spools(root: Path, backend: str | None, force: bool = False) -> int:
+def list_rejected(root: Path, backend: str | None) -> None:
+    """Print every operation set aside under ``root``, and why."""
+    spools = find_spools(root / ".spool" / "rejected", backend)
+    entries = [(spool, entry) for spool in spools for entry in spool.entries()]
+    if not entries:
+        click.echo(f"nothing rejected under {root / '.spool' / 'rejected'}")
+        return
+    table = Table(title=f"{len(entries)} rejected operations")
+    for column in ("backend", "operation", "run", "why"):
+        table.add_column(column, overflow="fold")
+    for spool, (_, op, reason) in entries:
+        run_id = op.run.run_id if isinstance(op, StartRun) else op.run_id
+        table.add_row(spool.header().backend, _describe(op), run_id, reason or "-")
+    _console().print(table)
+    click.echo("offer them again with: mlhooks sync --rejected --retry")
+
+
+def _describe(op: Any) -> str:
+    """One line saying what an operation holds."""
+    kind = type(op).__name__
+    if isinstance(op, LogBatch):
+        parts = [f"{len(op.metrics)} points"] if op.metrics else []
+        parts += [f"param {k}" for k in op.params] + [f"tag {k}" for k in op.tags]
+        return f"{kind}: " + ", ".join(parts[:4]) + (" ..." if len(parts) > 4 else "")
+    return kind
+
+
+def sync_spools(
+    root: Path, backend: str | None, force: bool = False, rejected: bool = False
+) -> int:
     """Replay every spool under ``root`` into its backend; returns the exit code.
 
     A spool whose writing process still runs is left to it (it replays the spool once
-    its backend answers), unless ``force``. A progress bar shows on a terminal.
+    its backend answers), unless ``force``. What a backend refuses for good is set
+    aside under ``.spool/rejected`` and the replay goes on. With ``rejected``, the
+    spools set aside are replayed instead. A progress bar shows on a terminal.
     """
-    spools = find_spools(root / ".spool", backend)
+    folder = root / ".spool" / "rejected" if rejected else root / ".spool"
+    spools = find_spools(folder, backend)
     if not spools:
         click.echo(f"nothing to sync under {root / '.spool'}")
         return 0
@@ -335,8 +382,17 @@ def sync_spools(root: Path, backend: str | None, force: bool = False) -> int:
             task = progress.add_task(f"{header.backend} {spool.path.name}", total=pending)
             try:
                 target = selection.backend_named(header.backend, **header.options)
-                applied = replay(spool, target, applied=_advance(progress, task))
+                aside = RejectedAside(root / ".spool" / "rejected", target)
+                applied = replay(
+                    spool, target, reject=aside.reject, applied=_advance(progress, task)
+                )
                 target.close()
+                if aside.count:
+                    click.echo(
+                        f"{aside.count} operations refused again by {header.backend}: kept "
+                        "aside (mlhooks sync --rejected)",
+                        err=True,
+                    )
             except Exception as error:  # noqa: BLE001 - report and go on with the next
                 failures += 1
                 click.echo(
@@ -347,6 +403,20 @@ def sync_spools(root: Path, backend: str | None, force: bool = False) -> int:
                 continue
             click.echo(f"synced {applied} operations to {target.describe()} from {spool.path.name}")
     return 1 if failures else 0
+
+
+class RejectedAside:
+    """Where a replay puts what its backend refuses for good (the replay goes on)."""
+
+    def __init__(self, folder: Path, backend: Any) -> None:
+        self.folder, self.backend, self.count = folder, backend, 0
+        self._writer: SpoolWriter | None = None
+
+    def reject(self, op: Any, error: BaseException) -> None:
+        if self._writer is None:
+            self._writer = SpoolWriter(self.folder, self.backend)
+        self._writer.append([op], reason=redact_text(f"{type(error).__name__}: {error}"))
+        self.count += 1
 
 
 def _advance(progress: Progress, task: Any) -> Any:

@@ -14,6 +14,7 @@ import time
 
 from mlhooks.backends.base import Backend, Operation
 from mlhooks.core.errors import report_background_error, warn_background
+from mlhooks.delivery.isolation import NotStoredYet, apply_isolating
 from mlhooks.delivery.spooler import Spooler
 from mlhooks.delivery.staging import release_snapshot
 
@@ -37,6 +38,8 @@ class Deliverer:
         self._inflight: list[Operation] = []
         """The operations of the current round not stored yet."""
         self._held: list[Operation] = []
+        self._unstored: list[Operation] = []
+        """What is left of the operation being applied (the parts of a split batch)."""
         """Operations that could be neither stored nor spooled: first on the next round."""
         self.abandoned = False
         """True once exit has spooled what was not stored (see :meth:`abandon`)."""
@@ -48,14 +51,16 @@ class Deliverer:
         self._held = []
         for index, op in enumerate(ops):
             self._inflight = ops[index:]
+            self._unstored = [op]
             if not self.spooler.is_down and self._apply_with_retry(op):
                 continue
             if self.abandoned:
                 return False  # exit spooled what is left while we retried
+            left = self._unstored + ops[index + 1 :]  # a split batch's stored part is not
             try:
-                self.spooler.append(ops[index:])
+                self.spooler.append(left)
             except Exception as error:  # noqa: BLE001 - disk full, unwritable folder
-                self._held = ops[index:]
+                self._held = left
                 report_background_error(f"spool of backend {self.backend.name!r}", error)
                 return False
             break
@@ -63,17 +68,18 @@ class Deliverer:
         return True
 
     def _apply_with_retry(self, op: Operation) -> bool:
-        """Apply ``op``; True when stored or set aside as rejected, False to spool."""
+        """Apply ``op``; True when stored (what the backend refuses for good in it set
+        aside), False to spool. A retry applies only what was not stored yet: the part
+        of a split batch that was stored is not applied twice."""
         delays = self.delays
+        remaining = [op]
         for attempt in range(len(delays) + 1):
             try:
-                self.backend.apply(op)
-                release_snapshot(op)
+                apply_isolating(self.backend, remaining, self.spooler.reject, release_snapshot)
                 return True
-            except Exception as error:  # noqa: BLE001 - any backend failure
-                if not self.backend.is_retryable(error):
-                    self.spooler.reject(op, error)
-                    return True
+            except NotStoredYet as failure:
+                error, remaining = failure.error, failure.remaining
+                self._inflight[0:1] = remaining
                 if attempt == len(delays) or self._closing.is_set():
                     warn_background(
                         f"lane-down:{self.backend.name}",
@@ -81,6 +87,7 @@ class Deliverer:
                         f"spooling to {self.spooler.directory} and retrying every "
                         f"{self.spooler.first_probe_interval:g}s. Training is not affected.",
                     )
+                    self._unstored = remaining
                     return False
                 time.sleep(delays[attempt])
         return False  # pragma: no cover

@@ -29,7 +29,9 @@ from mlhooks.backends.base import (
     Operation,
     StartRun,
 )
+from mlhooks.core.errors import warn_once
 from mlhooks.core.types import DatasetInfo, ModelArtifact, RunInfo
+from mlhooks.delivery.isolation import NotStoredYet, apply_isolating
 
 SPOOL_SUFFIX = ".spool.jsonl"
 
@@ -109,6 +111,10 @@ def _float_in(value: float | str) -> float:
     return float(value)
 
 
+def _dumps_with(op: Operation, reason: str) -> str:
+    return json.dumps({**encode(op), "reason": reason}, separators=(",", ":"), default=str)
+
+
 def dumps(op: Operation) -> str:
     # default=str: a metadata value JSON cannot hold (a datetime, say) is kept as text
     return json.dumps(encode(op), separators=(",", ":"), default=str)
@@ -160,12 +166,17 @@ class SpoolWriter:
         self._file.write(json.dumps(self.header) + "\n")
         self._file.flush()
 
-    def append(self, ops: Iterable[Operation]) -> None:
+    def append(self, ops: Iterable[Operation], reason: str | None = None) -> None:
+        """Append ``ops`` durably; ``reason`` (why a backend refused them) is kept with
+        each, for ``mlhooks sync --rejected``."""
         if os.fstat(self._file.fileno()).st_nlink == 0:
             # replayed and removed by `mlhooks sync --force`: carry on in a new file
             self._file.close()
             self._open_new_file()
-        lines = [dumps(op) + "\n" for op in ops]
+        if reason is None:
+            lines = [dumps(op) + "\n" for op in ops]
+        else:
+            lines = [_dumps_with(op, reason) + "\n" for op in ops]
         self._file.writelines(lines)
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -198,15 +209,31 @@ class SpoolFile:
 
     def pending(self) -> Iterator[tuple[int, Operation]]:
         """(line number, operation) for every operation not yet replayed."""
+        for number, op, _ in self.entries():
+            yield number, op
+
+    def entries(self) -> Iterator[tuple[int, Operation, str | None]]:
+        """(line number, operation, why it was rejected) for every operation not yet
+        replayed. A line that is not an operation is skipped with a warning."""
         done = self.replayed()
-        with open(self.path, encoding="utf-8") as f:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
             f.readline()  # header
             for number, line in enumerate(f, start=1):
                 if number <= done:
                     continue
                 if not line.endswith("\n"):
                     break  # torn last line of a killed writer: never fully written
-                yield number, decode(json.loads(line))
+                try:
+                    data = json.loads(line)
+                    op = decode(data)
+                except (ValueError, KeyError, TypeError) as error:
+                    warn_once(
+                        f"spool-line:{self.path}:{number}",
+                        f"mlhooks: line {number} of {self.path} is not an operation "
+                        f"({type(error).__name__}); skipped",
+                    )
+                    continue
+                yield number, op, data.get("reason")
 
     def mark_replayed(self, number: int) -> None:
         tmp = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
@@ -236,15 +263,15 @@ def replay(
     """
     count = 0
     for number, op in spool.pending():
-        try:
+        if reject is None:
             backend.apply(op)
-        except Exception as error:
-            if reject is None or backend.is_retryable(error):
-                raise
-            reject(op, error)
-        else:
             if applied is not None:
                 applied(op)
+        else:
+            try:
+                apply_isolating(backend, [op], reject, applied)
+            except NotStoredYet as failure:
+                raise failure.error from None
         spool.mark_replayed(number)
         count += 1
     backend.flush()
@@ -264,6 +291,23 @@ def find_spools(root: Path, backend: str | None = None) -> list[SpoolFile]:
         except FileNotFoundError:
             continue  # replayed and removed meanwhile
     spools = [SpoolFile(path) for _, path in sorted(found)]
+    readable = [s for s in spools if _readable(s)]
     if backend is not None:
-        spools = [s for s in spools if s.header().backend == backend]
-    return spools
+        readable = [s for s in readable if s.header().backend == backend]
+    return readable
+
+
+def _readable(spool: SpoolFile) -> bool:
+    """Whether ``spool`` starts with a spool header; an empty, torn or foreign file
+    gets one warning and is left alone."""
+    try:
+        spool.header()
+        return True
+    except FileNotFoundError:
+        return False  # replayed and removed meanwhile
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        warn_once(
+            f"spool-file:{spool.path}",
+            f"mlhooks: {spool.path} is not a spool file ({type(error).__name__}: {error}); skipped",
+        )
+        return False

@@ -22,6 +22,7 @@ from mlhooks.core.errors import (
     report_background_error,
     warn_background,
 )
+from mlhooks.core.redaction import redact_text
 from mlhooks.delivery import spool as spool_io
 from mlhooks.delivery.staging import release_snapshot
 
@@ -96,7 +97,7 @@ class Spooler:
             background_failures.append(f"backend {self.backend.name!r}: {error!r}")
         if self._rejected is None:
             self._rejected = spool_io.SpoolWriter(self.directory / "rejected", self.backend)
-        self._rejected.append([op])
+        self._rejected.append([op], reason=redact_text(f"{type(error).__name__}: {error}"))
         warn_background(
             f"rejected:{self.backend.name}:{type(error).__name__}",
             f"mlhooks: backend {self.backend.name!r} rejected an operation ({error}); "

@@ -1,0 +1,123 @@
+"""Isolation of bad operations (issue 13, item 2): what a backend refuses for good is
+found (a batch is split until the refused entries are alone), set aside with its
+reason, and everything else is stored; a backend never stays down because of one
+operation, and ``mlhooks sync`` lists, retries and survives what it finds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import mlhooks
+from mlhooks.backends.memory import MemoryBackend
+from mlhooks.plugin import BackendError, LogBatch
+from mlhooks.testing import run_script
+from mlhooks_mlflow.testing import mlflow_run_of
+
+
+class Picky(MemoryBackend):
+    """A store that refuses, for good, any metric key with "poison" in it."""
+
+    name = "picky"
+
+    def log_batch(self, batch: LogBatch) -> None:
+        if any("poison" in key for key, _, _, _ in batch.metrics):
+            raise BackendError("keys with 'poison' are refused", retryable=False)
+        super().log_batch(batch)
+
+
+def mlhooks_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLHOOKS_LOCAL_DIR": str(root)}
+    return subprocess.run(
+        [sys.executable, "-m", "mlhooks", *args], env=env, capture_output=True, text=True
+    )
+
+
+def test_one_refused_point_leaves_its_batch_and_later_runs_stored(
+    mlhooks_clean: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 good points, one refused, 100 good, in one batch: 200 stored, one set aside
+    with its reason; the next run is stored as usual."""
+    monkeypatch.setenv("MLHOOKS_STRICT", "0")  # the warning users see, not an error
+    backend = Picky()
+    with (
+        pytest.warns(mlhooks.MlhooksWarning, match="rejected an operation"),
+        mlhooks.start_run("mixed", backends=[backend]) as mixed,
+    ):
+        for step in range(100):
+            mlhooks.log_metric("loss", step / 100, step=step)
+        mlhooks.log_metric("poison_pill", 1.0)
+        for step in range(100, 200):
+            mlhooks.log_metric("loss", step / 100, step=step)
+    with mlhooks.start_run("later", backends=[backend]) as later:
+        mlhooks.log_metric("loss", 0.5)
+    assert len(backend.runs[mixed.run_id].history("loss")) == 200
+    assert "poison_pill" not in backend.runs[mixed.run_id].metrics
+    assert backend.runs[later.run_id].info.status.value == "FINISHED"
+    listed = mlhooks_cli("sync", "--rejected", root=mlhooks.LocalStore().root)
+    assert listed.returncode == 0, listed.stderr
+    assert "1 rejected operations" in listed.stdout
+    assert "keys with 'poison' are refused" in listed.stdout
+
+
+def test_a_param_mlflow_refuses_is_set_aside_and_the_rest_of_the_run_stored(
+    tmp_path: Path, mlflow_tracking_uri: str
+) -> None:
+    """MLflow refuses to change a param of a run it has (a resumed run logging ``lr``
+    anew): only that param is set aside, the 200 points around it are stored, and
+    ``mlhooks sync --rejected --retry`` keeps it aside since MLflow still refuses it."""
+    root = tmp_path / "mlhooks-runs"
+    env = {"MLHOOKS_LOCAL_DIR": str(root), "MLHOOKS_BACKENDS": "mlflow", "MLHOOKS_STRICT": "0"}
+    first = run_script(
+        """
+        import mlhooks
+        with mlhooks.start_run("resumed") as run:
+            mlhooks.log_param("lr", 0.1)
+        print(run.run_id)
+        """,
+        env=env,
+    )
+    assert first.returncode == 0, first.stderr
+    run_id = first.stdout.split()[-1]
+    second = run_script(
+        f"""
+        import mlhooks
+        with mlhooks.start_run("resumed", run_id={run_id!r}):
+            for step in range(100):
+                mlhooks.log_metric("loss", step / 100, step=step)
+            mlhooks.log_param("lr", 0.2)  # MLflow keeps one value per param
+            for step in range(100, 200):
+                mlhooks.log_metric("loss", step / 100, step=step)
+        """,
+        env=env,
+    )
+    assert second.returncode == 0, second.stderr
+    client = MlflowClient(mlflow_tracking_uri)
+    stored = mlflow_run_of(client, run_id)
+    assert stored.data.params == {"lr": "0.1"}
+    steps = sorted(m.step for m in client.get_metric_history(stored.info.run_id, "loss"))
+    assert steps == list(range(200))
+    listed = mlhooks_cli("sync", "--rejected", root=root)
+    assert listed.returncode == 0, listed.stderr
+    assert "1 rejected operations" in listed.stdout and "param lr" in listed.stdout
+    retried = mlhooks_cli("sync", "--rejected", "--retry", root=root)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 operations refused again by mlflow" in retried.stderr
+    assert "1 rejected operations" in mlhooks_cli("sync", "--rejected", root=root).stdout
+
+
+def test_sync_skips_empty_torn_and_foreign_spool_files(tmp_path: Path) -> None:
+    spool = tmp_path / ".spool"
+    spool.mkdir()
+    (spool / "mlflow-empty.spool.jsonl").write_text("")
+    (spool / "mlflow-foreign.spool.jsonl").write_text("this is not json\n")
+    (spool / "mlflow-torn.spool.jsonl").write_text('{"backend": "mlfl')
+    done = mlhooks_cli("sync", root=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("is not a spool file") == 3
+    assert "Traceback" not in done.stderr
