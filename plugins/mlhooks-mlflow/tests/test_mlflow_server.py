@@ -106,12 +106,9 @@ def test_an_outage_mid_run_loses_nothing_and_stores_nothing_twice(
     print(f"\nlongest log_metric call during the outage: {longest * 1000:.2f} ms")
 
 
-def test_a_process_killed_while_the_server_is_down_is_synced_later(
-    tmp_path: Path, lenient: None, new_mlflow_server: Callable[[], MlflowServer]
-) -> None:
-    server = new_mlflow_server()  # its port stays closed until start()
-    local_dir = tmp_path / "mlhooks-runs"
-    env = {
+def offline_env(local_dir: Path, server: MlflowServer) -> dict[str, str]:
+    """The environment of a training process whose server is down: it spools fast."""
+    return {
         **os.environ,
         "MLHOOKS_LOCAL_DIR": str(local_dir),
         "MLHOOKS_RETRY_DELAYS": "0.01",
@@ -120,7 +117,28 @@ def test_a_process_killed_while_the_server_is_down_is_synced_later(
         "MLHOOKS_STRICT": "0",
         "MLFLOW_TRACKING_URI": server.uri,
     }
-    code = textwrap.dedent(
+
+
+def train_offline(code: str, env: dict[str, str]) -> str:
+    """Run ``code`` (it prints its run's id last) in a fresh process; the run id."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_a_process_killed_while_the_server_is_down_is_synced_later(
+    tmp_path: Path, lenient: None, new_mlflow_server: Callable[[], MlflowServer]
+) -> None:
+    server = new_mlflow_server()  # its port stays closed until start()
+    local_dir = tmp_path / "mlhooks-runs"
+    env = offline_env(local_dir, server)
+    run_id = train_offline(
         """
         import warnings, mlhooks
         warnings.simplefilter("ignore")
@@ -129,13 +147,9 @@ def test_a_process_killed_while_the_server_is_down_is_synced_later(
             for step in range(2000):
                 mlhooks.log_metric("loss", step / 7, step=step)
         print(run.run_id)
-        """
+        """,
+        env,
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    run_id = result.stdout.strip().splitlines()[-1]
 
     server.start()
     sync = [sys.executable, "-m", "mlhooks", "sync", "--dir", str(local_dir)]
@@ -161,21 +175,13 @@ def test_a_synced_run_lands_in_the_experiment_its_process_chose(
     experiment_id = MlflowClient(server.uri).create_experiment("churn")
     server.stop()  # down for the whole training process
     local_dir = tmp_path / "mlhooks-runs"
-    env = {
-        **os.environ,
-        "MLHOOKS_LOCAL_DIR": str(local_dir),
-        "MLHOOKS_RETRY_DELAYS": "0.01",
-        "MLHOOKS_FLUSH_TIMEOUT": "2",
-        "MLHOOKS_EXIT_TIMEOUT": "2",
-        "MLHOOKS_STRICT": "0",
-        "MLFLOW_TRACKING_URI": server.uri,
-    }
+    env = offline_env(local_dir, server)
     choose = ""
     if chosen_by == "MLFLOW_EXPERIMENT_NAME":
         env["MLFLOW_EXPERIMENT_NAME"] = "churn"
     else:  # set_experiment by id: no server call
         choose = f"mlflow.tracking.fluent._active_experiment_id = {experiment_id!r}"
-    code = textwrap.dedent(
+    run_id = train_offline(
         f"""
         import warnings, mlflow, mlhooks
         warnings.simplefilter("ignore")
@@ -183,13 +189,9 @@ def test_a_synced_run_lands_in_the_experiment_its_process_chose(
         with mlhooks.start_run("offline") as run:
             mlhooks.log_metric("loss", 0.5)
         print(run.run_id)
-        """
+        """,
+        env,
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    run_id = result.stdout.strip().splitlines()[-1]
     server.start()
     env.pop("MLFLOW_EXPERIMENT_NAME", None)  # the shell that syncs does not say it
     sync = [sys.executable, "-m", "mlhooks", "sync", "--dir", str(local_dir)]
