@@ -50,6 +50,7 @@ from mlhooks.core import activity, settings
 from mlhooks.core.errors import report_background_error
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
 from mlhooks.core.redaction import redact_argv, redact_text
+from mlhooks.core.shutdown import Stage, at_exit
 from mlhooks.core.types import RunInfo
 from mlhooks.delivery import staging
 
@@ -439,3 +440,6 @@ def finish(run: RunInfo, timeout: float = CAPTURE_TIMEOUT) -> None:
         return
     capture.hurry.set()
     capture.thread.join(timeout)
+
+
+at_exit(forget, Stage.RECORDER)  # after the runs ended: no run reuses a capture any more

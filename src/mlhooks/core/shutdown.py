@@ -48,6 +48,8 @@ class Stage(IntEnum):
     """Holds on runs; the recorder's per-run state."""
     LANES = 60
     """Writers store what is queued, then stop."""
+    FILES = 70
+    """Folders mlhooks made for its own files, left empty, go."""
 
 
 _exit_steps: list[tuple[Stage, int, Callable[[], None]]] = []

@@ -9,6 +9,7 @@ snapshot too.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from mlhooks.backends.base import LogArtifact, LogModel, Operation
 from mlhooks.backends.local import default_root
+from mlhooks.core.shutdown import Stage, at_exit
 
 
 def staging_root() -> Path:
@@ -91,3 +93,20 @@ def release_snapshot(op: Operation) -> None:
         release(op.local_path)
     elif isinstance(op, LogModel) and op.model.path is not None:
         release(op.model.path)
+
+
+def remove_empty_folders() -> None:
+    """At exit: the staging folder, and the local store's root when mlhooks made it
+    only for staging, go once they are empty (a process that wrote only to MLflow
+    leaves nothing in the working folder). Snapshots still held, such as those a spool
+    names, stay."""
+    folder = staging_root()
+    for snapshot in list(folder.glob("*")) if folder.is_dir() else []:
+        with contextlib.suppress(OSError):
+            snapshot.rmdir()  # only when empty
+    for empty in (folder, folder.parent):
+        with contextlib.suppress(OSError):
+            empty.rmdir()
+
+
+at_exit(remove_empty_folders, Stage.FILES)
