@@ -167,6 +167,7 @@ def test_exit_runs_every_stage_in_order_once_even_when_one_fails(tmp_path: Path)
         "RUNS",
         "RECORDER",
         "LANES",
+        "FILES",
     ]
     assert "exit (tasks: TASKS) failed and was skipped" in result.stderr
     assert "RuntimeError: a broken step" in result.stderr
@@ -193,6 +194,7 @@ def test_a_forked_child_runs_the_fork_steps_in_order_and_the_parent_none(tmp_pat
         *(f"child {stage}" for stage in ("INTEGRATIONS", "ACTIVITY", "TASKS", "RUNS")),
         "child RECORDER",
         "child LANES",
+        "child FILES",
         "parent done",
     ]
 
