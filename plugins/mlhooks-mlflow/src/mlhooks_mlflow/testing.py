@@ -6,8 +6,9 @@ test session that does not ask for it.
 
 * ``mlflow_tracking_uri``: a fresh sqlite store for the test (copied from one made
   per session: creating MLflow's tables takes seconds), its default experiment's
-  artifacts under the test's ``tmp_path``, set as MLflow's tracking URI; after the
-  test, MLflow's active runs are ended and its globals reset.
+  artifacts under the test's ``tmp_path``, set as MLflow's tracking URI, the test
+  running in ``tmp_path`` (so that experiments it creates keep their artifacts there);
+  after the test, MLflow's active runs are ended and its globals reset.
 * ``mlflow_server``: a real ``mlflow server`` on 127.0.0.1, started once per session.
 * ``new_mlflow_server``: ``new_mlflow_server()`` gives a server of this test that is
   not started yet (its port is closed until ``start()``), stopped after the test.
@@ -129,6 +130,9 @@ def mlflow_tracking_uri(
             (str(tmp_path / "mlruns" / "0"),),
         )
     uri = f"sqlite:///{database}"
+    # Experiments a test creates keep their artifacts in MLflow's default ./mlruns:
+    # the test's folder, not the checkout the tests run from.
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # mlflow.set_experiment sets it
