@@ -121,3 +121,65 @@ def test_sync_skips_empty_torn_and_foreign_spool_files(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("is not a spool file") == 3
     assert "Traceback" not in done.stderr
+
+
+class FlakyAfterRefusing(MemoryBackend):
+    """Refuses a 4-point batch for good once (so it is split), then is down for the
+    ``down_at``-th call: a backend that flaps while a refused batch is isolated."""
+
+    name = "flaky"
+
+    def __init__(self, down_at: tuple[int, ...]) -> None:
+        super().__init__()
+        self.calls, self.down_at, self.stored = 0, down_at, []  # type: ignore[var-annotated]
+
+    def log_batch(self, batch: LogBatch) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise BackendError("a bad value in the batch", retryable=False)
+        if self.calls in self.down_at:
+            raise BackendError("server down", retryable=True)
+        self.stored += [key for key, _, _, _ in batch.metrics]
+
+
+FOUR_POINTS = LogBatch("r", [(k, 1.0, 0, 1) for k in "abcd"], {}, {})
+
+
+def test_a_replay_that_fails_half_way_through_a_split_batch_stores_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    """The first half of the split batch is stored, the second meets an outage: the
+    next replay stores only the second half."""
+    from mlhooks.delivery.spool import SpoolWriter, find_spools, replay
+
+    backend = FlakyAfterRefusing(down_at=(3,))
+    writer = SpoolWriter(tmp_path, backend)
+    writer.append([FOUR_POINTS])
+    writer.close()
+    (spool,) = find_spools(tmp_path)
+    with pytest.raises(BackendError, match="server down"):
+        replay(spool, backend, reject=lambda op, error: None)
+    assert backend.stored == ["a", "b"]
+    replay(spool, backend, reject=lambda op, error: None)
+    assert backend.stored == ["a", "b", "c", "d"]
+
+
+def test_exit_spools_what_is_left_of_a_split_batch_once(tmp_path: Path) -> None:
+    """The writer is retrying the second half of a split batch when the process
+    exits: what exit takes over holds that half once, and not the stored half."""
+    import threading
+    import time
+
+    from mlhooks.delivery.deliverer import Deliverer
+    from mlhooks.delivery.spooler import Spooler
+
+    backend = FlakyAfterRefusing(down_at=(2, 4))
+    deliverer = Deliverer(backend, Spooler(backend, tmp_path, 5, 60), (0.2, 5.0), threading.Event())
+    writer = threading.Thread(target=deliverer.deliver, args=([FOUR_POINTS],), daemon=True)
+    writer.start()
+    deadline = time.monotonic() + 10
+    while backend.stored != ["a", "b"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the second half failed; the writer waits 5 s to retry it
+    left = deliverer.abandon()
+    assert [[key for key, _, _, _ in op.metrics] for op in left] == [["c", "d"]]

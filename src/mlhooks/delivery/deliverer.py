@@ -52,7 +52,7 @@ class Deliverer:
         for index, op in enumerate(ops):
             self._inflight = ops[index:]
             self._unstored = [op]
-            if not self.spooler.is_down and self._apply_with_retry(op):
+            if not self.spooler.is_down and self._apply_with_retry(op, ops[index + 1 :]):
                 continue
             if self.abandoned:
                 return False  # exit spooled what is left while we retried
@@ -67,7 +67,7 @@ class Deliverer:
         self._inflight = []
         return True
 
-    def _apply_with_retry(self, op: Operation) -> bool:
+    def _apply_with_retry(self, op: Operation, after: list[Operation]) -> bool:
         """Apply ``op``; True when stored (what the backend refuses for good in it set
         aside), False to spool. A retry applies only what was not stored yet: the part
         of a split batch that was stored is not applied twice."""
@@ -79,7 +79,7 @@ class Deliverer:
                 return True
             except NotStoredYet as failure:
                 error, remaining = failure.error, failure.remaining
-                self._inflight[0:1] = remaining
+                self._inflight = remaining + after  # what exit would spool, once each
                 if attempt == len(delays) or self._closing.is_set():
                     warn_background(
                         f"lane-down:{self.backend.name}",

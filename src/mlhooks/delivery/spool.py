@@ -240,6 +240,13 @@ class SpoolFile:
         tmp.write_text(str(number))
         os.replace(tmp, self.cursor_path)
 
+    def append(self, ops: Iterable[Operation]) -> None:
+        """Add ``ops`` at the end of this spool, durably (what is left of a replay)."""
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.writelines(dumps(op) + "\n" for op in ops)
+            f.flush()
+            os.fsync(f.fileno())
+
     def count_pending(self) -> int:
         return sum(1 for _ in self.pending())
 
@@ -271,6 +278,11 @@ def replay(
             try:
                 apply_isolating(backend, [op], reject, applied)
             except NotStoredYet as failure:
+                if failure.remaining != [op]:
+                    # Part of a split batch was stored: only the rest is replayed later
+                    # (at the end of this spool), so that nothing is stored twice.
+                    spool.append(failure.remaining)
+                    spool.mark_replayed(number)
                 raise failure.error from None
         spool.mark_replayed(number)
         count += 1
