@@ -128,3 +128,43 @@ def test_argv_is_masked() -> None:
         "0.1",
         "https://***@h/",
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("vect__token_pattern", r"(?u)\b\w\w+\b"),
+        ("steps", "[('vect', TfidfVectorizer(token_pattern='(?u)'))]"),
+        ("tokenizer_cfg.pad_token", "[PAD]"),
+        ("pad_token_id", "0"),
+        ("token_embedding_dim", "768"),
+        ("tokenizer_kwargs", '{"pad_token": "[PAD]", "eos_token": "</s>", "max_length": 512}'),
+        ("model", "GPT(token_emb=Embedding(50257, 768), n_layer=12)"),
+        ("name", "sk-learn-baseline-gridsearch-v2"),
+        ("description", "use bearer tokenization_strategy for x"),
+        ("max_tokens", "512"),
+        ("data", "https://example.com/a=b?split=train&rows=10"),
+    ],
+)
+def test_ordinary_ml_params_are_not_mistaken_for_secrets(key: str, value: str) -> None:
+    from mlhooks.core.redaction import redact_value
+
+    assert redact_value(key, value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("https://x.io/d.csv?api_key=SECRET123&x=1", "https://x.io/d.csv?api_key=***&x=1"),
+        ("s3://bucket/data.csv?token=abc123", "s3://bucket/data.csv?token=***"),
+        ("postgresql://user:p@ss@db:5432/x", "postgresql://***@db:5432/x"),
+        ("Authorization: Basic dXNlcjpwYXNzMTIz", "Authorization: Basic ***"),
+        ("Server=x;Password=pa55;Db=y", "Server=x;Password=***;Db=y"),
+        ("sk-Abc123def456ghi789jkl012", "***"),
+        ("glpat-abcdefghij1234567890", "***"),
+    ],
+)
+def test_secrets_inside_values_are_masked(value: str, stored: str) -> None:
+    from mlhooks.core.redaction import redact_value
+
+    assert redact_value("note", value) == stored

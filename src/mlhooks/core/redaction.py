@@ -32,6 +32,14 @@ from mlhooks.core.errors import setting_or_default
 
 MASK = "***"
 
+TOKEN_NOT_A_SECRET = frozenset(
+    {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "start", "end", "pattern", "type",
+     "types", "id", "ids", "emb", "embedding", "embeddings", "dim", "len", "length",
+     "count", "limit", "level", "classification", "size", "vocab", "budget", "max", "min"}
+)  # fmt: skip
+"""Words beside ``token`` that make a key a tokenizer's or a model's setting, not a
+credential (``pad_token``, ``token_pattern``, ``token_embedding_dim``)."""
+
 DEFAULT_KEY_WORDS = (
     "password",
     "passwd",
@@ -44,20 +52,25 @@ DEFAULT_KEY_WORDS = (
 
 _TOKENS = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----"
-    r"|\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"
+    r"|\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,})"
     r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"
-    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"
-    r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"
+    r"|\bxox[abposr]-[0-9]+-[A-Za-z0-9-]{8,}"
+    r"|\bsk-(?:proj-|ant-)?(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{20,}"
     r"|\bhf_[A-Za-z0-9]{30,}"
     r"|\bAIza[0-9A-Za-z_-]{35}",
     re.DOTALL,
 )
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]{8,}=*")
-_ASSIGNMENT = re.compile(
-    r"""(?P<name>["']?[A-Za-z_][\w.\-]*["']?)(?P<sep>\s*(?::|=|:=|=>)\s*)"""
-    r"""(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s,;'"]+)"""
+# A bearer token (with a digit in it: not a word) or a basic credential.
+_BEARER = re.compile(
+    r"(?i)\b(?P<kind>bearer(?=\s+[A-Za-z0-9\-._~+/]*\d)|authorization:\s*basic)(?P<space>\s+)"
+    r"[A-Za-z0-9\-._~+/]{8,}=*"
 )
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s@?#]+)@")
+_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s]+)=(?P<value>[^&#\s]*)")
+_ASSIGNMENT = re.compile(
+    r"""(?<![/\w.\-])(?P<name>["']?[A-Za-z_][\w.\-]*["']?)(?P<sep>\s*(?::(?!//)|=|:=|=>)\s*)"""
+    r"""(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s,;&'"]+)"""
+)
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s?#]+)@")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
 
@@ -107,7 +120,10 @@ def _key_is_secret(key: str, from_env: tuple[str, ...]) -> bool:
     # ``from_env`` is part of the cache key, so that a changed variable takes effect.
     words = _words(key)
     joined = set(words)
+    tokenizer_setting = "token" in joined and not TOKEN_NOT_A_SECRET.isdisjoint(joined)
     for pattern in _key_words(from_env):
+        if pattern == ("token",) and tokenizer_setting:
+            continue
         size = len(pattern)
         if any(words[i : i + size] == pattern for i in range(len(words) - size + 1)):
             return True
@@ -117,10 +133,22 @@ def _key_is_secret(key: str, from_env: tuple[str, ...]) -> bool:
 
 
 def redact_url(text: str) -> str:
-    """``text`` with the user info of every URL in it replaced by ``***``."""
-    if "@" not in text or "://" not in text:
+    """``text`` with the user info of every URL in it replaced by ``***`` (up to the
+    host: a password may hold ``@``), and the values of credential-like query
+    parameters (``?api_key=...``) too."""
+    if "://" not in text:
         return text
-    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    if "@" in text:
+        text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    if "=" in text:
+        text = _QUERY_PARAMETER.sub(_masked_query_parameter, text)
+    return text
+
+
+def _masked_query_parameter(match: re.Match[str]) -> str:
+    if not match["value"] or not is_secret_key(match["name"]):
+        return match[0]
+    return f"{match['lead']}{match['name']}={MASK}"
 
 
 def strip_url_credentials(url: str) -> str:
@@ -136,7 +164,7 @@ def redact_text(text: str) -> str:
         return text
     text = redact_url(text)
     text = _TOKENS.sub(MASK, text)
-    text = _BEARER.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
+    text = _BEARER.sub(lambda m: f"{m['kind']}{m['space']}{MASK}", text)
     if "=" in text or ":" in text:
         text = _ASSIGNMENT.sub(_masked_assignment, text)
     return text
