@@ -85,3 +85,28 @@ def test_a_slow_listener_is_named_then_switched_off(
 def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
     """Strict mode off: these are the warnings users see."""
     monkeypatch.setenv("MLHOOKS_STRICT", "0")
+
+
+def test_a_listener_is_not_blamed_for_the_listeners_of_the_events_it_reports(
+    mlhooks_memory: RecordedRuns,
+    mlhooks_plugin: Any,
+    lenient: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener whose hook reports an event of its own (as the scikit-learn plugin
+    stores a model at a run's end) is timed without the listeners of that event."""
+    monkeypatch.setattr(host_module, "SLOW_LISTENER_SECONDS", 0.2)
+
+    class Reports:
+        @mlhooks.hookimpl
+        def on_tags(self, run: RunInfo, tags: dict[str, str]) -> None:
+            if "report" in tags:
+                mlhooks.log_metric("reported", 1.0)
+
+    Sleeps.calls = 0
+    mlhooks_plugin(Reports(), name="reporter")
+    mlhooks_plugin(Sleeps(), name="sleepy")
+    with pytest.warns(MlhooksWarning) as caught, mlhooks.start_run("nested"):
+        mlhooks.set_tag("report", "yes")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "plugin 'sleepy'" in messages[0]

@@ -94,3 +94,26 @@ def test_a_forked_child_that_exits_does_not_end_its_parents_run(store: Store) ->
     run = store.run("parent")
     assert run.status == "FINISHED"
     assert set(run.metrics) == {"before_fork", "after_fork"}
+
+
+def test_a_sys_exit_someone_caught_does_not_fail_the_runs_that_follow(store: Store) -> None:
+    """A library's ``sys.exit`` caught by the script (or a thread's), then a run that
+    ends normally: FINISHED."""
+    result = store.script(
+        """
+        import sys, threading
+        import mlhooks
+
+        try:
+            sys.exit(2)
+        except SystemExit:
+            pass
+        thread = threading.Thread(target=sys.exit, args=(3,))
+        thread.start()
+        thread.join()
+        run = mlhooks.start_run("after-a-caught-exit")
+        mlhooks.log_metric("loss", 0.5)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert store.run("after-a-caught-exit").status == "FINISHED"

@@ -68,6 +68,10 @@ def _builtins() -> list[tuple[str, object]]:
     return [plugin for source in _builtin_sources for plugin in source()]
 
 
+_nested = threading.local()
+"""``.seconds``: time the listeners called inside the current listener took, so that a
+listener that reports an event of its own is not blamed for its listeners' time."""
+
 Listener = tuple[str, Callable[..., Any], tuple[str, ...] | None]
 """(plugin name, function, argument names or None when it takes them all in order)."""
 
@@ -280,13 +284,17 @@ class PluginHost:
             return call
 
         def timed(*args: Any) -> Any:
+            outer = getattr(_nested, "seconds", None)
+            _nested.seconds = 0.0  # time spent in events this listener reports itself
             start = time.perf_counter()
             try:
                 return call(*args)
             finally:
                 elapsed = time.perf_counter() - start
-                if elapsed > SLOW_LISTENER_SECONDS:
-                    self._slow(plugin, hook, elapsed)
+                own = elapsed - _nested.seconds
+                _nested.seconds = elapsed + outer if outer is not None else None
+                if own > SLOW_LISTENER_SECONDS:
+                    self._slow(plugin, hook, own)
 
         return timed
 

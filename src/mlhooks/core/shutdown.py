@@ -16,7 +16,10 @@ honestly: FAILED after an uncaught exception or ``sys.exit(n)`` with ``n`` not 0
 KILLED after Ctrl-C. It needs :func:`watch_ending`, which chains ``sys.excepthook``
 and wraps ``sys.exit`` (both keep doing what they did); runs call it when the first
 one starts. A bare ``raise SystemExit(n)`` is not seen (nothing reports it to an
-exit handler): the runs then end FINISHED.
+exit handler): the runs then end FINISHED. A ``sys.exit`` that someone caught is
+forgotten once a run starts or ends or a fit looks for its run after it
+(:func:`going_on`); one in a thread other than the main thread ends only that thread,
+and is not recorded; in a notebook ``sys.exit`` is not watched at all.
 """
 
 from __future__ import annotations
@@ -88,6 +91,13 @@ def ending() -> BaseException | None:
     return _ending
 
 
+def going_on() -> None:
+    """The process went on after a ``sys.exit`` someone caught: forget it."""
+    global _ending
+    if isinstance(_ending, SystemExit):
+        _ending = None
+
+
 def watch_ending() -> None:
     """Start recording uncaught exceptions and ``sys.exit`` calls (once)."""
     global _watching
@@ -107,13 +117,21 @@ def watch_ending() -> None:
 
     def exit(code: Any = None) -> NoReturn:
         global _ending
-        _ending = SystemExit(code)
+        if threading.current_thread() is threading.main_thread():  # a thread's ends it
+            _ending = SystemExit(code)
         previous_exit(code)
         raise SystemExit(code)  # only if the previous exit returned
 
     exit.__doc__ = previous_exit.__doc__
     sys.excepthook = excepthook
-    sys.exit = exit
+    if not _interactive():  # in a notebook, sys.exit does not end the kernel
+        sys.exit = exit
+
+
+def _interactive() -> bool:
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    return callable(get_ipython) and get_ipython() is not None
 
 
 def _run(steps: list[tuple[Stage, int, Callable[[], None]]], when: str) -> None:

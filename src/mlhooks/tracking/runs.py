@@ -22,7 +22,14 @@ from mlhooks.core import settings, validation
 from mlhooks.core.config import current_config
 from mlhooks.core.errors import report_internal_error, setting_or_default, warn_once
 from mlhooks.core.host import host
-from mlhooks.core.shutdown import Stage, at_exit, ending, in_forked_child, watch_ending
+from mlhooks.core.shutdown import (
+    Stage,
+    at_exit,
+    ending,
+    going_on,
+    in_forked_child,
+    watch_ending,
+)
 from mlhooks.core.types import RunInfo, RunStatus, now_ms
 from mlhooks.delivery import selection
 from mlhooks.delivery.lanes import flush_lanes
@@ -37,6 +44,8 @@ _owner_stacks: dict[str, list[RunInfo]] = {}
 """The run stack of the thread that started each open run (end_run may come from
 another thread)."""
 _open_lock = threading.Lock()
+_exiting = False
+"""Set once the exit sequence ends the open runs."""
 _owner_pids: dict[str, int] = {}
 """The process that started each run: only it ends the run (a forked child never does)."""
 
@@ -78,6 +87,7 @@ def current_run() -> RunInfo | None:
     stack = _stack()
     if stack:
         return stack[-1]
+    going_on()
     shared = run_of_main_thread()
     if shared is not None:
         return shared
@@ -254,6 +264,7 @@ def open_run(
         _owner_stacks[info.run_id] = _stack()
     _owner_pids[info.run_id] = os.getpid()
     watch_ending()
+    going_on()
     with _open_lock:
         _open[info.run_id] = info
         _logged_params[info.run_id] = {}
@@ -314,6 +325,8 @@ def end_run(
             own.remove(info)
         return
     _owner_pids.pop(info.run_id, None)
+    if not _exiting:
+        going_on()
     stack = _owner_stacks.pop(info.run_id, own)  # the stack of the thread that started it
     with _open_lock:  # children on a stack, and those started with activate=False
         children = [r for r in (*stack, *_open.values()) if r.parent_id == info.run_id]
@@ -376,6 +389,8 @@ def _end_open_runs_at_exit() -> None:
     """Runs still open at exit end as the process does: FINISHED, FAILED (an uncaught
     exception, ``sys.exit(n)`` with ``n`` not 0) or KILLED (Ctrl-C); a fit's run that
     is still open was cut off, so it ends KILLED unless the process failed."""
+    global _exiting
+    _exiting = True
     status = RunStatus.for_exception(ending())
     with _open_lock:
         remaining = sorted(_open.values(), key=lambda r: r.start_time, reverse=True)
