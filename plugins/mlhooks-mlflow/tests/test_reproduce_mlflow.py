@@ -56,8 +56,12 @@ def test_context_tags_and_artifact_in_mlflow() -> None:
     assert tags["mlhooks.context.version.mlhooks"] == mlhooks.__version__
     assert tags["mlhooks.context.version.mlhooks-mlflow"]
     if shutil.which("git") and tags.get("mlflow.source.git.commit"):
+        entry_point = Path(tags["mlflow.source.name"]).parent  # the tests run in tmp_path
         head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(entry_point), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         assert tags["mlflow.source.git.commit"] == head
     assert stored.data.params == {"api_key": "***", "lr": "0.1"}
