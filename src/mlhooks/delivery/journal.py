@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import marshal
 import os
@@ -30,7 +31,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from mlhooks.backends.base import Backend, EndRun, LogBatch, Operation, StartRun
 from mlhooks.core.types import RunStatus
@@ -102,14 +103,15 @@ class JournalWriter:
         self.written = 0
         """Index of the next operation appended (operations 0 .. written-1 are on disk)."""
         self.size = 0
-        self._file: BinaryIO | None = None
+        self._file: io.FileIO | None = None
         self._cursor_fd = -1
         self.path = self._open([])
 
     def _open(self, open_runs: list[str]) -> Path:
         name = f"{self.backend_name}-{os.getpid()}-{uuid.uuid4().hex[:8]}{JOURNAL_SUFFIX}"
         path = self.directory / name
-        file = open(path, "xb")  # noqa: SIM115 - kept open for the process's life
+        # Unbuffered: nothing waits in a buffer that a forked child could write twice.
+        file = open(path, "xb", buffering=0)  # noqa: SIM115 - kept open for the process's life
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: never contended
         header = {
             "journal": 1,
@@ -123,8 +125,7 @@ class JournalWriter:
             "open_runs": open_runs,
         }
         line = (json.dumps(header, default=str) + "\n").encode()
-        file.write(line)
-        file.flush()
+        _write_all(file, line)
         self._file = file
         self.size = len(line)
         self._cursor_fd = os.open(
@@ -147,8 +148,7 @@ class JournalWriter:
             index += 1
         data = b"".join(chunks)
         try:
-            self._file.write(data)
-            self._file.flush()
+            _write_all(self._file, data)
         except OSError:
             with contextlib.suppress(OSError):
                 self._file.truncate(self.size)
@@ -187,6 +187,13 @@ class JournalWriter:
         """In a forked child: let go of the parent's files without unlocking them (the
         lock is the parent's: it is released only when the parent closes it too)."""
         self._close_files()
+
+
+def _write_all(file: io.FileIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        view = view[written or 0 :]
 
 
 def _remove(path: Path) -> None:
