@@ -5,6 +5,7 @@ once, and ends the runs it left open KILLED."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,13 @@ HOW = {"SIGKILL": "kill(os.getpid(), signal.SIGKILL)", "os._exit": "_exit(0)"}
 
 def sync(store: Store, *extra: str) -> subprocess.CompletedProcess[str]:
     """``mlhooks sync`` in a fresh process, as a user runs it."""
+    return cli(store, "sync", *extra)
+
+
+def cli(store: Store, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mlhooks <args>`` in a fresh process, with the store's environment."""
     return subprocess.run(
-        [sys.executable, "-m", "mlhooks", "sync", *extra],
+        [sys.executable, "-m", "mlhooks", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -69,11 +75,15 @@ def test_sigkill_in_a_fit_loses_at_most_the_last_interval(store: Store) -> None:
     result = store.script(KILL_MID_FIT.format(how=HOW["SIGKILL"]))
     assert result.returncode == -9, result.stderr
     assert journals(store), "the killed process left its journal"
+    told = cli(store, "doctor", "--no-probe")
+    assert "1 journal(s) of processes that died" in told.stdout
 
     synced = sync(store)
     assert synced.returncode == 0, synced.stderr
     assert "ended KILLED" in synced.stdout
     assert not journals(store)
+    document = json.loads(cli(store, "doctor", "--no-probe", "--format", "json").stdout)
+    assert document["waiting"]["dead_journals"] == 0
 
     (run,) = store.all_runs()
     assert run.status == "KILLED"

@@ -459,6 +459,7 @@ def doctor_command(backends: Sequence[str], no_probe: bool, fmt: str) -> None:
     plugins = doctor.plugins()
     stores = doctor.backends(list(backends) or None)
     settings = doctor.settings()
+    waiting = doctor.waiting()
     failing = [b for b in stores if b.default and not b.answers]
     if fmt == "json":
         from dataclasses import asdict
@@ -470,10 +471,12 @@ def doctor_command(backends: Sequence[str], no_probe: bool, fmt: str) -> None:
             "plugins": [asdict(p) for p in plugins],
             "backends": [asdict(b) for b in stores],
             "settings": settings,
+            "waiting": asdict(waiting),
         }
         click.echo(json.dumps(document, indent=2))
     else:
         _print_doctor(frameworks, plugins, stores, settings, platform.python_version())
+        _print_waiting(waiting)
     if failing:
         sys.exit(1)
 
@@ -528,6 +531,20 @@ def _print_doctor(
         for key, value in settings.items():
             table.add_row(key, value)
         console.print(table)
+
+
+def _print_waiting(waiting: doctor.Waiting) -> None:
+    parts = []
+    if waiting.dead_journals:
+        parts.append(f"{waiting.dead_journals} journal(s) of processes that died")
+    if waiting.spools:
+        parts.append(f"{waiting.spools} spool(s) of a backend that was down")
+    if parts:
+        click.echo(f"not stored yet under {waiting.root}: {', '.join(parts)}; run `mlhooks sync`")
+    if waiting.rejected:
+        click.echo(
+            f"{waiting.rejected} file(s) of operations backends refused: `mlhooks sync --rejected`"
+        )
 
 
 def run(argv: Sequence[str] | None = None) -> int:
