@@ -37,7 +37,8 @@ def hourly_rentals(days: int = DAYS, seed: int = SEED) -> pd.DataFrame:
     weekend middays, fewer rides when it is cold, hot or humid."""
     rng = np.random.default_rng(seed)
     time = pd.date_range("2025-01-01", periods=days * 24, freq="h")
-    hour, weekday, day = time.hour.to_numpy(), time.weekday.to_numpy(), time.dayofyear.to_numpy()
+    hour, weekday = time.hour.to_numpy(), time.day_of_week.to_numpy()
+    day = time.day_of_year.to_numpy()
     season = SEASONS[(time.month.to_numpy() % 12) // 3]
     temperature = (
         12 + 10 * np.sin(2 * np.pi * (day - 110) / 365) + 4 * np.sin(2 * np.pi * (hour - 9) / 24)
@@ -79,7 +80,13 @@ model = Pipeline(
         ),
         (
             "boost",
-            HistGradientBoostingRegressor(max_iter=150, learning_rate=0.1, random_state=SEED),
+            HistGradientBoostingRegressor(
+                max_iter=150,
+                learning_rate=0.1,
+                early_stopping=True,  # scores every iteration: step-wise curves in MLflow
+                n_iter_no_change=20,
+                random_state=SEED,
+            ),
         ),
     ]
 )

@@ -13,7 +13,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import mlhooks
@@ -168,6 +168,22 @@ def test_hist_gradient_boosting_scores_per_iteration(store: Store, autolog: None
     # MLflow saves it with skops, which must be told to trust HistGradientBoosting's types
     loaded = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_a_pipelines_curves_are_its_last_steps(store: Store, autolog: None) -> None:
+    """A pipeline (nested in another) ending in a model that keeps curves: the run of
+    the pipeline's fit has the model's step-wise curves."""
+    X, y = load_breast_cancer(return_X_y=True)
+    inner = make_pipeline(
+        StandardScaler(),
+        HistGradientBoostingClassifier(max_iter=6, early_stopping=True, random_state=0),
+    )
+    pipeline = make_pipeline(StandardScaler(), inner).fit(X, y)
+
+    run = store.only_run()
+    model = pipeline.steps[-1][1].steps[-1][1]
+    points = store.history(run, "validation_score")
+    assert [value for _, value in points] == pytest.approx(list(model.validation_score_))
 
 
 def test_several_fits_in_a_user_run(store: Store, autolog: None) -> None:

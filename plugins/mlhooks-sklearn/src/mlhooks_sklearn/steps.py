@@ -24,6 +24,7 @@ def log_curves(session: FitSession, model: Any) -> None:
     The curves' iterations are reported as epochs (``on_epoch_end``, epoch = step =
     the index in the curve), in order, each with every curve's value at it: scikit-learn
     records them during ``fit``, so they reach listeners once ``fit`` returned."""
+    model = final_estimator(model)
     curves = dict(CURVES)
     if hasattr(model, "train_score_"):
         # HistGradientBoosting: scores (index 0 is before the first iteration);
@@ -43,6 +44,19 @@ def log_curves(session: FitSession, model: Any) -> None:
             finals[key] = value
     if finals:
         session.log_metrics(finals)
+
+
+def final_estimator(model: Any) -> Any:
+    """The estimator whose curves a fit has: a pipeline's last step (nested ones
+    too), else ``model``."""
+    seen = 0
+    while hasattr(model, "steps") and isinstance(model.steps, list) and model.steps and seen < 10:
+        last = model.steps[-1]
+        if not (isinstance(last, tuple) and len(last) == 2):
+            break
+        model = last[1]
+        seen += 1
+    return model
 
 
 def curve(value: Any) -> list[float] | None:
