@@ -30,6 +30,23 @@ def test_it_is_the_default_backend_once_installed(client: MlflowClient) -> None:
     assert mlflow_run_of(client, run.run_id).data.metrics == {"loss": 0.5}
 
 
+def test_experiments_open_in_the_model_training_view(client: MlflowClient) -> None:
+    """MLflow 3's UI opens an experiment on the view its ``mlflow.experimentKind`` tag
+    names: mlhooks marks the experiments it trains into (the default one too), but
+    leaves a kind the user chose."""
+    chosen = client.create_experiment("genai", tags={"mlflow.experimentKind": "genai_development"})
+    with mlhooks.start_run("default"):
+        mlhooks.log_metric("loss", 0.5)
+    with mlhooks.start_run("named", experiment="tabular"):
+        mlhooks.log_metric("loss", 0.5)
+    with mlhooks.start_run("theirs", experiment="genai"):
+        mlhooks.log_metric("loss", 0.5)
+    kind = "mlflow.experimentKind"
+    assert client.get_experiment("0").tags[kind] == "custom_model_development"
+    assert client.get_experiment_by_name("tabular").tags[kind] == "custom_model_development"
+    assert client.get_experiment(chosen).tags[kind] == "genai_development"
+
+
 def test_params_metrics_tags_and_description_land_exactly(client: MlflowClient) -> None:
     values = [0.5, float("nan"), 1e-300, -3.0]
     with mlhooks.start_run("exact", description="the first try", tags={"team": "ml"}) as run:

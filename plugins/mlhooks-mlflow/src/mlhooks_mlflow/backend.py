@@ -50,6 +50,11 @@ _KEY_ALLOWED = re.compile(r"[^/\w.\- :]")
 _PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"}
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""The kind of experiment whose UI opens on "Model training" (MLflow 3)."""
+
+
 class MlflowBackend(Backend):
     """Writes runs to an MLflow tracking store.
 
@@ -81,6 +86,7 @@ class MlflowBackend(Backend):
         self._client: MlflowClient | None = None
         self._ids: dict[str, str] = {}
         self._experiment_ids: dict[str, str] = {}
+        self._kinds_checked: set[str] = set()
         self._lock = threading.Lock()
 
     @property
@@ -157,13 +163,29 @@ class MlflowBackend(Backend):
             tags["mlflow.note.content"] = run.description
         if run.parent_id is not None:
             tags["mlflow.parentRunId"] = self.mlflow_run_id(run.parent_id)
+        experiment_id = self._experiment_id(run)
+        self._open_in_model_training_view(experiment_id)
         created = self.client.create_run(
-            self._experiment_id(run),
+            experiment_id,
             start_time=run.start_time,
             tags={k: v[:MAX_TAG_VAL_LENGTH] for k, v in self._clean(tags, "tag").items()},
             run_name=run.name,
         )
         self._ids[run.run_id] = created.info.run_id
+
+    def _open_in_model_training_view(self, experiment_id: str) -> None:
+        """MLflow 3's UI opens an experiment without a kind in its GenAI view; one that
+        holds training runs is marked so that it opens on "Model training" (a kind the
+        user chose stays)."""
+        if experiment_id in self._kinds_checked:
+            return
+        self._kinds_checked.add(experiment_id)
+        try:
+            experiment = self.client.get_experiment(experiment_id)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:
+                self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        except Exception:  # noqa: BLE001 - a view preference never holds a run back
+            self._kinds_checked.discard(experiment_id)  # asked again with the next run
 
     def _mark_continued(self, mlflow_id: str, run: RunInfo) -> None:
         """A run started again after it ended (a resumed training, an evaluation after
