@@ -161,8 +161,9 @@ class Lane:
             self._overflow.write(item)
         self._intake.set()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything put before this call is stored or spooled."""
+    def flush(self, timeout: float | None = None, *, unless_down: bool = False) -> bool:
+        """Wait until everything put before this call is stored or spooled;
+        ``unless_down``: stop waiting (False) once the backend is known down."""
         if self._thread is None and not self._queue and self._overflow is None:
             return True
         marker = FlushMarker()
@@ -170,7 +171,16 @@ class Lane:
         self.pacer.urgent = True
         self._intake.set()
         self._wake.set()
-        return marker.done.wait(timeout) and marker.ok
+        if not unless_down:
+            return marker.done.wait(timeout) and marker.ok
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_down:
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if marker.done.wait(max(0.0, left)):
+                return marker.ok
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return False
 
     @property
     def pending(self) -> int:
@@ -192,6 +202,11 @@ class Lane:
     def is_down(self) -> bool:
         """True while the backend fails and operations go to the spool."""
         return self._spooler.is_down
+
+    @property
+    def down_since(self) -> float | None:
+        """Since when (``time.time()``) the backend is known down; None while up."""
+        return self._spooler.down_since
 
     @property
     def max_interval(self) -> float:
@@ -352,8 +367,9 @@ class Lane:
     # -- shutdown -----------------------------------------------------------------------
 
     def close(self, timeout: float) -> None:
-        """Flush within ``timeout`` seconds; spool whatever is still not stored."""
-        flushed = self.flush(timeout)
+        """Flush within ``timeout`` seconds, not waiting for a backend known down;
+        spool whatever is still not stored."""
+        flushed = self.flush(timeout, unless_down=True)
         with self._lock:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool
