@@ -27,8 +27,8 @@ from mlhooks.backends.local import default_root
 from mlhooks.cli import doctor
 from mlhooks.core.redaction import redact_text
 from mlhooks.core.version import VERSION as __version__
-from mlhooks.delivery import selection
-from mlhooks.delivery.spool import SpoolWriter, find_spools, replay
+from mlhooks.delivery import selection, staging
+from mlhooks.delivery.spool import SpoolFile, SpoolWriter, find_spools, replay
 from mlhooks.reports import compare
 
 DEFAULT_COLUMNS = 6
@@ -360,6 +360,7 @@ def sync_spools(
         click.echo(f"nothing to sync under {root / '.spool'}")
         return 0
     failures = 0
+    stored_files: set[str] = set()  # snapshots named by spools replayed whole
     errors = _console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -379,6 +380,7 @@ def sync_spools(
                 )
                 continue
             pending = spool.count_pending()
+            files = spool.files() if not header.writer_alive() else set()
             task = progress.add_task(f"{header.backend} {spool.path.name}", total=pending)
             try:
                 target = selection.backend_named(header.backend, **header.options)
@@ -402,7 +404,15 @@ def sync_spools(
                 )
                 continue
             click.echo(f"synced {applied} operations to {target.describe()} from {spool.path.name}")
+            stored_files |= files
+    if stored_files:  # what no spool names any more goes, as it would in its process
+        still = {path for left in _all_spools(root) for path in left.files()}
+        staging.discard_replayed(stored_files - still, root / ".staging")
     return 1 if failures else 0
+
+
+def _all_spools(root: Path) -> list[SpoolFile]:
+    return find_spools(root / ".spool") + find_spools(root / ".spool" / "rejected")
 
 
 class RejectedAside:

@@ -18,7 +18,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mlhooks.backends.base import LogArtifact, LogModel, Operation
@@ -155,6 +155,20 @@ def release_snapshot(op: Operation) -> None:
         release(op.local_path)
     elif isinstance(op, LogModel) and op.model.path is not None:
         release(op.model.path)
+
+
+def discard_replayed(paths: Iterable[str], folder: Path) -> None:
+    """Delete the snapshots ``paths`` under the staging folder ``folder`` that a spool
+    of a process now gone named and that ``mlhooks sync`` stored; then ``folder`` if it
+    is empty. A path that is not a snapshot there (a user's own file, which a process
+    that could not stage it spooled) is never touched."""
+    staging = folder.resolve()
+    for path in paths:
+        snapshot = Path(path).resolve().parent  # <staging>/<uuid>/<name>: its own folder
+        if snapshot.parent == staging:
+            shutil.rmtree(snapshot, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def remove_empty_folders() -> None:
