@@ -26,10 +26,9 @@ from mlhooks.backends.base import LogBatch, StartRun
 from mlhooks.backends.local import default_root
 from mlhooks.cli import doctor
 from mlhooks.core.version import VERSION as __version__
-from mlhooks.delivery import selection
+from mlhooks.delivery import selection, staging
 from mlhooks.delivery.recovery import RejectedAside, describe, recover_journals
-from mlhooks.delivery.spool import find_spools, replay
-from mlhooks.delivery.staging import discard_stored_snapshot
+from mlhooks.delivery.spool import SpoolFile, find_spools, replay
 from mlhooks.reports import compare
 
 DEFAULT_COLUMNS = 6
@@ -385,6 +384,7 @@ def sync_spools(
             click.echo(f"nothing to sync under {root}")
         return 0
     failures = 0
+    stored_files: set[str] = set()  # snapshots named by spools replayed whole
     errors = _console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -404,12 +404,13 @@ def sync_spools(
                 )
                 continue
             pending = spool.count_pending()
+            files = spool.files() if not header.writer_alive() else set()
             task = progress.add_task(f"{header.backend} {spool.path.name}", total=pending)
             try:
                 target = selection.backend_named(header.backend, **header.options)
                 aside = RejectedAside(root / ".spool" / "rejected", target)
                 applied = replay(
-                    spool, target, reject=aside.reject, applied=_advance(root, progress, task)
+                    spool, target, reject=aside.reject, applied=_advance(progress, task)
                 )
                 target.close()
                 if aside.count:
@@ -427,17 +428,19 @@ def sync_spools(
                 )
                 continue
             click.echo(f"synced {applied} operations to {target.describe()} from {spool.path.name}")
+            stored_files |= files
+    if stored_files:  # what no spool names any more goes, as it would in its process
+        still = {path for left in _all_spools(root) for path in left.files()}
+        staging.discard_replayed(stored_files - still, root / ".staging")
     return 1 if failures else 0
 
 
-def _advance(root: Path, progress: Progress, task: Any) -> Any:
-    """After each operation replayed: the bar moves, and a snapshot it named goes."""
+def _all_spools(root: Path) -> list[SpoolFile]:
+    return find_spools(root / ".spool") + find_spools(root / ".spool" / "rejected")
 
-    def applied(op: Any) -> None:
-        discard_stored_snapshot(root, op)
-        progress.advance(task)
 
-    return applied
+def _advance(progress: Progress, task: Any) -> Any:
+    return lambda _op: progress.advance(task)
 
 
 # -- doctor -----------------------------------------------------------------------------------
