@@ -214,3 +214,36 @@ def test_the_journal_thread_writes_within_its_interval(tmp_path: Path) -> None:
         gate.set()
     assert lane.flush(30)
     lane.close(10)
+
+
+def test_exit_with_a_slow_backend_spools_what_the_writer_holds(tmp_path: Path) -> None:
+    """At exit, what the writer had taken but not stored is in the exit spool, once:
+    stored and spooled together are every point, none twice (it was lost before)."""
+    from mlhooks.delivery.spool import find_spools
+
+    class Slow(LocalBackend):
+        max_batch_size = 100
+
+        def log_batch(self, batch: LogBatch) -> None:
+            time.sleep(0.02)
+            super().log_batch(batch)
+
+    store = tmp_path / "store"
+    lane = Lane(Slow(store), spool_dir=tmp_path / "spool", journal=tmp_path / "j")
+    lane.put(StartRun(RunInfo(run_id="r1", name="slow")))
+    for step in range(5000):
+        lane.put(("r1", "loss", float(step), step, 0))
+    journaling.journaler.round()
+    time.sleep(0.2)  # the writer is busy with the first of 50 batches
+    lane.close(0.3)
+    stored = [m.step for m in LocalStore(store).get_run("r1").history("loss")]
+    spooled = [
+        point[2]
+        for spool in find_spools(tmp_path / "spool")
+        for _, op in spool.pending()
+        if isinstance(op, LogBatch)
+        for point in op.metrics
+    ]
+    assert spooled, "the backend was too slow for everything to be stored"
+    assert sorted(stored + spooled) == list(range(5000))
+    assert not list((tmp_path / "j").glob("*.journal"))

@@ -126,6 +126,11 @@ class Deliverer:
             time.sleep(min(left, 0.05))
         return False
 
+    def forget_held(self) -> None:
+        """Drop what :meth:`deliver` holds after a round that could neither store nor
+        spool: for a journaled lane, whose window keeps it and offers it again."""
+        self._held = []
+
     def flush_backend(self) -> bool:
         """Ask the backend to make what it stored durable; True when it did, or when
         the backend is down (what it did not take is spooled durably)."""

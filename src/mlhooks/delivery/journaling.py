@@ -86,6 +86,8 @@ class JournalPart:
         self.open_runs: dict[str, None] = {}
         self.lock = threading.Lock()
         """Held while the journal thread writes, so that exit does not close under it."""
+        self._offsets: dict[int, int] = {}
+        """Where each operation the writer last read from disk ends in the journal."""
 
     # -- journal thread -------------------------------------------------------------------
 
@@ -184,10 +186,20 @@ class JournalPart:
     # -- the lane's writer ---------------------------------------------------------------
 
     def delivered(self, upto: int) -> None:
-        """Operations before index ``upto`` are stored (or spooled, or set aside)."""
+        """Operations before index ``upto`` are stored (or spooled, or set aside): they
+        leave the window, and the journal's cursor moves past them."""
         window = self.window
         with window.lock:
             window.delivered = upto
+            memory = window.memory
+            while memory and memory[0][0] < upto:
+                window.weight -= _weight(memory.popleft()[1])
+            if window.disk_from is not None and upto > window.disk_from:
+                offset = self._offsets.get(upto - 1)
+                if upto >= window.end:
+                    window.disk_from = None
+                elif offset is not None:
+                    window.disk_from, window.disk_offset = upto, offset
             if self.writer is not None:
                 try:
                     self.writer.save_cursor(upto)
@@ -195,56 +207,49 @@ class JournalPart:
                     report_background_error(f"journal cursor of {self.lane.backend.name!r}", error)
 
     def take(self, most: int = 10_000) -> list[tuple[int, Operation]]:
-        """The next operations to deliver, oldest first: from memory, else from disk."""
+        """The next operations to deliver, oldest first, from memory, else from disk.
+        They stay in the window until :meth:`delivered` says they are stored: what the
+        writer holds is never only in the writer (exit spools it from the window)."""
         window = self.window
         with window.lock:
             if window.memory:
                 taken = []
                 weight = 0
-                while window.memory and weight < most:
-                    entry = window.memory.popleft()
-                    weight += _weight(entry[1])
+                for entry in window.memory:
                     taken.append(entry)
-                window.weight -= weight
+                    weight += _weight(entry[1])
+                    if weight >= most:
+                        break
                 return taken
             if window.disk_from is None or self.writer is None:
                 return []
-            start, offset = window.disk_from, window.disk_offset
-            end, path = window.end, self.writer.path
+            offset, end, path = window.disk_offset, window.end, self.writer.path
         taken = []
         weight = 0
+        self._offsets = {}
         for index, op, after in JournalFile(path).records(offset):
             if index >= end:
                 break
             taken.append((index, op))
+            self._offsets[index] = after
             weight += _weight(op)
-            offset = after
             if weight >= most:
                 break
-        with window.lock:
-            last = taken[-1][0] + 1 if taken else start
-            if last >= window.end:
-                window.disk_from = None
-            else:
-                window.disk_from, window.disk_offset = last, offset
         return taken
-
-    def put_back(self, entries: list[tuple[int, Operation]]) -> None:
-        """Entries taken but not delivered (a disk so full that even the spool failed):
-        first again on the next round."""
-        window = self.window
-        with window.lock:
-            window.memory.extendleft(reversed(entries))
-            window.weight += sum(_weight(op) for _, op in entries)
 
     def leftovers(self) -> list[Operation]:
         """At exit with a stuck backend: everything not delivered, in order."""
-        ops: list[Operation] = []
-        while True:
-            taken = self.take()
-            if not taken:
-                return ops
-            ops.extend(op for _, op in taken)
+        window = self.window
+        with window.lock:
+            ops = [op for _, op in window.memory]
+            disk = window.disk_from is not None and self.writer is not None
+            offset, end = window.disk_offset, window.end
+        if disk and self.writer is not None:
+            for index, op, _ in JournalFile(self.writer.path).records(offset):
+                if index >= end:
+                    break
+                ops.append(op)
+        return ops
 
     def close(self, remove: bool) -> None:
         """Close the journal at exit; ``remove`` it when nothing in it is left to deliver."""

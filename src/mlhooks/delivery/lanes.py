@@ -48,6 +48,9 @@ from mlhooks.delivery.overflow import Overflow
 from mlhooks.delivery.pacing import Pacer
 from mlhooks.delivery.spooler import Spooler
 
+EXIT_GRACE = 2.0
+"""Seconds exit lets an operation being stored finish before it spools the rest."""
+
 __all__ = ["Lane", "MetricItem", "RetryPolicy", "flush_lanes", "retry_policy_from_env"]
 
 
@@ -123,6 +126,8 @@ class Lane:
             else None
         )
         self._intake = journaler.wake if self._journal is not None else self._wake
+        self._delivering = threading.Lock()
+        """Held by a journaled lane's writer while it stores one operation."""
         """Woken when the queue holds a full batch: the journal thread, or the writer."""
 
     # -- training thread --------------------------------------------------------------
@@ -332,19 +337,21 @@ class Lane:
                     last.append(index)
                 else:
                     last[-1] = index
-            for position, (op, index) in enumerate(zip(merged, last, strict=True)):
-                if not deliverer.deliver([op]):
-                    # Neither stored nor spooled (a full disk): the deliverer holds it;
-                    # what follows waits in the window, and nobody waits for a flush.
-                    rest = list(zip(last[position + 1 :], merged[position + 1 :], strict=True))
-                    part.put_back(rest)
-                    self._release(part.window.all_markers(), ok=False)
-                    return
-                part.delivered(index + 1)
+            for op, index in zip(merged, last, strict=True):
+                with self._delivering:  # exit takes the window between two operations
+                    if deliverer.abandoned:
+                        return  # exit spooled what is left
+                    if not deliverer.deliver([op]):
+                        # Neither stored nor spooled (a full disk): it stays in the
+                        # window, tried again next round; nobody waits for a flush.
+                        deliverer.forget_held()
+                        self._release(part.window.all_markers(), ok=False)
+                        return
+                    part.delivered(index + 1)
                 self._release(part.window.due_markers(), ok=True)
         due = part.window.due_markers()
-        if due:  # what the deliverer holds (a full disk) is tried once more first
-            self._release(due, ok=deliverer.deliver([]) and deliverer.flush_backend())
+        if due:
+            self._release(due, ok=deliverer.flush_backend())
 
     @staticmethod
     def _release(markers: list[FlushMarker], ok: bool) -> None:
@@ -388,8 +395,16 @@ class Lane:
         and leaves it alone.)"""
         ops = self._deliverer.abandon()
         if self._journal is not None:
-            with self._journal.lock:
-                ops.extend(self._journal.leftovers())
+            # What the writer holds is still in the window, which has it whole. An
+            # operation being stored gets a moment to finish, so that it is not also
+            # spooled; one that hangs is spooled (and may be stored twice).
+            finished = self._delivering.acquire(timeout=EXIT_GRACE)
+            try:
+                with self._journal.lock:
+                    ops = self._journal.leftovers()
+            finally:
+                if finished:
+                    self._delivering.release()
         return self._spooler.spool_at_exit(self._queued_ops(ops))
 
     def _spool_late_items(self) -> bool:
