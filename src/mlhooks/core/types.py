@@ -69,6 +69,12 @@ class RunInfo:
     """True when mlhooks opened the run for a fit and will close it."""
     backend_ids: dict[str, str] = field(default_factory=dict)
     """Ids that backends gave this run, by backend name (e.g. an MLflow run id)."""
+    new: bool = field(default=False, compare=False)
+    """True when this process made the run's id up and no backend tried to create it
+    yet: no store can hold it, so the first backend need not look for it before
+    creating it (and sets it False). The recorder hands it from the run to the run's
+    start operation. Not kept in :meth:`to_dict`: a run read back (from a spool, say)
+    may exist and is looked for."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
