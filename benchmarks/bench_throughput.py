@@ -11,7 +11,10 @@ alternate, and the table gives medians over ``--repeats`` processes:
 * ``local store``: LogBatch operations written straight to the local store, no queue.
 
 "enqueued/s" is what the training thread sustains while the writer runs beside it;
-"stored/s" counts from the first point until ``flush()`` returned.
+"stored/s" counts from the first point until ``flush()`` returned. Each path through
+the queue runs with the write-ahead journal on (the default) and off
+(``MLHOOKS_JOURNAL=0``), alternating, and the last column is the median of the paired
+ratios of stored/s (on / off) within each repeat.
 """
 
 from __future__ import annotations
@@ -86,24 +89,34 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.points)))
         return
 
-    results: dict[str, list[dict[str, float]]] = {config: [] for config in CONFIGS}
+    cells = [(config, journal) for config in CONFIGS for journal in ("1", "0")]
+    cells = [(c, j) for c, j in cells if not (c == "local store" and j == "0")]
+    results: dict[tuple[str, str], list[dict[str, float]]] = {cell: [] for cell in cells}
     for repeat in range(args.repeats):
-        for config in CONFIGS if repeat % 2 == 0 else reversed(CONFIGS):
+        for config, journal in cells if repeat % 2 == 0 else reversed(cells):
             out = subprocess.run(
                 [sys.executable, __file__, "--child", config, "--points", str(args.points)],
                 check=True,
                 capture_output=True,
                 text=True,
+                env={**os.environ, "MLHOOKS_JOURNAL": journal},
             ).stdout
-            results[config].append(json.loads(out.strip().splitlines()[-1]))
+            results[config, journal].append(json.loads(out.strip().splitlines()[-1]))
 
     print(f"{args.points:,} points, median of {args.repeats} fresh processes, threads pinned to 1")
-    print(f"{'path':<18} {'enqueued/s':>12} {'stored/s':>12}")
-    for config, runs in results.items():
+    print(f"{'path':<18} {'journal':>8} {'enqueued/s':>12} {'stored/s':>12} {'stored on/off':>14}")
+    for (config, journal), runs in results.items():
         enqueued = statistics.median(r["enqueued/s"] for r in runs)
         stored = statistics.median(r["stored/s"] for r in runs)
         shown = "-" if enqueued != enqueued else f"{enqueued:,.0f}"
-        print(f"{config:<18} {shown:>12} {stored:>12,.0f}")
+        ratio = ""
+        if journal == "1" and (config, "0") in results:
+            pairs = zip(runs, results[config, "0"], strict=True)
+            ratio = (
+                f"{statistics.median(on['stored/s'] / off['stored/s'] for on, off in pairs):.2f}"
+            )
+        label = "-" if config == "local store" else ("on" if journal == "1" else "off")
+        print(f"{config:<18} {label:>8} {shown:>12} {stored:>12,.0f} {ratio:>14}")
 
 
 if __name__ == "__main__":

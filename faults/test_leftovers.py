@@ -4,6 +4,8 @@ and no process leaves its staged snapshots behind."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from mlhooks.testing import run_script
@@ -39,3 +41,46 @@ def test_the_local_store_keeps_no_staged_snapshot_after_exit(tmp_path: Path) -> 
     (run,) = [p for p in root.iterdir()]
     stored = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
     assert {"artifacts/notes.txt", "models/model/model.pkl"} <= stored
+
+
+def test_sync_removes_the_snapshots_it_stored(tmp_path: Path) -> None:
+    """A backend down until exit: the spool names the staged file of an artifact;
+    once ``mlhooks sync`` stored it, the snapshot goes too."""
+    store, root = tmp_path / "store", tmp_path / "mlhooks-runs"
+    result = run_script(
+        f"""
+        import warnings, mlhooks
+        from pathlib import Path
+        from mlhooks.backends.local import LocalBackend
+
+        class Unreachable(LocalBackend):  # spools as "local": sync rebuilds a real one
+            def apply(self, op):
+                raise ConnectionError("tracking server unreachable")
+
+        warnings.simplefilter("ignore")
+        Path("notes.txt").write_text("kept")
+        with mlhooks.start_run("offline", backends=[Unreachable({str(store)!r})]):
+            mlhooks.log_artifact("notes.txt")
+        """,
+        env={
+            "MLHOOKS_LOCAL_DIR": str(root),
+            "MLHOOKS_RETRY_DELAYS": "0.01",
+            "MLHOOKS_FLUSH_TIMEOUT": "2",
+            "MLHOOKS_EXIT_TIMEOUT": "2",
+            "MLHOOKS_STRICT": "0",
+            "MLHOOKS_LOG_CONTEXT": "0",
+        },
+        cwd=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert list((root / ".staging").iterdir())
+    synced = subprocess.run(
+        [sys.executable, "-m", "mlhooks", "sync", "--dir", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert synced.returncode == 0, synced.stderr
+    (run,) = list(store.iterdir())
+    assert (run / "artifacts" / "notes.txt").read_text() == "kept"
+    assert not any((root / ".staging").glob("*/*"))

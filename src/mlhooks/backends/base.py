@@ -110,6 +110,11 @@ class Backend(abc.ABC):
     #: or exit write at once). A backend whose every call is costly sets more: fewer,
     #: larger batches take less CPU (and GIL) from the training thread.
     write_interval: ClassVar[float] = 0.05
+    #: Whether the backend's operations go through the write-ahead journal, so that
+    #: ``mlhooks sync`` or the next process stores what a killed process had not
+    #: (rebuilding the backend from :meth:`spec`). A store that lives in the process's
+    #: memory has nothing to recover into and sets False.
+    journaled: ClassVar[bool] = True
 
     def supports(self, capability: Capability | None) -> bool:
         return capability is None or capability in self.capabilities

@@ -24,6 +24,7 @@ class MemoryBackend(Backend):
 
     name: ClassVar[str] = "memory"
     capabilities: ClassVar[frozenset[Capability]] = ALL_CAPABILITIES
+    journaled: ClassVar[bool] = False  # it dies with the process: nothing to recover
 
     def __init__(self) -> None:
         self.runs: dict[str, RunData] = {}

@@ -25,10 +25,11 @@ from rich.table import Table
 from mlhooks.backends.base import LogBatch, StartRun
 from mlhooks.backends.local import default_root
 from mlhooks.cli import doctor
-from mlhooks.core.redaction import redact_text
 from mlhooks.core.version import VERSION as __version__
 from mlhooks.delivery import selection
-from mlhooks.delivery.spool import SpoolWriter, find_spools, replay
+from mlhooks.delivery.recovery import RejectedAside, describe, recover_journals
+from mlhooks.delivery.spool import find_spools, replay
+from mlhooks.delivery.staging import discard_stored_snapshot
 from mlhooks.reports import compare
 
 DEFAULT_COLUMNS = 6
@@ -312,9 +313,28 @@ def sync(root: Path | None, backend: str | None, force: bool, rejected: bool, re
     if rejected and not retry:
         list_rejected(root, backend)
         return
-    code = sync_spools(root, backend, force, rejected=rejected)
+    code, recovered = (0, 0) if rejected else sync_journals(root, backend)
+    code = sync_spools(root, backend, force, rejected=rejected, quiet=recovered > 0) or code
     if code:
         sys.exit(code)
+
+
+def sync_journals(root: Path, backend: str | None) -> tuple[int, int]:
+    """Deliver what processes that died left in their journals; returns the exit code
+    and how many journals were recovered."""
+    failures = 0
+    results = recover_journals(root, backend)
+    for result in results:
+        if result.error is None:
+            click.echo(describe(result))
+        else:
+            failures += 1
+            click.echo(
+                f"FAILED {result.path.name}: {result.header.backend}: "
+                f"{type(result.error).__name__}: {result.error}",
+                err=True,
+            )
+    return (1 if failures else 0), len(results)
 
 
 def list_rejected(root: Path, backend: str | None) -> None:
@@ -345,7 +365,11 @@ def _describe(op: Any) -> str:
 
 
 def sync_spools(
-    root: Path, backend: str | None, force: bool = False, rejected: bool = False
+    root: Path,
+    backend: str | None,
+    force: bool = False,
+    rejected: bool = False,
+    quiet: bool = False,
 ) -> int:
     """Replay every spool under ``root`` into its backend; returns the exit code.
 
@@ -357,7 +381,8 @@ def sync_spools(
     folder = root / ".spool" / "rejected" if rejected else root / ".spool"
     spools = find_spools(folder, backend)
     if not spools:
-        click.echo(f"nothing to sync under {root / '.spool'}")
+        if not quiet:
+            click.echo(f"nothing to sync under {root}")
         return 0
     failures = 0
     errors = _console(stderr=True)
@@ -384,7 +409,7 @@ def sync_spools(
                 target = selection.backend_named(header.backend, **header.options)
                 aside = RejectedAside(root / ".spool" / "rejected", target)
                 applied = replay(
-                    spool, target, reject=aside.reject, applied=_advance(progress, task)
+                    spool, target, reject=aside.reject, applied=_advance(root, progress, task)
                 )
                 target.close()
                 if aside.count:
@@ -405,22 +430,14 @@ def sync_spools(
     return 1 if failures else 0
 
 
-class RejectedAside:
-    """Where a replay puts what its backend refuses for good (the replay goes on)."""
+def _advance(root: Path, progress: Progress, task: Any) -> Any:
+    """After each operation replayed: the bar moves, and a snapshot it named goes."""
 
-    def __init__(self, folder: Path, backend: Any) -> None:
-        self.folder, self.backend, self.count = folder, backend, 0
-        self._writer: SpoolWriter | None = None
+    def applied(op: Any) -> None:
+        discard_stored_snapshot(root, op)
+        progress.advance(task)
 
-    def reject(self, op: Any, error: BaseException) -> None:
-        if self._writer is None:
-            self._writer = SpoolWriter(self.folder, self.backend)
-        self._writer.append([op], reason=redact_text(f"{type(error).__name__}: {error}"))
-        self.count += 1
-
-
-def _advance(progress: Progress, task: Any) -> Any:
-    return lambda _op: progress.advance(task)
+    return applied
 
 
 # -- doctor -----------------------------------------------------------------------------------
@@ -442,6 +459,7 @@ def doctor_command(backends: Sequence[str], no_probe: bool, fmt: str) -> None:
     plugins = doctor.plugins()
     stores = doctor.backends(list(backends) or None)
     settings = doctor.settings()
+    waiting = doctor.waiting()
     failing = [b for b in stores if b.default and not b.answers]
     if fmt == "json":
         from dataclasses import asdict
@@ -453,10 +471,12 @@ def doctor_command(backends: Sequence[str], no_probe: bool, fmt: str) -> None:
             "plugins": [asdict(p) for p in plugins],
             "backends": [asdict(b) for b in stores],
             "settings": settings,
+            "waiting": asdict(waiting),
         }
         click.echo(json.dumps(document, indent=2))
     else:
         _print_doctor(frameworks, plugins, stores, settings, platform.python_version())
+        _print_waiting(waiting)
     if failing:
         sys.exit(1)
 
@@ -511,6 +531,20 @@ def _print_doctor(
         for key, value in settings.items():
             table.add_row(key, value)
         console.print(table)
+
+
+def _print_waiting(waiting: doctor.Waiting) -> None:
+    parts = []
+    if waiting.dead_journals:
+        parts.append(f"{waiting.dead_journals} journal(s) of processes that died")
+    if waiting.spools:
+        parts.append(f"{waiting.spools} spool(s) of a backend that was down")
+    if parts:
+        click.echo(f"not stored yet under {waiting.root}: {', '.join(parts)}; run `mlhooks sync`")
+    if waiting.rejected:
+        click.echo(
+            f"{waiting.rejected} file(s) of operations backends refused: `mlhooks sync --rejected`"
+        )
 
 
 def run(argv: Sequence[str] | None = None) -> int:

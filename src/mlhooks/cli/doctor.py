@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlhooks.autologging.integration import Integration
+from mlhooks.backends.local import default_root
 from mlhooks.core import known_plugins
 from mlhooks.core import settings as mlhooks_settings
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
 from mlhooks.core.known_plugins import install_hint
 from mlhooks.core.redaction import redact
 from mlhooks.delivery import selection
+from mlhooks.delivery.journal import find_journals, owner_alive
+from mlhooks.delivery.spool import find_spools
 
 
 @dataclass
@@ -217,3 +220,33 @@ def setting_problem(name: str) -> str | None:
     except ValueError as error:
         return f"invalid: {error}"
     return None
+
+
+@dataclass
+class Waiting:
+    """What is on disk and not stored yet, under the local dir."""
+
+    root: str
+    dead_journals: int = 0
+    """Journals of processes that died before their exit sequence."""
+    live_journals: int = 0
+    spools: int = 0
+    rejected: int = 0
+
+    @property
+    def to_sync(self) -> bool:
+        return bool(self.dead_journals or self.spools)
+
+
+def waiting() -> Waiting:
+    """Journals and spools under the local dir that `mlhooks sync` would deliver."""
+    root = default_root()
+    journals = find_journals(root)
+    dead = sum(1 for journal in journals if not owner_alive(journal.path))
+    return Waiting(
+        str(root),
+        dead_journals=dead,
+        live_journals=len(journals) - dead,
+        spools=len(find_spools(root / ".spool")),
+        rejected=len(find_spools(root / ".spool" / "rejected")),
+    )

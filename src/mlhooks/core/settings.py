@@ -245,6 +245,19 @@ declare(
     "seconds between attempts to replay a spool into a down backend",
 )
 declare(
+    "MLHOOKS_JOURNAL",
+    flag,
+    True,
+    "write each backend's operations to a journal first, so that a killed process loses "
+    "at most `MLHOOKS_JOURNAL_INTERVAL` seconds of data",
+)
+declare(
+    "MLHOOKS_JOURNAL_INTERVAL",
+    positive_seconds,
+    0.5,
+    "seconds between two writes of the journal (what a SIGKILL may lose)",
+)
+declare(
     "MLHOOKS_LOG_CONTEXT",
     text,
     None,

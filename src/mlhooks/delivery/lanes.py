@@ -15,6 +15,11 @@ broken backend only ever delays its own lane. The lane composes parts with one j
   outright lands in a spool of its own for ``mlhooks sync``.
 * Its :class:`~.pacing.Pacer` decides how long the writer rests between rounds, and
   when it yields to a fit that trains.
+* A journaled lane (the default for backends that outlive the process; see
+  :mod:`.journaling`) has the journal thread take what was put, write it to the
+  lane's journal within ``MLHOOKS_JOURNAL_INTERVAL`` seconds and hand it to the writer,
+  which delivers it and moves the journal's cursor: a killed process loses at most that
+  interval of data, and the next process or ``mlhooks sync`` delivers the rest.
 * ``flush`` waits until everything put before it is stored (or safely spooled).
   Interpreter exit flushes; whatever a stuck backend still holds then is spooled.
 * After ``os.fork()`` the child starts with empty lanes and fresh threads.
@@ -22,6 +27,7 @@ broken backend only ever delays its own lane. The lane composes parts with one j
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -37,6 +43,7 @@ from mlhooks.core.errors import report_background_error, setting_or_default
 from mlhooks.core.shutdown import Stage, at_exit, in_forked_child
 from mlhooks.delivery.batching import Batcher, FlushMarker, MetricItem
 from mlhooks.delivery.deliverer import Deliverer
+from mlhooks.delivery.journaling import JournalPart, journaler
 from mlhooks.delivery.overflow import Overflow
 from mlhooks.delivery.pacing import Pacer
 from mlhooks.delivery.spooler import Spooler
@@ -74,9 +81,13 @@ class Lane:
         interval: float | None = None,
         busy_factor: float = 9.0,
         max_interval: float = 2.0,
+        journal: Path | None = None,
     ) -> None:
         self.backend = backend
         self.spool_dir = spool_dir
+        self.journal_dir = journal
+        """Where this lane's journal goes; None: not journaled (data in memory only)."""
+        self._journal: JournalPart | None = None
         self.queue_limit = queue_limit
         self.retry = retry or RetryPolicy()
         self.pacer = Pacer(
@@ -104,6 +115,15 @@ class Lane:
         )
         self._deliverer = Deliverer(self.backend, self._spooler, retry.delays, self._closing)
         self.pacer.urgent = False
+        if self._journal is not None:
+            self._journal.drop_in_child()
+        self._journal = (
+            JournalPart(self, self.journal_dir, self.queue_limit)
+            if self.journal_dir is not None
+            else None
+        )
+        self._intake = journaler.wake if self._journal is not None else self._wake
+        """Woken when the queue holds a full batch: the journal thread, or the writer."""
 
     # -- training thread --------------------------------------------------------------
 
@@ -113,7 +133,7 @@ class Lane:
         if self._fast and len(queue) < self.queue_limit:
             queue.append(item)
             if len(queue) == self._full:  # a full batch need not wait
-                self._wake.set()
+                self._intake.set()
         else:
             self._put_slow(item)
 
@@ -139,7 +159,7 @@ class Lane:
                 self._overflow = Overflow(self.spool_dir / "overflow")
                 self._fast = False
             self._overflow.write(item)
-        self._wake.set()
+        self._intake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything put before this call is stored or spooled."""
@@ -148,6 +168,7 @@ class Lane:
         marker = FlushMarker()
         self.put(marker)  # type: ignore[arg-type]
         self.pacer.urgent = True
+        self._intake.set()
         self._wake.set()
         return marker.done.wait(timeout) and marker.ok
 
@@ -155,6 +176,12 @@ class Lane:
     def pending(self) -> int:
         """Items waiting in memory (not counting spilled ones)."""
         return len(self._queue)
+
+    @property
+    def journal_path(self) -> Path | None:
+        """This lane's journal file, once it has one."""
+        part = self._journal
+        return part.writer.path if part is not None and part.writer is not None else None
 
     @property
     def abandoned(self) -> bool:
@@ -186,6 +213,8 @@ class Lane:
             )
             self._thread = thread
             thread.start()
+        if self._journal is not None:
+            journaler.add(self._journal)
 
     def _run(self) -> None:
         pacer = self.pacer
@@ -209,10 +238,33 @@ class Lane:
             rest = pacer.rest_after(time.monotonic() - started)
 
     def _behind(self) -> bool:
-        """Closing, spilling to disk or spooling: no time to yield to training."""
-        return self._closing.is_set() or self._overflow is not None or self._spooler.is_down
+        """Closing, spilling to disk, spooling, or a journal read back from disk: no
+        time to yield to training."""
+        journal = self._journal
+        return (
+            self._closing.is_set()
+            or self._overflow is not None
+            or self._spooler.is_down
+            or (journal is not None and journal.window.disk_from is not None)
+        )
+
+    def _take_queued(self) -> list[Any]:
+        """Everything queued so far, in order (spilled items included): what the journal
+        thread takes for a journaled lane."""
+        items = self._take_from_memory(len(self._queue))
+        if self._queue:
+            return items
+        with self._lock:
+            overflow, self._overflow = self._overflow, None
+            self._fast = self._thread is not None
+        if overflow is not None:
+            items.extend(overflow.read())
+        return items
 
     def _drain(self) -> None:
+        if self._journal is not None:
+            self._deliver_journaled(self._journal)
+            return
         while True:
             if self._queue:
                 self._process(self._take_from_memory())
@@ -248,6 +300,43 @@ class Lane:
             items.append(queue.popleft())
         return items
 
+    def _deliver_journaled(self, part: JournalPart) -> None:
+        """Deliver what the journal thread put in the window, moving the journal's
+        cursor after each operation; consecutive batches of a run go as one."""
+        deliverer = self._deliverer
+        while True:
+            taken = part.take()
+            if not taken:
+                break
+            merged: list[Operation] = []
+            last: list[int] = []  # the journal index of the last entry merged into each
+            for index, op in taken:
+                count = len(merged)
+                self.batcher.add(merged, op)
+                if len(merged) > count:
+                    last.append(index)
+                else:
+                    last[-1] = index
+            for position, (op, index) in enumerate(zip(merged, last, strict=True)):
+                if not deliverer.deliver([op]):
+                    # Neither stored nor spooled (a full disk): the deliverer holds it;
+                    # what follows waits in the window, and nobody waits for a flush.
+                    rest = list(zip(last[position + 1 :], merged[position + 1 :], strict=True))
+                    part.put_back(rest)
+                    self._release(part.window.all_markers(), ok=False)
+                    return
+                part.delivered(index + 1)
+                self._release(part.window.due_markers(), ok=True)
+        due = part.window.due_markers()
+        if due:  # what the deliverer holds (a full disk) is tried once more first
+            self._release(due, ok=deliverer.deliver([]) and deliverer.flush_backend())
+
+    @staticmethod
+    def _release(markers: list[FlushMarker], ok: bool) -> None:
+        for marker in markers:
+            marker.ok = ok
+            marker.done.set()
+
     def _process(self, items: list[Any]) -> None:
         """Store a run of queued items: batch, deliver, release flush markers."""
         deliverer = self._deliverer
@@ -269,17 +358,34 @@ class Lane:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool
         self._wake.set()
-        if not flushed:
-            self._spool_leftovers()
+        spooled = self._spool_late_items() if flushed else self._spool_leftovers()
+        if self._journal is not None:
+            self._close_journal(self._journal, spooled)
         try:
             self.backend.close()
         except Exception as error:  # noqa: BLE001
             report_background_error(f"close of backend {self.backend.name!r}", error)
 
-    def _spool_leftovers(self) -> None:
-        """At exit with a stuck backend: put everything not stored into a spool file.
-        (The writer, if it wakes up, finds the lane abandoned and leaves it alone.)"""
+    def _spool_leftovers(self) -> bool:
+        """At exit with a stuck backend: put everything not stored into a spool file;
+        True when that worked. (The writer, if it wakes up, finds the lane abandoned
+        and leaves it alone.)"""
         ops = self._deliverer.abandon()
+        if self._journal is not None:
+            with self._journal.lock:
+                ops.extend(self._journal.leftovers())
+        return self._spooler.spool_at_exit(self._queued_ops(ops))
+
+    def _spool_late_items(self) -> bool:
+        """At exit after a flush: what was put after it (by another thread) goes to a
+        spool file. A journaled lane's writer is gone by now, a plain one's drains it."""
+        if self._journal is None:
+            return True
+        with self._journal.lock:
+            return self._spooler.spool_at_exit(self._queued_ops([]))
+
+    def _queued_ops(self, ops: list[Operation]) -> list[Operation]:
+        """``ops`` then everything queued (spilled items included), as operations."""
         with self._lock:
             items = list(self._queue)
             self._queue.clear()
@@ -288,7 +394,19 @@ class Lane:
         if overflow is not None:
             items.extend(overflow.read())
         self.batcher.extend(ops, items)
-        self._spooler.spool_at_exit(ops)
+        return ops
+
+    def _close_journal(self, part: JournalPart, spooled: bool) -> None:
+        """Remove the journal when nothing in it is left to deliver; else keep it for
+        the next process or ``mlhooks sync`` (its cursor says where to go on)."""
+        window = part.window
+        if spooled and not self._deliverer.abandoned and window.pending() == 0:
+            part.close(remove=True)
+        elif spooled and self._deliverer.abandoned:
+            part.delivered(window.end)  # everything not stored is in the exit spool
+            part.close(remove=True)
+        else:
+            part.close(remove=False)
 
 
 _LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
@@ -311,13 +429,20 @@ def _exit_timeout() -> float:
 
 def _close_all_at_exit() -> None:
     deadline = time.monotonic() + _exit_timeout()  # one budget for all lanes
+    folders = set()
     for lane in list(_LANES):
         lane.close(max(0.0, deadline - time.monotonic()))
+        if lane.journal_dir is not None:
+            folders.add(lane.journal_dir)
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: a journal kept for later stays
 
 
 def _reset_in_child() -> None:
     # The parent's threads do not exist in a forked child, and the parent still owns
     # what it queued: the child starts with empty lanes.
+    journaler.reset_in_child()
     for lane in list(_LANES):
         lane._reset()
         try:

@@ -31,13 +31,15 @@ from mlhooks.backends.base import (
     StartRun,
 )
 from mlhooks.backends.local import default_root
-from mlhooks.core import redaction
+from mlhooks.core import redaction, settings
 from mlhooks.core.errors import notice_once
 from mlhooks.core.hookspecs import hookimpl
 from mlhooks.core.shutdown import Stage, in_forked_child
 from mlhooks.core.types import Capability, DatasetInfo, ModelArtifact, RunInfo, RunStatus, now_ms
 from mlhooks.delivery import staging
+from mlhooks.delivery.journal import journal_dir
 from mlhooks.delivery.lanes import Lane, flush_lanes, retry_policy_from_env
+from mlhooks.delivery.recovery import recover_in_background
 
 ENDED_RUNS_KEPT = 10_000
 """How many ended runs still take late reports (a few hundred bytes each)."""
@@ -70,8 +72,16 @@ class Recorder:
             with self._lock:
                 lane = self._lanes.get(key)
                 if lane is None:
-                    spool_dir = default_root() / ".spool"
-                    lane = Lane(backend, spool_dir=Path(spool_dir), retry=retry_policy_from_env())
+                    root = Path(default_root())
+                    journaled = backend.journaled and settings.get("MLHOOKS_JOURNAL")
+                    lane = Lane(
+                        backend,
+                        spool_dir=root / ".spool",
+                        retry=retry_policy_from_env(),
+                        journal=journal_dir(root) if journaled else None,
+                    )
+                    if journaled:
+                        recover_in_background(root)
                     self._lanes[key] = lane
                     self._backends[key] = backend  # keeps id(backend) from being reused
         return lane

@@ -104,10 +104,11 @@ class Spooler:
             f"it was kept in {self._rejected.path}.",
         )
 
-    def spool_at_exit(self, ops: list[Operation]) -> None:
-        """Put ``ops``, not stored before exit, into a spool file of their own."""
+    def spool_at_exit(self, ops: list[Operation]) -> bool:
+        """Put ``ops``, not stored before exit, into a spool file of their own; False
+        when that failed (a full disk)."""
         if not ops:
-            return
+            return True
         try:
             writer = spool_io.SpoolWriter(self.directory, self.backend)
             writer.append(ops)
@@ -116,9 +117,10 @@ class Spooler:
             report_background_error(
                 f"spool of {len(ops)} unstored operations for {self.backend.name!r}", error
             )
-            return
+            return False
         warn_background(
             f"exit-spool:{self.backend.name}",
             f"mlhooks: {len(ops)} operations for {self.backend.describe()!r} were not "
             f"stored before exit; they are in {writer.path}. Run `mlhooks sync`.",
         )
+        return True

@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mlhooks.backends.base import LogArtifact, LogModel, Operation
@@ -38,7 +38,7 @@ def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
     source = Path(path)
     if not source.exists():
         raise FileNotFoundError(f"cannot log {str(source)!r}: no such file or directory")
-    target = staging_root() / uuid.uuid4().hex / source.name
+    target = staging_root() / _snapshot_name() / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():  # symlinks are copied as what they point to; dangling ones skipped
         shutil.copytree(source, target, ignore_dangling_symlinks=True)
@@ -52,13 +52,58 @@ def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
 def stage_files(name: str, files: Mapping[str, str], holders: int = 1) -> str:
     """A snapshot directory ``name`` holding ``files`` (file name -> text), written
     straight into the staging area: for artifacts mlhooks makes itself."""
-    target = staging_root() / uuid.uuid4().hex / name
+    target = staging_root() / _snapshot_name() / name
     target.mkdir(parents=True)
     for filename, text in files.items():
         (target / filename).write_text(text, encoding="utf-8")
     with _lock:
         _holders[str(target)] = holders
     return str(target)
+
+
+def _snapshot_name() -> str:
+    """``<pid>-<random>``: the process that took a snapshot is known from its name, so
+    that what a dead process staged can go once its journal is recovered."""
+    return f"{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def discard_stored_snapshot(root: Path, op: Operation) -> None:
+    """A snapshot of another (dead or finished) process that ``op`` named was stored:
+    it is not needed any more. (This process's own go through :func:`release`.)"""
+    path = (
+        op.local_path
+        if isinstance(op, LogArtifact)
+        else op.model.path
+        if isinstance(op, LogModel)
+        else None
+    )
+    if path is None or is_snapshot(path):
+        return
+    folder = Path(path).parent
+    if folder.parent.resolve() == (root / ".staging").resolve():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def discard_process_snapshots(root: Path, pid: int, keep: Iterable[Path]) -> None:
+    """Remove the snapshots process ``pid`` (dead) staged under ``root``, but those
+    that a file in ``keep`` (its spools) still names."""
+    folder = root / ".staging"
+    mine = list(folder.glob(f"{pid}-*")) if folder.is_dir() else []
+    if not mine:
+        return
+    named = b"".join(_read(path) for path in keep)
+    for snapshot in mine:
+        if f"/{snapshot.name}/".encode() not in named:
+            shutil.rmtree(snapshot, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def is_snapshot(path: str) -> bool:

@@ -1,0 +1,253 @@
+"""A process killed before its exit sequence loses at most the journal's interval
+(issue 13, items 4 and 5): its journal holds everything reported earlier, and
+``mlhooks sync`` or the next process that tracks in the same place delivers it, exactly
+once, and ends the runs it left open KILLED."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Store
+
+SETTLE = 1.5
+"""Seconds a script waits before its death: three journal intervals (0.5 s)."""
+
+KILL_MID_FIT = f"""
+    import os, signal, time
+    import numpy as np
+    import xgboost
+    import mlhooks
+
+    mlhooks.autolog()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=200)
+    dtrain = xgboost.DMatrix(X, label=y)
+
+    class Die(xgboost.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log):
+            if epoch == 60:
+                time.sleep({SETTLE})  # rounds 0..60 are older than the journal interval
+            if epoch == 70:
+                os.{{how}}
+            return False
+
+    xgboost.train({{{{"max_depth": 2, "eta": 0.1}}}}, dtrain, num_boost_round=500,
+                  evals=[(dtrain, "train")], callbacks=[Die()])
+"""
+
+HOW = {"SIGKILL": "kill(os.getpid(), signal.SIGKILL)", "os._exit": "_exit(0)"}
+
+
+def sync(store: Store, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``mlhooks sync`` in a fresh process, as a user runs it."""
+    return cli(store, "sync", *extra)
+
+
+def cli(store: Store, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mlhooks <args>`` in a fresh process, with the store's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlhooks", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**_base_env(), **store.env},
+    )
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def journals(store: Store) -> list[Path]:
+    return sorted((store.root / ".journal").glob("*.journal"))
+
+
+def test_sigkill_in_a_fit_loses_at_most_the_last_interval(store: Store) -> None:
+    """XGBoost is SIGKILLed at round 70, 1.5 s after round 60: after ``mlhooks sync``
+    every round up to 60 is stored, each once, with the params, and the run is
+    KILLED. (Before the journal, up to 10 s of rounds were lost during fits.)"""
+    result = store.script(KILL_MID_FIT.format(how=HOW["SIGKILL"]))
+    assert result.returncode == -9, result.stderr
+    assert journals(store), "the killed process left its journal"
+    told = cli(store, "doctor", "--no-probe")
+    assert "1 journal(s) of processes that died" in told.stdout
+
+    synced = sync(store)
+    assert synced.returncode == 0, synced.stderr
+    assert "ended KILLED" in synced.stdout
+    assert not journals(store)
+    document = json.loads(cli(store, "doctor", "--no-probe", "--format", "json").stdout)
+    assert document["waiting"]["dead_journals"] == 0
+
+    (run,) = store.all_runs()
+    assert run.status == "KILLED"
+    assert run.params["max_depth"] == "2"
+    assert not (store.root / ".staging").exists(), "the dead process's snapshots stay"
+    (key,) = [k for k in run.metrics if k.startswith("train")]
+    steps = [step for step, _ in run.metrics[key]]
+    assert len(steps) == len(set(steps)), "a round stored twice"
+    assert set(range(61)) <= set(steps)
+
+
+def test_os_exit_is_recovered_by_the_next_process(store: Store) -> None:
+    """A script leaves by ``os._exit(0)`` with a run open: the next script that tracks
+    in the same place delivers what the first one left, on a background thread, says
+    so once, and ends the dead process's run KILLED."""
+    first = store.script(
+        f"""
+        import os, time
+        import mlhooks
+
+        mlhooks.start_run("abandoned")
+        mlhooks.log_param("lr", 0.1)
+        for step in range(1000):
+            mlhooks.log_metric("loss", 1 / (step + 1), step=step)
+        time.sleep({SETTLE})
+        os._exit(0)
+        """
+    )
+    assert first.returncode == 0, first.stderr
+    assert journals(store)
+
+    second = store.script(
+        """
+        import time
+        import mlhooks
+        from mlhooks.delivery import recovery
+
+        with mlhooks.start_run("next"):
+            mlhooks.log_metric("acc", 0.9)
+            deadline = time.monotonic() + 120
+            while not recovery.told and time.monotonic() < deadline:
+                time.sleep(0.1)  # the dead process's journal is delivered in the background
+        """,
+        MLHOOKS_STRICT="0",
+    )
+    assert second.returncode == 0, second.stderr
+    assert "ended without its exit sequence" in second.stderr
+    assert second.stderr.count("ended without its exit sequence") == 1
+    runs = store.runs()
+    assert runs["abandoned"].status == "KILLED"
+    assert runs["abandoned"].params == {"lr": "0.1"}
+    assert [s for s, _ in runs["abandoned"].metrics["loss"]] == list(range(1000))
+    assert runs["next"].status == "FINISHED"
+    assert not journals(store)
+
+
+def test_two_syncs_at_once_store_each_point_once(store: Store) -> None:
+    """Two ``mlhooks sync`` started together over one dead process's journal: one of
+    them delivers it (the journal is locked while it does), and nothing is stored
+    twice."""
+    result = store.script(KILL_MID_FIT.format(how=HOW["os._exit"]))
+    assert result.returncode == 0, result.stderr
+    command = [sys.executable, "-m", "mlhooks", "sync"]
+    env = {**_base_env(), **store.env}
+    both = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=300) for process in both]
+    assert [process.returncode for process in both] == [0, 0], outputs
+    assert sum(out.count(b"ended without its exit sequence") for out, _ in outputs) == 1
+    (run,) = store.all_runs()
+    (key,) = [k for k in run.metrics if k.startswith("train")]
+    steps = [step for step, _ in run.metrics[key]]
+    assert len(steps) == len(set(steps))
+    assert set(range(61)) <= set(steps)
+    assert sync(store).stdout.startswith("nothing to sync")
+
+
+def test_a_forked_child_killed_keeps_its_points_and_not_its_parents_run(
+    store: Store,
+) -> None:
+    """A child forked in the parent's run logs and dies by ``os._exit``: ``mlhooks
+    sync`` stores the child's points (its own journal), and the parent's run, which the
+    child never started, ends as the parent ended it: FINISHED."""
+    result = store.script(
+        f"""
+        import os, time
+        import mlhooks
+
+        with mlhooks.start_run("parent"):
+            mlhooks.log_metric("parent_loss", 1.0, step=0)
+            pid = os.fork()
+            if pid == 0:
+                for step in range(300):
+                    mlhooks.log_metric("child_loss", float(step), step=step)
+                time.sleep({SETTLE})
+                os._exit(0)
+            os.waitpid(pid, 0)
+            mlhooks.log_metric("parent_loss", 2.0, step=1)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert sync(store).returncode == 0
+    run = store.run("parent")
+    assert run.status == "FINISHED"
+    assert [s for s, _ in run.metrics["child_loss"]] == list(range(300))
+    assert [s for s, _ in run.metrics["parent_loss"]] == [0, 1]
+    assert not journals(store)
+
+
+def test_a_journal_that_cannot_be_written_warns_once_and_loses_nothing(
+    store: Store,
+) -> None:
+    """The journal's folder cannot be made (a file stands in its place): one warning,
+    and a normal run stores everything, as without a journal."""
+    store.root.mkdir(parents=True)
+    (store.root / ".journal").write_text("not a folder")
+    result = store.script(
+        """
+        import mlhooks
+
+        with mlhooks.start_run("no-journal"):
+            for step in range(500):
+                mlhooks.log_metric("loss", float(step), step=step)
+        """,
+        MLHOOKS_STRICT="0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("cannot write the journal") == 1
+    run = store.run("no-journal")
+    assert run.status == "FINISHED"
+    assert [s for s, _ in run.metrics["loss"]] == list(range(500))
+
+
+def test_a_normal_exit_leaves_no_journal(store: Store, tmp_path: Path) -> None:
+    """Everything delivered: the journal goes at exit, and so does its folder."""
+    result = store.script(
+        """
+        import mlhooks
+
+        with mlhooks.start_run("clean"):
+            mlhooks.log_metric("loss", 1.0)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert store.run("clean").status == "FINISHED"
+    assert not (store.root / ".journal").exists()
+
+
+def test_without_the_journal_nothing_is_journaled(store: Store) -> None:
+    """``MLHOOKS_JOURNAL=0`` turns it off: no journal is written (and a killed process
+    loses what its writer had not stored, as before)."""
+    result = store.script(
+        """
+        import os, time
+        import mlhooks
+
+        mlhooks.start_run("unjournaled")
+        mlhooks.log_metric("loss", 1.0)
+        time.sleep(1.0)
+        os._exit(0)
+        """,
+        MLHOOKS_JOURNAL="0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (store.root / ".journal").exists()
