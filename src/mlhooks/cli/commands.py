@@ -29,7 +29,7 @@ from mlhooks.core.version import VERSION as __version__
 from mlhooks.delivery import selection
 from mlhooks.delivery.recovery import RejectedAside, describe, recover_journals
 from mlhooks.delivery.spool import find_spools, replay
-from mlhooks.delivery.staging import discard_stored_snapshot
+from mlhooks.delivery.staging import StoredSnapshots
 from mlhooks.reports import compare
 
 DEFAULT_COLUMNS = 6
@@ -394,6 +394,7 @@ def sync_spools(
         transient=True,
         disable=not errors.is_terminal,
     )
+    snapshots = StoredSnapshots(root)
     with progress:
         for spool in spools:
             header = spool.header()
@@ -409,7 +410,7 @@ def sync_spools(
                 target = selection.backend_named(header.backend, **header.options)
                 aside = RejectedAside(root / ".spool" / "rejected", target)
                 applied = replay(
-                    spool, target, reject=aside.reject, applied=_advance(root, progress, task)
+                    spool, target, reject=aside.reject, applied=_advance(snapshots, progress, task)
                 )
                 target.close()
                 if aside.count:
@@ -427,14 +428,16 @@ def sync_spools(
                 )
                 continue
             click.echo(f"synced {applied} operations to {target.describe()} from {spool.path.name}")
+    snapshots.discard()
     return 1 if failures else 0
 
 
-def _advance(root: Path, progress: Progress, task: Any) -> Any:
-    """After each operation replayed: the bar moves, and a snapshot it named goes."""
+def _advance(snapshots: StoredSnapshots, progress: Progress, task: Any) -> Any:
+    """After each operation replayed: the bar moves, and a snapshot it named may go
+    (at the end, when no other operation names it)."""
 
     def applied(op: Any) -> None:
-        discard_stored_snapshot(root, op)
+        snapshots.stored(op)
         progress.advance(task)
 
     return applied
