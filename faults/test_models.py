@@ -273,6 +273,105 @@ def test_models_of_a_script_spooled_while_the_store_is_away_are_replayed_elsewhe
         assert signature is not None and signature.inputs.input_types() == [np.dtype("float64")]
 
 
+XGBOOST_AND_LIGHTNING = """
+import json
+import numpy as np
+import torch
+import xgboost as xgb
+import lightning.pytorch as pl
+import mlflow
+import mlhooks
+from sklearn.datasets import load_breast_cancer
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def logistic(labels, predt):  # a custom objective of the script
+    p = 1.0 / (1.0 + np.exp(-predt))
+    return p - labels, p * (1.0 - p)
+
+
+def error_rate():
+    def err(labels, predt):  # a closure metric: pickle refuses it
+        return float(np.mean((predt > 0.5) != labels))
+    return err
+
+
+class Net(pl.LightningModule):  # a module of the script
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def local_module():
+    class Local(Net):  # a class of a function: pickle refuses it
+        pass
+    return Local()
+
+
+mlhooks.autolog()
+X, y = load_breast_cancer(return_X_y=True)
+X = X.astype("float32")
+torch.manual_seed(0)
+data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=16)
+fitted, runs = {}, {}
+for name, model in {
+    "xgb_objective": xgb.XGBClassifier(n_estimators=5, objective=logistic),
+    "xgb_closure_metric": xgb.XGBClassifier(n_estimators=5, eval_metric=error_rate()),
+}.items():
+    with mlhooks.start_run(name) as run:
+        fitted[name] = model.fit(X, y, eval_set=[(X, y)], verbose=False)
+    runs[name] = run.run_id
+for name, module in {"lightning_main": Net(), "lightning_local": local_module()}.items():
+    with mlhooks.start_run(name) as run:
+        pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False).fit(module, data)
+        fitted[name] = module
+    runs[name] = run.run_id
+assert mlhooks.flush(120)
+x = torch.randn(3, 4)
+loaded = {}
+for name, run_id in runs.items():
+    found = mlflow.search_runs(
+        filter_string=f"tags.`mlhooks.run_id` = '{run_id}'", output_format="list"
+    )[0]
+    uri = f"runs:/{found.info.run_id}/model"
+    if name.startswith("xgb"):
+        same = np.array_equal(mlflow.xgboost.load_model(uri).predict(X), fitted[name].predict(X))
+    else:
+        with torch.no_grad():
+            same = torch.allclose(mlflow.pytorch.load_model(uri).layer(x), fitted[name].layer(x))
+    loaded[name] = [found.info.status, bool(same)]
+print("LOADED " + json.dumps(loaded))
+"""
+
+
+def test_xgboost_and_lightning_models_of_a_script_are_stored_loadable(
+    tmp_path: Path, mlflow_tracking_uri: str
+) -> None:
+    """The same class of model for XGBoost (a custom objective of the script, a closure
+    metric) and Lightning (a module of the script, a module class defined in a
+    function): each run FINISHED with an MLflow model that loads in the script and
+    predicts as the fitted one."""
+    script = tmp_path / "train.py"
+    script.write_text(XGBOOST_AND_LIGHTNING)
+    env = {"MLHOOKS_LOCAL_DIR": str(tmp_path / "mlhooks-runs"), "MLHOOKS_BACKENDS": "mlflow"}
+    result = run_file(script, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "is failing" not in result.stderr and "rejected" not in result.stderr
+    loaded = printed(result.stdout, "LOADED")
+    assert loaded == {
+        name: ["FINISHED", True]
+        for name in ("xgb_objective", "xgb_closure_metric", "lightning_main", "lightning_local")
+    }
+
+
 MANY_FITS = """
 import sys
 import mlhooks
