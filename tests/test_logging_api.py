@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ def test_a_model_is_captured_when_logged(tmp_path: Path) -> None:
 
 def test_an_unpicklable_model_gets_a_clear_error(mlhooks_memory: RecordedRuns) -> None:
     with mlhooks.start_run("model"), pytest.raises(ValueError, match="cannot be pickled"):
-        mlhooks.log_model(lambda x: x, name="fn")
+        mlhooks.log_model({"guard": threading.Lock()}, name="fn")  # a lambda is cloudpickled
 
 
 def test_a_dataset_fingerprint_lands(mlhooks_memory: RecordedRuns) -> None:

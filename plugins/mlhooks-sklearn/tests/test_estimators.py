@@ -165,7 +165,7 @@ def test_hist_gradient_boosting_scores_per_iteration(store: Store, autolog: None
         points = store.history(run, key)
         assert [step for step, _ in points] == list(range(len(curve)))
         assert [value for _, value in points] == pytest.approx(list(curve))
-    # MLflow saves it with skops, which must be told to trust HistGradientBoosting's types
+    # saved with cloudpickle: loads although skops would not know HistGradientBoosting's types
     loaded = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 

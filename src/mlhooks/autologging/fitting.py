@@ -210,16 +210,17 @@ class FitSession:
 
         Pass ``sample_input`` (a few rows) for backends to infer a signature from; the
         ``log_input_examples`` and ``log_model_signatures`` settings travel along as
-        ``log_input_example`` and ``log_signature``."""
+        ``log_input_example`` and ``log_signature``. A model that cannot be captured
+        (it holds a lock, a generator, ...) is reported with the reason only, so that
+        backends set it aside where ``mlhooks sync --rejected`` lists it."""
         if self.fit is None or not self.settings.log_models:
             return
         metadata.setdefault("log_input_example", self.settings.log_input_examples)
         metadata.setdefault("log_signature", self.settings.log_model_signatures)
         try:
             artifact = models.capture(model, name, flavor=flavor, **metadata)
-        except ValueError as error:
-            report_internal_error(f"{self.framework} model capture", error)
-            return
+        except ValueError as error:  # the user's model, not our bug: set aside with why
+            artifact = models.unsaveable(model, name, str(error), flavor=flavor, **metadata)
         host.emit("on_model_saved", self.fit.run, artifact)
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:

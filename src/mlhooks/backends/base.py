@@ -194,6 +194,9 @@ class Backend(abc.ABC):
         elif isinstance(op, LogArtifact):
             self.log_artifact(op)
         elif isinstance(op, LogModel):
+            if op.model.format == ModelArtifact.UNSAVEABLE:  # it says why
+                reason = op.model.metadata.get("reason") or f"model {op.model.name!r} unsaveable"
+                raise BackendError(str(reason), retryable=False)
             self.log_model(op)
         elif isinstance(op, LogDataset):
             self.log_dataset(op)

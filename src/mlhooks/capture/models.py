@@ -1,8 +1,17 @@
 """Capturing models: the bytes are taken when a model is reported, on the calling thread,
-so that a later refit cannot change what the writer stores afterwards."""
+so that a later refit cannot change what the writer stores afterwards.
+
+A model is pickled. Pickle names functions and classes by reference (module and name),
+which only works where that name can be imported again: not for a lambda, a closure or
+a class defined inside a function (pickle refuses them), nor, in another process such
+as ``mlhooks sync``, for what the user's script (``__main__``) defines. Such models are
+pickled with cloudpickle instead (when installed; MLflow brings it), which carries that
+code by value, as MLflow's own autologging does.
+"""
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from typing import Any
 
@@ -16,6 +25,9 @@ _FLAVORS = {
     "lightning": "pytorch",
     "pytorch_lightning": "pytorch",
 }
+_MAIN = b"__main__"
+"""In a pickle that names something of the running script (a false match costs only
+the slower cloudpickle)."""
 
 
 def infer_flavor(model: Any) -> str:
@@ -27,22 +39,71 @@ def infer_flavor(model: Any) -> str:
     return "python"
 
 
+def serialize(model: Any) -> tuple[bytes, str]:
+    """``model``'s bytes and their format: ``pickle``, or ``cloudpickle`` when pickle
+    refuses the model or names code of ``__main__`` in it.
+
+    Raises ValueError naming the model's type and the reason when neither can.
+    """
+    try:
+        payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:  # noqa: BLE001 - any object, any failure
+        refused: Exception | None = error
+    else:
+        if _MAIN not in payload:
+            return payload, "pickle"
+        refused = None
+    cloudpickle = _cloudpickle()
+    if cloudpickle is not None:
+        try:
+            by_value: bytes = cloudpickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+            return by_value, "cloudpickle"
+        except Exception as error:  # noqa: BLE001
+            refused = refused or error
+    if refused is None:
+        return payload, "pickle"  # by reference: loadable where the script's names are
+    raise ValueError(f"a {type(model).__qualname__} cannot be pickled ({refused})") from refused
+
+
 def capture(model: Any, name: str, *, flavor: str | None = None, **metadata: Any) -> ModelArtifact:
-    """A :class:`ModelArtifact` holding a pickle of ``model`` as it is now.
+    """A :class:`ModelArtifact` holding the bytes of ``model`` as it is now.
 
     Raises ValueError naming the model's type when it cannot be pickled.
     """
     try:
-        payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as error:
-        raise ValueError(
-            f"cannot log model {name!r}: a {type(model).__qualname__} cannot be pickled ({error})"
-        ) from error
-    metadata.setdefault("class", f"{type(model).__module__}.{type(model).__qualname__}")
+        payload, format = serialize(model)
+    except ValueError as error:
+        raise ValueError(f"cannot log model {name!r}: {error}") from error
+    metadata.setdefault("class", _class_name(model))
     return ModelArtifact(
         name=name,
         flavor=flavor or infer_flavor(model),
         payload=payload,
-        format="pickle",
+        format=format,
         metadata=metadata,
     )
+
+
+def unsaveable(
+    model: Any, name: str, reason: str, *, flavor: str | None = None, **metadata: Any
+) -> ModelArtifact:
+    """A :class:`ModelArtifact` for ``model``, which cannot be captured, holding only
+    why: every backend sets it aside with that reason (``mlhooks sync --rejected``)."""
+    metadata.setdefault("class", _class_name(model))
+    return ModelArtifact(
+        name=name,
+        flavor=flavor or infer_flavor(model),
+        format=ModelArtifact.UNSAVEABLE,
+        metadata={**metadata, "reason": reason},
+    )
+
+
+def _cloudpickle() -> Any:
+    try:
+        return importlib.import_module("cloudpickle")
+    except ImportError:
+        return None
+
+
+def _class_name(model: Any) -> str:
+    return f"{type(model).__module__}.{type(model).__qualname__}"

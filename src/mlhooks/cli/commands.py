@@ -26,9 +26,10 @@ from mlhooks.backends.base import LogBatch, StartRun
 from mlhooks.backends.local import default_root
 from mlhooks.cli import doctor
 from mlhooks.core.version import VERSION as __version__
-from mlhooks.delivery import selection, staging
+from mlhooks.delivery import selection
 from mlhooks.delivery.recovery import RejectedAside, describe, recover_journals
-from mlhooks.delivery.spool import SpoolFile, find_spools, replay
+from mlhooks.delivery.spool import find_spools, replay
+from mlhooks.delivery.staging import StoredSnapshots
 from mlhooks.reports import compare
 
 DEFAULT_COLUMNS = 6
@@ -384,7 +385,6 @@ def sync_spools(
             click.echo(f"nothing to sync under {root}")
         return 0
     failures = 0
-    stored_files: set[str] = set()  # snapshots named by spools replayed whole
     errors = _console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -394,6 +394,7 @@ def sync_spools(
         transient=True,
         disable=not errors.is_terminal,
     )
+    snapshots = StoredSnapshots(root)
     with progress:
         for spool in spools:
             header = spool.header()
@@ -404,13 +405,12 @@ def sync_spools(
                 )
                 continue
             pending = spool.count_pending()
-            files = spool.files() if not header.writer_alive() else set()
             task = progress.add_task(f"{header.backend} {spool.path.name}", total=pending)
             try:
                 target = selection.backend_named(header.backend, **header.options)
                 aside = RejectedAside(root / ".spool" / "rejected", target)
                 applied = replay(
-                    spool, target, reject=aside.reject, applied=_advance(progress, task)
+                    spool, target, reject=aside.reject, applied=_advance(snapshots, progress, task)
                 )
                 target.close()
                 if aside.count:
@@ -428,19 +428,19 @@ def sync_spools(
                 )
                 continue
             click.echo(f"synced {applied} operations to {target.describe()} from {spool.path.name}")
-            stored_files |= files
-    if stored_files:  # what no spool names any more goes, as it would in its process
-        still = {path for left in _all_spools(root) for path in left.files()}
-        staging.discard_replayed(stored_files - still, root / ".staging")
+    snapshots.discard()
     return 1 if failures else 0
 
 
-def _all_spools(root: Path) -> list[SpoolFile]:
-    return find_spools(root / ".spool") + find_spools(root / ".spool" / "rejected")
+def _advance(snapshots: StoredSnapshots, progress: Progress, task: Any) -> Any:
+    """After each operation replayed: the bar moves, and a snapshot it named may go
+    (at the end, when no other operation names it)."""
 
+    def applied(op: Any) -> None:
+        snapshots.stored(op)
+        progress.advance(task)
 
-def _advance(progress: Progress, task: Any) -> Any:
-    return lambda _op: progress.advance(task)
+    return applied
 
 
 # -- doctor -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 
 def now_ms() -> int:
@@ -69,6 +69,12 @@ class RunInfo:
     """True when mlhooks opened the run for a fit and will close it."""
     backend_ids: dict[str, str] = field(default_factory=dict)
     """Ids that backends gave this run, by backend name (e.g. an MLflow run id)."""
+    new: bool = field(default=False, compare=False)
+    """True when this process made the run's id up and no backend tried to create it
+    yet: no store can hold it, so the first backend need not look for it before
+    creating it (and sets it False). The recorder hands it from the run to the run's
+    start operation. Not kept in :meth:`to_dict`: a run read back (from a spool, say)
+    may exist and is looked for."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,10 +144,16 @@ class DatasetInfo:
 class ModelArtifact:
     """A model to store, captured at the moment it was reported.
 
-    ``payload`` holds the model's bytes (a pickle unless ``format`` says otherwise),
-    taken when it was logged so that a later refit cannot change what is stored.
-    ``path`` is set instead for models that already live in a file (checkpoints).
+    ``payload`` holds the model's bytes (a pickle unless ``format`` says otherwise:
+    ``cloudpickle`` for one that carries code of the user's script by value), taken
+    when it was logged so that a later refit cannot change what is stored. ``path`` is
+    set instead for models that already live in a file (checkpoints). A model that
+    could not be captured at all has neither, the format :attr:`UNSAVEABLE` and the
+    reason in ``metadata["reason"]``: backends set it aside with that reason.
     """
+
+    PICKLED: ClassVar[frozenset[str]] = frozenset({"pickle", "cloudpickle"})
+    UNSAVEABLE: ClassVar[str] = "unsaveable"
 
     name: str
     flavor: str
@@ -152,8 +164,9 @@ class ModelArtifact:
     """Flavor-specific facts: signature, input example, monitor value, best/last, ..."""
 
     def load(self) -> Any:
-        """The model object, rebuilt from the captured payload (pickle format only)."""
-        if self.payload is None or self.format != "pickle":
+        """The model object, rebuilt from the captured payload (pickle and cloudpickle
+        formats; the latter needs cloudpickle installed)."""
+        if self.payload is None or self.format not in self.PICKLED:
             raise ValueError(f"model {self.name!r} has no pickled payload to load")
         import pickle
 

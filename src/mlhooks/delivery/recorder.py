@@ -198,6 +198,7 @@ class Recorder:
     @hookimpl(tryfirst=True)
     def on_run_start(self, run: RunInfo) -> None:
         snapshot = RunInfo.from_dict(run.to_dict())  # later changes must not leak in
+        snapshot.new, run.new = run.new, False  # the start carries it from now on
         snapshot.tags = redaction.redact(snapshot.tags)
         if snapshot.description:
             snapshot.description = redaction.redact_text(snapshot.description)

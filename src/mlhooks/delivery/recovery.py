@@ -22,7 +22,7 @@ from mlhooks.core.redaction import redact_text
 from mlhooks.delivery import selection
 from mlhooks.delivery.journal import JournalHeader, Recovered, find_journals, recover
 from mlhooks.delivery.spool import SpoolWriter
-from mlhooks.delivery.staging import discard_process_snapshots, discard_stored_snapshot
+from mlhooks.delivery.staging import StoredSnapshots, discard_process_snapshots
 
 
 class RejectedAside:
@@ -54,8 +54,10 @@ def recover_journals(
         asides.append(aside)
         return aside.reject
 
+    snapshots = StoredSnapshots(root)
+
     def stored(op: Operation) -> None:
-        discard_stored_snapshot(root, op)
+        snapshots.stored(op)
         if applied is not None:
             applied(op)
 
@@ -63,6 +65,7 @@ def recover_journals(
         result = recover(journal, _rebuild, reject, stored)
         if result is not None:
             results.append(result)
+    snapshots.discard()
     dead = {
         r.header.pid for r in results if r.error is None and r.header.host == socket.gethostname()
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pickle
 import socket
 import time
 import uuid
@@ -37,6 +38,8 @@ from mlhooks.delivery.isolation import NotStoredYet, apply_isolating
 SPOOL_SUFFIX = ".spool.jsonl"
 _CURSOR_WIDTH = 20
 """Digits of a replay cursor: written at full width once, then in place."""
+SAMPLE_INPUT = "sample_input"
+"""The model metadata that holds a few rows of input (see ``FitSession.log_model``)."""
 
 
 def encode(op: Operation) -> dict[str, Any]:
@@ -72,7 +75,7 @@ def encode(op: Operation) -> dict[str, Any]:
             "format": model.format,
             "path": model.path,
             "payload": base64.b64encode(model.payload).decode() if model.payload else None,
-            "metadata": model.metadata,
+            **_metadata_out(model.metadata),
         }
     raise TypeError(f"cannot encode operation {op!r}")
 
@@ -99,10 +102,54 @@ def decode(data: dict[str, Any]) -> Operation:
             payload=payload,
             path=data["path"],
             format=data["format"],
-            metadata=data["metadata"],
+            metadata=_metadata_in(data),
         )
         return LogModel(data["run_id"], model)
     raise ValueError(f"unknown operation kind {kind!r}")
+
+
+def _metadata_out(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A model's metadata for JSON. Values JSON cannot hold are kept as their text (as
+    the local store keeps them), but the sample input, which backends use as data (a
+    signature, an input example), is pickled, so that a replay gets the array or
+    DataFrame back rather than its text."""
+    sample = metadata.get(SAMPLE_INPUT)
+    if sample is None or _json_exact(sample):
+        return {"metadata": metadata}
+    try:
+        pickled = pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - then as text, like the other values
+        return {"metadata": metadata}
+    rest = {k: v for k, v in metadata.items() if k != SAMPLE_INPUT}
+    return {"metadata": rest, "sample_input_pickle": base64.b64encode(pickled).decode()}
+
+
+def _metadata_in(data: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = dict(data["metadata"])
+    pickled = data.get("sample_input_pickle")
+    if pickled:
+        try:
+            metadata[SAMPLE_INPUT] = pickle.loads(base64.b64decode(pickled))
+        except Exception:  # noqa: BLE001 - pandas missing here, say: the model still goes
+            warn_once(
+                "spool-sample-input",
+                "mlhooks: the sample input of a spooled model cannot be read in this "
+                "process; the model is stored without it (and without a signature)",
+            )
+    return metadata
+
+
+def _json_exact(value: Any) -> bool:
+    """Whether JSON gives ``value`` back as it is."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if isinstance(value, list):
+        return all(_json_exact(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_exact(v) for k, v in value.items())
+    return False
 
 
 def _float_out(value: float) -> float | str:
@@ -289,16 +336,6 @@ class SpoolFile:
             append_whole(fd, "".join(dumps(op) + "\n" for op in ops), sync=True)
         finally:
             os.close(fd)
-
-    def files(self) -> set[str]:
-        """The local files (staged snapshots) that pending operations store."""
-        found: set[str] = set()
-        for _, op in self.pending():
-            if isinstance(op, LogArtifact):
-                found.add(op.local_path)
-            elif isinstance(op, LogModel) and op.model.path is not None:
-                found.add(op.model.path)
-        return found
 
     def count_pending(self) -> int:
         return sum(1 for _ in self.pending())

@@ -129,21 +129,49 @@ def _snapshot_name() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex}"
 
 
-def discard_stored_snapshot(root: Path, op: Operation) -> None:
-    """A snapshot of another (dead or finished) process that ``op`` named was stored:
-    it is not needed any more. (This process's own go through :func:`release`.)"""
-    path = (
-        op.local_path
-        if isinstance(op, LogArtifact)
-        else op.model.path
-        if isinstance(op, LogModel)
-        else None
-    )
-    if path is None or is_snapshot(path):
-        return
-    folder = Path(path).parent
-    if folder.parent.resolve() == (root / ".staging").resolve():
-        shutil.rmtree(folder, ignore_errors=True)
+class StoredSnapshots:
+    """Snapshots of other (dead or finished) processes that a replay stored. They go at
+    the end of the replay (:meth:`discard`), and only those that no spool or journal
+    left to replay names: one snapshot can serve many runs (a run context is reused for
+    a few seconds), so a later operation may still need it. (This process's own go
+    through :func:`release`.)"""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folders: set[Path] = set()
+
+    def stored(self, op: Operation) -> None:
+        """``op`` was stored: the snapshot it names may go."""
+        path = (
+            op.local_path
+            if isinstance(op, LogArtifact)
+            else op.model.path
+            if isinstance(op, LogModel)
+            else None
+        )
+        if path is None or is_snapshot(path):
+            return
+        folder = Path(path).parent
+        if folder.parent.resolve() == (self.root / ".staging").resolve():
+            self.folders.add(folder)
+
+    def discard(self) -> None:
+        """Remove the stored snapshots that nothing left to replay names."""
+        if not self.folders:
+            return
+        spools = self.root / ".spool"
+        pending = [
+            *spools.glob("*.spool.jsonl"),
+            *spools.glob("rejected/*.spool.jsonl"),
+            *(self.root / ".journal").glob("*.journal"),
+        ]
+        named = b"".join(_read(path) for path in pending)
+        for folder in self.folders:
+            if f"/{folder.name}/".encode() not in named:
+                shutil.rmtree(folder, ignore_errors=True)
+        self.folders.clear()
+        with contextlib.suppress(OSError):
+            (self.root / ".staging").rmdir()  # only when empty
 
 
 def discard_process_snapshots(root: Path, pid: int, keep: Iterable[Path]) -> None:
@@ -200,20 +228,6 @@ def release_snapshot(op: Operation) -> None:
         release(op.local_path)
     elif isinstance(op, LogModel) and op.model.path is not None:
         release(op.model.path)
-
-
-def discard_replayed(paths: Iterable[str], folder: Path) -> None:
-    """Delete the snapshots ``paths`` under the staging folder ``folder`` that a spool
-    of a process now gone named and that ``mlhooks sync`` stored; then ``folder`` if it
-    is empty. A path that is not a snapshot there (a user's own file, which a process
-    that could not stage it spooled) is never touched."""
-    staging = folder.resolve()
-    for path in paths:
-        snapshot = Path(path).resolve().parent  # <staging>/<uuid>/<name>: its own folder
-        if snapshot.parent == staging:
-            shutil.rmtree(snapshot, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        folder.rmdir()
 
 
 def remove_empty_folders() -> None:

@@ -262,6 +262,7 @@ def open_run(
         description=description,
         tags=clean_tags,
         managed=managed,
+        new=run_id is None,
     )
     recorder.bind(info, targets)
     if activate:

@@ -5,8 +5,8 @@ those of the best checkpoint."""
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def _with_weights_of(module: Any, checkpoint_path: str) -> Any:
     """A copy of ``module`` holding the weights of the checkpoint."""
     import torch
 
-    copy = pickle.loads(pickle.dumps(module))
+    copy = deepcopy(module)  # as pickle would (no trainer), also for a class of a function
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     copy.load_state_dict(state["state_dict"])
     return copy

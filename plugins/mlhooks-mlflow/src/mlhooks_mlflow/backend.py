@@ -44,7 +44,12 @@ from mlhooks.plugin import (
 
 from . import models
 from .connection import answers, bounded_requests, is_served
-from .location import active_experiment_id, offline_experiment_id, resolve_tracking_uri
+from .location import (
+    active_experiment_id,
+    offline_experiment_id,
+    resolve_tracking_uri,
+    set_experiment_id,
+)
 from .races import is_transient_race, store_creation_lock
 
 RUN_ID_TAG = "mlhooks.run_id"
@@ -89,6 +94,8 @@ class MlflowBackend(Backend):
         self._ids: dict[str, str] = {}
         self._experiment_ids: dict[str, str] = {}
         self._kinds_checked: set[str] = set()
+        self._followed: dict[tuple[str | None, ...], str] = {}
+        """Experiment ids MLflow's settings chose, by the settings."""
         self._lock = threading.Lock()
 
     @property
@@ -170,7 +177,11 @@ class MlflowBackend(Backend):
         if adopted is not None:  # opened with mlflow.start_run(): log into it
             self._ids[run.run_id] = adopted
             return
-        existing = self._ids.get(run.run_id) or self._find(run.run_id)
+        existing = self._ids.get(run.run_id)
+        if existing is None and run.new:
+            run.new = False  # from now on it may exist: a retry, another backend look
+        elif existing is None:
+            existing = self._find(run.run_id)
         if existing is not None:  # a continued run, or a start replayed from a spool
             self._mark_continued(existing, run)
             return
@@ -217,7 +228,7 @@ class MlflowBackend(Backend):
             return self.experiment_id
         name = run.experiment or self.experiment
         if name is None and self._follows_mlflow:
-            found = active_experiment_id()
+            found = self._followed_experiment_id()
             if found is not None:
                 return found
         name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME")
@@ -234,6 +245,25 @@ class MlflowBackend(Backend):
                 )
                 self._experiment_ids[name] = cached
             return cached
+
+    def _followed_experiment_id(self) -> str | None:
+        """The experiment MLflow's settings choose, as :func:`active_experiment_id`
+        finds it. With ``MLFLOW_EXPERIMENT_NAME`` or ``_ID`` set, that is a query (and a
+        new client) per run: kept for as long as the variables stay the same."""
+        key = (
+            set_experiment_id(),
+            os.environ.get("MLFLOW_EXPERIMENT_NAME"),
+            os.environ.get("MLFLOW_EXPERIMENT_ID"),
+        )
+        if key[1:] == (None, None):  # mlflow.set_experiment or the default: no query
+            return active_experiment_id()
+        with self._lock:
+            found = self._followed.get(key)
+            if found is None:
+                found = active_experiment_id()
+                if found is not None:
+                    self._followed[key] = found
+            return found
 
     def end_run(self, op: EndRun) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)

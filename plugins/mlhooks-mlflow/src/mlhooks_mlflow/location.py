@@ -56,13 +56,17 @@ def active_experiment_id() -> str | None:
         return os.environ.get("MLFLOW_EXPERIMENT_ID")
 
 
+def set_experiment_id() -> str | None:
+    """The experiment id ``mlflow.set_experiment`` chose, if it was called."""
+    try:
+        from mlflow.tracking import fluent
+    except ImportError:
+        return None
+    chosen = getattr(fluent, "_active_experiment_id", None)
+    return str(chosen) if chosen else None
+
+
 def offline_experiment_id() -> str | None:
     """The experiment id ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_ID`` chose,
     read without asking the tracking server (None when neither did)."""
-    try:
-        from mlflow.tracking import fluent
-
-        chosen = getattr(fluent, "_active_experiment_id", None)
-    except ImportError:
-        chosen = None
-    return chosen or os.environ.get("MLFLOW_EXPERIMENT_ID") or None
+    return set_experiment_id() or os.environ.get("MLFLOW_EXPERIMENT_ID") or None

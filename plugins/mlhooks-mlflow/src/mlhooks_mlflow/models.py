@@ -4,6 +4,17 @@ What makes MLflow's own ``log_model`` slow per fit is inferring pip requirements
 subprocess importing the model) and checking them. Here each flavor's requirements are
 computed once per process from installed versions, and handed to ``save_model``, which
 then skips inference.
+
+scikit-learn models are saved with cloudpickle, as ``mlflow.sklearn.autolog()`` does:
+MLflow's default, skops, refuses what a user's script defines (a ``FunctionTransformer``
+of a closure, an estimator class of ``__main__``) and objects it does not know (a
+compiled regular expression), and it costs seconds to import and milliseconds per model.
+(MLflow 3 asks for ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` to load either format.)
+
+A model that cannot be saved (rebuilt from its bytes in this process, or written by its
+flavor) is refused for good with the reason (:class:`BackendError`, not retryable), so
+that the writer sets it aside and stores everything else; only a failing disk is worth
+retrying.
 """
 
 from __future__ import annotations
@@ -12,13 +23,15 @@ import functools
 import importlib
 import inspect
 import json
+import logging
 import os
 import pickle
 import shutil
 import tempfile
+import threading
 from typing import Any
 
-from mlhooks.plugin import ModelArtifact
+from mlhooks.plugin import BackendError, ModelArtifact
 
 # flavor -> (MLflow module, keyword of save_model that takes the model)
 FLAVORS: dict[str, tuple[str, str]] = {
@@ -27,15 +40,23 @@ FLAVORS: dict[str, tuple[str, str]] = {
     "pytorch": ("mlflow.pytorch", "pytorch_model"),
 }
 # Options where MLflow's default does not suit a model captured as is. MLflow 3 saves
-# PyTorch models as a traced graph ('pt2') by default, which needs an input example.
-SAVE_OPTIONS: dict[str, dict[str, Any]] = {"pytorch": {"serialization_format": "pickle"}}
+# PyTorch models as a traced graph ('pt2') by default, which needs an input example;
+# scikit-learn models with skops (see above).
+SAVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "pytorch": {"serialization_format": "pickle"},
+    "sklearn": {"serialization_format": "cloudpickle"},
+}
 
 
 @functools.cache
 def pip_requirements(flavor: str) -> tuple[str, ...]:
-    """The flavor's pip requirements, pinned to what is installed; once per process."""
+    """The flavor's pip requirements, pinned to what is installed; once per process.
+    cloudpickle is among them where the flavor saves with it."""
     module = importlib.import_module(FLAVORS[flavor][0])
-    return tuple(module.get_default_pip_requirements())
+    defaults = module.get_default_pip_requirements
+    if "include_cloudpickle" in inspect.signature(defaults).parameters:
+        return tuple(defaults(include_cloudpickle=True))
+    return tuple(defaults())
 
 
 def _load_xgboost_file(path: str) -> Any:
@@ -49,22 +70,41 @@ FILE_LOADERS: dict[str, Any] = {"xgboost": _load_xgboost_file}
 
 
 def _model_object(artifact: ModelArtifact) -> Any:
-    if artifact.format == "pickle":
-        if artifact.payload is None and artifact.path is not None:  # a pickled file
-            with open(artifact.path, "rb") as f:
-                return pickle.load(f)
-        return artifact.load()
-    if artifact.path is not None:
-        loader = FILE_LOADERS.get(artifact.flavor)
-        return loader(artifact.path) if loader is not None else artifact.path
-    raise ValueError(f"model {artifact.name!r} has no payload in a format MLflow can load")
+    """The model, rebuilt from what was captured. A failing disk raises OSError (worth
+    retrying); a model that cannot be rebuilt here (its code is not importable in this
+    process, say a replay by ``mlhooks sync`` elsewhere) a BackendError saying so."""
+    try:
+        if artifact.format in ModelArtifact.PICKLED:
+            if artifact.payload is None and artifact.path is not None:  # a pickled file
+                with open(artifact.path, "rb") as f:
+                    return pickle.load(f)
+            return artifact.load()
+        if artifact.path is not None:
+            loader = FILE_LOADERS.get(artifact.flavor)
+            return loader(artifact.path) if loader is not None else artifact.path
+    except OSError:
+        raise
+    except Exception as error:  # whatever unpickling the user's code raises
+        raise BackendError(
+            f"model {artifact.name!r} cannot be rebuilt in this process to be saved as an "
+            f"MLflow model ({type(error).__name__}: {error}); replay it where its code can "
+            "be imported (mlhooks sync --rejected --retry)",
+            retryable=False,
+        ) from error
+    raise BackendError(
+        f"model {artifact.name!r} has no payload in a format MLflow can load", retryable=False
+    )
 
 
 def _signature(model: Any, example: Any) -> Any:
     """The signature of ``model`` from a sample input; inputs only when the model cannot
     predict on the sample as it is (an XGBoost Booster wants a DMatrix), None when even
-    that fails."""
+    that fails or the sample is only its text (a spool written before samples were
+    kept whole)."""
     from mlflow.models import infer_signature
+
+    if isinstance(example, str):
+        return None
 
     try:
         output = model.predict(example)
@@ -115,30 +155,50 @@ def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
             options["signature"] = signature
     if example is not None and artifact.metadata.get("log_input_example", False):
         options["input_example"] = example
+    _quiet_repeats()
     try:
+        _saving.active = True
         module.save_model(**{flavor[1]: model}, path=target, **options)
-    except Exception as error:
-        trusted = _skops_types_to_trust(model, error) if "skops_trusted_types" in accepted else None
-        if not trusted:
-            raise
-        # MLflow saves sklearn models with skops, which refuses types it does not know
-        # (HistGradientBoosting's TreePredictor) unless told to trust them. This model
-        # was captured from the user's own process, so its types are the user's own.
-        shutil.rmtree(target, ignore_errors=True)
-        module.save_model(**{flavor[1]: model}, path=target, skops_trusted_types=trusted, **options)
+    except OSError:
+        raise  # a full or failing disk: worth retrying
+    except Exception as error:  # the model, not the store: never worth retrying
+        raise BackendError(
+            f"MLflow cannot save model {artifact.name!r} ({artifact.flavor} flavor, a "
+            f"{artifact.metadata.get('class', type(model).__name__)}): "
+            f"{type(error).__name__}: {error}",
+            retryable=False,
+        ) from error
+    finally:
+        _saving.active = False
     return target
 
 
-def _skops_types_to_trust(model: Any, error: Exception) -> list[str] | None:
-    """The types skops would refuse in ``model``, when that is why saving failed."""
-    if "untrusted types" not in str(error).lower():
-        return None
-    try:
-        import skops.io
+_saving = threading.local()
+"""``active`` while this thread saves a model for mlhooks."""
 
-        return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
-    except Exception:  # noqa: BLE001 - then the original error stands
-        return None
+
+class _SayOnce(logging.Filter):
+    """MLflow's caution about pickle formats, logged for every scikit-learn or PyTorch
+    model saved, said once per process for the models mlhooks saves (the saves of
+    others keep theirs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(_saving, "active", False) or "exercising caution" not in str(record.msg):
+            return True
+        said, self.said = self.said, True
+        return not said
+
+
+_SAY_ONCE = {name: _SayOnce() for name in ("mlflow.sklearn", "mlflow.pytorch")}
+
+
+def _quiet_repeats() -> None:
+    for name, once in _SAY_ONCE.items():
+        logging.getLogger(name).addFilter(once)  # added once: a logger's filters are a set
 
 
 def temporary_directory() -> tempfile.TemporaryDirectory[str]:
