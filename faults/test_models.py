@@ -25,7 +25,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
@@ -394,15 +393,6 @@ by the runs of a few seconds. Anything kept once per run beyond that (a copy of 
 context or of a model's environment) breaks the limit."""
 
 
-@pytest.mark.xfail(
-    strict=False,
-    raises=AssertionError,
-    reason="journaled lanes lose at exit what the writer took from the journal's window "
-    "but had not delivered yet (Lane._deliver_journaled holds it in a local list that "
-    "_spool_leftovers does not see, then the journal is removed): 190-200 of 300 runs "
-    "when the writer holds a chunk at exit, none when it does not. A fix is in the "
-    "models-volume report; remove this mark with it.",
-)
 def test_many_small_fits_that_outlive_the_process_are_small_on_disk_and_synced_once(
     tmp_path: Path, mlflow_tracking_uri: str
 ) -> None:
