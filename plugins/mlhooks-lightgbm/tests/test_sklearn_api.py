@@ -5,6 +5,8 @@ and the fitted estimator as the model."""
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 from typing import Any
 
 import lightgbm as lgb
@@ -191,3 +193,20 @@ def test_inside_an_mlflow_run_the_estimator_logs_there(
     run = client.get_run(mine.info.run_id)
     assert run.data.params["n_estimators"] == "3"
     assert mlflow.lightgbm.load_model(f"runs:/{mine.info.run_id}/model") is not None
+
+
+@pytest.mark.parametrize("through", ["instance", "class"])
+def test_a_fit_is_tracked_and_the_estimator_not_kept(
+    client: MlflowClient, data: dict[str, Any], through: str
+) -> None:
+    model = lgb.LGBMRegressor(n_estimators=3, **QUIET)
+    if through == "instance":
+        model.fit(data["X"], regression_target(data["X"]))
+    else:  # wrapt hands the handler a partial here, not a bound method
+        lgb.LGBMRegressor.fit(model, data["X"], regression_target(data["X"]))
+    run = only_run(client)
+    assert run.info.run_name == "LGBMRegressor" and run.data.params["n_estimators"] == "3"
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None  # nothing of mlhooks' holds the estimator once its fit is stored

@@ -12,6 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePath
+from types import FunctionType, MethodType
 from typing import Any
 
 from mlhooks.plugin import Call
@@ -29,12 +30,14 @@ def _signature(function: Callable[..., Any], bound: bool) -> inspect.Signature:
 
 
 def signature_of(function: Callable[..., Any]) -> inspect.Signature:
-    """``function``'s signature (cached by the plain function, so that a bound
-    method's instance is not kept alive by the cache)."""
-    plain = getattr(function, "__func__", None)
-    if plain is not None:
-        return _signature(plain, True)
-    return _signature(function, False)
+    """``function``'s signature, cached by the plain function: a bound method (or
+    anything else the wrapper may hand over, such as a method bound by a partial)
+    is never a key of the cache, which would keep its instance alive."""
+    if type(function) is MethodType and type(function.__func__) is FunctionType:
+        return _signature(function.__func__, True)
+    if type(function) is FunctionType:  # exactly: a proxy may pass for one
+        return _signature(function, False)
+    return inspect.signature(function)
 
 
 def bind(call: Call, reference: Callable[..., Any] | None = None) -> inspect.BoundArguments:
