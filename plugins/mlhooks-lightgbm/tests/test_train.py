@@ -80,13 +80,18 @@ def test_datasets_with_contexts_and_names(client: MlflowClient, data: dict[str, 
     }
 
 
+@pytest.mark.parametrize("form", ["positional", "keyword"])
 def test_a_dataframe_and_a_dataset_whose_raw_data_was_freed(
-    client: MlflowClient, data: dict[str, Any]
+    client: MlflowClient, data: dict[str, Any], form: str
 ) -> None:
     """A Dataset drops its data once constructed: its fingerprint was taken when it
-    was built, so a second training on it logs it all the same."""
+    was built (its data given positionally or by keyword), so a second training on it
+    logs it all the same."""
     frame = pd.DataFrame(data["X"], columns=[f"feature_{i}" for i in range(6)])
-    train = lgb.Dataset(frame, label=data["y"])
+    if form == "positional":
+        train = lgb.Dataset(frame, data["y"])
+    else:
+        train = lgb.Dataset(data=frame, label=data["y"])
     lgb.train(PARAMS, train, 2)
     assert train.data is None  # LightGBM's own behaviour: the raw data is gone
     lgb.train(PARAMS, train, 3)
