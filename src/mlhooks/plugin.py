@@ -10,6 +10,8 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
   ``autolog(<name>={...})`` takes as a :class:`FrameworkOptions` dataclass
   (``Integration.options``) and read it typed with ``MyOptions.of(session.settings)``
   or :func:`settings_for`; runs beside the user's come from :func:`open_run`.
+  A fit on a thread pool's worker while another tracked fit runs (a search's
+  candidates on joblib's threads) is part of that one: see :func:`helper_thread_of_a_fit`.
 * Backends: subclass :class:`Backend`, apply the operations (:class:`StartRun`,
   :class:`LogBatch`, ...), raise :class:`BackendError` for what is worth retrying.
 * Listeners: functions marked :data:`hookimpl` (see :mod:`mlhooks.core.hookspecs`).
@@ -47,6 +49,7 @@ from mlhooks.backends.base import (
 )
 from mlhooks.capture.models import capture as capture_model
 from mlhooks.core import settings as _settings
+from mlhooks.core.activity import helper_thread_of_a_fit
 from mlhooks.core.errors import (
     MlhooksWarning,
     notice_once,
@@ -120,6 +123,7 @@ __all__ = [
     "capture_model",
     "current_run",
     "declare_setting",
+    "helper_thread_of_a_fit",
     "hookimpl",
     "in_forked_child",
     "notice_once",

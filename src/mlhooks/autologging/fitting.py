@@ -65,6 +65,8 @@ class FitSession:
         self._managed = False
         self._running = False
         """Counted among the fits that background tasks wait for."""
+        self._outer = False
+        """Counted among the fits that pool workers' fits belong to."""
         self._run = run
         self._parent = parent
         self._run_id = run_id
@@ -78,7 +80,7 @@ class FitSession:
         """Open the run if needed and report ``on_fit_start``."""
         # Counted as running from here, so that what the run's start sets off in the
         # background (the context capture) already sees a fit running.
-        activity.fit_started()
+        self._outer = activity.fit_started()
         self._running = True
         try:
             fit = self._open()
@@ -92,7 +94,7 @@ class FitSession:
     def _stop_running(self) -> None:
         if self._running:
             self._running = False
-            activity.fit_ended()
+            activity.fit_ended(self._outer)
 
     def _open(self) -> Fit | None:
         if self._run is not None:

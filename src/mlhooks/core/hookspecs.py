@@ -106,6 +106,8 @@ def on_epoch_end(fit: Fit, epoch: int, step: int, metrics: Mapping[str, float]) 
     * XGBoost: each boosting round of ``xgboost.train``, ``xgboost.cv`` and the
       scikit-learn API, as it ends (every ``log_every_n_steps`` rounds and the last,
       when that option is set).
+    * LightGBM: each boosting iteration of ``lightgbm.train``, ``lightgbm.cv`` and the
+      scikit-learn API, as it ends (likewise with ``log_every_n_steps``).
     * scikit-learn: each ``partial_fit`` call, a step of its estimator's loop (one
       event per call, in the loop's run). Curves an estimator records during ``fit``
       (MLP's ``loss_curve_``, gradient boosting's ``train_score_``, ...) are readable

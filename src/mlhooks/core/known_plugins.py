@@ -10,6 +10,7 @@ FRAMEWORKS = {
     # integration name -> (the framework's importable module, the distribution)
     "sklearn": ("sklearn", "mlhooks-sklearn"),
     "xgboost": ("xgboost", "mlhooks-xgboost"),
+    "lightgbm": ("lightgbm", "mlhooks-lightgbm"),
     "lightning": ("lightning", "mlhooks-lightning"),
     "pytorch_lightning": ("pytorch_lightning", "mlhooks-lightning"),
 }

@@ -37,6 +37,7 @@ from mlhooks.plugin import BackendError, ModelArtifact
 FLAVORS: dict[str, tuple[str, str]] = {
     "sklearn": ("mlflow.sklearn", "sk_model"),
     "xgboost": ("mlflow.xgboost", "xgb_model"),
+    "lightgbm": ("mlflow.lightgbm", "lgb_model"),
     "pytorch": ("mlflow.pytorch", "pytorch_model"),
 }
 # Options where MLflow's default does not suit a model captured as is. MLflow 3 saves
