@@ -9,7 +9,9 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
   :class:`FitHandler` whose :class:`FitSession` reports the fit. Declare what
   ``autolog(<name>={...})`` takes as a :class:`FrameworkOptions` dataclass
   (``Integration.options``) and read it typed with ``MyOptions.of(session.settings)``
-  or :func:`settings_for`; runs beside the user's come from :func:`open_run`.
+  or :func:`settings_for`; runs beside the user's come from :func:`open_run`. User
+  code that a patched call runs (an objective, a callback) has its own fits tracked
+  inside :func:`user_code`; :func:`suppressed` does the opposite.
 * Backends: subclass :class:`Backend`, apply the operations (:class:`StartRun`,
   :class:`LogBatch`, ...), raise :class:`BackendError` for what is worth retrying.
 * Listeners: functions marked :data:`hookimpl` (see :mod:`mlhooks.core.hookspecs`).
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from mlhooks.autologging.autolog import settings_for
 from mlhooks.autologging.fitting import FitHandler, FitSession
 from mlhooks.autologging.integration import Integration
-from mlhooks.autologging.patching import Call, CallHandler, suppressed
+from mlhooks.autologging.patching import Call, CallHandler, suppressed, user_code
 from mlhooks.backends.base import (
     Backend,
     BackendError,
@@ -130,6 +132,7 @@ __all__ = [
     "setting",
     "settings_for",
     "suppressed",
+    "user_code",
     "warn_background",
     "warn_once",
 ]
