@@ -112,7 +112,7 @@ def test_processes_sharing_a_storage_share_the_studys_run(
     for run, trial in zip(children, study.trials, strict=True):
         assert run.data.params == {"x": str(trial.params["x"])}
         assert run.data.metrics["value"] == trial.value
-        assert store.history(run, "intermediate_value") == [(0, trial.params["x"] ** 2 + 1)]
+        assert store.history(run, "intermediate_value") == list(trial.intermediate_values.items())
     best = study.best_trial
     assert parent.data.tags["optuna.best_trial.number"] == str(best.number)
     assert store.history(parent, "best_value")[-1] == (best.number, best.value)

@@ -7,9 +7,10 @@ import math
 
 import optuna
 import pytest
+from sklearn.linear_model import Ridge
 
 import mlhooks
-from conftest import Store
+from conftest import Store, X, Y
 from mlhooks.testing import RecordedRuns
 from mlhooks_mlflow import RUN_ID_TAG
 
@@ -221,3 +222,38 @@ def test_the_memory_and_local_stores_keep_the_same_structure(
         assert run.latest()["value"] == trial.value
         steps = [(point.step, point.value) for point in run.history("intermediate_value")]
         assert steps == sorted(trial.intermediate_values.items())
+
+
+def test_common_options_extra_tags_and_every_n_steps(mlhooks_memory: RecordedRuns) -> None:
+    mlhooks.autolog(extra_tags={"team": "search"}, optuna={"log_every_n_steps": 2})
+    try:
+        optuna.create_study(study_name="options").optimize(quadratic, n_trials=2)
+    finally:
+        mlhooks.autolog(disable=True)
+
+    runs = list(mlhooks_memory.runs.values())
+    assert len(runs) == 3
+    assert all(run.tags["team"] == "search" for run in runs)
+    for run in runs:
+        if run.info.parent_id is not None:
+            assert [p.step for p in run.history("intermediate_value")] == [0, 2]
+
+
+def test_a_fit_param_named_as_a_trial_param_keeps_the_first_value_with_one_warning(
+    mlhooks_memory: RecordedRuns,
+) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        alpha = trial.suggest_float("alpha", 0.1, 1.0)
+        return float(Ridge(alpha=alpha * 10).fit(X, Y).score(X, Y))  # not the trial's value
+
+    mlhooks.autolog()
+    try:
+        study = optuna.create_study()
+        with pytest.warns(mlhooks.MlhooksWarning, match="param 'alpha' of run 'trial-0'"):
+            study.optimize(objective, n_trials=1)
+    finally:
+        mlhooks.autolog(disable=True)
+
+    (trial_run,) = [run for run in mlhooks_memory.runs.values() if run.info.parent_id]
+    assert float(trial_run.params["alpha"]) == study.trials[0].params["alpha"] * 10  # the fit's
+    assert trial_run.latest()["value"] == study.trials[0].value

@@ -63,7 +63,11 @@ def acquire(study: Any, tags: Mapping[str, Any]) -> StudyRun:
             else:
                 info = open_run(study.study_name, managed=True, tags=tags).info
                 shared = StudyRun(info, created=True)
-                study.set_user_attr(RUN_ID_ATTR, info.run_id)
+                try:
+                    study.set_user_attr(RUN_ID_ATTR, info.run_id)
+                except BaseException:
+                    mlhooks.end_run(RunStatus.FAILED, run=info)  # the study runs untracked
+                    raise
                 if _shareable(study):
                     claim.release_once_stored()
             _open[info.run_id] = shared
