@@ -15,6 +15,7 @@ import optuna
 
 import mlhooks
 from conftest import Store, ridge_objective
+from mlhooks.testing import RecordedRuns
 from mlhooks_mlflow import RUN_ID_TAG
 
 
@@ -43,7 +44,44 @@ def test_two_threads_each_trial_in_its_own_run(autolog: None, store: Store) -> N
         assert run.data.metrics["value"] == trial.value
     best = study.best_trial
     assert parent.data.tags["optuna.best_trial.number"] == str(best.number)
-    assert store.history(parent, "best_value")[-1] == (best.number, best.value)
+    assert parent.data.metrics["best_value"] == best.value  # MLflow's latest
+    points = store.client.get_metric_history(parent.info.run_id, "best_value")
+    in_order = [p.step for p in sorted(points, key=lambda p: p.timestamp)]
+    assert in_order == sorted(in_order)  # trials finishing out of order: never back
+    assert best.number <= points[-1].step
+
+
+def test_an_earlier_trial_finishing_last_with_the_best_value(
+    mlhooks_memory: RecordedRuns,
+) -> None:
+    """Trial 0 finishes after trial 1 and beats it: the best value never goes back a
+    step, and its last point is the best."""
+    trial_1_done = threading.Event()
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        if trial.number == 0:
+            assert trial_1_done.wait(60)
+            return 1.0
+        return 5.0 if trial.number == 1 else 10.0
+
+    def note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.number == 1:
+            trial_1_done.set()
+
+    mlhooks.autolog()
+    try:
+        study = optuna.create_study(study_name="late")
+        study.optimize(objective, n_trials=4, n_jobs=2, callbacks=[note])
+    finally:
+        mlhooks.autolog(disable=True)
+
+    parent = mlhooks_memory.run_named("late")
+    points = [(p.step, p.value) for p in parent.history("best_value")]
+    assert points == [(1, 5.0), (1, 1.0)]  # in the order logged
+    assert parent.tags["optuna.best_trial.number"] == "0"
+    trial_0 = mlhooks_memory.run_named("trial-0")
+    assert parent.tags["optuna.best_trial.run_id"] == trial_0.info.run_id
 
 
 WORKER = """
@@ -115,5 +153,5 @@ def test_processes_sharing_a_storage_share_the_studys_run(
         assert store.history(run, "intermediate_value") == list(trial.intermediate_values.items())
     best = study.best_trial
     assert parent.data.tags["optuna.best_trial.number"] == str(best.number)
-    assert store.history(parent, "best_value")[-1] == (best.number, best.value)
+    assert best.value in [value for _, value in store.history(parent, "best_value")]
     assert mlhooks.flush(10)

@@ -55,6 +55,7 @@ class StudyTracker:
         self._trials: dict[int, TrialRun] = {}
         self._lock = threading.Lock()
         self._best: float | None = None
+        self._best_step = -1
 
     # -- the objective ----------------------------------------------------------------
 
@@ -117,10 +118,12 @@ class StudyTracker:
         trial_run.end(outcome, self.names, error)
 
     def _check_best(self, frozen: FrozenTrial, trial_run: TrialRun | None) -> None:
-        """Log the study's best value (at step = the trial's number) and tag its best
-        trial, when ``frozen`` is the study's best: also among the trials of other
-        processes, which the storage is asked about when this one improves on the best
-        known here (a few times per study)."""
+        """Log the study's best value and tag its best trial, when ``frozen`` is the
+        study's best: also among the trials of other processes, which the storage is
+        asked about when this one improves on the best known here (a few times per
+        study). The value goes at step = the trial's number, or at the last step logged
+        when an earlier trial finishes last (trials side by side): the steps never go
+        back, so that the last point, MLflow's latest value, is the best."""
         value = float(frozen.values[0])
         with self._lock:
             known = self._best
@@ -130,7 +133,8 @@ class StudyTracker:
             self._best = float(best.value)
             if best.number != frozen.number:
                 return
-            self.session.log_metrics({"best_value": value}, step=frozen.number)
+            self._best_step = max(self._best_step, frozen.number)
+            self.session.log_metrics({"best_value": value}, step=self._best_step)
             tags: dict[str, Any] = {"optuna.best_trial.number": frozen.number}
             if trial_run is not None:
                 tags["optuna.best_trial.run_id"] = trial_run.run.run_id
