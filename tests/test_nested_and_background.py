@@ -145,6 +145,53 @@ class SlowChart(FitHandler):
         session.in_background(render, artifact_path="charts")
 
 
+class Runner:
+    """A framework that runs user code from inside its own patched call (as Optuna's
+    ``Study.optimize`` runs the objective)."""
+
+    def run(self, user_function: Any, isolate: bool) -> list[Any]:
+        return [user_function() for _ in range(2)]
+
+
+class RunnerHandler(CallHandler):
+    """Wraps the user function so that its own patched calls are tracked (or not)."""
+
+    def before(self, call: Call) -> None:
+        function, isolate = call.args
+
+        def in_user_code() -> Any:
+            if not isolate:
+                return function()
+            with mlhooks.plugin.user_code():
+                return function()
+
+        call.args = (in_user_code, isolate)
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_user_code_inside_a_tracked_call_has_its_own_calls_tracked(isolate: bool) -> None:
+    patcher = Patcher("library")
+    inner = Inner()
+    patcher.wrap(Runner, "run", RunnerHandler())
+    patcher.wrap(Library, "train", inner)
+    depths: list[int] = []
+
+    def users_training() -> Any:
+        result = Library().train([1.0, 2.0])
+        depths.append(mlhooks.autologging.patching.tracking_depth())
+        return result
+
+    try:
+        results = Runner().run(users_training, isolate)
+        after = mlhooks.autologging.patching.tracking_depth()
+    finally:
+        patcher.unpatch_all()
+    assert (inner.tracked, inner.nested_calls) == ((2, 0) if isolate else (0, 2))
+    assert depths == ([0, 0] if isolate else [1, 1])
+    assert [result[0] for result in results] == [3.0, 3.0]
+    assert after == 0  # the guard is back as it was, outside the tracked call too
+
+
 @pytest.fixture
 def charted() -> Any:
     gate, threads = threading.Event(), []

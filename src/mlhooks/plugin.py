@@ -12,6 +12,8 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
   or :func:`settings_for`; runs beside the user's come from :func:`open_run`.
   A fit on a thread pool's worker while another tracked fit runs (a search's
   candidates on joblib's threads) is part of that one: see :func:`helper_thread_of_a_fit`.
+  User code that a patched call runs (an objective, a callback) has its own fits tracked
+  inside :func:`user_code`; :func:`suppressed` does the opposite.
 * Backends: subclass :class:`Backend`, apply the operations (:class:`StartRun`,
   :class:`LogBatch`, ...), raise :class:`BackendError` for what is worth retrying.
 * Listeners: functions marked :data:`hookimpl` (see :mod:`mlhooks.core.hookspecs`).
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from mlhooks.autologging.autolog import settings_for
 from mlhooks.autologging.fitting import FitHandler, FitSession
 from mlhooks.autologging.integration import Integration
-from mlhooks.autologging.patching import Call, CallHandler, suppressed
+from mlhooks.autologging.patching import Call, CallHandler, suppressed, user_code
 from mlhooks.backends.base import (
     Backend,
     BackendError,
@@ -134,6 +136,7 @@ __all__ = [
     "setting",
     "settings_for",
     "suppressed",
+    "user_code",
     "warn_background",
     "warn_once",
 ]

@@ -6,7 +6,8 @@
 3. An exception from our own code never reaches the user: one warning per site and
    the original's result (``MLHOOKS_STRICT=1`` re-raises instead).
 4. Nested patched calls are tracked once, at the outermost call (a per-thread guard).
-   A handler may still adjust the arguments of a nested call (:meth:`CallHandler.nested`).
+   A handler may still adjust the arguments of a nested call (:meth:`CallHandler.nested`),
+   and user code that a tracked call runs may be tracked on its own (:func:`user_code`).
 5. Patching is idempotent and exactly reversible: ``unpatch_all`` puts back the very
    object that was there (``is`` the original).
 6. Version ranges are checked by :mod:`mlhooks.autologging.integration` before patching.
@@ -43,6 +44,19 @@ def suppressed() -> Iterator[None]:
         yield
     finally:
         _guard.depth -= 1
+
+
+@contextlib.contextmanager
+def user_code() -> Iterator[None]:
+    """Within this block, patched calls on this thread are tracked again, as outermost
+    calls: for the user's code that a tracked call runs, whose own fits are fits of
+    their own (an Optuna objective inside ``Study.optimize``)."""
+    depth = tracking_depth()
+    _guard.depth = 0
+    try:
+        yield
+    finally:
+        _guard.depth = depth
 
 
 @dataclass
