@@ -49,11 +49,11 @@ def lint(session: nox.Session) -> None:
     and import-linter's contracts (pyproject's ``[tool.importlinter]``): the core's
     layers, plugins that import only ``mlhooks`` and ``mlhooks.plugin``, no cycles."""
     # mlhooks.testing is a pytest plugin; the cli and compare extras are type-checked too;
-    # mlflow, xgboost and Lightning ship the type hints their plugins are checked
+    # mlflow, xgboost, Lightning and wandb ship the type hints their plugins are checked
     # against (torch first and pinned, as in the tests session).
     session.install(TORCH)
     session.install("-e", ".[lint,cli,compare]", "-e", "plugins/mlhooks-mlflow", "pytest",
-                    "xgboost", TORCH, "lightning", "pytorch_lightning")  # fmt: skip
+                    "xgboost", TORCH, "lightning", "pytorch_lightning", "wandb")  # fmt: skip
     # import-linter reads every plugin's source: installed without their dependencies.
     session.install("--no-deps", *[arg for plugin in PLUGINS for arg in ("-e", str(plugin))])
     session.run("ruff", "check", ".")
