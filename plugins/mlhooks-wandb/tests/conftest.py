@@ -3,16 +3,20 @@ checkout, never the home folder), and MLflow runs to its own sqlite store."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import mlhooks
+from mlhooks import LocalStore
 from mlhooks.testing import run_script
-from mlhooks_wandb import reading
+from mlhooks_wandb import TAGS_KEY, reading
+from mlhooks_wandb.mapping import artifact_name
 
 os.environ.setdefault("MLHOOKS_STRICT", "1")
 # Tests compare what was logged exactly; the run-context test turns capture back on.
@@ -64,13 +68,48 @@ def stored_run(root: Path, run_id: str) -> reading.StoredRun:
     return reading.load_run(root, run_id, wait=60)
 
 
-def points_of(stored: reading.StoredRun) -> list[tuple[str, int, float]]:
-    """Every metric point W&B stored: ``(key, step, value)``, sorted."""
+def points_of(stored: reading.StoredRun) -> list[tuple[str, int, Any]]:
+    """Every metric point W&B stored: ``(key, step, value)``, sorted (NaN as "nan")."""
     return sorted(
-        (key, step, value) for key in stored.metric_keys() for step, value in stored.points(key)
+        (key, step, _comparable(value))
+        for key in stored.metric_keys()
+        for step, value in stored.points(key)
     )
 
 
-def logged_points(metrics: dict[str, list[mlhooks.Metric]]) -> list[tuple[str, int, float]]:
+def logged_points(metrics: dict[str, list[mlhooks.Metric]]) -> list[tuple[str, int, Any]]:
     """The same for what mlhooks logged (a ``RunData.metrics``)."""
-    return sorted((p.key, p.step, p.value) for points in metrics.values() for p in points)
+    return sorted(
+        (p.key, p.step, _comparable(p.value)) for points in metrics.values() for p in points
+    )
+
+
+def _comparable(value: float) -> Any:
+    return "nan" if math.isnan(value) else float(value)
+
+
+EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 255}
+
+
+def assert_same_run(logged: mlhooks.RunData, stored: reading.StoredRun) -> None:
+    """Everything mlhooks stored in the local store (the reference) is in W&B."""
+    info = logged.info
+    assert (stored.run_id, stored.name) == (info.run_id, info.name)
+    assert stored.exit_code == EXIT_CODES[info.status.value]
+    config = {key: value for key, value in stored.config.items() if key != TAGS_KEY}
+    assert {key: str(value) for key, value in config.items()} == logged.params
+    assert stored.config.get(TAGS_KEY, {}) == logged.tags
+    assert points_of(stored) == logged_points(logged.metrics)
+    for dataset in logged.datasets:
+        found = stored.artifact("dataset", artifact_name(dataset.name))
+        assert found.metadata == dataset.to_dict()
+    for model in logged.models:
+        found = stored.artifact("model", artifact_name(model.name, stored.run_id))
+        assert model.path is not None
+        name = "model.pkl" if model.payload is not None else Path(model.path).name
+        assert Path(found.files[name]).read_bytes() == Path(model.path).read_bytes()
+    assert len(stored.artifacts) == len(logged.datasets) + len(logged.models)
+    assert set(stored.files) == set(logged.artifacts)
+    for name in logged.artifacts:
+        kept = LocalStore().artifact_path(info.run_id, name).read_bytes()
+        assert (stored.folder / "files" / name).read_bytes() == kept

@@ -351,3 +351,64 @@ def test_a_killed_process_s_run_is_completed_by_mlhooks_sync(
     assert first.points("loss") == [(step, step / 100) for step in range(100)]
     assert resumed.points("loss") == [(step, step / 100) for step in range(100, 200)]
     assert resumed.exit_code == 255  # ended KILLED
+
+
+FORKS = """
+import os, mlhooks
+with mlhooks.start_run("parent", backends="wandb") as parent:
+    mlhooks.log_metric("loss", 1.0, step=0)
+    assert mlhooks.flush(60)  # the parent's W&B run exists before the fork
+    pid = os.fork()
+    if pid == 0:  # the child logs into its parent's run, and into a run of its own
+        mlhooks.log_metric("from_child", 2.0, step=1)
+        with mlhooks.start_run("child", nested=True) as child:
+            mlhooks.log_metric("loss", 3.0, step=0)
+        assert mlhooks.flush(60)
+        print(child.run_id, flush=True)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    mlhooks.log_metric("loss", 0.5, step=2)
+print(parent.run_id, flush=True)
+"""
+
+
+def test_a_forked_child_logs_into_its_parents_run_and_its_own(
+    wandb_dir: Path, script: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    done = script(FORKS)
+    assert done.returncode == 0, done.stderr
+    child_id, parent_id = done.stdout.split()
+    parent = reading.load_run(wandb_dir, parent_id)  # one folder: never resumed elsewhere
+    assert parent.points("loss") == [(0, 1.0), (2, 0.5)]
+    assert parent.points("from_child") == [(1, 2.0)]
+    assert parent.exit_code == 0  # ended by the parent, after the child was gone
+    child = reading.load_run(wandb_dir, child_id)
+    assert child.points("loss") == [(0, 3.0)] and child.exit_code == 0
+    assert child.group == f"parent-{parent_id[:8]}"
+
+
+NO_CREDENTIALS = """
+import mlhooks
+(described,) = mlhooks.describe_backends(["wandb"])
+print(described.location)
+with mlhooks.start_run("no login", backends="wandb") as run:
+    mlhooks.log_metric("loss", 1.0)
+print(run.run_id)
+"""
+
+
+def test_without_credentials_runs_are_written_offline_never_a_login_prompt(
+    wandb_dir: Path,
+    tmp_path: Path,
+    script: Callable[..., subprocess.CompletedProcess[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WANDB_MODE")
+    empty = tmp_path / "netrc"
+    empty.write_text("")
+    done = script(NO_CREDENTIALS, env={"NETRC": str(empty)}, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "no W&B credentials" in done.stderr and "wandb sync" in done.stderr
+    location, run_id = done.stdout.splitlines()
+    assert "offline" in location
+    assert reading.load_run(wandb_dir, run_id).points("loss") == [(0, 1.0)]

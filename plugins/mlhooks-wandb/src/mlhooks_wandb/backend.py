@@ -102,6 +102,9 @@ class _Run:
     """The ``wandb.Run``; None once finished."""
     finals: FinalValues = field(default_factory=FinalValues)
     tags: dict[str, str] = field(default_factory=dict)
+    owned: bool = True
+    """Started by this process: a forked child logs into its parent's runs (W&B attaches
+    the inherited handle to the run on first use) but never finishes them."""
 
 
 class WandbBackend(Backend):
@@ -159,7 +162,10 @@ class WandbBackend(Backend):
         self.settings = dict(settings or {})
         self.finish_timeout = finish_timeout
         self._runs: dict[str, _Run] = {}
+        self._refused: dict[str, BackendError] = {}
+        """Runs W&B refused to create (a project name it does not take), by run id."""
         self._lock = threading.RLock()
+        self._run_settings()  # settings W&B refuses fail here, in the caller's code
         self._resolved_mode = self._decide_mode()
 
     def describe(self) -> str:
@@ -298,7 +304,7 @@ class WandbBackend(Backend):
         the runs nobody ended (a run of ``mlflow.start_run()``) as W&B would. Closed
         before exit (``mlhooks sync`` replayed a journal), its open runs finish now."""
         with self._lock:
-            handles = [run.handle for run in self._runs.values() if run.handle is not None]
+            handles = [r.handle for r in self._runs.values() if r.handle is not None and r.owned]
             for run in self._runs.values():
                 run.handle = None
         if not service.exiting:
@@ -307,10 +313,12 @@ class WandbBackend(Backend):
         service.release(self, self.finish_timeout + 10)
 
     def after_fork(self) -> None:
-        # The parent's W&B runs talk to its connection: the child never touches them.
+        # The child may log into its parent's runs: W&B attaches an inherited handle to
+        # its run on first use (through the parent's service); ending them is the
+        # parent's job.
         self._lock = threading.RLock()
         for run in self._runs.values():
-            run.handle = None
+            run.owned = False
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -352,7 +360,13 @@ class WandbBackend(Backend):
         return group_of("run", parent_id)
 
     def _init(self, run_id: str, *, resume: bool, **fields: Any) -> Any:
-        """A new (or resumed) W&B run of this process, its metrics on the step metric."""
+        """A new (or resumed) W&B run of this process, its metrics on the step metric.
+        A run W&B refuses (``UsageError``: a project name it does not take, say) is
+        refused for good: the run's later operations are set aside without asking
+        again (mlhooks splits a refused batch to find what is refused)."""
+        refused = self._refused.get(run_id)
+        if refused is not None:
+            raise refused
         mode = self._resolved_mode
         self._writable_dir()
         service.ensure(self)  # again: the user may have ended W&B's (wandb.teardown())
@@ -361,21 +375,30 @@ class WandbBackend(Backend):
                 "wandb-disabled",
                 "mlhooks: W&B is disabled (WANDB_MODE=disabled): backend 'wandb' stores nothing.",
             )
-        handle = self._wandb.init(
-            id=wandb_run_id(run_id),
-            entity=self.entity,
-            dir=str(self.dir),
-            mode=mode,
-            resume="allow" if resume else None,
-            reinit="create_new",  # beside the user's run and our other runs
-            settings=self._wandb.Settings(
-                **{**DEFAULT_SETTINGS, "finish_timeout": self.finish_timeout, **self.settings}
-            ),
-            **fields,
-        )
+        try:
+            handle = self._wandb.init(
+                id=wandb_run_id(run_id),
+                entity=self.entity,
+                dir=str(self.dir),
+                mode=mode,
+                resume="allow" if resume else None,
+                reinit="create_new",  # beside the user's run and our other runs
+                settings=self._run_settings(),
+                **fields,
+            )
+        except self._wandb.errors.UsageError as error:
+            refusal = self._refused[run_id] = BackendError(
+                f"W&B refused run {run_id}: {error}", retryable=False
+            )
+            raise refusal from error
         handle.define_metric(STEP_METRIC, hidden=True)
         handle.define_metric("*", step_metric=STEP_METRIC)
         return handle
+
+    def _run_settings(self) -> Any:
+        """The ``wandb.Settings`` of every run: the backend's, then the user's."""
+        values = {**DEFAULT_SETTINGS, "finish_timeout": self.finish_timeout, **self.settings}
+        return self._wandb.Settings(**values)
 
     def _decide_mode(self) -> Mode:
         """The mode of this backend's runs, decided when it is built (W&B's service
