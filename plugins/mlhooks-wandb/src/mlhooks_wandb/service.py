@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,17 +35,18 @@ class Service:
         self._lock = threading.Lock()
         self._setup: Any = None
         self._teardown: Callable[[], Any] | None = None
-        self._users: set[int] = set()
+        self._users: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Backends built and not closed yet (one nobody holds on to is gone too)."""
         self.exiting = False
         """Set by an ``atexit`` hook that runs before mlhooks' exit sequence."""
 
-    def ensure(self, user: object) -> Any:
+    def ensure(self, user: Any) -> Any:
         """W&B's setup for this process, its service started and its exit hook taken
         over; ``user`` (a backend) is counted until it is released."""
         import wandb
 
         with self._lock:
-            self._users.add(id(user))
+            self._users.add(user)
             # Starts the service, or connects to a parent's; a new one after a fork or
             # after the user's wandb.teardown().
             setup = wandb.setup()
@@ -53,12 +55,12 @@ class Service:
                 self._teardown = _take_exit_hook(setup)
         return setup
 
-    def release(self, user: object, timeout: float) -> None:
+    def release(self, user: Any, timeout: float) -> None:
         """``user`` is closed. At exit, the last one ends W&B's service, which finishes
         the W&B runs nobody finished (runs mlhooks did not end, and the user's own), as
         W&B's exit hook would have; it may take ``timeout`` seconds."""
         with self._lock:
-            self._users.discard(id(user))
+            self._users.discard(user)
             if not self.exiting or self._users or self._teardown is None:
                 return
             teardown, self._teardown = self._teardown, None
@@ -72,7 +74,7 @@ class Service:
         self._lock = threading.Lock()
         self._setup = None
         self._teardown = None
-        self._users = set()
+        self._users = weakref.WeakSet()
 
 
 def _take_exit_hook(setup: Any) -> Callable[[], Any] | None:
