@@ -314,6 +314,30 @@ def test_runs_open_at_exit_end_with_their_status_and_all_their_data(
     assert [row["their_metric"] for row in theirs.history] == [1.0]
 
 
+A_FIT_THEN_EXIT = """
+import mlhooks
+mlhooks.autolog(backends=["wandb"])
+from sklearn.linear_model import Ridge
+Ridge(alpha=0.5).fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.0])
+print(mlhooks.active_run() is None, flush=True)
+"""
+
+
+def test_a_script_that_exits_right_after_a_fit_has_its_run_whole_in_wandb(
+    wandb_dir: Path, script: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """Nothing was delivered before exit: W&B's service, started by the backend, ends
+    only after mlhooks delivered the run at exit."""
+    done = script(A_FIT_THEN_EXIT)
+    assert done.returncode == 0, done.stderr
+    (folder,) = (wandb_dir / "wandb").glob("offline-run-*")
+    stored = reading.load(folder)
+    assert stored.name == "Ridge" and stored.exit_code == 0
+    assert stored.config["alpha"] == 0.5
+    assert stored.artifact("model", f"model-{stored.run_id}").files.keys() == {"model.pkl"}
+    assert "training_score" in stored.summary
+
+
 KILLED_MID_RUN = """
 import os, signal, time, mlhooks
 from mlhooks.plugin import FitSession

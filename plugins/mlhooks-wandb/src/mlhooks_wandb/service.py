@@ -50,7 +50,7 @@ class Service:
             # Starts the service, or connects to a parent's; a new one after a fork or
             # after the user's wandb.teardown().
             setup = wandb.setup()
-            if setup is not self._setup:
+            if setup is not self._setup and setup.settings.mode != "disabled":
                 self._setup = setup
                 self._teardown = _take_exit_hook(setup)
         return setup
