@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,11 +80,17 @@ class StoredRun:
 
 def run_dirs(root: str | Path, run_id: str) -> list[Path]:
     """The W&B folders of mlhooks run ``run_id`` under ``root`` (W&B's ``dir``), oldest
-    first: one, or more when the run was resumed (offline W&B starts a new folder)."""
-    base = Path(root) / "wandb"
-    suffix = f"-{wandb_run_id(run_id)}"
-    found = [p for p in base.glob(f"*run-*{suffix}") if p.is_dir() and p.name.endswith(suffix)]
-    return sorted(found, key=lambda p: p.name[: -len(suffix)].rsplit("-", 1)[-1])
+    first: one, or more when the run was resumed (offline W&B starts a new folder,
+    ``<time>-<id>-1`` when the time is the same)."""
+    pattern = re.compile(
+        rf"(?:offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(wandb_run_id(run_id))}(?:-(\d+))?"
+    )
+    found = []
+    for path in (Path(root) / "wandb").glob("*run-*"):
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir():
+            found.append((match[1], int(match[2] or 0), path))
+    return [path for _, _, path in sorted(found)]
 
 
 def load_run(root: str | Path, run_id: str, wait: float = 0.0) -> StoredRun:
