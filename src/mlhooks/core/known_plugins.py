@@ -14,7 +14,11 @@ FRAMEWORKS = {
     "lightning": ("lightning", "mlhooks-lightning"),
     "pytorch_lightning": ("pytorch_lightning", "mlhooks-lightning"),
 }
-BACKENDS = {"mlflow": "mlhooks-mlflow", "tensorboard": "mlhooks-tensorboard"}
+BACKENDS = {
+    "mlflow": "mlhooks-mlflow",
+    "tensorboard": "mlhooks-tensorboard",
+    "wandb": "mlhooks-wandb",
+}
 
 
 def install_hint(distribution: str) -> str:
