@@ -157,13 +157,12 @@ def test_a_flush_during_a_fit_does_not_wait_for_the_fit(tmp_path: Path) -> None:
         LocalBackend(tmp_path / "store"), spool_dir=tmp_path / "spool", journal=tmp_path / "j"
     )
     lane.put(StartRun(RunInfo(run_id="r1", name="fit")))
+    lane.pacer.training_interval = 10_000.0  # unasked, it would rest for the whole fit
     activity.fit_started()
     try:
         for step in range(100):
             lane.put(("r1", "loss", float(step), step, 0))
-        started = time.monotonic()
-        assert lane.flush(30)
-        assert time.monotonic() - started < 8  # well under the 10 s a fit makes it rest
+        assert lane.flush(60)  # returns while the fit still trains
     finally:
         activity.fit_ended()
     lane.close(10)
