@@ -158,6 +158,18 @@ class Backend(abc.ABC):
         """Raise when the backend cannot store anything now (``mlhooks doctor`` asks
         each configured backend). The default does not check."""
 
+    def reachable(self) -> bool | None:
+        """Whether the backend answers right now, asked cheaply and within a couple of
+        seconds (a server's health endpoint with a short timeout, no retries): True,
+        False, or None when this backend cannot tell (the default).
+
+        The writer asks it, from a thread of its own, while a write takes long or the
+        backend has not answered for a while, so that an outage is reported within
+        seconds and runs ending meanwhile do not wait for it; and before it replays a
+        spool. Make it thread-safe, and return False rather than raise when the
+        backend does not answer."""
+        return None
+
     def spec(self) -> dict[str, Any]:
         """Options that rebuild an equivalent backend (``mlhooks sync`` uses them)."""
         return {}

@@ -2,9 +2,11 @@
 
 Each operation is applied with retries (``delays`` between attempts). One the backend
 rejects for good (``Backend.is_retryable`` says no) is set aside at once; once the
-retries are used up, it and everything after it go to the spool (see :mod:`.spooler`),
-and so does everything that comes while the backend is down. What can be neither stored
-nor spooled (a full disk) is held and tried first on the next round.
+retries are used up, or as soon as the backend is known down (its :class:`~.reachability.
+Watch` found it unreachable), it and everything after it go to the spool (see
+:mod:`.spooler`), and so does everything that comes while the backend is down. What
+can be neither stored nor spooled (a full disk) is held and tried first on the next
+round.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import threading
 import time
 
-from mlhooks.backends.base import Backend, Operation
-from mlhooks.core.errors import report_background_error, warn_background
+from mlhooks.backends.base import Backend, LogBatch, Operation
+from mlhooks.core.errors import report_background_error
 from mlhooks.delivery.isolation import NotStoredYet, apply_isolating
+from mlhooks.delivery.reachability import Watch
 from mlhooks.delivery.spooler import Spooler
 from mlhooks.delivery.staging import release_snapshot
 
@@ -35,14 +38,24 @@ class Deliverer:
         self.spooler = spooler
         self.delays = delays
         self._closing = closing
+        self.watch = Watch(backend, spooler, closing)
+        """Asks the backend whether it answers while a delivery is slow."""
         self._inflight: list[Operation] = []
         """The operations of the current round not stored yet."""
         self._held: list[Operation] = []
+        """Operations that could be neither stored nor spooled: first on the next round."""
         self._unstored: list[Operation] = []
         """What is left of the operation being applied (the parts of a split batch)."""
-        """Operations that could be neither stored nor spooled: first on the next round."""
-        self.abandoned = False
+        self._failure: BaseException | None = None
+        """Why the last delivery gave up."""
+        self._spooling = threading.Lock()
+        """Held while the writer spools, so that exit takes each operation once."""
+        self._abandoned = threading.Event()
+
+    @property
+    def abandoned(self) -> bool:
         """True once exit has spooled what was not stored (see :meth:`abandon`)."""
+        return self._abandoned.is_set()
 
     def deliver(self, ops: list[Operation]) -> bool:
         """Store ``ops`` (or spool them); False when they could be neither, in which
@@ -50,19 +63,25 @@ class Deliverer:
         ops = self._held + ops
         self._held = []
         for index, op in enumerate(ops):
+            if self._abandoned.is_set():
+                return False  # exit spooled what is left
             self._inflight = ops[index:]
             self._unstored = [op]
+            self._failure = None
             if not self.spooler.is_down and self._apply_with_retry(op, ops[index + 1 :]):
                 continue
-            if self.abandoned:
-                return False  # exit spooled what is left while we retried
             left = self._unstored + ops[index + 1 :]  # a split batch's stored part is not
-            try:
-                self.spooler.append(left)
-            except Exception as error:  # noqa: BLE001 - disk full, unwritable folder
-                self._held = left
-                report_background_error(f"spool of backend {self.backend.name!r}", error)
-                return False
+            with self._spooling:
+                if self._abandoned.is_set():
+                    return False  # exit spooled what is left while we retried
+                try:
+                    self.spooler.append(left, self._failure, self.watch.failing_since)
+                except Exception as error:  # noqa: BLE001 - disk full, unwritable folder
+                    self._held = left
+                    report_background_error(f"spool of backend {self.backend.name!r}", error)
+                    return False
+                self._inflight = []
+            self.watch.failing_since = None  # told: the next outage has a time of its own
             break
         self._inflight = []
         return True
@@ -73,24 +92,37 @@ class Deliverer:
         of a split batch that was stored is not applied twice."""
         delays = self.delays
         remaining = [op]
-        for attempt in range(len(delays) + 1):
-            try:
-                apply_isolating(self.backend, remaining, self.spooler.reject, release_snapshot)
+        self.watch.begin()
+        answered = False
+        try:
+            for attempt in range(len(delays) + 1):
+                try:
+                    apply_isolating(self.backend, remaining, self.spooler.reject, release_snapshot)
+                    answered = True
+                    return True
+                except NotStoredYet as failure:
+                    error, remaining = failure.error, failure.remaining
+                    self._inflight = remaining + after  # what exit would spool, once each
+                    self.watch.failed()
+                    last = attempt == len(delays) or self._closing.is_set()
+                    if last or not self._pause(delays[attempt]):
+                        self._failure = error
+                        self._unstored = remaining
+                        return False
+            return False  # pragma: no cover
+        finally:
+            self.watch.end(answered)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` before the next attempt; False when the backend is found
+        down meanwhile (no point in trying again before a probe says it is back)."""
+        deadline = time.monotonic() + seconds
+        while not self.spooler.is_down:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return True
-            except NotStoredYet as failure:
-                error, remaining = failure.error, failure.remaining
-                self._inflight = remaining + after  # what exit would spool, once each
-                if attempt == len(delays) or self._closing.is_set():
-                    warn_background(
-                        f"lane-down:{self.backend.name}",
-                        f"mlhooks: backend {self.backend.describe()!r} is failing ({error!r}); "
-                        f"spooling to {self.spooler.directory} and retrying every "
-                        f"{self.spooler.first_probe_interval:g}s. Training is not affected.",
-                    )
-                    self._unstored = remaining
-                    return False
-                time.sleep(delays[attempt])
-        return False  # pragma: no cover
+            time.sleep(min(left, 0.05))
+        return False
 
     def flush_backend(self) -> bool:
         """Ask the backend to make what it stored durable; True when it did, or when
@@ -107,5 +139,18 @@ class Deliverer:
     def abandon(self) -> list[Operation]:
         """At exit with a stuck backend: stop, and return what is not stored yet (the
         writer thread, if it wakes up, finds the delivery abandoned and leaves it)."""
-        self.abandoned = True
-        return list(self._inflight or self._held)
+        spooling = self._spooling.acquire(timeout=1.0)  # a spool being written: let it end
+        try:
+            self._abandoned.set()
+            # Copies: what exit adds to them must not reach a write still in flight.
+            return [_copy(op) for op in self._inflight or self._held]
+        finally:
+            if spooling:
+                self._spooling.release()
+
+
+def _copy(op: Operation) -> Operation:
+    """``op``, or for a batch (which later items may be merged into) a copy of it."""
+    if isinstance(op, LogBatch):
+        return LogBatch(op.run_id, list(op.metrics), dict(op.params), dict(op.tags))
+    return op

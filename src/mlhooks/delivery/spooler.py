@@ -1,9 +1,14 @@
-"""A lane's spools: where the operations its backend does not take go, and when the
-lane tries the backend again.
+"""A lane's spools, and whether its backend is down: where the operations its backend
+does not take go, when the lane tries the backend again, and what the user is told.
 
-* While the backend is down, operations go to a spool file (see :mod:`.spool`); every
-  probe interval (doubling up to a maximum) the spool is replayed, and once that works
-  the backend is up again.
+* The backend is *down* from the moment its operations go to a spool file (see
+  :mod:`.spool`), or the lane's watch found it unreachable (see :mod:`.reachability`),
+  until a probe replayed the spool: one warning says since when and where the
+  operations go, one notice says when it answered again and how many were replayed.
+* Every probe interval the lane probes: a backend that can tell whether it answers
+  (``Backend.reachable``) is asked first, every :data:`RECHECK` seconds at most, and
+  the spool is replayed once it answers; any other is probed by replaying the spool,
+  the interval doubling up to a maximum.
 * An operation the backend rejects for good goes to a spool of its own under
   ``rejected/``, for ``mlhooks sync``, so that it never holds the lane down.
 * At exit, what a stuck backend still holds goes to a spool file of its own.
@@ -12,13 +17,16 @@ lane tries the backend again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlhooks.backends.base import Backend, BackendError, Operation
 from mlhooks.core.errors import (
     background_failures,
     is_strict,
+    notice_once,
     report_background_error,
     warn_background,
 )
@@ -27,6 +35,23 @@ from mlhooks.delivery import spool as spool_io
 from mlhooks.delivery.staging import release_snapshot
 
 log = logging.getLogger(__name__)
+
+RECHECK = 1.0
+"""Seconds between two questions to a down backend that can tell whether it answers."""
+
+
+@dataclass
+class Outage:
+    """The backend is down since ``since`` (``time.time()``)."""
+
+    number: int
+    since: float
+    unreachable: bool = False
+    """The backend itself said it does not answer (``Backend.reachable``), and has not
+    answered since: nothing is worth waiting for (it is False while down only by
+    failures, and while a spool is replayed into a backend that answers again)."""
+    replayed: int = 0
+    """Operations of the spool stored so far by probes."""
 
 
 class Spooler:
@@ -47,48 +72,138 @@ class Spooler:
         self._rejected: spool_io.SpoolWriter | None = None
         self._next_probe = 0.0
         self._probe_interval = probe_interval
+        self._outage: Outage | None = None
+        self._outages = 0
+        self._lock = threading.Lock()
 
     @property
     def is_down(self) -> bool:
-        """True while the backend fails and operations go to the spool."""
-        return self._spool is not None
+        """True while the backend is known down: operations go to the spool."""
+        return self._spool is not None or self._outage is not None
+
+    @property
+    def unreachable_since(self) -> float | None:
+        """Since when (``time.time()``) the backend is down and does not answer at all
+        (see :attr:`Outage.unreachable`); None otherwise."""
+        outage = self._outage
+        return outage.since if outage is not None and outage.unreachable else None
 
     @property
     def next_probe(self) -> float | None:
-        """When (``time.monotonic()``) to replay the spool next; None while up."""
-        return None if self._spool is None else self._next_probe
+        """When (``time.monotonic()``) to probe the backend next; None while up."""
+        return self._next_probe if self.is_down else None
 
-    def append(self, ops: list[Operation]) -> None:
-        """Append ``ops`` to the spool, opening one (the backend is down from now)."""
+    # -- going down ---------------------------------------------------------------------
+
+    def unreachable(self, since: float) -> None:
+        """The backend does not answer (its watch asked it, from another thread): it
+        is down from now on, and the user is told once."""
+        with self._lock:
+            if self._outage is not None:  # told already (it was failing)
+                self._outage.unreachable = True
+                return
+            self._next_probe = time.monotonic() + min(self._probe_interval, RECHECK)
+            outage = self._begin_outage(since)
+            outage.unreachable = True
+        warn_background(
+            f"lane-down:{id(self)}:{outage.number}",
+            f"mlhooks: backend {self.backend.name!r} ({self.backend.describe()}) unreachable "
+            f"since {_clock(since)}; spooling to {self.directory}; training is not affected",
+        )
+
+    def append(
+        self, ops: list[Operation], failure: BaseException | None = None, since: float | None = None
+    ) -> None:
+        """Append ``ops`` to the spool, opening one (the backend is down from now).
+        ``failure`` is why they were not stored (the first failure at ``since``): the
+        user is told, unless the backend was already known down."""
         if self._spool is None:
             self._spool = spool_io.SpoolWriter(self.directory, self.backend)
-            self._probe_interval = self.first_probe_interval
-            self._next_probe = time.monotonic() + self._probe_interval
+            if self._outage is None:
+                self._probe_interval = self.first_probe_interval
+                self._next_probe = time.monotonic() + self._probe_interval
+        self._announce(failure, since)
         self._spool.append(ops)
 
+    def _announce(self, failure: BaseException | None, since: float | None) -> None:
+        with self._lock:
+            if self._outage is not None:
+                return
+            outage = self._begin_outage(since if since is not None else time.time())
+        reason = f" ({failure!r})" if failure is not None else ""
+        warn_background(
+            f"lane-down:{id(self)}:{outage.number}",
+            f"mlhooks: backend {self.backend.name!r} ({self.backend.describe()}) is failing "
+            f"since {_clock(outage.since)}{reason}; spooling to {self.directory} and retrying "
+            f"every {self.first_probe_interval:g}s; training is not affected",
+        )
+
+    def _begin_outage(self, since: float) -> Outage:
+        self._outages += 1
+        self._outage = Outage(self._outages, since)
+        return self._outage
+
+    # -- coming back --------------------------------------------------------------------
+
     def probe_if_due(self) -> None:
-        """Replay the spool if the backend is down and its probe is due."""
-        if self._spool is not None and time.monotonic() >= self._next_probe:
+        """Probe the backend if it is down and its probe is due."""
+        if self.is_down and time.monotonic() >= self._next_probe:
             self.probe()
 
     def probe(self) -> None:
-        """Try to replay the spool; on success the backend is up again."""
-        assert self._spool is not None
-        spool_file = spool_io.SpoolFile(self._spool.path)
-        if not spool_file.path.exists():  # replayed by `mlhooks sync --force`
-            self._spool.close()
-            self._spool = None  # nothing new since: the next failure opens another
+        """Find out whether the backend is back: ask it, when it can tell; replay the
+        spool; on success it is up again."""
+        answered = time.time()
+        verdict = self._answers()
+        outage = self._outage
+        if outage is not None:
+            outage.unreachable = verdict is False
+        if verdict is False:
+            self._next_probe = time.monotonic() + min(self._probe_interval, RECHECK)
             return
+        spool = self._spool
+        if spool is not None:
+            spool_file = spool_io.SpoolFile(spool.path)
+            if spool_file.path.exists():  # unless `mlhooks sync --force` replayed it
+                try:
+                    spool_io.replay(
+                        spool_file, self.backend, reject=self.reject, applied=self._replayed
+                    )
+                except Exception as error:  # noqa: BLE001 - still down
+                    log.debug("backend %s still down: %r", self.backend.name, error)
+                    self._probe_interval = min(self._probe_interval * 2, self.max_probe_interval)
+                    self._next_probe = time.monotonic() + self._probe_interval
+                    return
+            spool.close()
+            self._spool = None
+        self._back_up(answered)
+
+    def _answers(self) -> bool | None:
         try:
-            spool_io.replay(spool_file, self.backend, reject=self.reject, applied=release_snapshot)
-        except Exception as error:  # noqa: BLE001 - still down
-            log.debug("backend %s still down: %r", self.backend.name, error)
-            self._probe_interval = min(self._probe_interval * 2, self.max_probe_interval)
-            self._next_probe = time.monotonic() + self._probe_interval
+            return self.backend.reachable()
+        except Exception as error:  # noqa: BLE001 - a backend's bug: replay decides
+            report_background_error(f"reachable() of backend {self.backend.name!r}", error)
+            return None
+
+    def _replayed(self, op: Operation) -> None:
+        release_snapshot(op)
+        outage = self._outage
+        if outage is not None:
+            outage.replayed += 1
+
+    def _back_up(self, answered: float) -> None:
+        with self._lock:
+            outage, self._outage = self._outage, None
+            self._probe_interval = self.first_probe_interval
+        if outage is None:
             return
-        self._spool.close()
-        self._spool = None
-        log.info("backend %s is back; spool replayed", self.backend.name)
+        notice_once(  # good news, not a problem: a notice, never an exception
+            f"lane-up:{id(self)}:{outage.number}",
+            f"mlhooks: backend {self.backend.name!r} ({self.backend.describe()}) reachable "
+            f"again at {_clock(answered)}; {outage.replayed} operations replayed",
+        )
+
+    # -- set aside ----------------------------------------------------------------------
 
     def reject(self, op: Operation, error: BaseException) -> None:
         """Set ``op``, which the backend refused with ``error``, aside for good."""
@@ -122,3 +237,8 @@ class Spooler:
             f"mlhooks: {len(ops)} operations for {self.backend.describe()!r} were not "
             f"stored before exit; they are in {writer.path}. Run `mlhooks sync`.",
         )
+
+
+def _clock(when: float) -> str:
+    """``when`` (``time.time()``) as the local time of day, HH:MM:SS."""
+    return time.strftime("%H:%M:%S", time.localtime(when))
