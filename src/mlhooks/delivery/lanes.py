@@ -141,15 +141,26 @@ class Lane:
             self._overflow.write(item)
         self._wake.set()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything put before this call is stored or spooled."""
+    def flush(self, timeout: float | None = None, *, unless_unreachable: bool = False) -> bool:
+        """Wait until everything put before this call is stored or spooled;
+        ``unless_unreachable``: stop waiting (False) once the backend is known not to
+        answer at all (``unreachable_since``)."""
         if self._thread is None and not self._queue and self._overflow is None:
             return True
         marker = FlushMarker()
         self.put(marker)  # type: ignore[arg-type]
         self.pacer.urgent = True
         self._wake.set()
-        return marker.done.wait(timeout) and marker.ok
+        if not unless_unreachable:
+            return marker.done.wait(timeout) and marker.ok
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.unreachable_since is None:
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if marker.done.wait(max(0.0, left)):
+                return marker.ok
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return False
 
     @property
     def pending(self) -> int:
@@ -165,6 +176,12 @@ class Lane:
     def is_down(self) -> bool:
         """True while the backend fails and operations go to the spool."""
         return self._spooler.is_down
+
+    @property
+    def unreachable_since(self) -> float | None:
+        """Since when (``time.time()``) the backend is known not to answer; None while
+        it answers (or cannot tell)."""
+        return self._spooler.unreachable_since
 
     @property
     def max_interval(self) -> float:
@@ -263,8 +280,9 @@ class Lane:
     # -- shutdown -----------------------------------------------------------------------
 
     def close(self, timeout: float) -> None:
-        """Flush within ``timeout`` seconds; spool whatever is still not stored."""
-        flushed = self.flush(timeout)
+        """Flush within ``timeout`` seconds, not waiting for a backend known not to
+        answer; spool whatever is still not stored."""
+        flushed = self.flush(timeout, unless_unreachable=True)
         with self._lock:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool
