@@ -20,7 +20,12 @@ from mlhooks.backends.base import Backend
 from mlhooks.capture import context, system_metrics
 from mlhooks.core import settings, validation
 from mlhooks.core.config import current_config
-from mlhooks.core.errors import report_internal_error, setting_or_default, warn_once
+from mlhooks.core.errors import (
+    notice_once,
+    report_internal_error,
+    setting_or_default,
+    warn_once,
+)
 from mlhooks.core.host import host
 from mlhooks.core.shutdown import (
     Stage,
@@ -32,7 +37,7 @@ from mlhooks.core.shutdown import (
 )
 from mlhooks.core.types import RunInfo, RunStatus, now_ms
 from mlhooks.delivery import selection
-from mlhooks.delivery.lanes import flush_lanes
+from mlhooks.delivery.lanes import Lane
 from mlhooks.delivery.recorder import recorder
 
 thread_local = threading.local()
@@ -311,8 +316,10 @@ def end_run(
     """End the active run of this thread (or ``run``) with ``status``.
 
     A user's run waits until what was logged to it is stored (at most
-    ``flush_timeout`` seconds, ``MLHOOKS_FLUSH_TIMEOUT`` or 30 by default); a run
-    mlhooks manages ends without waiting, so that training never does.
+    ``flush_timeout`` seconds, ``MLHOOKS_FLUSH_TIMEOUT`` or 30 by default), but not
+    for a backend known not to answer: what it did not take stays in the spool, to be
+    stored when it answers again. A run mlhooks manages ends without waiting, so
+    that training never does.
     Without an active run this does nothing.
     """
     status = RunStatus(status)
@@ -348,14 +355,47 @@ def end_run(
         _wait_until_stored(info, lanes, timeout)
 
 
-def _wait_until_stored(info: RunInfo, lanes: Iterable[Any], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    released = recorder.wait_released(info.run_id, timeout)  # background work on the run
-    if not (flush_lanes(lanes, max(0.0, deadline - time.monotonic())) and released):
+def _wait_until_stored(info: RunInfo, lanes: Iterable[Lane], timeout: float) -> None:
+    """Wait until what was logged to ``info`` is stored, at most ``timeout`` seconds,
+    but not for a backend known not to answer: its lane spools (see
+    :func:`_not_waiting_for`)."""
+    lanes = list(lanes)
+    down = [lane for lane in lanes if lane.unreachable_since is not None]
+    up = [lane for lane in lanes if lane not in down]
+    for lane in down:
+        lane.flush(0, unless_unreachable=True)  # no wait: the writer spools what it holds
+    late = False
+    if up or not down:  # wait, unless every backend of the run is known unreachable
+        deadline = time.monotonic() + timeout
+        late = not recorder.wait_released(info.run_id, timeout)  # background work on it
+        for lane in up:
+            left = max(0.0, deadline - time.monotonic())
+            stored = lane.flush(left, unless_unreachable=True)
+            if lane.unreachable_since is not None:
+                down.append(lane)  # found unreachable while we waited: wait no longer
+            elif not stored:
+                late = True
+    if down:
+        _not_waiting_for(info, down)
+    if late:
         warn_once(
             f"slow-end:{info.run_id}",
             f"mlhooks: run {info.name!r} ended before its data was stored "
             f"(waited {timeout:g}s); it is still being written in the background",
+        )
+
+
+def _not_waiting_for(info: RunInfo, lanes: list[Lane]) -> None:
+    """Tell once per outage that runs end without waiting for a backend that is down."""
+    for lane in lanes:
+        backend, since = lane.backend, lane.unreachable_since
+        when = time.strftime(" since %H:%M:%S", time.localtime(since)) if since else ""
+        notice_once(
+            f"end-while-down:{id(lane)}:{since}",
+            f"mlhooks: run {info.name!r} ended without waiting for backend {backend.name!r} "
+            f"({backend.describe()}), which is unreachable{when}: what was logged is kept "
+            f"in the spool ({lane.spool_dir}) and stored once the backend answers again, "
+            "or by `mlhooks sync`; runs that end meanwhile do not wait either",
         )
 
 
