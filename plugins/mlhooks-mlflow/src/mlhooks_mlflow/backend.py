@@ -13,8 +13,8 @@ import json
 import os
 import re
 import threading
-import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
@@ -37,11 +37,13 @@ from mlhooks.plugin import (
     LogBatch,
     LogDataset,
     LogModel,
+    Operation,
     redact_text,
     warn_background,
 )
 
 from . import models
+from .connection import answers, bounded_requests, is_served
 from .location import active_experiment_id, offline_experiment_id, resolve_tracking_uri
 from .races import is_transient_race, store_creation_lock
 
@@ -110,11 +112,25 @@ class MlflowBackend(Backend):
     def check(self) -> None:
         """The tracking store answers: a server's ``/health`` within 5 s (rather than
         MLflow's long retries), then one cheap query."""
-        if self.tracking_uri.startswith(("http://", "https://")):
-            health = self.tracking_uri.rstrip("/") + "/health"
-            with urllib.request.urlopen(health, timeout=5) as response:
-                response.read()
-        self.client.search_experiments(max_results=1)
+        if is_served(self.tracking_uri) and not answers(self.tracking_uri, timeout=5):
+            raise ConnectionError(f"{self.describe()} does not answer /health within 5s")
+        with self._bounds():
+            self.client.search_experiments(max_results=1)
+
+    def reachable(self) -> bool | None:
+        """Whether the tracking server answers ``/health`` within 2 s, asked once; None
+        for a store that is not a server (a database, Databricks)."""
+        return answers(self.tracking_uri) if is_served(self.tracking_uri) else None
+
+    def apply(self, op: Operation) -> None:
+        """Store ``op`` with mlhooks' own bounds on requests to a server: an outage is
+        told within seconds, not after MLflow's minutes of retries (see
+        :mod:`.connection`); the user's own ``mlflow`` calls keep MLflow's settings."""
+        with self._bounds():
+            super().apply(op)
+
+    def _bounds(self) -> AbstractContextManager[None]:
+        return bounded_requests() if is_served(self.tracking_uri) else nullcontext()
 
     def after_fork(self) -> None:
         self._client = None  # its HTTP session belongs to the parent
