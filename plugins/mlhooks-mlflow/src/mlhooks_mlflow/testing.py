@@ -11,7 +11,9 @@ test session that does not ask for it.
   after the test, MLflow's active runs are ended and its globals reset.
 * ``mlflow_server``: a real ``mlflow server`` on 127.0.0.1, started once per session.
 * ``new_mlflow_server``: ``new_mlflow_server()`` gives a server of this test that is
-  not started yet (its port is closed until ``start()``), stopped after the test.
+  not started yet (its port is closed until ``start()``), stopped after the test. It
+  can be killed (``kill()``) or paused (``pause()``, ``resume()``) and started again
+  on the same port and store.
 * :func:`mlflow_run_of`: the MLflow run of an mlhooks run, once everything is stored.
 """
 
@@ -78,15 +80,49 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server did not answer on {self.uri} within {timeout}s")
 
     def stop(self) -> None:
-        """Stop the server and the workers it started."""
+        """Stop the server and the workers it started (paused or not)."""
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGCONT)  # a paused one takes SIGTERM now
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(30)
         self.process = None
+
+    def kill(self) -> float:
+        """SIGKILL the server and its workers, as a crash would; ``time.monotonic()``
+        of the kill. ``start()`` brings it back on the same port and store."""
+        assert self.process is not None, "the server is not running"
+        killed = time.monotonic()
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+        self.process = None
+        return killed
+
+    def pause(self) -> float:
+        """SIGSTOP the server and its workers: its port still takes connections, but
+        nothing answers. ``time.monotonic()`` of the pause."""
+        assert self.process is not None, "the server is not running"
+        paused = time.monotonic()
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        return paused
+
+    def resume(self) -> float:
+        """SIGCONT a paused server; ``time.monotonic()`` of the resume."""
+        assert self.process is not None, "the server is not running"
+        resumed = time.monotonic()
+        os.killpg(self.process.pid, signal.SIGCONT)
+        return resumed
+
+    @property
+    def paused(self) -> bool:
+        """Whether the server's main process is stopped (SIGSTOP)."""
+        if self.process is None:
+            return False
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
 def mlflow_run_of(client: Any, run_id: str, timeout: float = 60) -> Any:
