@@ -436,7 +436,12 @@ def sync(local_dir: Path, server: MlflowServer) -> None:
     command = [sys.executable, "-m", "mlhooks", "sync", "--dir", str(local_dir)]
     for _ in range(2):
         done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=SERVED_WAIT_S
+            command,
+            env=env,
+            cwd=local_dir.parent,
+            capture_output=True,
+            text=True,
+            timeout=SERVED_WAIT_S,
         )
         assert done.returncode == 0, done.stdout + done.stderr
 

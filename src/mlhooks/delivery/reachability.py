@@ -43,7 +43,7 @@ class Watch:
     tick = 0.25
     slow_after = 0.5
     busy_every = 1.0
-    quiet_after = 1.5
+    quiet_after = 1.0
     recent = 30.0
 
     def __init__(self, backend: Backend, outages: Outages, closing: threading.Event) -> None:
