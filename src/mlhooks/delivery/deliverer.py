@@ -67,10 +67,11 @@ class Deliverer:
                 return False  # exit spooled what is left
             self._inflight = ops[index:]
             self._unstored = [op]
-            self._failure = None
             if not self.spooler.is_down and self._apply_with_retry(op, ops[index + 1 :]):
                 continue
             left = self._unstored + ops[index + 1 :]  # a split batch's stored part is not
+            if not (self.spooler.is_down or self._closing.is_set()):
+                self.watch.ask_now()  # retries used up: unreachable, or failing?
             with self._spooling:
                 if self._abandoned.is_set():
                     return False  # exit spooled what is left while we retried
@@ -92,6 +93,7 @@ class Deliverer:
         of a split batch that was stored is not applied twice."""
         delays = self.delays
         remaining = [op]
+        self._failure = None
         self.watch.begin()
         answered = False
         try:

@@ -79,6 +79,17 @@ class Watch:
         if self.failing_since is None:
             self.failing_since = time.time()
 
+    def ask_now(self) -> None:
+        """The writer gives up on a delivery: ask the backend (if it can tell) whether
+        it answers at all, so that an unreachable one is reported as such."""
+        if not self.watching:
+            return
+        try:
+            self._ask(time.time())
+        except Exception as error:  # noqa: BLE001 - a backend's bug: it is failing, then
+            report_background_error(f"reachability check of {self.backend.name!r}", error)
+            self.watching = False
+
     def end(self, answered: bool) -> None:
         """The delivery is over; ``answered``: the backend took (or refused) it."""
         self._busy_since = None
