@@ -105,6 +105,30 @@ def test_a_write_that_hangs_is_found_out_and_nothing_is_lost(
     assert not find_spools(tmp_path / "spool")
 
 
+def test_a_second_outage_is_found_while_the_writer_rests(tmp_path: Path, lenient: None) -> None:
+    """After a probe brought the backend back, the watch goes on as after a delivery:
+    a second outage is found although nothing is written meanwhile (the writer rests
+    while a fit trains), and warned about once more."""
+    backend = Refusing()
+    lane = Lane(backend, spool_dir=tmp_path / "spool", retry=RetryPolicy(probe_interval=0.1))
+    lane.put(StartRun(RunInfo(run_id="r", name="r")))
+    assert lane.flush(SLOW)
+    with pytest.warns(MlhooksWarning, match="unreachable since") as caught:
+        backend.up.clear()
+        points(lane, "r", range(10))
+        wait_until(lambda: lane.unreachable_since is not None, timeout=SLOW)
+        time.sleep(1.0)  # an outage of a while: nothing is delivered meanwhile
+        backend.up.set()
+        wait_until(lambda: not lane.is_down, timeout=SLOW)  # replayed by a probe
+        backend.up.clear()  # and gone again, with nothing to write
+        wait_until(lambda: lane.unreachable_since is not None, timeout=10)
+    assert len(caught) == 2
+    backend.up.set()
+    wait_until(lambda: not lane.is_down, timeout=SLOW)
+    assert [m.step for m in backend.run("r").history("loss")] == list(range(10))
+    lane.close(SLOW)
+
+
 def test_the_end_of_a_run_does_not_wait_for_a_backend_known_down(
     monkeypatch: pytest.MonkeyPatch, lenient: None, caplog: pytest.LogCaptureFixture
 ) -> None:
