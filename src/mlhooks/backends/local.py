@@ -13,17 +13,21 @@ Layout, one folder per run under the root (``./mlhooks-runs`` unless
 
 Every batch is written to the operating system before the writer moves on, so a
 SIGKILLed process loses nothing that was flushed; ``flush`` and run end also fsync. A
-torn last line (the process died mid-write) is ignored when reading.
+torn last line (the process died mid-write) is ignored when reading. On a full or
+read-only disk a write fails whole (:mod:`mlhooks.core.files`): no partial line, file
+or copy stays, so the writer's retry stores each point once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
 from collections import OrderedDict
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 from mlhooks.backends.base import (
     Backend,
@@ -36,6 +40,7 @@ from mlhooks.backends.base import (
 )
 from mlhooks.backends.query import search_rows
 from mlhooks.core import settings
+from mlhooks.core.files import append_all, append_whole, copy_whole, open_append, write_whole
 from mlhooks.core.types import (
     ALL_CAPABILITIES,
     Capability,
@@ -65,7 +70,8 @@ class LocalBackend(Backend):
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
-        self._files: OrderedDict[tuple[str, str], IO[str]] = OrderedDict()
+        self._files: OrderedDict[tuple[str, str], int] = OrderedDict()
+        """Open descriptors (appending) by run and file name, the most recent last."""
 
     def describe(self) -> str:
         return f"local store at {self.root.resolve()}"
@@ -77,8 +83,10 @@ class LocalBackend(Backend):
         """The root can be created and written to."""
         self.root.mkdir(parents=True, exist_ok=True)
         probe = self.root / f".doctor-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        try:
+            probe.write_text("ok")
+        finally:
+            probe.unlink(missing_ok=True)
 
     def is_retryable(self, error: BaseException) -> bool:
         # A missing run folder or a malformed value will not fix itself; a full disk may.
@@ -93,18 +101,33 @@ class LocalBackend(Backend):
 
     def start_run(self, run: RunInfo) -> None:
         directory = self.run_dir(run.run_id)
+        made = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         if not (directory / "meta.json").exists():  # a replayed start keeps the first
-            _write_atomic(directory / "meta.json", json.dumps(run.to_dict(), indent=1))
+            try:
+                write_whole(directory / "meta.json", json.dumps(run.to_dict(), indent=1))
+            except OSError:
+                if made:  # a full disk leaves no empty run folder behind
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
+                raise
 
     def log_batch(self, batch: LogBatch) -> None:
+        parts: list[tuple[str, str]] = []
         if batch.metrics:
             lines = [f"{k}\t{s}\t{t}\t{v!r}\n" for k, v, s, t in batch.metrics]
-            self._append(batch.run_id, "metrics.tsv", "".join(lines))
+            parts.append(("metrics.tsv", "".join(lines)))
         if batch.params:
-            self._append(batch.run_id, "params.jsonl", json.dumps(batch.params) + "\n")
+            parts.append(("params.jsonl", json.dumps(batch.params) + "\n"))
         if batch.tags:
-            self._append(batch.run_id, "tags.jsonl", json.dumps(batch.tags) + "\n")
+            parts.append(("tags.jsonl", json.dumps(batch.tags) + "\n"))
+        run_id, handle = batch.run_id, self._handle
+        # All or none: a batch whose tags do not fit on the disk leaves no metrics
+        # behind, which its retry would write again.
+        append_all(
+            [(functools.partial(handle, run_id, name), text) for name, text in parts],
+            sync=False,
+        )
 
     def log_dataset(self, op: LogDataset) -> None:
         self._append(op.run_id, "datasets.jsonl", json.dumps(op.dataset.to_dict()) + "\n")
@@ -116,20 +139,20 @@ class LocalBackend(Backend):
         source = Path(op.local_path)
         target.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
+            shutil.copytree(source, target, dirs_exist_ok=True, copy_function=copy_whole)
         else:
-            shutil.copy2(source, target / source.name)
+            copy_whole(source, target / source.name)
 
     def log_model(self, op: LogModel) -> None:
         model = op.model
         directory = _within(self.run_dir(op.run_id) / "models", model.name)
         directory.mkdir(parents=True, exist_ok=True)
         if model.payload is not None:
-            (directory / "model.pkl").write_bytes(model.payload)
+            write_whole(directory / "model.pkl", model.payload)
             stored = "model.pkl"
         elif model.path is not None:
             stored = Path(model.path).name
-            shutil.copy2(model.path, directory / stored)
+            copy_whole(model.path, directory / stored)
         else:
             raise ValueError(f"model {model.name!r} has neither a payload nor a path")
         meta = {
@@ -139,7 +162,7 @@ class LocalBackend(Backend):
             "file": stored,
             "metadata": model.metadata,
         }
-        _write_atomic(directory / "model.json", json.dumps(meta, default=str, indent=1))
+        write_whole(directory / "model.json", json.dumps(meta, default=str, indent=1))
 
     def end_run(self, op: EndRun) -> None:
         self._close_run_files(op.run_id, sync=True)
@@ -147,7 +170,7 @@ class LocalBackend(Backend):
         info = RunInfo.from_dict(json.loads(meta_path.read_text()))
         info.status = RunStatus(op.status)
         info.end_time = op.end_time
-        _write_atomic(meta_path, json.dumps(info.to_dict(), indent=1))
+        write_whole(meta_path, json.dumps(info.to_dict(), indent=1))
 
     # -- search ---------------------------------------------------------------------------
 
@@ -164,12 +187,16 @@ class LocalBackend(Backend):
         return LocalStore(self.root).get_run(run_id).history(key)
 
     def after_fork(self) -> None:
-        self._files = OrderedDict()  # the parent's handles and buffers stay the parent's
+        # The parent's files stay the parent's: the child closes only its own copies
+        # of their descriptors (nothing of ours is buffered in them).
+        files, self._files = self._files, OrderedDict()
+        for fd in files.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def flush(self) -> None:
-        for handle in self._files.values():
-            handle.flush()
-            os.fsync(handle.fileno())
+        for fd in self._files.values():
+            os.fsync(fd)
 
     def close(self) -> None:
         for run_id, _ in list(self._files):
@@ -178,33 +205,32 @@ class LocalBackend(Backend):
     # -- helpers ------------------------------------------------------------------------
 
     def _append(self, run_id: str, filename: str, text: str) -> None:
-        handle = self._handle(run_id, filename)
-        handle.write(text)
-        handle.flush()  # to the OS: survives a SIGKILL of this process
+        # To the OS (survives a SIGKILL of this process), whole or not at all.
+        append_whole(self._handle(run_id, filename), text, sync=False)
 
-    def _handle(self, run_id: str, filename: str) -> IO[str]:
+    def _handle(self, run_id: str, filename: str) -> int:
         key = (run_id, filename)
-        handle = self._files.get(key)
-        if handle is not None:
+        fd = self._files.get(key)
+        if fd is not None:
             self._files.move_to_end(key)
-            return handle
+            return fd
         directory = self.run_dir(run_id)
         if not directory.is_dir():
             raise BackendError(f"run {run_id!r} was never started in {self.root}", retryable=False)
-        handle = open(directory / filename, "a", encoding="utf-8")  # noqa: SIM115 - cached
-        self._files[key] = handle
+        fd = self._files[key] = open_append(directory / filename)
         while len(self._files) > self._max_open_runs * 4:
             _, oldest = self._files.popitem(last=False)
-            oldest.close()
-        return handle
+            os.close(oldest)
+        return fd
 
     def _close_run_files(self, run_id: str, *, sync: bool) -> None:
         for key in [k for k in self._files if k[0] == run_id]:
-            handle = self._files.pop(key)
-            handle.flush()
-            if sync:
-                os.fsync(handle.fileno())
-            handle.close()
+            fd = self._files.pop(key)
+            try:
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def _within(base: Path, relative: str) -> Path:
@@ -218,15 +244,6 @@ def _within(base: Path, relative: str) -> Path:
     if relative.startswith("/") or (resolved != root and root not in resolved.parents):
         raise ValueError(f"{relative!r} would be stored outside {base}")
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class LocalStore:

@@ -1,0 +1,88 @@
+"""Writing files whole or not at all, on disks that fill up or turn read-only.
+
+A write that fails half-way (``ENOSPC``, ``EROFS``, ``EDQUOT``) leaves no partial line
+or file behind: the caller may write the same thing again later without storing any
+of it twice, and a reader never finds a torn line in the middle of a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def append_whole(fd: int, text: str, *, sync: bool) -> None:
+    """Append ``text`` to the file open as ``fd`` (opened with ``O_APPEND``), straight
+    to the operating system (no buffer of ours keeps a part of it), and fsync it when
+    ``sync``. On failure the file is cut back to its size before and the error raised."""
+    data = memoryview(text.encode("utf-8"))
+    size = os.fstat(fd).st_size
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+
+
+def append_all(parts: list[tuple[Callable[[], int], str]], *, sync: bool) -> None:
+    """Append each ``(open_fd, text)`` of ``parts`` with :func:`append_whole`: all or
+    none. When one fails, the files already appended to are cut back too (an operation
+    written to several files is then retried whole, never stored twice in part)."""
+    done: list[tuple[int, int]] = []
+    try:
+        for open_fd, text in parts:
+            fd = open_fd()
+            size = os.fstat(fd).st_size
+            append_whole(fd, text, sync=sync)
+            done.append((fd, size))
+    except BaseException:
+        for fd, size in done:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+        raise
+
+
+def open_append(path: Path) -> int:
+    """A descriptor that appends to ``path`` (created if missing), for :func:`append_whole`."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def write_whole(path: Path, data: str | bytes) -> None:
+    """Write ``path`` atomically and durably: a temporary file beside it, fsynced, then
+    renamed over it. On failure the temporary file goes and ``path`` is as it was."""
+    tmp = _beside(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def copy_whole(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Copy the file ``source`` to ``target`` (data and metadata) through a temporary
+    file beside it: ``target`` is the whole copy or as it was. The signature of
+    ``shutil.copy2``, so that ``shutil.copytree(copy_function=copy_whole)`` works."""
+    destination = Path(target)
+    tmp = _beside(destination)
+    try:
+        shutil.copy2(source, tmp)
+        os.replace(tmp, destination)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
