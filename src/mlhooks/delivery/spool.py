@@ -30,10 +30,13 @@ from mlhooks.backends.base import (
     StartRun,
 )
 from mlhooks.core.errors import warn_once
+from mlhooks.core.files import append_whole, open_append
 from mlhooks.core.types import DatasetInfo, ModelArtifact, RunInfo
 from mlhooks.delivery.isolation import NotStoredYet, apply_isolating
 
 SPOOL_SUFFIX = ".spool.jsonl"
+_CURSOR_WIDTH = 20
+"""Digits of a replay cursor: written at full width once, then in place."""
 
 
 def encode(op: Operation) -> dict[str, Any]:
@@ -143,7 +146,12 @@ class SpoolHeader:
 
 
 class SpoolWriter:
-    """Appends operations for one backend to a spool file, durably."""
+    """Appends operations for one backend to a spool file, durably.
+
+    Each append lands whole or not at all: when the disk is full or read-only, the
+    file is cut back to where it was and the error raised, so that the caller may try
+    the same operations again without storing any of them twice. A spool file whose
+    header cannot be written is removed, never left empty."""
 
     def __init__(self, directory: Path, backend: Backend) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -161,29 +169,32 @@ class SpoolWriter:
     def _open_new_file(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         name = f"{self.header['backend']}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.path = self.directory / (name + SPOOL_SUFFIX)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-        self._file.write(json.dumps(self.header) + "\n")
-        self._file.flush()
+        path = self.directory / (name + SPOOL_SUFFIX)
+        fd = open_append(path)
+        try:
+            append_whole(fd, json.dumps(self.header) + "\n", sync=True)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        self.path, self._fd = path, fd
 
     def append(self, ops: Iterable[Operation], reason: str | None = None) -> None:
         """Append ``ops`` durably; ``reason`` (why a backend refused them) is kept with
         each, for ``mlhooks sync --rejected``."""
-        if os.fstat(self._file.fileno()).st_nlink == 0:
+        if os.fstat(self._fd).st_nlink == 0:
             # replayed and removed by `mlhooks sync --force`: carry on in a new file
-            self._file.close()
+            os.close(self._fd)
             self._open_new_file()
         if reason is None:
             lines = [dumps(op) + "\n" for op in ops]
         else:
             lines = [_dumps_with(op, reason) + "\n" for op in ops]
-        self._file.writelines(lines)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        append_whole(self._fd, "".join(lines), sync=True)
         self.count += len(lines)
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 class SpoolFile:
@@ -192,6 +203,7 @@ class SpoolFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.cursor_path = path.with_name(path.name + ".done")
+        self._cursor_fd: int | None = None
 
     def header(self) -> SpoolHeader:
         with open(self.path, encoding="utf-8") as f:
@@ -203,7 +215,7 @@ class SpoolFile:
     def replayed(self) -> int:
         """How many operations were already replayed."""
         try:
-            return int(self.cursor_path.read_text() or 0)
+            return int(self.cursor_path.read_text().strip() or 0)
         except FileNotFoundError:
             return 0
 
@@ -236,21 +248,53 @@ class SpoolFile:
                 yield number, op, data.get("reason")
 
     def mark_replayed(self, number: int) -> None:
-        tmp = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
-        tmp.write_text(str(number))
-        os.replace(tmp, self.cursor_path)
+        """Record that the first ``number`` operations were replayed. The cursor file
+        is rewritten in place, in the space it already holds (see :meth:`open_cursor`),
+        so that a disk that filled meanwhile cannot stop the replay between storing an
+        operation and recording it (which would store it again next time)."""
+        fd = self._cursor_fd
+        if fd is None:
+            self.open_cursor()
+            fd = self._cursor_fd
+            assert fd is not None
+        os.pwrite(fd, f"{number:>{_CURSOR_WIDTH}}".encode(), 0)
+
+    def open_cursor(self) -> None:
+        """Open the cursor file for :meth:`mark_replayed`, writing its current value
+        at full width: OSError when the disk is full or read-only, before a replay
+        stores anything (and with no empty cursor file left)."""
+        if self._cursor_fd is not None:
+            return
+        done = self.replayed()
+        existed = self.cursor_path.exists()
+        fd = os.open(self.cursor_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, f"{done:>{_CURSOR_WIDTH}}".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            if not existed:
+                self.cursor_path.unlink(missing_ok=True)
+            raise
+        self._cursor_fd = fd
+
+    def close_cursor(self) -> None:
+        if self._cursor_fd is not None:
+            os.close(self._cursor_fd)
+            self._cursor_fd = None
 
     def append(self, ops: Iterable[Operation]) -> None:
         """Add ``ops`` at the end of this spool, durably (what is left of a replay)."""
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.writelines(dumps(op) + "\n" for op in ops)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            append_whole(fd, "".join(dumps(op) + "\n" for op in ops), sync=True)
+        finally:
+            os.close(fd)
 
     def count_pending(self) -> int:
         return sum(1 for _ in self.pending())
 
     def remove(self) -> None:
+        self.close_cursor()
         self.path.unlink(missing_ok=True)
         self.cursor_path.unlink(missing_ok=True)
 
@@ -268,25 +312,29 @@ def replay(
     replay goes on; any other failure stops it, and the cursor keeps the position.
     ``applied`` is called with each operation stored.
     """
-    count = 0
-    for number, op in spool.pending():
-        if reject is None:
-            backend.apply(op)
-            if applied is not None:
-                applied(op)
-        else:
-            try:
-                apply_isolating(backend, [op], reject, applied)
-            except NotStoredYet as failure:
-                if failure.remaining != [op]:
-                    # Part of a split batch was stored: only the rest is replayed later
-                    # (at the end of this spool), so that nothing is stored twice.
-                    spool.append(failure.remaining)
-                    spool.mark_replayed(number)
-                raise failure.error from None
-        spool.mark_replayed(number)
-        count += 1
-    backend.flush()
+    spool.open_cursor()  # a full disk stops the replay here, before anything is stored
+    try:
+        count = 0
+        for number, op in spool.pending():
+            if reject is None:
+                backend.apply(op)
+                if applied is not None:
+                    applied(op)
+            else:
+                try:
+                    apply_isolating(backend, [op], reject, applied)
+                except NotStoredYet as failure:
+                    if failure.remaining != [op]:
+                        # Part of a split batch was stored: only the rest is replayed
+                        # later (at the end of this spool), so that nothing is stored twice.
+                        spool.append(failure.remaining)
+                        spool.mark_replayed(number)
+                    raise failure.error from None
+            spool.mark_replayed(number)
+            count += 1
+        backend.flush()
+    finally:
+        spool.close_cursor()
     spool.remove()
     return count
 
