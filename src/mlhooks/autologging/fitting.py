@@ -229,7 +229,7 @@ class FitSession:
             return
         artifact_path = validation.check_artifact_path(artifact_path, strict=False)
         try:
-            snapshot = staging.stage(local_path)
+            snapshot = staging.stage_or_keep(local_path)
         except OSError as error:
             report_internal_error(f"{self.framework} artifact", error)
             return

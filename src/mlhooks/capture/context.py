@@ -318,12 +318,14 @@ class _Capture:
                     # training does not change: it waits until no fit is running. What
                     # is known is stored now, so that a run killed meanwhile keeps it.
                     early = _stage_artifact(document, diff, holders=1)
-                    host.emit("on_artifact", self.run, early, ARTIFACT_DIR)
+                    if early is not None:
+                        host.emit("on_artifact", self.run, early, ARTIFACT_DIR)
                     activity.wait_until_idle(self.hurry, most=REQUIREMENTS_DEFER)
                 document["requirements"] = list(requirements())
             snapshot = _stage_artifact(document, diff)
-            host.emit("on_artifact", self.run, snapshot, ARTIFACT_DIR)
-            _remember(self.parts, tags, snapshot)
+            if snapshot is not None:
+                host.emit("on_artifact", self.run, snapshot, ARTIFACT_DIR)
+                _remember(self.parts, tags, snapshot)
         except Exception as error:  # noqa: BLE001
             report_background_error("run context capture", error)
 
@@ -352,13 +354,18 @@ def _tag_child(child: RunInfo, tags: dict[str, str]) -> None:
         host.emit("on_tags", child, dict(tags))
 
 
-def _stage_artifact(document: dict[str, Any], diff: str | None, holders: int = 2) -> str:
+def _stage_artifact(document: dict[str, Any], diff: str | None, holders: int = 2) -> str | None:
     """The artifact folder, staged with one holder for the run and (by default) one
-    for reuse."""
+    for reuse; None, with one warning, when the staging area cannot be written (a full
+    or read-only disk): the run keeps its context tags, not its files."""
     files = {"context.json": json.dumps(document, indent=2, default=str)}
     if diff:
         files["git.diff"] = diff
-    return staging.stage_files("context", files, holders=holders)
+    try:
+        return staging.stage_files("context", files, holders=holders)
+    except OSError as error:
+        staging.warn_unwritable(error)
+        return None
 
 
 _recent: dict[tuple[frozenset[str], str], tuple[float, dict[str, str], str]] = {}

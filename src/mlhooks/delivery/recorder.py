@@ -247,7 +247,7 @@ class Recorder:
     def on_model_saved(self, run: RunInfo, model: ModelArtifact) -> None:
         snapshot = None
         if model.path is not None and model.payload is None:
-            model.path = snapshot = staging.stage(model.path)  # it may be deleted or rewritten
+            model.path = snapshot = staging.stage_or_keep(model.path)  # it may change
         self._put(run, LogModel(run.run_id, model), snapshot)
 
     @hookimpl(tryfirst=True)

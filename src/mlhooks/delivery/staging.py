@@ -5,6 +5,10 @@ user (or Lightning's ``save_top_k``) may have deleted, replaced or rewritten the
 in place. So the file is copied when it is reported. (A hard link would be free, but
 a file rewritten in place, as ``savefig`` and ``torch.save`` do, would change the
 snapshot too.)
+
+The staging area lives in the local store's root. When it cannot be written (a full
+or read-only file system), a user's file is stored from where it is instead
+(:func:`stage_or_keep`, one warning) rather than lost or raised into training.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from mlhooks.backends.base import LogArtifact, LogModel, Operation
 from mlhooks.backends.local import default_root
+from mlhooks.core.errors import warn_once
 from mlhooks.core.shutdown import Stage, at_exit
 
 
@@ -31,7 +36,9 @@ _lock = threading.Lock()
 
 
 def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
-    """A snapshot of the file or directory ``path``; FileNotFoundError if it is gone.
+    """A snapshot of the file or directory ``path``; FileNotFoundError if it is gone,
+    another OSError when the staging area cannot be written (nothing is left of a
+    snapshot begun).
 
     The snapshot is deleted once ``holders`` backends have released it (see :func:`release`).
     """
@@ -39,23 +46,78 @@ def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
     if not source.exists():
         raise FileNotFoundError(f"cannot log {str(source)!r}: no such file or directory")
     target = staging_root() / _snapshot_name() / source.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():  # symlinks are copied as what they point to; dangling ones skipped
-        shutil.copytree(source, target, ignore_dangling_symlinks=True)
-    else:
-        shutil.copy2(source, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            _copy_folder(source, target)
+        else:
+            shutil.copy2(source, target)
+    except BaseException:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise
     with _lock:
         _holders[str(target)] = holders
     return str(target)
 
 
+def _copy_folder(source: Path, target: Path) -> None:
+    """Copy the folder ``source`` to ``target``: symlinks as what they point to,
+    dangling ones skipped. A file that cannot be written raises its own OSError (a
+    full disk: ``ENOSPC``), not copytree's list of every failure as text."""
+    failures: list[OSError] = []
+
+    def copy(src: str, dst: str) -> object:
+        try:
+            return shutil.copy2(src, dst)
+        except OSError as error:
+            failures.append(error)
+            raise
+
+    try:
+        shutil.copytree(source, target, ignore_dangling_symlinks=True, copy_function=copy)
+    except shutil.Error:
+        if failures:
+            raise failures[0] from None
+        raise
+
+
+def stage_or_keep(path: str | os.PathLike[str], holders: int = 1) -> str:
+    """:func:`stage`, or, when the staging area cannot be written (a full or read-only
+    file system), the absolute path of ``path`` itself, with one warning: the file is
+    then stored from where it is, as it is when the writer gets to it. A path that is
+    not a snapshot is never deleted (see :func:`release`)."""
+    try:
+        return stage(path, holders)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        warn_unwritable(error)
+        return os.path.abspath(path)
+
+
+def warn_unwritable(error: OSError) -> None:
+    """One warning per kind of error that the staging area cannot be written."""
+    warn_once(
+        f"staging:{error.errno}",
+        f"mlhooks: cannot write to {staging_root()} ({error.strerror or error}): files you "
+        "log are stored from where they are (a change before they are stored is kept "
+        "too) and the run context's files are not kept. Training is not affected.",
+        stacklevel=4,
+    )
+
+
 def stage_files(name: str, files: Mapping[str, str], holders: int = 1) -> str:
     """A snapshot directory ``name`` holding ``files`` (file name -> text), written
-    straight into the staging area: for artifacts mlhooks makes itself."""
+    straight into the staging area: for artifacts mlhooks makes itself. An OSError (a
+    full or read-only file system) leaves nothing behind."""
     target = staging_root() / _snapshot_name() / name
-    target.mkdir(parents=True)
-    for filename, text in files.items():
-        (target / filename).write_text(text, encoding="utf-8")
+    try:
+        target.mkdir(parents=True)
+        for filename, text in files.items():
+            (target / filename).write_text(text, encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise
     with _lock:
         _holders[str(target)] = holders
     return str(target)

@@ -116,7 +116,7 @@ def log_artifact(local_path: str | os.PathLike[str], artifact_path: str | None =
     if not os.path.isfile(local_path):
         raise ValueError(f"log_artifact needs an existing file, and {str(local_path)!r} is not")
     run = _run()
-    host.emit("on_artifact", run, staging.stage(local_path), artifact_path)
+    host.emit("on_artifact", run, staging.stage_or_keep(local_path), artifact_path)
 
 
 def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -127,7 +127,7 @@ def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None =
             f"log_artifacts needs an existing directory, and {str(local_dir)!r} is not"
         )
     run = _run()
-    host.emit("on_artifact", run, staging.stage(local_dir), artifact_path)
+    host.emit("on_artifact", run, staging.stage_or_keep(local_dir), artifact_path)
 
 
 def log_dataset(
