@@ -9,13 +9,14 @@ local store and MLflow (a real sqlite store; the fixtures come from the pytest p
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from disks import SmallDisk
 from mlhooks.testing import run_script
 
 os.environ.setdefault("MLHOOKS_STRICT", "1")
@@ -119,3 +120,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "mlflow":
         env["MLFLOW_TRACKING_URI"] = request.getfixturevalue("mlflow_tracking_uri")
     yield Store(request.param, env, local_dir)
+
+
+@pytest.fixture
+def small_disk(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> Iterator[Callable[..., SmallDisk]]:
+    """``small_disk(name="disk")``: a 1 MB disk of this test at ``tmp_path / name``, to
+    fill up or turn read-only (see disks.py); unmounted after the test."""
+    made: list[SmallDisk] = []
+
+    def make(name: str = "disk") -> SmallDisk:
+        disk = SmallDisk(tmp_path / name)
+        made.append(disk)
+        record_property("disk", disk.kind)
+        return disk
+
+    yield make
+    for disk in reversed(made):
+        disk.release()
