@@ -282,34 +282,49 @@ def test_a_run_ended_at_exit_is_complete(script, tb_root: Path, tmp_path: Path) 
     assert not (tmp_path / "mlhooks-runs" / ".spool").exists()  # nothing spooled or rejected
 
 
-def test_a_failed_write_is_retried_in_a_new_event_file(
+def test_a_write_the_disk_cut_short_is_taken_back_and_retried_once(
     tb_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The disk fills in the middle of a batch (half of it reached the file): the file
+    is cut back to where it was and the retry writes the batch whole, in the same file,
+    so TensorBoard reads each point once and nothing after a torn record is lost."""
+    import errno
+    import os
+
     from mlhooks_tensorboard import events
 
     monkeypatch.setenv("MLHOOKS_RETRY_DELAYS", "0.01")
-    real_write = events.EventFile.write
-    failures: list[OSError] = []
+    real_write, real_os_write = events.EventFile.write, os.write
+    filling: dict[str, int | None] = {"fd": None}
 
-    def write_failing_once(self: events.EventFile, batch: list[object]) -> None:
-        if failures:
-            real_write(self, batch[:1])  # the first event reached the file, then the disk
-            raise failures.pop()  # was full
-        real_write(self, batch)
+    def os_write(fd: int, data: bytes | memoryview) -> int:
+        if fd != filling["fd"]:
+            return real_os_write(fd, data)
+        if len(data) > 1:
+            return real_os_write(fd, bytes(data)[: len(data) // 2])  # half reached the disk
+        filling["fd"] = None
+        raise OSError(errno.ENOSPC, "No space left on device")  # then it was full
 
-    monkeypatch.setattr(events.EventFile, "write", write_failing_once)
+    def write(self: events.EventFile, batch: list[object]) -> None:
+        if filling["fd"] == -1:
+            filling["fd"] = self._fd  # this batch meets a disk that fills
+        real_write(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(events.EventFile, "write", write)
+    monkeypatch.setattr(events.os, "write", os_write)
     with mlhooks.start_run("disk full", backends=[TensorBoardBackend()]) as run:
         mlhooks.log_metric("loss", 1.0, step=0)
         mlhooks.flush()
-        failures.append(OSError(28, "No space left on device"))
-        mlhooks.log_metric("a", 1.0, step=1)  # fails once, then retried
+        filling["fd"] = -1
+        mlhooks.log_metrics({"a": 1.0, "c": 3.0}, step=1)  # cut short once, then retried
         mlhooks.log_metric("b", 2.0, step=2)
     folder = run_folder(tb_root, run.run_id)
-    assert len(list(folder.glob("events.out.tfevents.*"))) == 2
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 1
     stored = reading.scalars(folder)
     assert {tag: [(s, v) for s, v, _ in points] for tag, points in stored.items()} == {
         "loss": [(0, 1.0)],
-        "a": [(1, 1.0), (1, 1.0)],  # what reached the disk before the failure, and the retry
+        "a": [(1, 1.0)],
+        "c": [(1, 3.0)],
         "b": [(2, 2.0)],
     }
 

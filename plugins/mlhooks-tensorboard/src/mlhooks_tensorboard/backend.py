@@ -268,9 +268,11 @@ class TensorBoardBackend(Backend):
             try:
                 handle.write(events)
             except BaseException:
-                # A torn record ends what TensorBoard reads of a file: the retry writes
-                # to a new one.
-                del self._files[run_id]
-                with contextlib.suppress(Exception):
-                    handle.close()
+                # A failed write leaves the file as it was, for the retry. If it could
+                # not (a torn record ends what TensorBoard reads of a file), the retry
+                # writes to a new one.
+                if not handle.intact:
+                    del self._files[run_id]
+                    with contextlib.suppress(Exception):
+                        handle.close()
                 raise

@@ -3,29 +3,36 @@
 This module imports tensorboardX, which imports torch when torch is installed (about a
 second): the backend imports it when it is built, before training, not mid-fit.
 
-Events are written synchronously by the backend's own writer thread through
-tensorboardX's ``EventsWriter`` (record framing, checksums, the file header), and
-flushed to disk after every batch. tensorboardX's ``SummaryWriter`` is not used: it
-adds a queue and a thread per run, its ``flush()`` does not wait for that queue, and
-its ``add_hparams`` opens a new sub-run directory per call.
+Events are written synchronously by the backend's own writer thread, framed as
+TensorBoard reads them (TFRecord: length, checksums, tensorboardX's protos and CRC),
+each batch in one append that is fsynced before ``write`` returns, whole or not at
+all: on a full or read-only disk the file is cut back to where it was, so a retry
+never stores a point twice and no torn record ends what TensorBoard reads of a file.
+tensorboardX's ``EventsWriter`` and ``SummaryWriter`` are not used: the first buffers
+records it cannot take back, the second adds a queue and a thread per run, its
+``flush()`` does not wait for that queue, and its ``add_hparams`` opens a new sub-run
+directory per call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import re
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.api_pb2 import Status
 from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
 from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboardX.record_writer import masked_crc32c
 from tensorboardX.summary import hparams, text
 
 #: The run status of mlhooks -> the session status of the HParams plugin.
@@ -41,8 +48,10 @@ _SESSION_END_TAG = "_hparams_/session_end_info"  # the tag the HParams plugin re
 class EventFile:
     """One event file in a run's directory, written by one process.
 
-    Each batch of events is flushed and fsynced before ``write`` returns, so what was
+    Each batch of events is appended and fsynced before ``write`` returns, so what was
     written survives a crash, and a forked child finds no buffered bytes of its parent.
+    A batch that does not fit on the disk leaves the file as it was (``intact`` stays
+    True), and a file whose first record cannot be written is removed.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -50,16 +59,51 @@ class EventFile:
         # A suffix of our own: two writers (processes, reopened runs) never share a file,
         # and files of one second sort in the order they were opened, which is the
         # order TensorBoard reads them in (the last value of a scalar is the last read).
-        suffix = f".{time.time_ns()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-        self._writer = EventsWriter(str(directory / "events"), suffix)
+        now = time.time()
+        name = (
+            f"events.out.tfevents.{int(now)}.{socket.gethostname()}"
+            f".{time.time_ns()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        )
+        self.path = directory / name
+        self.intact = True
+        """False once a failed write could not be taken back (a torn record)."""
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            self.write([Event(wall_time=now, file_version="brain.Event:2")])
+        except BaseException:
+            os.close(self._fd)
+            self.path.unlink(missing_ok=True)
+            raise
 
     def write(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self._writer.write_event(event)
-        self._writer.flush()
+        data = memoryview(b"".join(_record(event.SerializeToString()) for event in events))
+        size = os.fstat(self._fd).st_size
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+            os.fsync(self._fd)
+        except BaseException:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                self.intact = False
+            raise
 
     def close(self) -> None:
-        self._writer.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _record(data: bytes) -> bytes:
+    """``data`` framed as a TFRecord: its length, the length's masked CRC-32C, the
+    data, its masked CRC-32C (little-endian)."""
+    length = struct.pack("<Q", len(data))
+    return (
+        length
+        + struct.pack("<I", masked_crc32c(length))
+        + data
+        + struct.pack("<I", masked_crc32c(data))
+    )
 
 
 def scalar_events(points: Iterable[tuple[str, float, int, int]]) -> list[Event]:
