@@ -195,6 +195,48 @@ def test_sync_shows_progress_on_a_terminal(
     assert LocalStore(store).get_run(run_id).params == {f"p{i}": str(i) for i in range(5)}
 
 
+def test_sync_removes_the_snapshots_it_stored_and_no_other_file(tmp_path: Path) -> None:
+    """A process that is gone spooled three files: two snapshots in its staging folder
+    (one of them also named by a spool of rejected operations) and a file of the user's
+    own (it could not be staged). Once ``mlhooks sync`` stored them, the snapshot that no
+    spool names any more is gone; the other snapshot and the user's file stay."""
+    from mlhooks import LocalStore
+    from mlhooks.cli import commands as cli_commands
+    from mlhooks.testing import run_script
+
+    root, store, own = tmp_path / "runs", tmp_path / "store", tmp_path / "own.txt"
+    own.write_text("the user's file")
+    made = run_script(
+        f"""
+        from pathlib import Path
+        from mlhooks import RunInfo
+        from mlhooks.backends.local import LocalBackend
+        from mlhooks.delivery import staging
+        from mlhooks.delivery.spool import SpoolWriter
+        from mlhooks.plugin import EndRun, LogArtifact, StartRun
+
+        Path("a.txt").write_text("a")
+        Path("b.txt").write_text("b")
+        a, b = staging.stage("a.txt"), staging.stage("b.txt")
+        store = LocalBackend({str(store)!r})
+        info = RunInfo(run_id="r1", name="r", start_time=1)
+        spool = SpoolWriter(Path({str(root / ".spool")!r}), store)
+        ops = [LogArtifact("r1", path, None) for path in (a, b, {str(own)!r})]
+        spool.append([StartRun(info), *ops, EndRun("r1", "FINISHED", 2)])
+        rejected = SpoolWriter(Path({str(root / ".spool" / "rejected")!r}), store)
+        rejected.append([LogArtifact("r1", b, "again")], reason="refused")
+        print(a, b)
+        """,
+        env={"MLHOOKS_LOCAL_DIR": str(root)},
+        cwd=str(tmp_path),
+    )
+    assert made.returncode == 0, made.stderr
+    a, b = (Path(path) for path in made.stdout.split())
+    assert cli_commands.sync_spools(root, None) == 0
+    assert LocalStore(store).get_run("r1").artifacts == ["a.txt", "b.txt", "own.txt"]
+    assert not a.parent.exists() and b.exists() and own.read_text() == "the user's file"
+
+
 def test_the_readme_compare_workflow(tmp_path: Path) -> None:
     """README "Compare runs": the example's two runs, then the command it prints."""
     example = Path(__file__).parents[1] / "examples" / "compare_runs.py"

@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from mlhooks.backends.base import LogBatch, StartRun
+from mlhooks.backends.base import LogArtifact, LogBatch, LogModel, StartRun
 from mlhooks.backends.local import default_root
 from mlhooks.cli import doctor
 from mlhooks.core.version import VERSION as __version__
 from mlhooks.delivery import selection
 from mlhooks.delivery.recovery import RejectedAside, describe, recover_journals
-from mlhooks.delivery.spool import find_spools, replay
+from mlhooks.delivery.spool import SpoolFile, find_spools, replay
 from mlhooks.delivery.staging import discard_stored_snapshot
 from mlhooks.reports import compare
 
@@ -385,6 +385,7 @@ def sync_spools(
             click.echo(f"nothing to sync under {root}")
         return 0
     failures = 0
+    named = {spool.path: spool.files() for spool in _all_spools(root)}
     errors = _console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"),
@@ -405,12 +406,19 @@ def sync_spools(
                 continue
             pending = spool.count_pending()
             task = progress.add_task(f"{header.backend} {spool.path.name}", total=pending)
+            # A snapshot that another spool still names (two backends were down, or one
+            # refused it) stays for that spool.
+            elsewhere = {
+                file
+                for path, files in named.items()
+                if path != spool.path and path.exists()
+                for file in files
+            }
             try:
                 target = selection.backend_named(header.backend, **header.options)
                 aside = RejectedAside(root / ".spool" / "rejected", target)
-                applied = replay(
-                    spool, target, reject=aside.reject, applied=_advance(root, progress, task)
-                )
+                advance = _advance(root, progress, task, keep=elsewhere)
+                applied = replay(spool, target, reject=aside.reject, applied=advance)
                 target.close()
                 if aside.count:
                     click.echo(
@@ -430,14 +438,25 @@ def sync_spools(
     return 1 if failures else 0
 
 
-def _advance(root: Path, progress: Progress, task: Any) -> Any:
-    """After each operation replayed: the bar moves, and a snapshot it named goes."""
+def _advance(root: Path, progress: Progress, task: Any, keep: set[str]) -> Any:
+    """After each operation replayed: the bar moves, and a snapshot it named goes,
+    unless it is in ``keep``."""
 
     def applied(op: Any) -> None:
-        discard_stored_snapshot(root, op)
+        if not (isinstance(op, LogArtifact | LogModel) and _file_of(op) in keep):
+            discard_stored_snapshot(root, op)
         progress.advance(task)
 
     return applied
+
+
+def _file_of(op: LogArtifact | LogModel) -> str | None:
+    return op.local_path if isinstance(op, LogArtifact) else op.model.path
+
+
+def _all_spools(root: Path) -> list[SpoolFile]:
+    """The spools under ``root``, of every backend, rejected ones included."""
+    return find_spools(root / ".spool") + find_spools(root / ".spool" / "rejected")
 
 
 # -- doctor -----------------------------------------------------------------------------------

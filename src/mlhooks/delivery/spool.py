@@ -290,6 +290,16 @@ class SpoolFile:
         finally:
             os.close(fd)
 
+    def files(self) -> set[str]:
+        """The local files (staged snapshots) that pending operations store."""
+        found: set[str] = set()
+        for _, op in self.pending():
+            if isinstance(op, LogArtifact):
+                found.add(op.local_path)
+            elif isinstance(op, LogModel) and op.model.path is not None:
+                found.add(op.model.path)
+        return found
+
     def count_pending(self) -> int:
         return sum(1 for _ in self.pending())
 
