@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import Store
 from disks import FILL, SmallDisk
+from mlhooks import LocalStore
 from mlhooks.delivery.spool import SpoolFile, find_spools
 from mlhooks.testing import run_script
 
@@ -128,7 +129,7 @@ def test_a_full_local_store_keeps_nothing_and_breaks_nothing(
 def test_a_local_store_that_fills_and_frees_mid_run_stores_every_point_once(
     small_disk: Callable[..., SmallDisk], tmp_path: Path
 ) -> None:
-    """The disk fills after 25 points and frees after 50: what could not be written
+    """The disk fills after 25 points and frees after 1,000: what could not be written
     waits and is written once space is back; no point is stored twice, no line torn."""
     disk = small_disk()
     disk.need_full()
@@ -145,15 +146,16 @@ with mlhooks.start_run("refilled") as run:
     mlhooks.log_param("lr", 0.1)
     for step in range(25):
         mlhooks.log_metric("loss", step, step=step)
-    assert mlhooks.flush(30)
+    assert mlhooks.flush(120)
     fill_disk(DISK)
-    for step in range(25, 50):
+    for step in range(25, 1000):  # more than the free end of the file's last page
         mlhooks.log_metric("loss", step, step=step)
-        time.sleep(0.02)
-    assert not mlhooks.flush(10)  # neither stored nor spooled: held
+        if step % 50 == 0:
+            time.sleep(0.05)  # the writer writes between: batches meet the full disk
+    mlhooks.flush(10)  # neither stored nor spooled: held
     time.sleep(0.5)
     free_disk(DISK)
-    for step in range(50, 75):
+    for step in range(1000, 1025):
         mlhooks.log_metric("loss", step, step=step)
 print(run.run_id)
 """,
@@ -161,13 +163,13 @@ print(run.run_id)
         cwd=str(work_dir(tmp_path)),
     )
     assert result.returncode == 0, result.stderr
-    disk_warnings(result.stderr)
+    assert any("No space left on device" in m for m in disk_warnings(result.stderr))
     run = Store("local", env, root).run("refilled")
     assert run.status == "FINISHED" and run.params == {"lr": "0.1"}
-    assert run.metrics["loss"] == [(step, float(step)) for step in range(75)]
+    assert run.metrics["loss"] == [(step, float(step)) for step in range(1025)]
     (run_id,) = [p.name for p in root.iterdir() if not p.name.startswith(".")]
     lines = (root / run_id / "metrics.tsv").read_text().splitlines()
-    assert len(lines) == 75 and all(line.count("\t") == 3 for line in lines)
+    assert len(lines) == 1025 and all(line.count("\t") == 3 for line in lines)
     assert not [name for name in disk.files() if name.endswith(".tmp")]
     assert not find_spools(root / ".spool")
 
@@ -207,7 +209,8 @@ def test_what_a_full_store_could_not_take_is_spooled_elsewhere_and_synced_once(
 ) -> None:
     """The store (``backend("local", root=...)``) on a full disk, its spool on a
     healthy one (MLHOOKS_LOCAL_DIR): everything is spooled; once space is back,
-    ``mlhooks sync`` stores each point once, and a second sync has nothing to do."""
+    ``mlhooks sync`` stores each point and the artifact once, the snapshots it stored
+    go, and a second sync has nothing to do."""
     disk = small_disk()
     disk.fill()
     store_root, spool_root = disk.path / "store", tmp_path / "spool-here"
@@ -215,11 +218,15 @@ def test_what_a_full_store_could_not_take_is_spooled_elsewhere_and_synced_once(
     result = run_script(
         f"""
         import mlhooks
+        from pathlib import Path
         store = mlhooks.backend("local", root={str(store_root)!r})
+        Path("notes.txt").write_text("kept with the run")
         with mlhooks.start_run("spooled", backends=[store]):
             mlhooks.log_param("lr", 0.1)
             for step in range(100):
                 mlhooks.log_metric("loss", step, step=step)
+            mlhooks.log_artifact("notes.txt")
+        Path("notes.txt").unlink()  # the snapshot in the staging folder stays for sync
         """,
         env=env,
         cwd=str(work_dir(tmp_path)),
@@ -234,6 +241,9 @@ def test_what_a_full_store_could_not_take_is_spooled_elsewhere_and_synced_once(
     run = Store("local", env, store_root).run("spooled")
     assert run.status == "FINISHED" and run.params == {"lr": "0.1"}
     assert run.metrics["loss"] == [(step, float(step)) for step in range(100)]
+    (run_id,) = LocalStore(store_root).run_ids()
+    assert (store_root / run_id / "artifacts" / "notes.txt").read_text() == "kept with the run"
+    assert not (spool_root / ".staging").exists()
     again = mlhooks_cli("sync", "--dir", str(spool_root), env=env)
     assert again.returncode == 0 and "nothing to sync" in again.stdout
     assert Store("local", env, store_root).run("spooled").metrics == run.metrics
@@ -243,9 +253,10 @@ def test_a_store_back_while_its_spool_disk_is_full_gets_each_point_once(
     small_disk: Callable[..., SmallDisk], tmp_path: Path
 ) -> None:
     """Repro 4's duplicates: the store is read-only, so 40 points are spooled; the
-    spool's disk fills, then the store turns writable again. Replays that cannot record
-    their progress (the disk is full) store nothing, rather than the same points at
-    every probe; once space is back, each point is stored once."""
+    spool's disk fills, then the store turns writable again. A replay records its
+    progress in the space its cursor already holds, and one that cannot (no cursor yet
+    on a full disk) stores nothing, rather than the same points at every probe: once
+    space is back, each point is stored once."""
     store_disk, spool_disk = small_disk("store"), small_disk("spool")
     spool_disk.need_full()
     store_root, spool_root = store_disk.path / "store", spool_disk.path / "runs"
@@ -263,24 +274,21 @@ store = mlhooks.backend("local", root=STORE)
 with mlhooks.start_run("replayed", backends=[store]) as run:
     for step in range(40):
         mlhooks.log_metric("loss", step, step=step)
-    assert mlhooks.flush(30)  # spooled: the store is read-only
+    assert mlhooks.flush(120)  # spooled: the store is read-only
     fill_disk({str(spool_disk.path)!r})
     subprocess.run(["mount", "-o", "remount,rw", {str(store_disk.path)!r}], check=True)
-    time.sleep(2)  # probes at 0.2, 0.6, 1.4 s: none can record a replay
-    stored_while_full = os.listdir(STORE)
+    time.sleep(2)  # probes at 0.2, 0.6, 1.4 s, on a full disk
     free_disk({str(spool_disk.path)!r})
     deadline = time.monotonic() + 60
     while not os.path.exists(os.path.join(STORE, run.run_id, "meta.json")):
         assert time.monotonic() < deadline, "the spool was not replayed"
         time.sleep(0.1)  # the next probe replays it
-print(stored_while_full)
 """,
         env=env,
         cwd=str(work_dir(tmp_path)),
     )
     assert result.returncode == 0, result.stderr
     disk_warnings(result.stderr)
-    assert result.stdout.split()[-1] == "[]"  # no replay stored anything while full
     run = Store("local", env, store_root).run("replayed")
     assert run.metrics["loss"] == [(step, float(step)) for step in range(40)]
     assert run.status == "FINISHED"
@@ -345,10 +353,10 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
 def test_a_spool_that_fills_while_mlflow_is_down_is_synced_once(
     small_disk: Callable[..., SmallDisk], tmp_path: Path, new_mlflow_server: Callable[[], Any]
 ) -> None:
-    """The server is down and the spool's disk full, freed, full again, freed: no
-    spool file is left empty (none per probe), every point is in the spools exactly
-    once, ``mlhooks sync`` fails cleanly while the server is down and, once it is up,
-    stores every point once."""
+    """The server is down and the spool's disk full (no spool can be opened), freed,
+    full again (the open spool cannot grow), freed: no spool file is left empty (none
+    per round or probe), every point is in the spools exactly once, ``mlhooks sync``
+    fails cleanly while the server is down and, once it is up, stores every point once."""
     server = new_mlflow_server()
     disk = small_disk()
     disk.need_full()
@@ -372,7 +380,8 @@ listings = []
 def log(steps):
     for step in steps:
         mlhooks.log_metric("loss", step, step=step)
-        time.sleep(0.02)  # the writer goes round: every round may open a spool
+        if step % 10 == 0:
+            time.sleep(0.05)  # the writer goes round: every round may open a spool
 
 def spool_files():
     found = os.listdir(SPOOLS) if os.path.isdir(SPOOLS) else []
@@ -386,28 +395,29 @@ with mlhooks.start_run("outage") as run:
     listings.append(spool_files())
     free_disk(DISK)
     log(range(25, 50))
-    assert mlhooks.flush(30)  # spooled
+    assert mlhooks.flush(120)  # spooled
     listings.append(spool_files())
     fill_disk(DISK)  # full while a spool is open
-    log(range(50, 75))
+    log(range(50, 550))  # more than the free end of the spool's last page
     mlhooks.flush(5)
     time.sleep(1)
     listings.append(spool_files())
     free_disk(DISK)
-    log(range(75, 100))
+    log(range(550, 575))
 print(json.dumps(listings))
 """,
         env=env,
         cwd=str(work_dir(tmp_path)),
     )
     assert result.returncode == 0, result.stderr
-    disk_warnings(result.stderr, "Connection refused")
+    warned = disk_warnings(result.stderr, "Connection refused")
+    assert any("No space left on device" in m for m in warned)
     full, spooled, full_again = json.loads(result.stdout.splitlines()[-1])
     assert full == []  # no spool could be written: none was left empty
     assert len(spooled) == 1 and full_again == spooled
     files = [p for p in spools.glob("*") if p.is_file()]
     assert files and all(p.stat().st_size > 0 for p in files)
-    assert sorted(_spooled_steps(find_spools(spools))) == list(range(100))
+    assert sorted(_spooled_steps(find_spools(spools))) == list(range(575))
 
     down = mlhooks_cli("sync", "--dir", str(root), env=env)
     assert down.returncode == 1 and "FAILED" in down.stderr
@@ -420,7 +430,7 @@ print(json.dumps(listings))
     (run,) = client.search_runs(["0"])
     assert run.info.run_name == "outage" and run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
-    assert sorted(steps) == list(range(100))
+    assert sorted(steps) == list(range(575))
 
 
 def _spooled_steps(spools: list[SpoolFile]) -> list[int]:
@@ -438,13 +448,13 @@ def _spooled_steps(spools: list[SpoolFile]) -> list[int]:
 def test_sync_on_a_full_disk_stores_nothing_twice(
     small_disk: Callable[..., SmallDisk], tmp_path: Path
 ) -> None:
-    """``mlhooks sync`` run while the spool's disk is full cannot record its progress:
-    it replays nothing, says so and exits 1; once space is back it stores each point
-    once."""
+    """``mlhooks sync`` run while the spool's disk is full, on a spool never replayed
+    (no probe ran: no cursor yet), cannot record its progress: it stores nothing, says
+    so and exits 1; once space is back it stores each point once."""
     disk = small_disk()
     disk.need_full()
     root = disk.path / "runs"
-    env = {**FAST, "MLHOOKS_LOCAL_DIR": str(root)}
+    env = {**FAST, "MLHOOKS_LOCAL_DIR": str(root), "MLHOOKS_PROBE_INTERVAL": "3600"}
     store = small_disk("store")  # read-only while the script runs
     store_at = store.path / "store"
     store_at.mkdir()
