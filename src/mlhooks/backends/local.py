@@ -21,7 +21,6 @@ or copy stays, so the writer's retry stores each point once.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -121,13 +120,10 @@ class LocalBackend(Backend):
             parts.append(("params.jsonl", json.dumps(batch.params) + "\n"))
         if batch.tags:
             parts.append(("tags.jsonl", json.dumps(batch.tags) + "\n"))
-        run_id, handle = batch.run_id, self._handle
         # All or none: a batch whose tags do not fit on the disk leaves no metrics
         # behind, which its retry would write again.
-        append_all(
-            [(functools.partial(handle, run_id, name), text) for name, text in parts],
-            sync=False,
-        )
+        run_id = batch.run_id
+        append_all([(self._handle(run_id, name), text) for name, text in parts], sync=False)
 
     def log_dataset(self, op: LogDataset) -> None:
         self._append(op.run_id, "datasets.jsonl", json.dumps(op.dataset.to_dict()) + "\n")

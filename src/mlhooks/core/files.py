@@ -11,43 +11,48 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 
-def append_whole(fd: int, text: str, *, sync: bool) -> None:
+def append_whole(fd: int, text: str, *, sync: bool) -> int:
     """Append ``text`` to the file open as ``fd`` (opened with ``O_APPEND``), straight
     to the operating system (no buffer of ours keeps a part of it), and fsync it when
-    ``sync``. On failure the file is cut back to its size before and the error raised."""
-    data = memoryview(text.encode("utf-8"))
-    size = os.fstat(fd).st_size
+    ``sync``; returns the bytes appended. On failure the file is cut back to its size
+    before and the error raised."""
+    data = text.encode("utf-8")
+    written = 0
     try:
-        while data:
-            data = data[os.write(fd, data) :]
+        written = os.write(fd, data)
+        while written < len(data):  # a short write: the disk is filling up
+            written += os.write(fd, memoryview(data)[written:])
         if sync:
             os.fsync(fd)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, size)
+        _cut_back(fd, written)
         raise
+    return written
 
 
-def append_all(parts: list[tuple[Callable[[], int], str]], *, sync: bool) -> None:
-    """Append each ``(open_fd, text)`` of ``parts`` with :func:`append_whole`: all or
-    none. When one fails, the files already appended to are cut back too (an operation
+def append_all(parts: list[tuple[int, str]], *, sync: bool) -> None:
+    """Append each ``(fd, text)`` of ``parts`` with :func:`append_whole`: all or none.
+    When one fails, the files already appended to are cut back too (an operation
     written to several files is then retried whole, never stored twice in part)."""
     done: list[tuple[int, int]] = []
     try:
-        for open_fd, text in parts:
-            fd = open_fd()
-            size = os.fstat(fd).st_size
-            append_whole(fd, text, sync=sync)
-            done.append((fd, size))
+        for fd, text in parts:
+            done.append((fd, append_whole(fd, text, sync=sync)))
     except BaseException:
-        for fd, size in done:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
+        for fd, count in done:
+            _cut_back(fd, count)
         raise
+
+
+def _cut_back(fd: int, count: int) -> None:
+    """Take the last ``count`` bytes appended to ``fd`` back (this process is the
+    file's only writer)."""
+    if count:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, os.fstat(fd).st_size - count)
 
 
 def open_append(path: Path) -> int:
