@@ -91,9 +91,10 @@ def test_a_write_that_hangs_is_found_out_and_nothing_is_lost(
         points(lane, "r", range(100, 200))
         wait_until(lambda: lane.is_down, timeout=SLOW)
         assert backend.writing.is_set()  # the write still hangs: the watch told
-        assert lane.down_since is not None and lane.down_since <= time.time()
+        since = lane.unreachable_since
+        assert since is not None and since <= time.time()
         points(lane, "r", range(200, 300))
-        assert not lane.flush(SLOW, unless_down=True)  # known down: no wait
+        assert not lane.flush(SLOW, unless_unreachable=True)  # known down: no wait
     with caplog.at_level(logging.WARNING, logger="mlhooks"):
         backend.up.set()
         wait_until(lambda: not lane.is_down, timeout=SLOW)
@@ -102,6 +103,30 @@ def test_a_write_that_hangs_is_found_out_and_nothing_is_lost(
     assert lane.flush(SLOW)
     assert [m.step for m in backend.run("r").history("loss")] == list(range(300))
     assert not find_spools(tmp_path / "spool")
+
+
+def test_a_second_outage_is_found_while_the_writer_rests(tmp_path: Path, lenient: None) -> None:
+    """After a probe brought the backend back, the watch goes on as after a delivery:
+    a second outage is found although nothing is written meanwhile (the writer rests
+    while a fit trains), and warned about once more."""
+    backend = Refusing()
+    lane = Lane(backend, spool_dir=tmp_path / "spool", retry=RetryPolicy(probe_interval=0.1))
+    lane.put(StartRun(RunInfo(run_id="r", name="r")))
+    assert lane.flush(SLOW)
+    with pytest.warns(MlhooksWarning, match="unreachable since") as caught:
+        backend.up.clear()
+        points(lane, "r", range(10))
+        wait_until(lambda: lane.unreachable_since is not None, timeout=SLOW)
+        time.sleep(1.0)  # an outage of a while: nothing is delivered meanwhile
+        backend.up.set()
+        wait_until(lambda: not lane.is_down, timeout=SLOW)  # replayed by a probe
+        backend.up.clear()  # and gone again, with nothing to write
+        wait_until(lambda: lane.unreachable_since is not None, timeout=10)
+    assert len(caught) == 2
+    backend.up.set()
+    wait_until(lambda: not lane.is_down, timeout=SLOW)
+    assert [m.step for m in backend.run("r").history("loss")] == list(range(10))
+    lane.close(SLOW)
 
 
 def test_the_end_of_a_run_does_not_wait_for_a_backend_known_down(
@@ -117,7 +142,7 @@ def test_the_end_of_a_run_does_not_wait_for_a_backend_known_down(
         backend.up.clear()
         for step in range(1000):
             mlhooks.log_metric("loss", float(step), step=step)
-        wait_until(lambda: lane_of(run.info).is_down, timeout=SLOW)
+        wait_until(lambda: lane_of(run.info).unreachable_since is not None, timeout=SLOW)
         with caplog.at_level(logging.WARNING, logger="mlhooks"):
             started = time.monotonic()
             mlhooks.end_run()
@@ -175,6 +200,7 @@ def test_a_probe_asks_a_backend_that_can_tell_before_it_replays(
     assert len(caught) == 1
     assert spooler.next_probe is not None and spooler.next_probe - time.monotonic() <= 1.0
     asked = backend.asked
+    assert spooler.unreachable_since is not None
     spooler.probe()
     assert backend.asked == asked + 1 and spooler.is_down and backend.runs == {}
     backend.up.set()

@@ -112,26 +112,38 @@ class JournalWriter:
         path = self.directory / name
         # Unbuffered: nothing waits in a buffer that a forked child could write twice.
         file = open(path, "xb", buffering=0)  # noqa: SIM115 - kept open for the process's life
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: never contended
-        header = {
-            "journal": 1,
-            "backend": self.backend_name,
-            "options": self.options,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "process_started": process_started(),
-            "created": time.time(),
-            "first": self.written,
-            "open_runs": open_runs,
-        }
-        line = (json.dumps(header, default=str) + "\n").encode()
-        _write_all(file, line)
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: never contended
+            header = {
+                "journal": 1,
+                "backend": self.backend_name,
+                "options": self.options,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "process_started": process_started(),
+                "created": time.time(),
+                "first": self.written,
+                "open_runs": open_runs,
+            }
+            line = (json.dumps(header, default=str) + "\n").encode()
+            _write_all(file, line)
+            cursor_fd = os.open(
+                str(path) + ".cursor", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
+            )
+            try:
+                os.pwrite(cursor_fd, b"%0*d\n" % (_CURSOR_WIDTH, self.written), 0)
+            except BaseException:
+                os.close(cursor_fd)
+                raise
+        except BaseException:
+            # A full or read-only disk: no empty journal (nor an open descriptor) is
+            # left per attempt; the next round tries again.
+            file.close()
+            _remove(path)
+            raise
         self._file = file
         self.size = len(line)
-        self._cursor_fd = os.open(
-            str(path) + ".cursor", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
-        )
-        self.save_cursor(self.written)
+        self._cursor_fd = cursor_fd
         return path
 
     def append(self, ops: list[Operation]) -> None:

@@ -166,9 +166,10 @@ class Lane:
             self._overflow.write(item)
         self._intake.set()
 
-    def flush(self, timeout: float | None = None, *, unless_down: bool = False) -> bool:
+    def flush(self, timeout: float | None = None, *, unless_unreachable: bool = False) -> bool:
         """Wait until everything put before this call is stored or spooled;
-        ``unless_down``: stop waiting (False) once the backend is known down."""
+        ``unless_unreachable``: stop waiting (False) once the backend is known not to
+        answer at all (``unreachable_since``)."""
         if self._thread is None and not self._queue and self._overflow is None:
             return True
         marker = FlushMarker()
@@ -176,10 +177,10 @@ class Lane:
         self.pacer.urgent = True
         self._intake.set()
         self._wake.set()
-        if not unless_down:
+        if not unless_unreachable:
             return marker.done.wait(timeout) and marker.ok
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_down:
+        while self.unreachable_since is None:
             left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
             if marker.done.wait(max(0.0, left)):
                 return marker.ok
@@ -209,9 +210,10 @@ class Lane:
         return self._spooler.is_down
 
     @property
-    def down_since(self) -> float | None:
-        """Since when (``time.time()``) the backend is known down; None while up."""
-        return self._spooler.down_since
+    def unreachable_since(self) -> float | None:
+        """Since when (``time.time()``) the backend is known not to answer; None while
+        it answers (or cannot tell)."""
+        return self._spooler.unreachable_since
 
     @property
     def max_interval(self) -> float:
@@ -374,9 +376,9 @@ class Lane:
     # -- shutdown -----------------------------------------------------------------------
 
     def close(self, timeout: float) -> None:
-        """Flush within ``timeout`` seconds, not waiting for a backend known down;
-        spool whatever is still not stored."""
-        flushed = self.flush(timeout, unless_down=True)
+        """Flush within ``timeout`` seconds, not waiting for a backend known not to
+        answer; spool whatever is still not stored."""
+        flushed = self.flush(timeout, unless_unreachable=True)
         with self._lock:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool

@@ -14,8 +14,9 @@ backend last answered) and, for a backend that can tell
 
 An unreachable backend is reported to the lane's spooler, which warns and spools from
 then on; while it is down, the writer's own probes find out when it is back (see
-:mod:`.spooler`). A backend whose ``reachable()`` says None is not watched, and an idle
-lane's watch sleeps until the next delivery.
+:mod:`.spooler`), and the watch goes on from there as after a delivery. A backend whose
+``reachable()`` says None is not watched, and an idle lane's watch sleeps until the
+next delivery.
 """
 
 from __future__ import annotations
@@ -109,8 +110,13 @@ class Watch:
     def _run(self) -> None:
         try:
             self._ask(time.time())  # at once: down from the start? can it tell at all?
+            was_down = False
             while self.watching and not self._closing.is_set():
-                if self._idle():
+                down = self.outages.is_down
+                if was_down and not down:  # a probe replayed the spool: it answered
+                    self._used = self._answered = time.monotonic()
+                was_down = down
+                if not down and self._idle():
                     self._woken.wait()
                     self._woken.clear()
                     continue
@@ -121,10 +127,9 @@ class Watch:
             self.watching = False
 
     def _idle(self) -> bool:
-        """Nothing in flight, nothing delivered lately, or the backend known down (its
-        probes take over): nothing to watch until the next delivery."""
-        if self.outages.is_down:
-            return self._busy_since is None
+        """Nothing in flight and nothing delivered lately: nothing to watch until the
+        next delivery. (While the backend is down its probes ask it; the watch only
+        waits for it to be back.)"""
         return self._busy_since is None and time.monotonic() - self._used > self.recent
 
     def _look(self) -> None:

@@ -46,6 +46,10 @@ class Outage:
 
     number: int
     since: float
+    unreachable: bool = False
+    """The backend itself said it does not answer (``Backend.reachable``), and has not
+    answered since: nothing is worth waiting for (it is False while down only by
+    failures, and while a spool is replayed into a backend that answers again)."""
     replayed: int = 0
     """Operations of the spool stored so far by probes."""
 
@@ -78,10 +82,11 @@ class Spooler:
         return self._spool is not None or self._outage is not None
 
     @property
-    def down_since(self) -> float | None:
-        """Since when (``time.time()``) the backend is down; None while it is up."""
+    def unreachable_since(self) -> float | None:
+        """Since when (``time.time()``) the backend is down and does not answer at all
+        (see :attr:`Outage.unreachable`); None otherwise."""
         outage = self._outage
-        return outage.since if outage is not None else None
+        return outage.since if outage is not None and outage.unreachable else None
 
     @property
     def next_probe(self) -> float | None:
@@ -94,10 +99,12 @@ class Spooler:
         """The backend does not answer (its watch asked it, from another thread): it
         is down from now on, and the user is told once."""
         with self._lock:
-            if self._outage is not None:
+            if self._outage is not None:  # told already (it was failing)
+                self._outage.unreachable = True
                 return
             self._next_probe = time.monotonic() + min(self._probe_interval, RECHECK)
             outage = self._begin_outage(since)
+            outage.unreachable = True
         warn_background(
             f"lane-down:{id(self)}:{outage.number}",
             f"mlhooks: backend {self.backend.name!r} ({self.backend.describe()}) unreachable "
@@ -147,7 +154,11 @@ class Spooler:
         """Find out whether the backend is back: ask it, when it can tell; replay the
         spool; on success it is up again."""
         answered = time.time()
-        if self._answers() is False:
+        verdict = self._answers()
+        outage = self._outage
+        if outage is not None:
+            outage.unreachable = verdict is False
+        if verdict is False:
             self._next_probe = time.monotonic() + min(self._probe_interval, RECHECK)
             return
         spool = self._spool

@@ -318,7 +318,7 @@ def end_run(
 
     A user's run waits until what was logged to it is stored (at most
     ``flush_timeout`` seconds, ``MLHOOKS_FLUSH_TIMEOUT`` or 30 by default), but not
-    for a backend known to be down: what it did not take stays in the spool, to be
+    for a backend known not to answer: what it did not take stays in the spool, to be
     stored when it answers again. A run mlhooks manages ends without waiting, so
     that training never does.
     Without an active run this does nothing.
@@ -358,21 +358,22 @@ def end_run(
 
 def _wait_until_stored(info: RunInfo, lanes: Iterable[Lane], timeout: float) -> None:
     """Wait until what was logged to ``info`` is stored, at most ``timeout`` seconds,
-    but not for a backend known down: its lane spools (see :func:`_not_waiting_for`)."""
+    but not for a backend known not to answer: its lane spools (see
+    :func:`_not_waiting_for`)."""
     lanes = list(lanes)
-    down = [lane for lane in lanes if lane.is_down]
-    up = [lane for lane in lanes if not lane.is_down]
+    down = [lane for lane in lanes if lane.unreachable_since is not None]
+    up = [lane for lane in lanes if lane not in down]
     for lane in down:
-        lane.flush(0, unless_down=True)  # no wait: the writer spools what it holds now
+        lane.flush(0, unless_unreachable=True)  # no wait: the writer spools what it holds
     late = False
-    if up:
+    if up or not down:  # wait, unless every backend of the run is known unreachable
         deadline = time.monotonic() + timeout
         late = not recorder.wait_released(info.run_id, timeout)  # background work on it
         for lane in up:
             left = max(0.0, deadline - time.monotonic())
-            stored = lane.flush(left, unless_down=True)
-            if lane.is_down:
-                down.append(lane)  # found down while we waited: its data went to the spool
+            stored = lane.flush(left, unless_unreachable=True)
+            if lane.unreachable_since is not None:
+                down.append(lane)  # found unreachable while we waited: wait no longer
             elif not stored:
                 late = True
     if down:
@@ -388,14 +389,14 @@ def _wait_until_stored(info: RunInfo, lanes: Iterable[Lane], timeout: float) -> 
 def _not_waiting_for(info: RunInfo, lanes: list[Lane]) -> None:
     """Tell once per outage that runs end without waiting for a backend that is down."""
     for lane in lanes:
-        backend, since = lane.backend, lane.down_since
+        backend, since = lane.backend, lane.unreachable_since
         when = time.strftime(" since %H:%M:%S", time.localtime(since)) if since else ""
         notice_once(
             f"end-while-down:{id(lane)}:{since}",
             f"mlhooks: run {info.name!r} ended without waiting for backend {backend.name!r} "
-            f"({backend.describe()}), which is down{when}: what was logged is kept in the "
-            f"spool ({lane.spool_dir}) and stored once the backend answers again, or by "
-            "`mlhooks sync`; runs that end meanwhile do not wait either",
+            f"({backend.describe()}), which is unreachable{when}: what was logged is kept "
+            f"in the spool ({lane.spool_dir}) and stored once the backend answers again, "
+            "or by `mlhooks sync`; runs that end meanwhile do not wait either",
         )
 
 
