@@ -53,11 +53,17 @@ def tracking_uri(mlflow_tracking_uri: str) -> str:
 
 
 @pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch) -> Callable[..., subprocess.CompletedProcess[str]]:
+def script(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run_script``, in a process of its own W&B: W&B tells child processes where
     its service listens (``WANDB_SERVICE``), so that they share it; a user's script
-    does not share the test's."""
+    does not share the test's. Temporary folders that W&B leaves behind when a
+    process is killed go under ``tmp_path``."""
     monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
     return run_script
 
 
