@@ -4,13 +4,17 @@ thread, nothing is lost or stored twice, and each warning says what really happe
 
 from __future__ import annotations
 
+import re
+import threading
 from pathlib import Path
 
 import pytest
 
+import mlhooks
 from mlhooks import LocalStore, MlhooksWarning, RunInfo
-from mlhooks.backends import BackendError, LogBatch, StartRun
+from mlhooks.backends import BackendError, LogBatch, Operation, StartRun
 from mlhooks.backends.local import LocalBackend
+from mlhooks.backends.memory import MemoryBackend
 from mlhooks.delivery.lanes import Lane, RetryPolicy
 from mlhooks.delivery.spool import find_spools
 
@@ -137,3 +141,69 @@ def test_what_can_be_neither_stored_nor_spooled_is_told_as_kept(
     ]  # type: ignore[union-attr]
     assert [point[2] for point in points] == [0, 1, 2, 3, 4]
     lane.close(1)
+
+
+# -- a run that ends before its data is stored -------------------------------------------------
+
+
+class DownMemory(MemoryBackend):
+    def apply(self, op: object) -> None:
+        raise ConnectionError("server down")
+
+
+class Gated(MemoryBackend):
+    """Takes nothing until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def apply(self, op: Operation) -> None:
+        self.gate.wait(60)
+        super().apply(op)
+
+
+def test_a_run_that_could_be_neither_stored_nor_spooled_says_so_not_that_it_waited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lenient: None
+) -> None:
+    """The backend is down and the spool cannot be written: ``end_run`` stops waiting
+    as soon as the writer answers that it could do neither, and says so, with the
+    time it really waited, not the flush timeout it did not wait for."""
+    local_dir, blocker = blocked_folder(tmp_path)
+    monkeypatch.setenv("MLHOOKS_LOCAL_DIR", str(local_dir))
+    monkeypatch.setenv("MLHOOKS_RETRY_DELAYS", "")
+    with pytest.warns(MlhooksWarning) as caught:
+        mlhooks.start_run("early", backends=[DownMemory()])
+        mlhooks.log_metric("loss", 1.0)
+        mlhooks.end_run(flush_timeout=120)
+    (told,) = [m for m in ours(caught) if "ended before its data was stored" in m]
+    assert re.fullmatch(
+        r"mlhooks: run 'early' ended before its data was stored: after \d+\.\ds, backend "
+        r"'memory' could neither store nor spool all of it \(see the warning about it\); "
+        r"what is not stored is kept and written in the background",
+        told,
+    ), told
+    assert "120" not in told
+    blocker.unlink()  # the disk takes them: what was kept is spooled, and flush says so
+    with pytest.warns(MlhooksWarning, match="is failing"):
+        assert mlhooks.flush(30)
+    assert find_spools(local_dir / ".spool")
+
+
+def test_a_run_whose_flush_timeout_ran_out_says_how_long_it_waited_and_for_what(
+    lenient: None,
+) -> None:
+    backend = Gated()
+    with pytest.warns(MlhooksWarning) as caught:
+        mlhooks.start_run("slow", backends=[backend])
+        mlhooks.log_metric("loss", 1.0)
+        mlhooks.end_run(flush_timeout=0.2)
+    backend.gate.set()
+    (told,) = [m for m in ours(caught) if "ended before its data was stored" in m]
+    assert re.fullmatch(
+        r"mlhooks: run 'slow' ended before its data was stored: it waited \d+\.\ds, the "
+        r"flush timeout of 0\.2s, for backend 'memory'; what is not stored is kept and "
+        r"written in the background",
+        told,
+    ), told
+    assert mlhooks.flush(30)
