@@ -1,7 +1,7 @@
 """The TensorBoard column of the fault matrix (issue 13, item 1): the bad input of
-test_bad_input.py and full or read-only disks under the event files, each in a real
-script, read back with TensorBoard's own reader (``EventAccumulator``, through
-``mlhooks_tensorboard.reading``).
+test_bad_input.py, processes killed mid-run (test_journal.py) and full or read-only
+disks under the event files, each in a real script, read back with TensorBoard's own
+reader (``EventAccumulator``, through ``mlhooks_tensorboard.reading``).
 
 TensorBoard keeps scalars as 32-bit floats (NaN and infinities included: unlike
 MLflow's SQL stores, it keeps infinities as such), steps as 64-bit integers, wall times
@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from test_bad_input import ACCEPTED, REFUSED
+from test_journal import HOW, KILL_MID_FIT, SETTLE
 from test_storage import FAST, disk_warnings
 
 from disks import FILL, SmallDisk
@@ -214,6 +215,89 @@ def _assert_nothing_outside(tmp_path: Path, *names: str) -> None:
         for entry in folder.iterdir():
             assert not entry.name.startswith(("X", "Y", *names)), f"{entry} escaped the store"
     assert not Path("/srv/elsewhere").exists() and not Path("/abs").exists()
+
+
+# -- killed processes and the journal ---------------------------------------------------------
+
+
+def journals(tb: dict[str, str]) -> list[Path]:
+    return sorted((Path(tb["MLHOOKS_LOCAL_DIR"]) / ".journal").glob("*.journal"))
+
+
+def test_sigkill_in_a_fit_loses_at_most_the_last_interval(
+    tb: dict[str, str], tmp_path: Path
+) -> None:
+    """XGBoost is SIGKILLed at round 70, 1.5 s after round 60 (test_journal.py's case):
+    after ``mlhooks sync`` TensorBoard holds every round up to 60 once, the params in
+    the HParams dashboard, one session, ended as a failure (KILLED)."""
+    result = run_script(KILL_MID_FIT.format(how=HOW["SIGKILL"]), env=tb)
+    assert result.returncode == -9, result.stderr
+    assert journals(tb), "the killed process left its journal"
+    synced = sync(tb)
+    assert synced.returncode == 0, synced.stderr
+    assert "ended KILLED" in synced.stdout
+    assert not journals(tb)
+    (folder,) = reading.run_dirs(tmp_path / "tb-runs")
+    run = reading.load(tmp_path / "tb-runs" / folder)
+    (key,) = [tag for tag in reading.scalars(run) if tag.startswith("train")]
+    steps = [step for step, _ in points(run)[key]]
+    assert len(steps) == len(set(steps)), "a round stored twice"
+    assert set(range(61)) <= set(steps)
+    assert reading.hparams(run)["max_depth"] == 2.0
+    assert len(reading.session_starts(tmp_path / "tb-runs" / folder)) == 1
+    assert reading.session_ends(tmp_path / "tb-runs" / folder)[0][0] == "STATUS_FAILURE"
+    rows = reading.hparams_dashboard(tmp_path / "tb-runs")
+    assert rows[folder].status == "STATUS_FAILURE" and rows[folder].hparams["eta"] == 0.1
+
+
+def test_params_stored_before_a_kill_are_in_the_recovered_runs_hparams(
+    tb: dict[str, str], tmp_path: Path
+) -> None:
+    """The writer stored the run's start and params, then the process was SIGKILLed
+    with 1,000 points in its journal: the next process that tracks delivers them, and
+    ends the run with its params in the HParams row (which TensorBoard gets only at a
+    run's end) and one session."""
+    first = run_script(
+        f"""
+        import os, signal, time
+        import mlhooks
+
+        mlhooks.start_run("killed")
+        mlhooks.log_params({{"lr": 0.1, "epochs": 3}})
+        mlhooks.flush()  # stored by the writer: only the journal's cursor remembers them
+        for step in range(1000):
+            mlhooks.log_metric("loss", 1 / (step + 1), step=step)
+        time.sleep({SETTLE})
+        os.kill(os.getpid(), signal.SIGKILL)
+        """,
+        env=tb,
+    )
+    assert first.returncode == -9, first.stderr
+    second = run_script(
+        """
+        import time
+        import mlhooks
+        from mlhooks.delivery import recovery
+
+        with mlhooks.start_run("next"):
+            mlhooks.log_metric("acc", 0.9)
+            deadline = time.monotonic() + 120
+            while not recovery.told and time.monotonic() < deadline:
+                time.sleep(0.1)  # the dead process's journal is delivered in the background
+        """,
+        env={**tb, "MLHOOKS_STRICT": "0"},
+    )
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("ended without its exit sequence") == 1
+    assert not journals(tb)
+    root = tmp_path / "tb-runs"
+    folders = {name.rsplit("-", 1)[0]: root / name for name in reading.run_dirs(root)}
+    killed = reading.load(folders["killed"])
+    assert [step for step, _ in points(killed)["loss"]] == list(range(1000))
+    assert reading.hparams(killed) == {"lr": 0.1, "epochs": 3.0}
+    assert len(reading.session_starts(folders["killed"])) == 1
+    assert [status for status, _ in reading.session_ends(folders["killed"])] == ["STATUS_FAILURE"]
+    assert reading.session_end(folders["next"])[0] == "STATUS_SUCCESS"  # type: ignore[index]
 
 
 # -- full and read-only disks -----------------------------------------------------------------

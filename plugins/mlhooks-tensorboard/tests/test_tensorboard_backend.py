@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 import mlhooks
-from mlhooks import LocalStore
+from mlhooks import LocalStore, RunInfo
+from mlhooks.plugin import EndRun, LogBatch, StartRun
 from mlhooks_tensorboard import TensorBoardBackend, reading
 
 
@@ -364,3 +365,76 @@ def test_a_disk_that_stays_full_spools_and_the_spool_is_replayed_once(
     assert reading.texts(folder) == {"tags/k": ["v"]}
     assert reading.hparams(folder) == {"lr": 0.5}
     assert not list((tmp_path / "mlhooks-runs" / ".spool").glob("tensorboard-*"))
+
+
+# -- one HParams session per run, whichever process writes it ------------------------------
+
+
+def _start(backend: TensorBoardBackend, run_id: str = "0123456789abcdef") -> RunInfo:
+    run = RunInfo(run_id, "sessions", start_time=1_000_000)
+    backend.apply(StartRun(run))
+    return run
+
+
+def test_a_run_ended_by_another_process_has_its_params_and_one_session(tb_root: Path) -> None:
+    """The process that logged the params dies (SIGKILL) after its writer stored them;
+    the one that recovers its journal ends the run: the HParams row has the params the
+    dead process stored, and the run has one session start and one end."""
+    dead = TensorBoardBackend()
+    run = _start(dead)
+    dead.apply(LogBatch(run.run_id, [("loss", 0.5, 0, 1_000_001)], {"lr": "0.1"}, {}))
+    dead.apply(LogBatch(run.run_id, [], {"epochs": "3"}, {}))
+    # ... killed here: it never ended the run, nor closed its files.
+    recovering = TensorBoardBackend()
+    recovering.apply(LogBatch(run.run_id, [("loss", 0.25, 1, 1_000_002)], {"seed": "7"}, {}))
+    recovering.apply(EndRun(run.run_id, "KILLED", 1_000_003))
+    recovering.close()
+    folder = reading.find_run_dir(tb_root, run.run_id)
+    assert reading.session_starts(folder) == [{"lr": 0.1, "epochs": 3.0, "seed": 7.0}]
+    assert reading.session_ends(folder) == [("STATUS_FAILURE", 1000.003)]
+    assert [s for s, _, _ in reading.scalars(folder)["loss"]] == [0, 1]
+
+
+def test_an_end_applied_again_writes_no_second_session(tb_root: Path) -> None:
+    """The end of a run was being stored when its process died: the recovery applies
+    it again (the one operation a death may repeat). TensorBoard keeps the first
+    session it reads, so a second one would only be noise; none is written."""
+    first = TensorBoardBackend()
+    run = _start(first)
+    first.apply(LogBatch(run.run_id, [], {"lr": "0.1"}, {}))
+    first.apply(EndRun(run.run_id, "FINISHED", 1_000_005))
+    again = TensorBoardBackend()
+    again.apply(EndRun(run.run_id, "FINISHED", 1_000_005))
+    again.close()
+    folder = reading.find_run_dir(tb_root, run.run_id)
+    assert reading.session_starts(folder) == [{"lr": 0.1}]
+    assert reading.session_ends(folder) == [("STATUS_SUCCESS", 1000.005)]
+
+
+def test_a_run_closed_at_exit_then_ended_from_a_spool_has_one_session(tb_root: Path) -> None:
+    """At exit the writer could not store a run's end (it went to a spool), so closing
+    the backend gave the run its HParams row; ``mlhooks sync`` later stores the end:
+    the row is not written a second time (with no params, as before), only the end."""
+    exiting = TensorBoardBackend()
+    run = _start(exiting)
+    exiting.apply(LogBatch(run.run_id, [], {"lr": "0.1"}, {}))
+    exiting.close()  # the EndRun is in the spool
+    syncing = TensorBoardBackend()
+    syncing.apply(EndRun(run.run_id, "FINISHED", 1_000_009))
+    syncing.close()
+    folder = reading.find_run_dir(tb_root, run.run_id)
+    assert reading.session_starts(folder) == [{"lr": 0.1}]
+    assert reading.session_ends(folder) == [("STATUS_SUCCESS", 1000.009)]
+    assert reading.hparams_dashboard(tb_root)[folder.name].status == "STATUS_SUCCESS"
+
+
+def test_a_continued_run_keeps_one_session(tb_root: Path) -> None:
+    """A run continued by a later process (``start_run(run_id=...)``) and ended again:
+    one session start and one end, the first ones (TensorBoard shows only those)."""
+    with mlhooks.start_run("first life", backends="tensorboard") as run:
+        mlhooks.log_params({"lr": 0.1})
+    with mlhooks.start_run("first life", run_id=run.run_id, backends=[TensorBoardBackend()]):
+        mlhooks.log_metric("loss", 0.5, step=1)
+    folder = run_folder(tb_root, run.run_id)
+    assert reading.session_starts(folder) == [{"lr": 0.1}]
+    assert [status for status, _ in reading.session_ends(folder)] == ["STATUS_SUCCESS"]

@@ -9,7 +9,8 @@ this module is first imported. Plugins add theirs through :mod:`mlhooks.plugin`
 At exit: integrations finish what they keep open (a ``partial_fit`` loop's run), the
 background tasks of fits finish, open runs end, and the lanes store what is queued
 within ``MLHOOKS_EXIT_TIMEOUT``. In a forked child, the same parts forget the
-parent's threads and runs, in the same order.
+parent's threads and runs, in the same order. A worker that multiprocessing forked
+ends by ``os._exit`` without atexit: its exit sequence runs when its work ends.
 
 :func:`ending` tells the exit steps how the process ends, so that runs still open end
 honestly: FAILED after an uncaught exception or ``sys.exit(n)`` with ``n`` not 0,
@@ -143,15 +144,67 @@ def _run(steps: list[tuple[Stage, int, Callable[[], None]]], when: str) -> None:
             report_background_error(f"{when} ({stage.name.lower()}: {name})", error)
 
 
+_exited = False
+
+
 def _run_at_exit() -> None:
+    global _exited
+    if _exited:  # once: at exit, or already when a multiprocessing worker's work ended
+        return
+    _exited = True
     _run(_exit_steps, "exit")
 
 
 def _run_in_child() -> None:
-    global _lock
+    global _lock, _exited
     _lock = threading.Lock()  # another thread may have held it at the fork
+    _exited = False
     _run(_fork_steps, "fork")
+    _end_with_multiprocessing_worker()
+
+
+class _WorkerEnd:
+    """The key of mlhooks' after-fork step in multiprocessing's registry (it holds its
+    keys weakly)."""
+
+    armed_in: int | None = None
+    """The process whose worker end is armed."""
+
+
+_WORKER_END = _WorkerEnd()
+
+
+def _end_with_multiprocessing_worker() -> None:
+    """A process that multiprocessing forks (``fork``, ``forkserver``) ends by
+    ``os._exit`` once its work is done, which skips atexit: have the exit sequence run
+    when its work ends, as multiprocessing's own finalizers do. multiprocessing clears
+    those after the fork and then calls its after-fork steps, so the finalizer is
+    registered from one. (A worker killed by a signal, such as a ``Pool`` left by its
+    ``with`` block, still leaves its journal for the next process.)"""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util.register_after_fork(_WORKER_END, _arm_worker_end)
+
+
+def _arm_worker_end(key: _WorkerEnd) -> None:
+    if key.armed_in == os.getpid():
+        return  # registered by the parent and again after the fork: once is enough
+    key.armed_in = os.getpid()
+    from multiprocessing import util
+
+    util.Finalize(None, _at_worker_end, exitpriority=10)
+
+
+def _at_worker_end() -> None:
+    """The worker's work ended: with the exception that ended it, if any (its runs
+    end as a process's would), then the exit sequence."""
+    global _ending
+    error = sys.exc_info()[1]
+    if error is not None:
+        _ending = error
+    _run_at_exit()
 
 
 atexit.register(_run_at_exit)
 os.register_at_fork(after_in_child=_run_in_child)
+_end_with_multiprocessing_worker()  # in a process it started, multiprocessing came first

@@ -15,7 +15,12 @@ import threading
 import time
 
 from mlhooks.backends.base import Backend, LogBatch, Operation
-from mlhooks.core.errors import report_background_error
+from mlhooks.core.errors import (
+    background_failures,
+    is_strict,
+    report_background_error,
+    warn_background,
+)
 from mlhooks.delivery.isolation import NotStoredYet, apply_isolating
 from mlhooks.delivery.reachability import Watch
 from mlhooks.delivery.spooler import Spooler
@@ -60,6 +65,7 @@ class Deliverer:
     def deliver(self, ops: list[Operation]) -> bool:
         """Store ``ops`` (or spool them); False when they could be neither, in which
         case they are kept and tried again first on the next round."""
+        self.spooler.set_aside_waiting()  # first what was refused before, in order
         ops = self._held + ops
         self._held = []
         for index, op in enumerate(ops):
@@ -79,13 +85,33 @@ class Deliverer:
                     self.spooler.append(left, self._failure, self.watch.failing_since)
                 except Exception as error:  # noqa: BLE001 - disk full, unwritable folder
                     self._held = left
-                    report_background_error(f"spool of backend {self.backend.name!r}", error)
+                    self._cannot_spool(error)
                     return False
                 self._inflight = []
             self.watch.failing_since = None  # told: the next outage has a time of its own
             break
         self._inflight = []
         return True
+
+    def _cannot_spool(self, error: BaseException) -> None:
+        """Tell once that what the backend did not take cannot be spooled either: it is
+        held, not skipped (see :meth:`deliver`)."""
+        name = self.backend.name
+        if is_strict():
+            background_failures.append(
+                f"spool of backend {name!r}: {type(error).__name__}: {error}"
+            )
+        failure = self._failure
+        why = f" ({type(failure).__name__}: {failure})" if failure is not None else ""
+        warn_background(
+            f"spool of backend {name!r}:{type(error).__name__}",
+            f"mlhooks: backend {name!r} ({self.backend.describe()}) did not take some "
+            f"operations{why}, and the spool of backend {name!r} in "
+            f"{self.spooler.directory} cannot be written ({type(error).__name__}: {error}): "
+            "they are kept, in order (in memory, and in the journal when there is one), "
+            "and tried again (stored, or spooled) at the writer's next round. Training is "
+            "not affected.",
+        )
 
     def _apply_with_retry(self, op: Operation, after: list[Operation]) -> bool:
         """Apply ``op``; True when stored (what the backend refuses for good in it set
@@ -134,6 +160,7 @@ class Deliverer:
     def flush_backend(self) -> bool:
         """Ask the backend to make what it stored durable; True when it did, or when
         the backend is down (what it did not take is spooled durably)."""
+        self.spooler.set_aside_waiting()
         if self.spooler.is_down:
             return True  # spooled durably; stored once the backend is back
         try:

@@ -253,6 +253,7 @@ class Lane:
             try:
                 self._drain()
                 self._spooler.probe_if_due()
+                self._spooler.set_aside_waiting()  # rejected ones a bad disk did not take
             except BaseException as error:  # noqa: BLE001 - the writer must survive
                 report_background_error("background writer", error)
             if self._closing.is_set() and not self._queue and self._overflow is None:
@@ -386,6 +387,7 @@ class Lane:
         spooled = self._spool_late_items() if flushed else self._spool_leftovers()
         if self._journal is not None:
             self._close_journal(self._journal, spooled)
+        self._spooler.set_aside_at_exit()
         try:
             self.backend.close()
         except Exception as error:  # noqa: BLE001

@@ -10,7 +10,9 @@ does not take go, when the lane tries the backend again, and what the user is to
   the spool is replayed once it answers; any other is probed by replaying the spool,
   the interval doubling up to a maximum.
 * An operation the backend rejects for good goes to a spool of its own under
-  ``rejected/``, for ``mlhooks sync``, so that it never holds the lane down.
+  ``rejected/``, for ``mlhooks sync``, so that it never holds the lane down. When the
+  disk does not take it (full, read-only), it waits in memory and is written at a
+  later round of the writer, or at exit; the lane goes on meanwhile.
 * At exit, what a stuck backend still holds goes to a spool file of its own.
 """
 
@@ -70,6 +72,9 @@ class Spooler:
         self.max_probe_interval = max_probe_interval
         self._spool: spool_io.SpoolWriter | None = None
         self._rejected: spool_io.SpoolWriter | None = None
+        self._not_set_aside: list[tuple[Operation, BaseException]] = []
+        """Rejected operations that the disk did not take yet, with why they were refused."""
+        self._setting_aside = threading.Lock()
         self._next_probe = 0.0
         self._probe_interval = probe_interval
         self._outage: Outage | None = None
@@ -167,7 +172,10 @@ class Spooler:
             if spool_file.path.exists():  # unless `mlhooks sync --force` replayed it
                 try:
                     spool_io.replay(
-                        spool_file, self.backend, reject=self.reject, applied=self._replayed
+                        spool_file,
+                        self.backend,
+                        reject=self.reject_or_raise,
+                        applied=self._replayed,
                     )
                 except Exception as error:  # noqa: BLE001 - still down
                     log.debug("backend %s still down: %r", self.backend.name, error)
@@ -206,18 +214,76 @@ class Spooler:
     # -- set aside ----------------------------------------------------------------------
 
     def reject(self, op: Operation, error: BaseException) -> None:
-        """Set ``op``, which the backend refused with ``error``, aside for good."""
+        """Set ``op``, which the backend refused with ``error``, aside for good; when
+        the disk does not take it, it waits in memory (see :meth:`set_aside_waiting`)
+        and the lane goes on."""
+        disk_error = self._set_aside(op, error)
+        if disk_error is not None:
+            warn_background(
+                f"rejected-waiting:{self.backend.name}",
+                f"mlhooks: backend {self.backend.name!r} rejected an operation ({error}); "
+                f"it cannot be set aside in {self.directory / 'rejected'} ({disk_error}), "
+                "so it is kept in memory and written there once the disk takes it; the "
+                "other operations go on. Training is not affected.",
+            )
+
+    def reject_or_raise(self, op: Operation, error: BaseException) -> None:
+        """:meth:`reject` for a replay: when the disk does not take ``op``, the disk's
+        error is raised, so that ``op`` stays in its spool (the replay stops there and
+        the next probe goes on from it)."""
+        disk_error = self._set_aside(op, error, wait=False)
+        if disk_error is not None:
+            raise disk_error
+
+    def _set_aside(self, op: Operation, error: BaseException, wait: bool = True) -> OSError | None:
+        """Write ``op`` aside after those waiting; the disk's error when it did not take
+        it, in which case ``op`` waits in memory (``wait``) or is left to the caller."""
         if not isinstance(error, BackendError) and is_strict():
             # Not a refusal the backend declared: most likely a bug in the backend.
             background_failures.append(f"backend {self.backend.name!r}: {error!r}")
-        if self._rejected is None:
-            self._rejected = spool_io.SpoolWriter(self.directory / "rejected", self.backend)
-        self._rejected.append([op], reason=redact_text(f"{type(error).__name__}: {error}"))
-        warn_background(
-            f"rejected:{self.backend.name}:{type(error).__name__}",
-            f"mlhooks: backend {self.backend.name!r} rejected an operation ({error}); "
-            f"it was kept in {self._rejected.path}.",
-        )
+        with self._setting_aside:
+            self._not_set_aside.append((op, error))
+            disk_error = self._write_waiting()
+            if disk_error is not None and not wait:
+                self._not_set_aside.pop()  # the last one: ``op``
+            return disk_error
+
+    def set_aside_waiting(self) -> OSError | None:
+        """Write the rejected operations waiting in memory to ``rejected/``, in order;
+        None once all are written, else the disk's error (they keep waiting)."""
+        with self._setting_aside:  # the writer, or exit while the writer hangs
+            return self._write_waiting()
+
+    def _write_waiting(self) -> OSError | None:
+        while self._not_set_aside:
+            op, error = self._not_set_aside[0]
+            try:
+                if self._rejected is None:
+                    self._rejected = spool_io.SpoolWriter(self.directory / "rejected", self.backend)
+                self._rejected.append([op], reason=redact_text(f"{type(error).__name__}: {error}"))
+            except OSError as disk_error:
+                return disk_error
+            del self._not_set_aside[0]
+            warn_background(
+                f"rejected:{self.backend.name}:{type(error).__name__}",
+                f"mlhooks: backend {self.backend.name!r} rejected an operation ({error}); "
+                f"it was kept in {self._rejected.path}.",
+            )
+        return None
+
+    def set_aside_at_exit(self) -> None:
+        """At exit: a last try for the rejected operations waiting in memory; the user is
+        told how many are lost when the disk still does not take them."""
+        disk_error = self.set_aside_waiting() if self._not_set_aside else None
+        if disk_error is not None:
+            count = len(self._not_set_aside)
+            warn_background(
+                f"rejected-lost:{self.backend.name}",
+                f"mlhooks: {count} operation{'s' if count != 1 else ''} that backend "
+                f"{self.backend.name!r} rejected could not be set aside in "
+                f"{self.directory / 'rejected'} before exit ({disk_error}) and "
+                f"{'are' if count != 1 else 'is'} lost.",
+            )
 
     def spool_at_exit(self, ops: list[Operation]) -> bool:
         """Put ``ops``, not stored before exit, into a spool file of their own; False

@@ -359,31 +359,59 @@ def end_run(
 def _wait_until_stored(info: RunInfo, lanes: Iterable[Lane], timeout: float) -> None:
     """Wait until what was logged to ``info`` is stored, at most ``timeout`` seconds,
     but not for a backend known not to answer: its lane spools (see
-    :func:`_not_waiting_for`)."""
+    :func:`_not_waiting_for`). When the run ends before its data is stored, the user is
+    told how long it waited and why it stopped."""
     lanes = list(lanes)
     down = [lane for lane in lanes if lane.unreachable_since is not None]
     up = [lane for lane in lanes if lane not in down]
     for lane in down:
         lane.flush(0, unless_unreachable=True)  # no wait: the writer spools what it holds
-    late = False
+    started = time.monotonic()
+    timed_out: list[str] = []
+    """What the wait ran out of time for."""
+    failed: list[str] = []
+    """Backends that answered the flush: they could neither store nor spool all of it."""
     if up or not down:  # wait, unless every backend of the run is known unreachable
-        deadline = time.monotonic() + timeout
-        late = not recorder.wait_released(info.run_id, timeout)  # background work on it
+        deadline = started + timeout
+        if not recorder.wait_released(info.run_id, timeout):  # background work on it
+            timed_out.append("the run's background work (charts, tables)")
         for lane in up:
             left = max(0.0, deadline - time.monotonic())
             stored = lane.flush(left, unless_unreachable=True)
             if lane.unreachable_since is not None:
                 down.append(lane)  # found unreachable while we waited: wait no longer
             elif not stored:
-                late = True
+                name = f"backend {lane.backend.name!r}"
+                (timed_out if time.monotonic() >= deadline else failed).append(name)
     if down:
         _not_waiting_for(info, down)
-    if late:
-        warn_once(
-            f"slow-end:{info.run_id}",
-            f"mlhooks: run {info.name!r} ended before its data was stored "
-            f"(waited {timeout:g}s); it is still being written in the background",
+    if timed_out or failed:
+        _not_stored(info, time.monotonic() - started, timeout, timed_out, failed)
+
+
+def _not_stored(
+    info: RunInfo, waited: float, timeout: float, timed_out: list[str], failed: list[str]
+) -> None:
+    """Tell once that run ``info`` ended before its data was stored: the real wait, and
+    whether the timeout ran out or a backend could neither store nor spool the data."""
+    reasons = []
+    if timed_out:
+        reasons.append(
+            f"it waited {waited:.1f}s, the flush timeout of {timeout:g}s, for "
+            + ", ".join(timed_out)
         )
+    if failed:
+        reasons.append(
+            f"after {waited:.1f}s, {', '.join(failed)} could neither store nor spool all "
+            "of it (see the warning about it)"
+        )
+    warn_once(
+        f"slow-end:{info.run_id}",
+        f"mlhooks: run {info.name!r} ended before its data was stored: "
+        + "; ".join(reasons)
+        + "; what is not stored is kept and written in the background",
+        stacklevel=4,
+    )
 
 
 def _not_waiting_for(info: RunInfo, lanes: list[Lane]) -> None:

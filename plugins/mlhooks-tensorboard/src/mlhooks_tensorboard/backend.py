@@ -9,8 +9,10 @@ says otherwise)::
 What lands there: metrics as scalars (exact steps; wall time = the logged timestamp),
 tags and the run description as text, png/jpg artifacts as images, and, when the run
 ends, its params and status for the HParams dashboard (which shows the last value of
-each scalar beside them). Models, datasets and other artifacts are not kept: the user
-is told once per run.
+each scalar beside them), once per run: TensorBoard shows the first. Params are also
+kept in the event files as logged, so that a process that ends a run another one
+started (a recovered journal, a replayed spool) writes its row with them. Models,
+datasets and other artifacts are not kept: the user is told once per run.
 """
 
 from __future__ import annotations
@@ -85,6 +87,18 @@ class _Run:
     params: dict[str, str] = field(default_factory=dict)
     images: dict[str, int] = field(default_factory=dict)
     """Images written per tag: the next one gets the next step."""
+    session_started: bool = False
+    """Its HParams session start is in its event files (TensorBoard shows the first)."""
+    session_ended: bool = False
+
+    def read_back(self, directory: Path, events: Any) -> _Run:
+        """Take what the run's event files hold already (written by another process,
+        or by an earlier life of the run): its params and whether its session started
+        or ended."""
+        written = events.written_session(directory)
+        self.params = {**written.params, **self.params}
+        self.session_started, self.session_ended = written.started, written.ended
+        return self
 
 
 class TensorBoardBackend(Backend):
@@ -148,9 +162,13 @@ class TensorBoardBackend(Backend):
         if run.parent_id:
             with contextlib.suppress(BackendError):
                 parent = self.run_dir(run.parent_id)
+        directory = parent / dir_name(run)
+        state = _Run(run.name, run.start_time / 1000.0)
+        if directory.is_dir():  # a run continued, or its start stored again by a recovery
+            state.read_back(directory, self._events)
         with self._lock:
-            directory = self._dirs[run.run_id] = parent / dir_name(run)
-            self._runs[run.run_id] = _Run(run.name, run.start_time / 1000.0)
+            self._dirs[run.run_id] = directory
+            self._runs[run.run_id] = state
         when = run.start_time / 1000.0
         events = [self._events.text_event(f"tags/{k}", v, 0, when) for k, v in run.tags.items()]
         if run.description:
@@ -165,6 +183,7 @@ class TensorBoardBackend(Backend):
         events += [self._events.text_event(f"tags/{k}", v, 0, now) for k, v in batch.tags.items()]
         if batch.params:
             self._run(batch.run_id).params.update(batch.params)
+            events.append(self._events.params_event(batch.params, now))
         if events:
             self._write(batch.run_id, events)
 
@@ -205,8 +224,11 @@ class TensorBoardBackend(Backend):
 
     def end_run(self, op: EndRun) -> None:
         run = self._run(op.run_id)
-        end = self._events.session_end_event(op.status, op.end_time / 1000)
-        self._write(op.run_id, [self._session_start(run), end])
+        events = [] if run.session_started else [self._session_start(run)]
+        if not run.session_ended:  # TensorBoard shows the first end: once is enough
+            events.append(self._events.session_end_event(op.status, op.end_time / 1000))
+        if events:
+            self._write(op.run_id, events)
         with self._lock:
             self._runs.pop(op.run_id, None)
             handle = self._files.pop(op.run_id, None)
@@ -229,7 +251,8 @@ class TensorBoardBackend(Backend):
             unended = [(run_id, run) for run_id, run in self._runs.items() if run.owned]
             self._runs = {run_id: run for run_id, run in self._runs.items() if not run.owned}
         for run_id, run in unended:
-            self._write(run_id, [self._session_start(run)])
+            if not run.session_started:
+                self._write(run_id, [self._session_start(run)])
         with self._lock:
             files, self._files = list(self._files.values()), OrderedDict()
         for handle in files:
@@ -247,12 +270,15 @@ class TensorBoardBackend(Backend):
     # -- helpers ------------------------------------------------------------------------
 
     def _run(self, run_id: str) -> _Run:
-        """The state of a run; for a run started in another process (a replayed spool),
-        a fresh one named after its folder."""
+        """The state of a run; for a run started in another process (a replayed spool,
+        a recovered journal), one named after its folder, with what its event files
+        hold already."""
         run = self._runs.get(run_id)
         if run is None:
-            name = self.run_dir(run_id).name.rsplit("-", 1)[0]
-            run = self._runs[run_id] = _Run(name, time.time(), owned=False)
+            directory = self.run_dir(run_id)
+            name = directory.name.rsplit("-", 1)[0]
+            run = _Run(name, time.time(), owned=False).read_back(directory, self._events)
+            self._runs[run_id] = run
         return run
 
     def _write(self, run_id: str, events: list[Any]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import re
@@ -25,7 +26,8 @@ import socket
 import struct
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tensorboardX.proto.api_pb2 import Status
@@ -42,7 +44,10 @@ STATUSES = {
     "KILLED": Status.STATUS_FAILURE,
     "RUNNING": Status.STATUS_RUNNING,
 }
-_SESSION_END_TAG = "_hparams_/session_end_info"  # the tag the HParams plugin reads
+_SESSION_START_TAG = "_hparams_/session_start_info"  # the tags the HParams plugin reads
+_SESSION_END_TAG = "_hparams_/session_end_info"
+PARAMS_TAG = "_mlhooks_/params"
+"""Params as they were logged, for a process that ends the run later (no plugin shows it)."""
 
 
 class EventFile:
@@ -186,3 +191,61 @@ def session_end_event(status: str, end_time: float) -> Event:
     )
     summary = Summary(value=[Summary.Value(tag=_SESSION_END_TAG, metadata=metadata)])
     return Event(step=0, wall_time=end_time, summary=summary)
+
+
+def params_event(params: Mapping[str, str], wall_time: float) -> Event:
+    """``params`` as logged, kept in the run's event files where no TensorBoard plugin
+    shows them: a process that ends the run after this one died (a recovered journal,
+    a replayed spool) finds them for the run's HParams row."""
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(
+            plugin_name="mlhooks", content=json.dumps(dict(params)).encode()
+        )
+    )
+    summary = Summary(value=[Summary.Value(tag=PARAMS_TAG, metadata=metadata)])
+    return Event(step=0, wall_time=wall_time, summary=summary)
+
+
+@dataclass
+class Session:
+    """What a run's event files already hold for its HParams row."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    """Every param logged (:func:`params_event`), in the order written."""
+    started: bool = False
+    """A session start is written: TensorBoard shows the first, so none is added."""
+    ended: bool = False
+
+
+def written_session(directory: Path) -> Session:
+    """Read what the event files in ``directory`` (written by any process) hold of the
+    run's HParams session; only records that name one of its tags are parsed."""
+    session = Session()
+    for path in sorted(directory.glob("events.out.tfevents.*")):  # TensorBoard's order
+        for data in _records(path):
+            if b"_mlhooks_/" not in data and b"_hparams_/" not in data:
+                continue  # scalars, text, images: the bulk, left unparsed
+            for value in Event.FromString(data).summary.value:
+                if value.tag == PARAMS_TAG:
+                    session.params.update(json.loads(value.metadata.plugin_data.content))
+                elif value.tag == _SESSION_START_TAG:
+                    session.started = True
+                elif value.tag == _SESSION_END_TAG:
+                    session.ended = True
+    return session
+
+
+def _records(path: Path) -> Iterator[bytes]:
+    """The data of each whole record of an event file; a torn or corrupt record ends
+    the file, as it does for TensorBoard."""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+        while True:
+            head = f.read(12)
+            if len(head) < 12 or struct.unpack("<I", head[8:])[0] != masked_crc32c(head[:8]):
+                return
+            (length,) = struct.unpack("<Q", head[:8])
+            data = f.read(length)
+            crc = f.read(4)
+            if len(crc) < 4 or struct.unpack("<I", crc)[0] != masked_crc32c(data):
+                return
+            yield data

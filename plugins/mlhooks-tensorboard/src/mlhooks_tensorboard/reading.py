@@ -99,8 +99,7 @@ def hparams(run: str | os.PathLike[str] | ea.EventAccumulator) -> dict[str, Any]
     content = acc.PluginTagToContent("hparams").get(hparams_metadata.SESSION_START_INFO_TAG)
     if content is None:
         return {}
-    start = hparams_metadata.parse_session_start_info_plugin_data(content)
-    return {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
+    return _hparams_of(hparams_metadata.parse_session_start_info_plugin_data(content))
 
 
 def session_end(run: str | os.PathLike[str] | ea.EventAccumulator) -> tuple[str, float] | None:
@@ -113,6 +112,45 @@ def session_end(run: str | os.PathLike[str] | ea.EventAccumulator) -> tuple[str,
     from tensorboard.plugins.hparams import api_pb2
 
     return api_pb2.Status.Name(end.status), end.end_time_secs
+
+
+def session_starts(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The params of every HParams session start in the run's event files, in the
+    order TensorBoard reads them (it shows the first; a run should have one)."""
+    return [
+        _hparams_of(hparams_metadata.parse_session_start_info_plugin_data(content))
+        for content in _plugin_records(run_dir, hparams_metadata.SESSION_START_INFO_TAG)
+    ]
+
+
+def session_ends(run_dir: str | os.PathLike[str]) -> list[tuple[str, float]]:
+    """(status name, end time in seconds) of every HParams session end in the run's
+    event files, in the order TensorBoard reads them."""
+    from tensorboard.plugins.hparams import api_pb2
+
+    ends = []
+    for content in _plugin_records(run_dir, hparams_metadata.SESSION_END_INFO_TAG):
+        end = hparams_metadata.parse_session_end_info_plugin_data(content)
+        ends.append((api_pb2.Status.Name(end.status), end.end_time_secs))
+    return ends
+
+
+def _plugin_records(run_dir: str | os.PathLike[str], tag: str) -> list[bytes]:
+    """The plugin content of every value tagged ``tag``, each record read by
+    TensorBoard's own event file loader (``EventAccumulator`` keeps only the first)."""
+    from tensorboard.backend.event_processing import event_file_loader
+
+    found = []
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):  # TensorBoard's order
+        for event in event_file_loader.LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == tag:
+                    found.append(value.metadata.plugin_data.content)
+    return found
+
+
+def _hparams_of(start: Any) -> dict[str, Any]:
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
 
 
 def as_stored(value: float) -> float:
