@@ -115,6 +115,14 @@ class Backend(abc.ABC):
     #: (rebuilding the backend from :meth:`spec`). A store that lives in the process's
     #: memory has nothing to recover into and sets False.
     journaled: ClassVar[bool] = True
+    #: Whether the backend may run in the writer service (``MLHOOKS_SERVICE``): a child
+    #: process that rebuilds it from :meth:`spec` and stores what the training process
+    #: journals, so that its work takes no CPU or GIL from training. Declare it for a
+    #: journaled backend whose work is heavy Python and that :meth:`spec` rebuilds
+    #: whole (nothing it needs lives only in the training process). False by default:
+    #: a backend that relies on state of the training process (an SDK's own exit hooks,
+    #: an object the user built) stays in process.
+    out_of_process: ClassVar[bool] = False
 
     def supports(self, capability: Capability | None) -> bool:
         return capability is None or capability in self.capabilities

@@ -75,6 +75,7 @@ class MlflowBackend(Backend):
     """
 
     name: ClassVar[str] = "mlflow"
+    out_of_process: ClassVar[bool] = True
     max_batch_size: ClassVar[int] = MAX_METRICS_PER_BATCH
     # Each MLflow call costs milliseconds of Python (and GIL) whatever its size: gather
     # points for a second rather than write 20 small batches.
