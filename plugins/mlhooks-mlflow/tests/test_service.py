@@ -73,6 +73,8 @@ def test_a_script_stores_through_the_service_and_leaves_nothing_behind(tmp_path:
             for step in range(5000):
                 mlhooks.log_metric("loss", 1 / (step + 1), step=step)
             Ridge().fit(X, y)
+            from mlhooks.cli.doctor import waiting
+            print("doctor", list(waiting().services) == [client.describe()["pid"]])
         # end_run of a user's run waits for the service to store it: read it back here
         from mlflow.tracking import MlflowClient
         stored = MlflowClient().search_runs(["0"], "attributes.run_name = 'manual'")[0]
@@ -97,6 +99,7 @@ def test_a_script_stores_through_the_service_and_leaves_nothing_behind(tmp_path:
     assert "points 5000" in done.stdout and "status FINISHED" in done.stdout
     assert "writers []" in done.stdout  # nothing writes MLflow in the training process
     assert "service True True" in done.stdout
+    assert "doctor True" in done.stdout
     assert "mlhooks" not in done.stderr.replace("mlhooks-runs", "")  # no warning of ours
     # Exit waited for the service to store the managed run as well.
     runs = _runs(tmp_path)

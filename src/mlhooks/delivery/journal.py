@@ -231,6 +231,29 @@ def _write_all(file: io.FileIO, data: bytes) -> None:
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     Path(str(path) + ".cursor").unlink(missing_ok=True)
+    Path(str(path) + SERVICE_SUFFIX).unlink(missing_ok=True)
+
+
+SERVICE_SUFFIX = ".service"
+"""Beside a journal the writer service delivers: the service's pid (for doctor)."""
+
+
+def service_of(path: Path) -> int | None:
+    """The pid of the live writer service that delivers the journal at ``path``."""
+    try:
+        pid = int(Path(str(path) + SERVICE_SUFFIX).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def count_records(journal: JournalFile) -> int:
+    """How many operations the journal holds (its first index included)."""
+    end = 0
+    for index, _, _ in journal.records():
+        end = index + 1
+    return end
 
 
 # -- reading --------------------------------------------------------------------------------

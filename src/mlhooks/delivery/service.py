@@ -36,7 +36,7 @@ from mlhooks.core import errors
 from mlhooks.core.types import RunStatus
 from mlhooks.delivery import selection, staging
 from mlhooks.delivery.batching import FlushMarker
-from mlhooks.delivery.journal import CursorFile, JournalFile, owner_alive
+from mlhooks.delivery.journal import SERVICE_SUFFIX, CursorFile, JournalFile, owner_alive
 from mlhooks.delivery.journaling import JournalPart, _weight
 from mlhooks.delivery.lanes import Lane, retry_policy_from_env
 from mlhooks.delivery.service_wire import encode, read_messages
@@ -146,6 +146,8 @@ class TailPart(JournalPart):
             self.cursor.close()
             if remove and self.fully_read:
                 self.journal.remove()
+            else:
+                Path(str(self.journal.path) + SERVICE_SUFFIX).unlink(missing_ok=True)
 
 
 def _first_offset(path: Path) -> int:
@@ -201,6 +203,7 @@ class Tail:
             cursor.close()
             raise
         self.lane, self.part = lane, part[-1]
+        Path(str(self.path) + SERVICE_SUFFIX).write_text(str(os.getpid()))
         lane._start()
         self.ready.set()
 
