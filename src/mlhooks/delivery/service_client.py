@@ -150,7 +150,6 @@ class ServiceClient:
     def _launch(self, ours: socket.socket, theirs: socket.socket) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env["MLHOOKS_SERVICE_PARENT"] = str(os.getpid())
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "mlhooks.delivery.service", str(theirs.fileno())],
