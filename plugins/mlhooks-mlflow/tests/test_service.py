@@ -73,9 +73,12 @@ def test_a_script_stores_through_the_service_and_leaves_nothing_behind(tmp_path:
             for step in range(5000):
                 mlhooks.log_metric("loss", 1 / (step + 1), step=step)
             Ridge().fit(X, y)
+            assert mlhooks.flush(60)  # the journal exists and the service holds it
             from mlhooks.cli.doctor import waiting
             print("doctor", list(waiting().services) == [client.describe()["pid"]])
         # end_run of a user's run waits for the service to store it: read it back here
+        import sys
+        print("mlflow imported", "mlflow" in sys.modules)  # not by the training side
         from mlflow.tracking import MlflowClient
         stored = MlflowClient().search_runs(["0"], "attributes.run_name = 'manual'")[0]
         print("points", len(MlflowClient().get_metric_history(stored.info.run_id, "loss")))
@@ -100,6 +103,7 @@ def test_a_script_stores_through_the_service_and_leaves_nothing_behind(tmp_path:
     assert "writers []" in done.stdout  # nothing writes MLflow in the training process
     assert "service True True" in done.stdout
     assert "doctor True" in done.stdout
+    assert "mlflow imported False" in done.stdout
     assert "mlhooks" not in done.stderr.replace("mlhooks-runs", "")  # no warning of ours
     # Exit waited for the service to store the managed run as well.
     runs = _runs(tmp_path)
@@ -262,3 +266,11 @@ def test_both_modes_store_the_same(tmp_path: Path, mode: str) -> None:
     assert len(parents) == 1 and len(children) == 3
     assert {r.data.params["max_depth"] for r in children} == {"1", "2", "3"}
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_the_batch_size_is_mlflows() -> None:
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+    from mlhooks_mlflow import MlflowBackend
+
+    assert MlflowBackend.max_batch_size == MAX_METRICS_PER_BATCH

@@ -32,8 +32,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-
 CONNECT_TIMEOUT = 5.0
 """Seconds mlhooks' requests wait for a connection (MLflow's timeout if shorter)."""
 HEALTH_TIMEOUT = 2.0
@@ -87,7 +85,7 @@ def answers(tracking_uri: str, timeout: float = HEALTH_TIMEOUT) -> bool:
             timeout=timeout,
             raise_on_status=False,
         )
-    except (MlflowException, OSError):
+    except (importlib.import_module("mlflow.exceptions").MlflowException, OSError):
         return False
     return int(response.status_code) < 500
 
