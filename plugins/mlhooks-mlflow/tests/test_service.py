@@ -7,12 +7,14 @@ ended honestly, no file left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlhooks.testing import wait_until
+from mlhooks_mlflow.testing import MlflowServer
 
 SLOW = 120.0
 
@@ -274,3 +277,111 @@ def test_the_batch_size_is_mlflows() -> None:
     from mlhooks_mlflow import MlflowBackend
 
     assert MlflowBackend.max_batch_size == MAX_METRICS_PER_BATCH
+
+
+def test_a_server_down_mid_run_is_told_once_and_nothing_waits_or_is_lost(
+    tmp_path: Path, new_mlflow_server: Callable[[], MlflowServer]
+) -> None:
+    """The tracking server dies while the service stores a script's run: the script is
+    told once (by its own stderr), its run's end and its exit do not wait for the
+    server, and what the service spooled is stored once by mlhooks sync."""
+    server = new_mlflow_server()
+    server.start()
+    script = _script(
+        tmp_path,
+        f"""
+        import time
+        import mlhooks
+        with mlhooks.start_run("outage"):
+            for step in range(3000):
+                mlhooks.log_metric("loss", 1.0, step=step)
+                if step == 1000:
+                    assert mlhooks.flush(60)
+                    open("{tmp_path / "flushed"}", "w").close()
+                    while not __import__("os").path.exists("{tmp_path / "killed"}"):
+                        time.sleep(0.05)
+            ended = time.monotonic()
+        print("end_run took", time.monotonic() - ended)
+        """,
+    )
+    env = _env(
+        tmp_path,
+        MLFLOW_TRACKING_URI=server.uri,
+        MLHOOKS_STRICT="0",
+        MLHOOKS_FLUSH_TIMEOUT="120",
+        MLHOOKS_EXIT_TIMEOUT="120",
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: (tmp_path / "flushed").exists(), timeout=SLOW)
+    server.kill()
+    (tmp_path / "killed").touch()
+    started = time.monotonic()
+    _out, err = process.communicate(timeout=SLOW)
+    took = time.monotonic() - started
+    assert process.returncode == 0, err
+    assert err.count("unreachable since") == 1, err
+    assert took < 60  # neither end_run nor exit waited MLHOOKS_*_TIMEOUT for the server
+    server.start()
+    synced = subprocess.run(
+        [sys.executable, "-m", "mlhooks", "sync", "--dir", str(tmp_path / "mlhooks-runs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SLOW,
+    )
+    assert synced.returncode == 0, synced.stderr
+    client = MlflowClient(server.uri)
+    (run,) = client.search_runs(["0"])
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
+    assert steps == list(range(3000))
+
+
+def test_a_service_killed_after_its_process_exited_leaves_its_journal_to_sync(
+    tmp_path: Path,
+) -> None:
+    """The training process exits while the service is still storing; the service is
+    killed then: mlhooks sync stores the rest from the journal's cursor, once."""
+    script = _script(
+        tmp_path,
+        """
+        import os
+        import mlhooks
+        from mlhooks.delivery.service_client import client
+        with mlhooks.start_run("orphan"):
+            for step in range(20000):
+                mlhooks.log_metric("loss", 1.0, step=step)
+        open("service.pid", "w").write(str(client.describe()["pid"]))
+        """,
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=_env(tmp_path, MLHOOKS_EXIT_TIMEOUT="0", MLHOOKS_FLUSH_TIMEOUT="0"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SLOW,
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int((tmp_path / "service.pid").read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=SLOW)
+    synced = subprocess.run(
+        [sys.executable, "-m", "mlhooks", "sync", "--dir", str(tmp_path / "mlhooks-runs")],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=SLOW,
+    )
+    assert synced.returncode == 0, synced.stderr
+    run = _runs(tmp_path)["orphan"]
+    assert run.info.status in ("FINISHED", "KILLED")
+    assert _history(tmp_path, run, "loss") == list(range(20000))

@@ -151,6 +151,13 @@ class Backend(abc.ABC):
     def end_run(self, op: EndRun) -> None:
         """Mark the run ended with ``op.status``."""
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Called once, on the thread that starts this backend's writer in this process
+        (the user's thread, at the first run that writes to it), before the writer
+        thread starts: import here what the writer needs and that must not be imported
+        by two threads at once. Not called when the backend runs in the writer
+        service, where its own process imports it."""
+
     def flush(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Make everything written so far durable. Called at run end and on ``flush()``."""
 

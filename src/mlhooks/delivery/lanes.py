@@ -305,6 +305,10 @@ class Lane:
             journaler.add(self._journal)
 
     def _start_writer(self) -> None:
+        try:
+            self.backend.prepare()
+        except Exception as error:  # noqa: BLE001 - the writer reports it again on use
+            report_background_error(f"prepare of backend {self.backend.name!r}", error)
         with self._lock:
             if self._thread is not None:
                 return

@@ -101,6 +101,12 @@ class MlflowBackend(Backend):
                 self._client = mlf.MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
+    def prepare(self) -> None:
+        """MLflow is imported here, on the thread that starts the backend's lane in
+        this process (the user's, at their first run), not later on the writer thread
+        while the user's code may import it too (see :mod:`.mlflow_api`)."""
+        mlf.load()
+
     def describe(self) -> str:
         return f"MLflow at {redact_text(self.tracking_uri)}"
 

@@ -8,6 +8,7 @@ process that does not use MLflow itself never pays for its import.
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any
 
 _HOMES = {
@@ -28,8 +29,35 @@ _HOMES = {
 }
 
 
+_PACKAGES = (
+    "mlflow",
+    "mlflow.entities",
+    "mlflow.exceptions",
+    "mlflow.tracking",
+    "mlflow.utils.validation",
+    "mlflow.utils.rest_utils",
+)
+_lock = threading.Lock()
+_loaded = False
+
+
+def load() -> None:
+    """Import MLflow, once and on one thread at a time: its package imports itself in
+    cycles, and two threads importing it at once (the writer and the outage watch)
+    deadlock or see it half-initialized."""
+    global _loaded
+    if _loaded:
+        return
+    with _lock:
+        if not _loaded:
+            for package in _PACKAGES:
+                importlib.import_module(package)
+            _loaded = True
+
+
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    load()
     return getattr(importlib.import_module(home), name)
