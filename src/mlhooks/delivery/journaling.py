@@ -93,6 +93,7 @@ class JournalPart:
         disk only, nothing is kept in memory, and this process never moves the cursor."""
         self.unwritten: list[Operation] = []
         """Remote: operations the journal could not take yet (a full disk), in order."""
+        self._leaving = False
 
     # -- journal thread -------------------------------------------------------------------
 
@@ -159,6 +160,11 @@ class JournalPart:
             self.writer.append(ops)
         except OSError as error:
             self._failed(error, 0)
+            if not self._leaving:  # the service reads only the journal: deliver here
+                self._leaving = True
+                threading.Thread(
+                    target=self.lane.leave_service, name="mlhooks-leave-service", daemon=True
+                ).start()
             return False
         if self.failing:
             self.failing = False
@@ -197,6 +203,22 @@ class JournalPart:
                     offset = journal.offset_of(cursor) if cursor < window.end else None
                     if offset is not None:
                         window.disk_from, window.disk_offset = cursor, offset
+            self.remote = False
+            unwritten, self.unwritten = self.unwritten, []
+            if unwritten:
+                self._journal(unwritten)
+
+    def take_back(self) -> None:
+        """Remote, once the service stored all the journal holds: this process's writer
+        delivers what comes next, from memory (the journal cannot be written)."""
+        with self.lock:
+            window = self.window
+            if self.writer is not None:
+                self.writer.close(remove=False)  # the service removes it once it is done
+                self.writer = None
+            with window.lock:
+                window.delivered = window.end
+                window.disk_from = None
             self.remote = False
             unwritten, self.unwritten = self.unwritten, []
             if unwritten:

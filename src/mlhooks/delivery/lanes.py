@@ -250,6 +250,24 @@ class Lane:
             self._start_writer()
         self._wake.set()
 
+    def leave_service(self) -> None:
+        """The journal cannot be written (a full or read-only disk), and the service
+        reads only the journal: once it stored what the journal holds, this process's
+        writer delivers the rest, from memory (as for a journal that fails in process)."""
+        service, part = self.service, self._journal
+        if service is None or part is None:
+            return
+        if part.writer is not None:
+            service.wait_stored(self, part.window.end, None, unless_unreachable=False)
+            service.bye(self, part.window.end)
+        part.take_back()
+        self.service = None
+        with self._lock:
+            started = self._started and self._thread is None
+        if started:
+            self._start_writer()
+        self._wake.set()
+
     @property
     def pending(self) -> int:
         """Items waiting in memory (not counting spilled ones)."""
