@@ -239,6 +239,14 @@ class Tail:
         lane.close(CURSOR_WAIT)
         self.done.set()
 
+    def give_up(self) -> None:
+        """Its process is gone and ``MLHOOKS_EXIT_TIMEOUT`` passed: what was read and
+        not stored goes to a spool, the rest stays in the journal from its cursor
+        (``mlhooks sync`` delivers both)."""
+        if self.lane is not None:
+            self.lane.close(0.0)
+        self.done.set()
+
     def state(self) -> dict[str, Any] | None:
         """The lane's outage state when it changed since last said."""
         lane = self.lane
@@ -310,8 +318,10 @@ class Service:
                 thread = threading.Thread(target=self._finish, args=(tail, True), daemon=True)
                 thread.start()
                 finishing.append(thread)
+        deadline = time.monotonic() + errors.setting_or_default("MLHOOKS_EXIT_TIMEOUT")
         for tail in list(self.tails.values()):
-            tail.done.wait()
+            if not tail.done.wait(max(0.0, deadline - time.monotonic())):
+                tail.give_up()
         self._discard_snapshots()
 
     def _discard_snapshots(self) -> None:
