@@ -71,6 +71,8 @@ class LocalBackend(Backend):
         self.root = Path(root) if root is not None else default_root()
         self._files: OrderedDict[tuple[str, str], int] = OrderedDict()
         """Open descriptors (appending) by run and file name, the most recent last."""
+        self._forked = False
+        """True in a forked child: runs it inherited may not be stored yet."""
 
     def describe(self) -> str:
         return f"local store at {self.root.resolve()}"
@@ -185,6 +187,7 @@ class LocalBackend(Backend):
     def after_fork(self) -> None:
         # The parent's files stay the parent's: the child closes only its own copies
         # of their descriptors (nothing of ours is buffered in them).
+        self._forked = True
         files, self._files = self._files, OrderedDict()
         for fd in files.values():
             with contextlib.suppress(OSError):
@@ -212,7 +215,11 @@ class LocalBackend(Backend):
             return fd
         directory = self.run_dir(run_id)
         if not directory.is_dir():
-            raise BackendError(f"run {run_id!r} was never started in {self.root}", retryable=False)
+            # In a forked child, the parent's writer may not have stored the start of a
+            # run the child inherited yet: worth another try (then the spool, or sync).
+            raise BackendError(
+                f"run {run_id!r} was never started in {self.root}", retryable=self._forked
+            )
         fd = self._files[key] = open_append(directory / filename)
         while len(self._files) > self._max_open_runs * 4:
             _, oldest = self._files.popitem(last=False)

@@ -93,6 +93,7 @@ class MlflowBackend(Backend):
         self._followed: dict[tuple[str | None, ...], str] = {}
         """Experiment ids MLflow's settings chose, by the settings."""
         self._lock = threading.Lock()
+        self._forked = False
 
     @property
     def client(self) -> MlflowClient:
@@ -149,6 +150,7 @@ class MlflowBackend(Backend):
 
     def after_fork(self) -> None:
         self._client = None  # its HTTP session belongs to the parent
+        self._forked = True
 
     def mlflow_run_id(self, run_id: str) -> str:
         """The MLflow run id of mlhooks run ``run_id``."""
@@ -157,7 +159,9 @@ class MlflowBackend(Backend):
             return known
         found = self._find(run_id)
         if found is None:
-            raise BackendError(f"no MLflow run for mlhooks run {run_id!r}", retryable=False)
+            # In a forked child, the parent may not have stored the start of a run the
+            # child inherited yet: worth another try (then the spool, or sync).
+            raise BackendError(f"no MLflow run for mlhooks run {run_id!r}", retryable=self._forked)
         return found
 
     def _find(self, run_id: str) -> str | None:
