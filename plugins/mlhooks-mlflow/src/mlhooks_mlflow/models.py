@@ -42,8 +42,10 @@ FLAVORS: dict[str, tuple[str, str]] = {
 }
 # Options where MLflow's default does not suit a model captured as is. MLflow 3 saves
 # PyTorch models as a traced graph ('pt2') by default, which needs an input example;
-# scikit-learn models with skops (see above).
+# scikit-learn models with skops (see above), LightGBM's scikit-learn API models too
+# (and its list of trusted types lacks LGBMRanker, so skops refused every ranker).
 SAVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "lightgbm": {"serialization_format": "cloudpickle"},
     "pytorch": {"serialization_format": "pickle"},
     "sklearn": {"serialization_format": "cloudpickle"},
 }
