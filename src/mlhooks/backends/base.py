@@ -115,6 +115,14 @@ class Backend(abc.ABC):
     #: (rebuilding the backend from :meth:`spec`). A store that lives in the process's
     #: memory has nothing to recover into and sets False.
     journaled: ClassVar[bool] = True
+    #: Whether the backend may run in the writer service (``MLHOOKS_SERVICE``): a child
+    #: process that rebuilds it from :meth:`spec` and stores what the training process
+    #: journals, so that its work takes no CPU or GIL from training. Declare it for a
+    #: journaled backend whose work is heavy Python and that :meth:`spec` rebuilds
+    #: whole (nothing it needs lives only in the training process). False by default:
+    #: a backend that relies on state of the training process (an SDK's own exit hooks,
+    #: an object the user built) stays in process.
+    out_of_process: ClassVar[bool] = False
 
     def supports(self, capability: Capability | None) -> bool:
         return capability is None or capability in self.capabilities
@@ -142,6 +150,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def end_run(self, op: EndRun) -> None:
         """Mark the run ended with ``op.status``."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Called once, on the thread that starts this backend's writer in this process
+        (the user's thread, at the first run that writes to it), before the writer
+        thread starts: import here what the writer needs and that must not be imported
+        by two threads at once. Not called when the backend runs in the writer
+        service, where its own process imports it."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Make everything written so far durable. Called at run end and on ``flush()``."""

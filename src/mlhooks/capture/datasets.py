@@ -260,14 +260,13 @@ def _new_hasher() -> hashlib.blake2b:
 
 
 def _feed(hasher: hashlib.blake2b, *parts: bytes | str) -> None:
-    """Add length-prefixed parts, so that part boundaries cannot be confused."""
-    hasher.update(b"".join(_framed(part) for part in parts))
-
-
-def _framed(part: bytes | str) -> bytes:
-    """``part`` as UTF-8 bytes, preceded by its length."""
-    raw = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
-    return len(raw).to_bytes(8, "little") + raw
+    """Add length-prefixed parts, so that part boundaries cannot be confused (each as
+    UTF-8 bytes after its length; fed as they are, not copied into one buffer)."""
+    update = hasher.update
+    for part in parts:
+        raw = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+        update(len(raw).to_bytes(8, "little"))
+        update(raw)
 
 
 def _feed_array(hasher: hashlib.blake2b, values: Any) -> None:

@@ -537,6 +537,8 @@ def _print_doctor(
 
 
 def _print_waiting(waiting: doctor.Waiting) -> None:
+    for pid, backlog in sorted(waiting.services.items()):
+        click.echo(f"writer service (pid {pid}) at work: {backlog} operation(s) not stored yet")
     parts = []
     if waiting.dead_journals:
         parts.append(f"{waiting.dead_journals} journal(s) of processes that died")

@@ -19,7 +19,7 @@ from mlhooks.core.host import ENTRY_POINT_GROUP, host
 from mlhooks.core.known_plugins import install_hint
 from mlhooks.core.redaction import redact
 from mlhooks.delivery import selection
-from mlhooks.delivery.journal import find_journals, owner_alive
+from mlhooks.delivery.journal import count_records, find_journals, owner_alive, service_of
 from mlhooks.delivery.spool import find_spools
 
 
@@ -232,6 +232,8 @@ class Waiting:
     live_journals: int = 0
     spools: int = 0
     rejected: int = 0
+    services: dict[int, int] = field(default_factory=dict)
+    """Writer services at work: pid -> operations they have not stored yet."""
 
     @property
     def to_sync(self) -> bool:
@@ -242,11 +244,20 @@ def waiting() -> Waiting:
     """Journals and spools under the local dir that `mlhooks sync` would deliver."""
     root = default_root()
     journals = find_journals(root)
-    dead = sum(1 for journal in journals if not owner_alive(journal.path))
+    services: dict[int, int] = {}
+    dead = 0
+    for journal in journals:
+        pid = service_of(journal.path)
+        if pid is not None:
+            backlog = max(0, count_records(journal) - journal.delivered())
+            services[pid] = services.get(pid, 0) + backlog
+        elif not owner_alive(journal.path):
+            dead += 1
     return Waiting(
         str(root),
         dead_journals=dead,
         live_journals=len(journals) - dead,
+        services=services,
         spools=len(find_spools(root / ".spool")),
         rejected=len(find_spools(root / ".spool" / "rejected")),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from mlhooks.core import settings
@@ -34,6 +35,16 @@ class MlhooksWarning(UserWarning):
 _warned: set[str] = set()
 _lock = threading.Lock()
 _silent = False
+_relay: Callable[[str, str, str], None] | None = None
+
+
+def set_relay(relay: Callable[[str, str, str], None] | None) -> None:
+    """Hand background warnings, notices and errors to ``relay(kind, key, message)``
+    (kind ``warn``, ``notice`` or ``error``) instead of showing them here: the writer
+    service relays them to its training process, which shows each once, under its own
+    warning filters and strict mode."""
+    global _relay
+    _relay = relay
 
 
 def set_silent(silent: bool) -> None:
@@ -109,6 +120,10 @@ def notice_once(key: str, message: str) -> bool:
     is not configured), never as a warning that ``-W error`` or strict mode would turn
     into an exception, and not at all when mlhooks is silent.
     """
+    relay = _relay
+    if relay is not None:
+        relay("notice", key, message)
+        return True
     with _lock:
         if key in _noticed or _silent:
             return False
@@ -120,6 +135,10 @@ def notice_once(key: str, message: str) -> bool:
 def warn_background(key: str, message: str) -> None:
     """:func:`warn_once` for mlhooks' own threads: with warnings turned into errors
     (``-W error``) the warning is logged instead, so that the thread lives on."""
+    relay = _relay
+    if relay is not None:
+        relay("warn", key, message)
+        return
     try:
         warn_once(key, message)
     except Exception:  # noqa: BLE001 - a warning filter set to "error"
@@ -130,13 +149,26 @@ background_failures: list[str] = []
 """In strict mode, the failures of mlhooks' own threads (tests check it is empty)."""
 
 
+def relayed_error(key: str, message: str) -> None:
+    """An error of the writer service's threads, relayed: reported here as
+    :func:`report_background_error` reports one of this process's threads."""
+    if is_strict():
+        background_failures.append(message)
+    warn_background(key, message)
+
+
 def report_background_error(site: str, error: BaseException) -> None:
     """:func:`report_internal_error` for mlhooks' own threads: never raises. In strict
     mode the failure is also kept in :data:`background_failures`."""
+    key = f"{site}:{type(error).__name__}"
+    message = (
+        f"mlhooks: {site} failed and was skipped; training is not affected "
+        f"({type(error).__name__}: {error})"
+    )
+    relay = _relay
+    if relay is not None:
+        relay("error", key, message)
+        return
     if is_strict():
         background_failures.append(f"{site}: {type(error).__name__}: {error}")
-    warn_background(
-        f"{site}:{type(error).__name__}",
-        f"mlhooks: {site} failed and was skipped; training is not affected "
-        f"({type(error).__name__}: {error})",
-    )
+    warn_background(key, message)

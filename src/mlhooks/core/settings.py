@@ -252,6 +252,14 @@ declare(
     "at most `MLHOOKS_JOURNAL_INTERVAL` seconds of data",
 )
 declare(
+    "MLHOOKS_SERVICE",
+    flag,
+    False,
+    "run the backends that declare it (MLflow, TensorBoard) in a writer service process "
+    "that stores what the training process journals, so that their work takes no CPU "
+    "or GIL from training",
+)
+declare(
     "MLHOOKS_JOURNAL_INTERVAL",
     positive_seconds,
     0.5,

@@ -95,8 +95,11 @@ class JournalWriter:
     """The journal of one lane of this process: appended by the journal thread, its
     cursor moved by the lane's writer."""
 
-    def __init__(self, directory: Path, backend: Backend) -> None:
+    def __init__(self, directory: Path, backend: Backend, *, deliver_here: bool = True) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.deliver_here = deliver_here
+        """Whether this process delivers the journal (it then holds the cursor's lock);
+        False when the writer service does (see :mod:`.service`)."""
         self.directory = directory
         self.backend_name = backend.name
         self.options = backend.spec()
@@ -131,6 +134,8 @@ class JournalWriter:
                 str(path) + ".cursor", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
             )
             try:
+                if self.deliver_here:
+                    fcntl.flock(cursor_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: never contended
                 os.pwrite(cursor_fd, b"%0*d\n" % (_CURSOR_WIDTH, self.written), 0)
             except BaseException:
                 os.close(cursor_fd)
@@ -173,6 +178,21 @@ class JournalWriter:
         """Everything before index ``delivered`` is stored (or safely elsewhere)."""
         os.pwrite(self._cursor_fd, b"%0*d\n" % (_CURSOR_WIDTH, delivered), 0)
 
+    def take_delivery(self, timeout: float) -> bool:
+        """Become the journal's deliverer (the writer service gave it up or died):
+        wait up to ``timeout`` seconds for the cursor's lock; True once held."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._cursor_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+                continue
+            self.deliver_here = True
+            return True
+
     def rotate(self, open_runs: list[str]) -> None:
         """Start a new file (everything in this one is delivered); the runs still open
         are carried in its header, so that a death later still ends them."""
@@ -211,6 +231,29 @@ def _write_all(file: io.FileIO, data: bytes) -> None:
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     Path(str(path) + ".cursor").unlink(missing_ok=True)
+    Path(str(path) + SERVICE_SUFFIX).unlink(missing_ok=True)
+
+
+SERVICE_SUFFIX = ".service"
+"""Beside a journal the writer service delivers: the service's pid (for doctor)."""
+
+
+def service_of(path: Path) -> int | None:
+    """The pid of the live writer service that delivers the journal at ``path``."""
+    try:
+        pid = int(Path(str(path) + SERVICE_SUFFIX).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def count_records(journal: JournalFile) -> int:
+    """How many operations the journal holds (its first index included)."""
+    end = 0
+    for index, _, _ in journal.records():
+        end = index + 1
+    return end
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -277,6 +320,19 @@ class JournalFile:
                 if len(payload) < length or zlib.crc32(payload) != crc:
                     return  # torn by a death half-way through the write
                 yield index, _unpack(payload), f.tell()
+
+    def offset_of(self, index: int) -> int | None:
+        """Where the record of operation ``index`` starts (None: not in the file)."""
+        before = None
+        for found, _, after in self.records():
+            if found == index:
+                return before if before is not None else self._first_offset()
+            before = after
+        return None
+
+    def _first_offset(self) -> int:
+        with open(self.path, "rb") as f:
+            return len(f.readline())
 
     def remove(self) -> None:
         _remove(self.path)
@@ -378,16 +434,20 @@ def recover(
             return None
         if header_process_alive(header):
             return None  # its process let go of the lock (closed every file) but lives
+        try:
+            writer = CursorFile(journal.cursor_path)
+        except BlockingIOError:
+            return None  # a writer service delivers it
         result = Recovered(journal.path, header)
         try:
             backend = backend_for(header)
         except Exception as error:  # noqa: BLE001 - reported by the caller
+            writer.close()
             result.error = error
             return result
         open_runs = dict.fromkeys(header.open_runs)
         cursor = max(journal.delivered(), header.first)
         on_reject = reject(backend) if reject is not None else None
-        writer = _CursorFile(journal.cursor_path)
         last_time = 0
         try:
             for index, op, _ in journal.records():
@@ -424,12 +484,23 @@ def recover(
         return result
 
 
-class _CursorFile:
+class CursorFile:
+    """A journal's cursor, held (locked) by whoever delivers the journal: raises
+    BlockingIOError while another process does."""
+
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def save(self, delivered: int) -> None:
-        os.pwrite(self._fd, b"%0*d\n" % (_CURSOR_WIDTH, delivered), 0)
+        if self._fd >= 0:
+            os.pwrite(self._fd, b"%0*d\n" % (_CURSOR_WIDTH, delivered), 0)
 
     def close(self) -> None:
-        os.close(self._fd)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)

@@ -88,6 +88,12 @@ class JournalPart:
         """Held while the journal thread writes, so that exit does not close under it."""
         self._offsets: dict[int, int] = {}
         """Where each operation the writer last read from disk ends in the journal."""
+        self.remote = False
+        """True while the writer service delivers this journal: every operation goes to
+        disk only, nothing is kept in memory, and this process never moves the cursor."""
+        self.unwritten: list[Operation] = []
+        """Remote: operations the journal could not take yet (a full disk), in order."""
+        self._leaving = False
 
     # -- journal thread -------------------------------------------------------------------
 
@@ -100,6 +106,9 @@ class JournalPart:
             return self._round()
 
     def _round(self) -> bool:
+        if self.remote:
+            self._remote_round()
+            return False
         window = self.window
         if self.failing and window.disk_from is not None:
             return False  # what came must wait behind the part on disk
@@ -120,12 +129,103 @@ class JournalPart:
                 wake = True
         return wake or window.weight >= self.lane.backend.max_batch_size
 
-    def _journal(self, ops: list[Operation]) -> None:
+    def _remote_round(self) -> None:
+        """Journal what was queued for the writer service, which reads it from disk.
+        What the disk refuses waits, in order, and is tried first next round."""
+        if self.unwritten and not self._append_remote(self.unwritten):
+            return  # the queue (and its spill file) keeps what comes meanwhile
+        self.unwritten = []
+        items = self.lane._take_queued()
+        if not items:
+            return
+        ops: list[Operation] = []
+        for segment, marker in self.batcher.segments(items):
+            ops.extend(segment)
+            if marker is not None:  # a remote lane's flush asks the service instead
+                marker.ok = False
+                marker.done.set()
+        if ops and not self._append_remote(ops):
+            self.unwritten = ops
+            return
+        if ops:
+            self.lane.service.wake()
+
+    def _append_remote(self, ops: list[Operation]) -> bool:
+        self._track_open_runs(ops)
+        try:
+            if self.writer is None:
+                self.writer = JournalWriter(self.directory, self.lane.backend, deliver_here=False)
+                self.writer.written = self.window.end
+                self.lane.service.attach(self.lane, self.writer.path)
+            self.writer.append(ops)
+        except OSError as error:
+            self._failed(error, 0)
+            if not self._leaving:  # the service reads only the journal: deliver here
+                self._leaving = True
+                threading.Thread(
+                    target=self.lane.leave_service, name="mlhooks-leave-service", daemon=True
+                ).start()
+            return False
+        if self.failing:
+            self.failing = False
+            warn_background(
+                f"journal-back:{self.lane.backend.name}",
+                f"mlhooks: the journal of backend {self.lane.backend.name!r} is written again.",
+            )
+        self.window.end += len(ops)
+        return True
+
+    def _track_open_runs(self, ops: list[Operation]) -> None:
         for op in ops:
             if type(op) is StartRun:
                 self.open_runs[op.run.run_id] = None
             elif type(op) is EndRun:
                 self.open_runs.pop(op.run_id, None)
+
+    def go_local(self, timeout: float) -> None:
+        """The writer service cannot deliver this journal: this process's writer does
+        from now on, from where the service's cursor stands (the operations past it are
+        read back from disk). Waits up to ``timeout`` seconds for the service to let go."""
+        with self.lock:
+            if not self.remote:
+                return
+            writer, window = self.writer, self.window
+            if writer is not None:
+                if not writer.take_delivery(timeout):
+                    report_background_error(
+                        f"take-over of the journal of {self.lane.backend.name!r}",
+                        TimeoutError("the writer service still holds its cursor"),
+                    )
+                journal = JournalFile(writer.path)
+                cursor = journal.delivered()
+                with window.lock:
+                    window.delivered = cursor
+                    offset = journal.offset_of(cursor) if cursor < window.end else None
+                    if offset is not None:
+                        window.disk_from, window.disk_offset = cursor, offset
+            self.remote = False
+            unwritten, self.unwritten = self.unwritten, []
+            if unwritten:
+                self._journal(unwritten)
+
+    def take_back(self) -> None:
+        """Remote, once the service stored all the journal holds: this process's writer
+        delivers what comes next, from memory (the journal cannot be written)."""
+        with self.lock:
+            window = self.window
+            if self.writer is not None:
+                self.writer.close(remove=False)  # the service removes it once it is done
+                self.writer = None
+            with window.lock:
+                window.delivered = window.end
+                window.disk_from = None
+            self.remote = False
+            unwritten, self.unwritten = self.unwritten, []
+            if unwritten:
+                self._journal(unwritten)
+
+    def _journal(self, ops: list[Operation]) -> None:
+        self._track_open_runs(ops)
         window = self.window
         offset = None
         try:
@@ -173,7 +273,7 @@ class JournalPart:
 
     def _maybe_rotate(self) -> None:
         writer, window = self.writer, self.window
-        if writer is None or writer.size < ROTATE_BYTES:
+        if writer is None or writer.size < ROTATE_BYTES or self.remote:
             return
         with window.lock:
             if window.delivered != window.end or window.disk_from is not None:

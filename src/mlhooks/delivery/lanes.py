@@ -32,10 +32,10 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mlhooks.backends.base import Backend, Operation
 from mlhooks.core import settings
@@ -52,6 +52,27 @@ EXIT_GRACE = 2.0
 """Seconds exit lets an operation being stored finish before it spools the rest."""
 
 __all__ = ["Lane", "MetricItem", "RetryPolicy", "flush_lanes", "retry_policy_from_env"]
+
+
+class Service(Protocol):
+    """The writer service as a lane sees it (:mod:`.service_client`)."""
+
+    def attach(self, lane: Lane, journal: Path) -> None:
+        """Have the service deliver ``journal``, the lane's, from its cursor on."""
+
+    def wake(self) -> None:
+        """New records were written to an attached journal."""
+
+    def wait_stored(
+        self, lane: Lane, upto: int, timeout: float | None, unless_unreachable: bool
+    ) -> bool:
+        """Wait until the lane's operations before index ``upto`` are stored or spooled."""
+
+    def bye(self, lane: Lane, end: int) -> None:
+        """This process writes no more to the lane's journal, which ends at ``end``."""
+
+    def state(self, lane: Lane) -> tuple[bool, float | None]:
+        """Whether the lane's backend is down, and since when it is unreachable."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +106,14 @@ class Lane:
         busy_factor: float = 9.0,
         max_interval: float = 2.0,
         journal: Path | None = None,
+        service: Service | None = None,
+        part: Callable[[Lane], JournalPart] | None = None,
     ) -> None:
         self.backend = backend
+        self.service = service if journal is not None else None
+        """The writer service that delivers this lane's journal; None: this process's
+        writer thread does."""
+        self._make_part = part or _journal_part
         self.spool_dir = spool_dir
         self.journal_dir = journal
         """Where this lane's journal goes; None: not journaled (data in memory only)."""
@@ -109,6 +136,7 @@ class Lane:
         self._wake = threading.Event()
         self._overflow: Overflow | None = None
         self._thread: threading.Thread | None = None
+        self._started = False
         self._closing = threading.Event()
         self._fast = False
         """True once the writer runs and nothing is spilled: put() just appends."""
@@ -120,11 +148,9 @@ class Lane:
         self.pacer.urgent = False
         if self._journal is not None:
             self._journal.drop_in_child()
-        self._journal = (
-            JournalPart(self, self.journal_dir, self.queue_limit)
-            if self.journal_dir is not None
-            else None
-        )
+        self._journal = self._make_part(self) if self.journal_dir is not None else None
+        if self._journal is not None:
+            self._journal.remote = self.service is not None
         self._intake = journaler.wake if self._journal is not None else self._wake
         self._delivering = threading.Lock()
         """Held by a journaled lane's writer while it stores one operation."""
@@ -153,7 +179,7 @@ class Lane:
             else:
                 item.done.set()
             return
-        if self._thread is None:
+        if not self._started:
             self._start()
         with self._lock:
             if self._overflow is None:
@@ -170,8 +196,10 @@ class Lane:
         """Wait until everything put before this call is stored or spooled;
         ``unless_unreachable``: stop waiting (False) once the backend is known not to
         answer at all (``unreachable_since``)."""
-        if self._thread is None and not self._queue and self._overflow is None:
+        if not self._started and not self._queue and self._overflow is None:
             return True
+        if self.service is not None:
+            return self._flush_remote(self.service, timeout, unless_unreachable)
         marker = FlushMarker()
         self.put(marker)  # type: ignore[arg-type]
         self.pacer.urgent = True
@@ -187,6 +215,58 @@ class Lane:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
         return False
+
+    def _flush_remote(
+        self, service: Service, timeout: float | None, unless_unreachable: bool
+    ) -> bool:
+        """Journal what is queued now (on this thread), then wait for the service to
+        store it."""
+        part = self._journal
+        assert part is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            part.round()
+            if not part.unwritten:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return False  # the journal cannot be written: nothing reached the service
+            time.sleep(0.1)
+        if self.service is not service:  # it went local meanwhile
+            return self.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return service.wait_stored(self, part.window.end, left, unless_unreachable)
+
+    def go_local(self, timeout: float = 5.0) -> None:
+        """Deliver this lane's journal in this process from now on (the writer service
+        cannot be used), from the service's cursor."""
+        part = self._journal
+        if self.service is None or part is None:
+            return
+        part.go_local(timeout)
+        self.service = None
+        with self._lock:
+            started = self._started and self._thread is None
+        if started:
+            self._start_writer()
+        self._wake.set()
+
+    def leave_service(self) -> None:
+        """The journal cannot be written (a full or read-only disk), and the service
+        reads only the journal: once it stored what the journal holds, this process's
+        writer delivers the rest, from memory (as for a journal that fails in process)."""
+        service, part = self.service, self._journal
+        if service is None or part is None:
+            return
+        if part.writer is not None:
+            service.wait_stored(self, part.window.end, None, unless_unreachable=False)
+            service.bye(self, part.window.end)
+        part.take_back()
+        self.service = None
+        with self._lock:
+            started = self._started and self._thread is None
+        if started:
+            self._start_writer()
+        self._wake.set()
 
     @property
     def pending(self) -> int:
@@ -207,12 +287,18 @@ class Lane:
     @property
     def is_down(self) -> bool:
         """True while the backend fails and operations go to the spool."""
+        service = self.service
+        if service is not None:
+            return service.state(self)[0]
         return self._spooler.is_down
 
     @property
     def unreachable_since(self) -> float | None:
         """Since when (``time.time()``) the backend is known not to answer; None while
         it answers (or cannot tell)."""
+        service = self.service
+        if service is not None:
+            return service.state(self)[1]
         return self._spooler.unreachable_since
 
     @property
@@ -228,6 +314,20 @@ class Lane:
 
     def _start(self) -> None:
         with self._lock:
+            if self._started:
+                return
+            self._started = True
+        if self.service is None:
+            self._start_writer()
+        if self._journal is not None:
+            journaler.add(self._journal)
+
+    def _start_writer(self) -> None:
+        try:
+            self.backend.prepare()
+        except Exception as error:  # noqa: BLE001 - the writer reports it again on use
+            report_background_error(f"prepare of backend {self.backend.name!r}", error)
+        with self._lock:
             if self._thread is not None:
                 return
             thread = threading.Thread(
@@ -235,8 +335,6 @@ class Lane:
             )
             self._thread = thread
             thread.start()
-        if self._journal is not None:
-            journaler.add(self._journal)
 
     def _run(self) -> None:
         pacer = self.pacer
@@ -279,7 +377,7 @@ class Lane:
             return items
         with self._lock:
             overflow, self._overflow = self._overflow, None
-            self._fast = self._thread is not None
+            self._fast = self._started
         if overflow is not None:
             items.extend(overflow.read())
         return items
@@ -296,7 +394,7 @@ class Lane:
                 continue
             with self._lock:
                 overflow, self._overflow = self._overflow, None
-                self._fast = self._thread is not None
+                self._fast = self._started
             if overflow is None:
                 return
             chunk: list[Any] = []
@@ -384,6 +482,10 @@ class Lane:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool
         self._wake.set()
+        service = self.service
+        if service is not None and self._journal is not None:
+            self._close_remote(service, self._journal, flushed)
+            return
         spooled = self._spool_late_items() if flushed else self._spool_leftovers()
         if self._journal is not None:
             self._close_journal(self._journal, spooled)
@@ -392,6 +494,18 @@ class Lane:
             self.backend.close()
         except Exception as error:  # noqa: BLE001
             report_background_error(f"close of backend {self.backend.name!r}", error)
+
+    def _close_remote(self, service: Service, part: JournalPart, flushed: bool) -> None:
+        """At exit, a lane the writer service delivers: what the journal could not take
+        and what came after the flush go to a spool; the service is told the journal
+        ends here, and goes on alone with what it has not stored yet."""
+        with part.lock:
+            leftovers, part.unwritten = part.unwritten, []
+            spooled = self._spooler.spool_at_exit(self._queued_ops(leftovers))
+            service.bye(self, part.window.end)
+        # Stored whole: nothing is left for anyone. Else the service (or, should it
+        # die, mlhooks sync or the next process) delivers the rest from the journal.
+        part.close(remove=flushed and spooled)
 
     def _spool_leftovers(self) -> bool:
         """At exit with a stuck backend: put everything not stored into a spool file;
@@ -442,6 +556,11 @@ class Lane:
             part.close(remove=True)
         else:
             part.close(remove=False)
+
+
+def _journal_part(lane: Lane) -> JournalPart:
+    assert lane.journal_dir is not None
+    return JournalPart(lane, lane.journal_dir, lane.queue_limit)
 
 
 _LANES: weakref.WeakSet[Lane] = weakref.WeakSet()

@@ -36,7 +36,7 @@ from mlhooks.core.errors import notice_once
 from mlhooks.core.hookspecs import hookimpl
 from mlhooks.core.shutdown import Stage, in_forked_child
 from mlhooks.core.types import Capability, DatasetInfo, ModelArtifact, RunInfo, RunStatus, now_ms
-from mlhooks.delivery import staging
+from mlhooks.delivery import service_client, staging
 from mlhooks.delivery.journal import journal_dir
 from mlhooks.delivery.lanes import Lane, flush_lanes, retry_policy_from_env
 from mlhooks.delivery.recovery import recover_in_background
@@ -74,11 +74,15 @@ class Recorder:
                 if lane is None:
                     root = Path(default_root())
                     journaled = backend.journaled and settings.get("MLHOOKS_JOURNAL")
+                    remote = (
+                        journaled and backend.out_of_process and settings.get("MLHOOKS_SERVICE")
+                    )
                     lane = Lane(
                         backend,
                         spool_dir=root / ".spool",
                         retry=retry_policy_from_env(),
                         journal=journal_dir(root) if journaled else None,
+                        service=service_client.client if remote else None,
                     )
                     if journaled:
                         recover_in_background(root)

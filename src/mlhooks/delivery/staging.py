@@ -18,7 +18,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from mlhooks.backends.base import LogArtifact, LogModel, Operation
@@ -208,12 +208,25 @@ def hold(path: str, more: int) -> None:
             _holders[path] += more
 
 
+_elsewhere: Callable[[str], None] | None = None
+
+
+def release_elsewhere(relay: Callable[[str], None] | None) -> None:
+    """In the writer service: releases of snapshots that are not this process's go to
+    ``relay`` (the training process, which holds them, or the service's clean-up)."""
+    global _elsewhere
+    _elsewhere = relay
+
+
 def release(path: str) -> None:
     """One holder is done with the snapshot ``path``; the last one deletes it. Paths
     that are not snapshots of this process (a spool replayed by `mlhooks sync`) stay."""
     with _lock:
         left = _holders.get(path)
         if left is None:
+            relay = _elsewhere
+            if relay is not None:
+                relay(path)
             return
         if left > 1:
             _holders[path] = left - 1

@@ -15,17 +15,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
-
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
-from mlflow.exceptions import MlflowException, RestException
-from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import (
-    MAX_METRICS_PER_BATCH,
-    MAX_PARAM_VAL_LENGTH,
-    MAX_PARAMS_TAGS_PER_BATCH,
-    MAX_TAG_VAL_LENGTH,
-)
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlhooks import DatasetInfo, RunInfo
 from mlhooks import Metric as MlhooksMetric
@@ -42,6 +32,7 @@ from mlhooks.plugin import (
     warn_background,
 )
 
+from . import mlflow_api as mlf
 from . import models
 from .connection import answers, bounded_requests, is_served
 from .location import (
@@ -51,6 +42,10 @@ from .location import (
     set_experiment_id,
 )
 from .races import is_transient_race, store_creation_lock
+
+if TYPE_CHECKING:
+    from mlflow.entities import DatasetInput, Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
 
 RUN_ID_TAG = "mlhooks.run_id"
 _KEY_ALLOWED = re.compile(r"[^/\w.\- :]")
@@ -75,7 +70,8 @@ class MlflowBackend(Backend):
     """
 
     name: ClassVar[str] = "mlflow"
-    max_batch_size: ClassVar[int] = MAX_METRICS_PER_BATCH
+    out_of_process: ClassVar[bool] = True
+    max_batch_size: ClassVar[int] = 1000  # MLflow's MAX_METRICS_PER_BATCH (tested)
     # Each MLflow call costs milliseconds of Python (and GIL) whatever its size: gather
     # points for a second rather than write 20 small batches.
     write_interval: ClassVar[float] = 1.0
@@ -103,8 +99,14 @@ class MlflowBackend(Backend):
     def client(self) -> MlflowClient:
         if self._client is None:
             with store_creation_lock(self.tracking_uri):  # the first process creates it
-                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+                self._client = mlf.MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
+
+    def prepare(self) -> None:
+        """MLflow is imported here, on the thread that starts the backend's lane in
+        this process (the user's, at their first run), not later on the writer thread
+        while the user's code may import it too (see :mod:`.mlflow_api`)."""
+        mlf.load()
 
     def describe(self) -> str:
         return f"MLflow at {redact_text(self.tracking_uri)}"
@@ -199,7 +201,7 @@ class MlflowBackend(Backend):
         created = self.client.create_run(
             experiment_id,
             start_time=run.start_time,
-            tags={k: v[:MAX_TAG_VAL_LENGTH] for k, v in self._clean(tags, "tag").items()},
+            tags={k: v[: mlf.MAX_TAG_VAL_LENGTH] for k, v in self._clean(tags, "tag").items()},
             run_name=run.name,
         )
         self._ids[run.run_id] = created.info.run_id
@@ -225,7 +227,7 @@ class MlflowBackend(Backend):
         leaves it as it is."""
         ended = self.client.get_run(mlflow_id).info.end_time
         if ended is not None and run.start_time > ended:
-            self.client.update_run(mlflow_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            self.client.update_run(mlflow_id, status=mlf.RunStatus.to_string(mlf.RunStatus.RUNNING))
 
     def _experiment_id(self, run: RunInfo) -> str:
         if run.experiment is None and self.experiment is None and self.experiment_id:
@@ -271,20 +273,22 @@ class MlflowBackend(Backend):
 
     def end_run(self, op: EndRun) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)
-        self.client.set_terminated(mlflow_id, RunStatus.to_string(_status(op.status)), op.end_time)
+        self.client.set_terminated(
+            mlflow_id, mlf.RunStatus.to_string(_status(op.status)), op.end_time
+        )
 
     # -- writes -----------------------------------------------------------------------------
 
     def log_batch(self, batch: LogBatch) -> None:
         mlflow_id = self.mlflow_run_id(batch.run_id)
         keys = self._clean_keys([k for k, _, _, _ in batch.metrics], "metric")
-        metrics = [Metric(keys[k], v, t, s) for k, v, s, t in batch.metrics]
+        metrics = [mlf.Metric(keys[k], v, t, s) for k, v, s, t in batch.metrics]
         params = [
-            Param(k, self._truncate(k, v, MAX_PARAM_VAL_LENGTH, "param"))
+            mlf.Param(k, self._truncate(k, v, mlf.MAX_PARAM_VAL_LENGTH, "param"))
             for k, v in self._clean(batch.params, "param").items()
         ]
         tags = [
-            RunTag(k, self._truncate(k, v, MAX_TAG_VAL_LENGTH, "tag"))
+            mlf.RunTag(k, self._truncate(k, v, mlf.MAX_TAG_VAL_LENGTH, "tag"))
             for k, v in self._clean(batch.tags, "tag").items()
         ]
         for chunk_metrics, chunk_params, chunk_tags in _chunks(metrics, params, tags):
@@ -313,7 +317,7 @@ class MlflowBackend(Backend):
             source = f"runs:/{mlflow_id}/{op.model.name}"
             try:
                 self.client.create_registered_model(registered)
-            except MlflowException as error:
+            except mlf.MlflowException as error:
                 if error.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
             self.client.create_model_version(registered, source, run_id=mlflow_id)
@@ -352,7 +356,7 @@ class MlflowBackend(Backend):
             return error.retryable
         if is_transient_race(error):  # several processes on one SQL store
             return True
-        if isinstance(error, RestException | MlflowException):
+        if isinstance(error, mlf.RestException | mlf.MlflowException):
             return error.error_code not in _PERMANENT_CODES
         return isinstance(error, OSError | ConnectionError | TimeoutError)
 
@@ -393,7 +397,7 @@ def _row(run: Any) -> dict[str, Any]:
 
 
 def _status(status: str) -> int:
-    return int(RunStatus.from_string(status))
+    return int(mlf.RunStatus.from_string(status))
 
 
 def _user() -> str:
@@ -420,11 +424,11 @@ def _chunks(
     metrics: list[Metric], params: list[Param], tags: list[RunTag]
 ) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
     """Pieces within MLflow's limits: 1000 metrics, 100 params and 100 tags per call."""
-    step = MAX_PARAMS_TAGS_PER_BATCH
+    step = mlf.MAX_PARAMS_TAGS_PER_BATCH
     for start in range(0, max(len(params), len(tags)), step):
         yield [], params[start : start + step], tags[start : start + step]
-    for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-        yield metrics[start : start + MAX_METRICS_PER_BATCH], [], []
+    for start in range(0, len(metrics), mlf.MAX_METRICS_PER_BATCH):
+        yield metrics[start : start + mlf.MAX_METRICS_PER_BATCH], [], []
 
 
 _MLFLOW_TYPES = {"f": "double", "i": "long", "u": "long", "b": "boolean", "O": "string"}
@@ -441,7 +445,7 @@ def _dataset_input(info: DatasetInfo) -> DatasetInput:
     }
     if info.shape:
         profile["num_rows"] = info.shape[0]
-    dataset = Dataset(
+    dataset = mlf.Dataset(
         name=info.name,
         digest=info.digest,
         source_type="local" if info.source else "code",
@@ -449,7 +453,10 @@ def _dataset_input(info: DatasetInfo) -> DatasetInput:
         schema=json.dumps({"mlflow_colspec": columns}) if columns else None,
         profile=json.dumps(profile),
     )
-    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", info.context)])
+    found: DatasetInput = mlf.DatasetInput(
+        dataset, tags=[mlf.InputTag("mlflow.data.context", info.context)]
+    )
+    return found
 
 
 def _dtype_kind(dtype: str) -> str:

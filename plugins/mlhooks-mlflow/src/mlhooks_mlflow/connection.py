@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mlflow.exceptions import MlflowException
+from . import mlflow_api
 
 CONNECT_TIMEOUT = 5.0
 """Seconds mlhooks' requests wait for a connection (MLflow's timeout if shorter)."""
@@ -73,6 +73,7 @@ def answers(tracking_uri: str, timeout: float = HEALTH_TIMEOUT) -> bool:
     """Whether the server at ``tracking_uri`` answers ``/health`` within ``timeout``
     seconds, once, with no retries. A server error (5xx, such as a proxy's 502 for a
     server behind it that is gone) counts as no answer."""
+    mlflow_api.load()  # on one thread at a time (the watch asks beside the writer)
     from mlflow.utils import rest_utils
 
     http_request: Callable[..., Any] = rest_utils.http_request
@@ -87,7 +88,7 @@ def answers(tracking_uri: str, timeout: float = HEALTH_TIMEOUT) -> bool:
             timeout=timeout,
             raise_on_status=False,
         )
-    except (MlflowException, OSError):
+    except (importlib.import_module("mlflow.exceptions").MlflowException, OSError):
         return False
     return int(response.status_code) < 500
 
@@ -123,6 +124,7 @@ def _install() -> bool:
     global _installed
     if _installed is not None:
         return _installed
+    mlflow_api.load()
     with _install_lock:
         if _installed is None:
             modules = [importlib.import_module(name) for name in _PATCHED_MODULES]

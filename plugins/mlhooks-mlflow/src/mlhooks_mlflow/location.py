@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import sys
 from urllib.parse import unquote, urlparse
 
-import mlflow
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+"""MLflow 3's default store."""
 
 
 class TrackingUriError(ValueError):
@@ -17,7 +20,21 @@ def _file_store_allowed() -> bool:
 
 
 def _major_version() -> int:
-    return int(mlflow.__version__.split(".")[0])
+    return int(importlib.metadata.version("mlflow").split(".")[0])
+
+
+def current_tracking_uri() -> str:
+    """What ``mlflow.get_tracking_uri()`` says, without importing MLflow when the user's
+    program did not: then neither ``mlflow.set_tracking_uri`` nor a notebook could
+    have chosen one, and MLflow's own answer is its environment variable or default."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None and hasattr(mlflow, "get_tracking_uri"):
+        return str(mlflow.get_tracking_uri())
+    if _major_version() < 3:
+        import mlflow as imported
+
+        return str(imported.get_tracking_uri())
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -27,7 +44,7 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
 
     Raises TrackingUriError for a file store that MLflow 3 refuses.
     """
-    uri = explicit if explicit is not None else mlflow.get_tracking_uri()
+    uri = explicit if explicit is not None else current_tracking_uri()
     parsed = urlparse(uri)
     is_file_store = parsed.scheme in ("", "file") and not uri.startswith("databricks")
     if is_file_store and _major_version() >= 3 and not _file_store_allowed():
@@ -58,9 +75,8 @@ def active_experiment_id() -> str | None:
 
 def set_experiment_id() -> str | None:
     """The experiment id ``mlflow.set_experiment`` chose, if it was called."""
-    try:
-        from mlflow.tracking import fluent
-    except ImportError:
+    fluent = sys.modules.get("mlflow.tracking.fluent")  # not imported: never called
+    if fluent is None:
         return None
     chosen = getattr(fluent, "_active_experiment_id", None)
     return str(chosen) if chosen else None

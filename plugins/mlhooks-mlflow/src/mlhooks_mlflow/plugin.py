@@ -3,10 +3,9 @@ with ``mlflow.start_run()`` adopted as the run mlhooks logs into."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
-
-import mlflow
 
 import mlhooks
 from mlhooks import RunInfo
@@ -24,6 +23,9 @@ def register_backends(register: Callable[[str, Any], None]) -> None:
 @mlhooks.hookimpl
 def find_active_run() -> RunInfo | None:
     """The run of ``mlflow.start_run()``, when one is active on this thread."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None or not hasattr(mlflow, "active_run"):
+        return None  # MLflow not imported (or being imported): no run of its own
     active = mlflow.active_run()
     if active is None:
         return None

@@ -106,6 +106,7 @@ class TensorBoardBackend(Backend):
     ``tensorboard --logdir <root>``."""
 
     name: ClassVar[str] = "tensorboard"
+    out_of_process: ClassVar[bool] = True
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.METRICS, Capability.PARAMS, Capability.TAGS, Capability.ARTIFACTS}
     )
