@@ -7,7 +7,6 @@ as JSON files, since a param keeps short text only."""
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,10 +53,18 @@ def of_training(
 
 
 def log_files(session: FitSession, arguments: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-    """``training_args.json`` and ``model_config.json``, complete, as artifacts."""
-    with tempfile.TemporaryDirectory(prefix="mlhooks-transformers-") as folder:
-        for name, values in (("training_args.json", arguments), ("model_config.json", config)):
-            if values:
-                path = Path(folder) / name
-                path.write_text(json.dumps(values, indent=1, default=str))
-                session.log_artifact(str(path))  # a snapshot is taken now
+    """``training_args.json`` and ``model_config.json``, complete, as artifacts: written
+    on mlhooks' background worker (from these dictionaries, made now), once the
+    training ends or at most a few minutes into it."""
+    files = {
+        name: json.dumps(values, indent=1, default=str)
+        for name, values in (("training_args.json", arguments), ("model_config.json", config))
+        if values
+    }
+
+    def write(directory: Path) -> None:
+        for name, text in files.items():
+            (directory / name).write_text(text)
+
+    if files:
+        session.in_background(write)

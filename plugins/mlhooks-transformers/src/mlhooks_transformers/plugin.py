@@ -12,28 +12,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlhooks
 from mlhooks.plugin import Call, CallHandler, Integration
 
+from . import compat
 from .options import FRAMEWORK, TransformersOptions
+
+if TYPE_CHECKING:
+    from .callback import MlhooksCallback
 
 
 class TrainCall(CallHandler):
     """Around ``Trainer.train``: the Trainer's callbacks with ours and without Hugging
     Face's MLflow callback, then as they were; the training's exception ends its run."""
 
-    def before(self, call: Call) -> None:
-        from . import compat
-        from .callback import MlhooksCallback
+    def __init__(self, callback_class: type[MlhooksCallback]) -> None:
+        self.callback_class = callback_class
 
+    def before(self, call: Call) -> None:
         handler = call.instance.callback_handler
         original = list(handler.callbacks)
         callbacks = compat.without_hf_mlflow(original)
         added = None
-        if not any(isinstance(callback, MlhooksCallback) for callback in callbacks):
-            added = MlhooksCallback()
+        if not any(isinstance(callback, self.callback_class) for callback in callbacks):
+            added = self.callback_class()
             callbacks.append(added)
         call.state["restore"] = (handler.callbacks, original, callbacks, added)
         if len(callbacks) != len(original) or added is not None:
@@ -46,12 +50,10 @@ class TrainCall(CallHandler):
         self._end(call, error)
 
     def _end(self, call: Call, error: BaseException | None) -> None:
-        from .callback import MlhooksCallback
-
         handler = call.instance.callback_handler
         try:
             for callback in list(handler.callbacks):
-                if isinstance(callback, MlhooksCallback):
+                if isinstance(callback, self.callback_class):
                     callback.training_ended(error)
         finally:
             self._restore(handler, call.state.pop("restore"))
@@ -60,9 +62,6 @@ class TrainCall(CallHandler):
         """The callbacks as they were, unless the training changed them (a Trainer
         restoring callback states from a checkpoint replaces them): then theirs, without
         the callback we added (or what replaced it), with the MLflow callback back."""
-        from . import compat
-        from .callback import MlhooksCallback
-
         list_object, original, ours, added = saved
         current = handler.callbacks
         if len(current) == len(ours) and all(a is b for a, b in zip(current, ours, strict=True)):
@@ -73,7 +72,7 @@ class TrainCall(CallHandler):
             callback
             for callback in current
             if added is None
-            or not isinstance(callback, MlhooksCallback)
+            or not isinstance(callback, self.callback_class)
             or any(callback is before for before in original)
         ]
         removed = [c for c in original if compat.is_hf_mlflow_callback(c)]
@@ -89,7 +88,11 @@ class TransformersIntegration(Integration):
     options = TransformersOptions
 
     def patch(self, module: ModuleType) -> None:
-        self.wrap(module.Trainer, "train", TrainCall())
+        # Imports Transformers' callback module, which the Trainer's has just imported:
+        # loaded now rather than in the first training.
+        from .callback import MlhooksCallback
+
+        self.wrap(module.Trainer, "train", TrainCall(MlhooksCallback))
 
 
 @mlhooks.hookimpl
