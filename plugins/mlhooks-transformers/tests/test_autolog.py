@@ -109,6 +109,20 @@ def test_a_model_without_a_tokenizer_is_its_save_pretrained_folder(
         assert torch.allclose(loaded(ids).logits, tracked.model.eval()(ids).logits, atol=1e-6)
 
 
+def test_a_model_mlflow_cannot_save_is_its_folder_with_a_notice(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    mlhooks.autolog(transformers={"task": "no-such-task"})
+    trainer(processing_class=tokenizer(), max_steps=5).train()
+
+    run = only_run(client)
+    stored = set(artifacts(client, run, "model"))
+    assert {"model/config.json", "model/model.safetensors", "model/tokenizer.json"} <= stored
+    assert "model/MLmodel" not in stored  # nothing of MLflow's failed attempt is left
+    notices = [r.getMessage() for r in caplog.records if r.name == "mlhooks"]
+    assert any("flavor could not save it (MlflowException" in message for message in notices)
+
+
 def test_a_model_that_is_not_a_transformers_model_is_a_pytorch_model(client: Any) -> None:
     class Classifier(torch.nn.Module):
         def __init__(self) -> None:
