@@ -108,6 +108,9 @@ def on_epoch_end(fit: Fit, epoch: int, step: int, metrics: Mapping[str, float]) 
       when that option is set).
     * LightGBM: each boosting iteration of ``lightgbm.train``, ``lightgbm.cv`` and the
       scikit-learn API, as it ends (likewise with ``log_every_n_steps``).
+    * Transformers: each epoch of ``Trainer.train``, as it ends (no values: the
+      Trainer's logs are reported through ``on_metrics`` at their own steps), ``step``
+      the optimizer step it ended at.
     * scikit-learn: each ``partial_fit`` call, a step of its estimator's loop (one
       event per call, in the loop's run). Curves an estimator records during ``fit``
       (MLP's ``loss_curve_``, gradient boosting's ``train_score_``, ...) are readable

@@ -13,6 +13,7 @@ FRAMEWORKS = {
     "lightgbm": ("lightgbm", "mlhooks-lightgbm"),
     "lightning": ("lightning", "mlhooks-lightning"),
     "pytorch_lightning": ("pytorch_lightning", "mlhooks-lightning"),
+    "transformers": ("transformers", "mlhooks-transformers"),
 }
 BACKENDS = {
     "mlflow": "mlhooks-mlflow",
