@@ -240,3 +240,34 @@ def test_the_context_is_stored_during_a_fit_and_completed_after_it(tmp_path: Pat
     during, after = done.stdout.strip().splitlines()[-2:]
     assert "requirements" not in json.loads(during.split(" ", 1)[1])  # a kill now keeps this
     assert "requirements" in after and int(after.rsplit(" ", 1)[1]) > 10
+
+
+def test_a_managed_runs_end_does_not_wait_for_its_context(
+    monkeypatch: pytest.MonkeyPatch, mlhooks_memory: RecordedRuns
+) -> None:
+    """A run mlhooks manages ends at the end of its fit without waiting for the run
+    context; its end is stored after the context, once the capture reported it. (A
+    user's run still waits: they read it right after.)"""
+    import threading
+
+    from mlhooks.plugin import open_run
+
+    context.forget()
+    gate = threading.Event()
+    collect = context.collect
+
+    def slow(parts: frozenset[str]) -> object:
+        gate.wait(30)  # the capture takes as long as the test says
+        return collect(parts)
+
+    monkeypatch.setattr(context, "collect", slow)
+    run = open_run("managed", managed=True, log_context=True)
+    mlhooks.end_run(run=run.info)  # returns although the capture has not reported yet
+    from mlhooks.delivery.recorder import recorder
+
+    assert not recorder.wait_released(run.info.run_id, 0)  # its end waits for the context
+    gate.set()
+    assert mlhooks.flush(30)
+    stored = mlhooks_memory.run_named("managed")
+    assert stored.info.status.value == "FINISHED"
+    assert "mlhooks.context.python" in stored.tags  # the context, before the end

@@ -53,6 +53,7 @@ from mlhooks.core.redaction import redact_argv, redact_text
 from mlhooks.core.shutdown import Stage, at_exit
 from mlhooks.core.types import RunInfo
 from mlhooks.delivery import staging
+from mlhooks.delivery.recorder import recorder
 
 PARTS = ("git", "git_diff", "entry_point", "platform", "versions", "requirements", "seeds")
 CAPTURE_TIMEOUT = 10.0
@@ -300,9 +301,30 @@ class _Capture:
         """Set when the run ends: what is left is captured without waiting."""
         self.tags_shared = threading.Event()
         """Set once nested runs waiting for the source tags got them."""
+        self.done = False
+        self.held = False
+        """Whether the run's end waits in the recorder for this capture."""
         self.thread = threading.Thread(target=self._capture, name="mlhooks-context", daemon=True)
 
     def _capture(self) -> None:
+        try:
+            self._collect_and_report()
+        finally:
+            with self.lock:
+                self.done, held = True, self.held
+            if held:
+                recorder.release(self.run.run_id)  # the run's end is stored now
+
+    def hold_end(self) -> None:
+        """The run ended without waiting: its end is stored after what this capture
+        still reports (nothing to hold once it is done)."""
+        with self.lock:
+            if self.done:
+                return
+            self.held = True
+            recorder.hold(self.run.run_id)
+
+    def _collect_and_report(self) -> None:
         try:
             tags, document, diff = collect(self.parts - {"requirements"})
             host.emit("on_tags", self.run, tags)
@@ -320,7 +342,9 @@ class _Capture:
                     early = _stage_artifact(document, diff, holders=1)
                     if early is not None:
                         host.emit("on_artifact", self.run, early, ARTIFACT_DIR)
-                    activity.wait_until_idle(self.hurry, most=REQUIREMENTS_DEFER)
+                    activity.wait_until_idle(
+                        self.hurry, recorder.hurry, most=REQUIREMENTS_DEFER
+                    )
                 document["requirements"] = list(requirements())
             snapshot = _stage_artifact(document, diff)
             if snapshot is not None:
@@ -436,11 +460,16 @@ def begin(run: RunInfo, parts: frozenset[str]) -> None:
     capture.thread.start()
 
 
-def finish(run: RunInfo, timeout: float = CAPTURE_TIMEOUT) -> None:
-    """Wait until the capture of ``run`` was reported (called before ``on_run_end``)."""
+def finish(run: RunInfo, timeout: float = CAPTURE_TIMEOUT, *, wait: bool = True) -> None:
+    """Wait until the capture of ``run`` was reported (called before ``on_run_end``).
+    Without ``wait`` (a run mlhooks manages, ended at the end of a fit), the run's end
+    is stored once the capture reported, without holding up the caller."""
     with _lock:
         capture = _captures.pop(run.run_id, None)
     if capture is None or capture.thread is threading.current_thread():
+        return
+    if not wait and capture.run.run_id == run.run_id:
+        capture.hold_end()
         return
     if capture.run.run_id != run.run_id:  # a nested run: it only waits for the tags
         capture.tags_shared.wait(timeout)

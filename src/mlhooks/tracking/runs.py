@@ -349,7 +349,7 @@ def end_run(
         _logged_params.pop(info.run_id, None)
     lanes = recorder.lanes_of(info.run_id)
     system_metrics.stop(info)
-    context.finish(info)
+    context.finish(info, wait=not info.managed)  # a managed run's end never waits
     host.emit("on_run_end", info, status)
     timeout = flush_timeout if flush_timeout is not None else _flush_timeout()
     if not info.managed and timeout > 0:
