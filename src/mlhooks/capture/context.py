@@ -342,9 +342,7 @@ class _Capture:
                     early = _stage_artifact(document, diff, holders=1)
                     if early is not None:
                         host.emit("on_artifact", self.run, early, ARTIFACT_DIR)
-                    activity.wait_until_idle(
-                        self.hurry, recorder.hurry, most=REQUIREMENTS_DEFER
-                    )
+                    activity.wait_until_idle(self.hurry, recorder.hurry, most=REQUIREMENTS_DEFER)
                 document["requirements"] = list(requirements())
             snapshot = _stage_artifact(document, diff)
             if snapshot is not None:
