@@ -271,3 +271,34 @@ def test_a_managed_runs_end_does_not_wait_for_its_context(
     stored = mlhooks_memory.run_named("managed")
     assert stored.info.status.value == "FINISHED"
     assert "mlhooks.context.python" in stored.tags  # the context, before the end
+
+
+def test_a_managed_run_ended_while_its_context_is_captured_still_ends_at_exit(
+    tmp_path: Path,
+) -> None:
+    """The process exits while the context of a managed run that already ended is
+    still being captured (longer than ``MLHOOKS_EXIT_TIMEOUT`` allows): the run's end
+    is stored anyway."""
+    script = textwrap.dedent(
+        """
+        import time
+        import mlhooks
+        from mlhooks.capture import context
+        from mlhooks.plugin import open_run
+
+        collect = context.collect
+        context.collect = lambda parts: (time.sleep(30), collect(parts))[1]
+        run = open_run("managed", managed=True, log_context=True)
+        mlhooks.end_run(run=run.info)
+        """
+    )
+    env = {**os.environ, "MLHOOKS_BACKENDS": "local", "MLHOOKS_EXIT_TIMEOUT": "4"}
+    env["MLHOOKS_LOCAL_DIR"] = str(tmp_path / "store")
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    store = LocalStore(tmp_path / "store")
+    (run_id,) = store.run_ids()
+    assert store.info(run_id).status.value == "FINISHED"

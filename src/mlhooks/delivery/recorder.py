@@ -141,6 +141,18 @@ class Recorder:
                 self._end(*held)
             self._released.notify_all()
 
+    def end_held_runs(self) -> None:
+        """At exit, once background work had its time: store the ends it still holds
+        (what it reports later goes to a spool with the rest), so that no run is left
+        without its end."""
+        with self._lock:
+            held, self._held_ends = self._held_ends, {}
+            self._holds.clear()
+            self.hurry.clear()
+            for run, op in held.values():
+                self._end(run, op)
+            self._released.notify_all()
+
     def wait_released(self, run_id: str | None, timeout: float | None = None) -> bool:
         """Wait until ``run_id`` (any run when None) has no holds; False on timeout."""
         with self._released:

@@ -80,6 +80,7 @@ def _run_one(run: RunInfo, task: Task, artifact_path: str | None) -> None:
 def _wait_at_exit() -> None:
     timeout: float = setting_or_default("MLHOOKS_EXIT_TIMEOUT")
     recorder.wait_released(None, timeout / 2)
+    recorder.end_held_runs()  # what is still held ends now, its later reports spooled
 
 
 def _reset_in_child() -> None:
