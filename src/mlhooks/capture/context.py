@@ -467,6 +467,9 @@ def finish(run: RunInfo, timeout: float = CAPTURE_TIMEOUT, *, wait: bool = True)
     if capture is None or capture.thread is threading.current_thread():
         return
     if not wait and capture.run.run_id == run.run_id:
+        # No waiting for the fit that ends, but no deferring either: the next runs
+        # reuse this capture once it is done (else each would start its own).
+        capture.hurry.set()
         capture.hold_end()
         return
     if capture.run.run_id != run.run_id:  # a nested run: it only waits for the tags
