@@ -408,14 +408,19 @@ class MlflowBackend(Backend):
     ) -> list[dict[str, Any]]:
         """The logged models as rows (``run_id``: MLflow's, as in :meth:`search_runs`);
         the filter and order are those of MLflow's logged model search."""
-        if not self._logged_models:
-            raise ValueError(
-                f"{self.describe()} keeps models among their runs' artifacts (MLflow 2): "
-                "searching models needs MLflow 3's logged models; find the runs with "
-                "mlhooks.search_runs and load their models with mlhooks.load_model"
-            )
-        ids = self._searched_experiments(experiment)
-        return reading.model_rows(self.client, ids, filter_string, order_by) if ids else []
+        if self._logged_models:
+            ids = self._searched_experiments(experiment)
+            try:
+                return reading.model_rows(self.client, ids, filter_string, order_by) if ids else []
+            except MlflowException as error:
+                if not logged_models.is_unsupported(error):
+                    raise
+                self._logged_models = False  # an MLflow 2 server
+        raise ValueError(
+            f"{self.describe()} keeps models among their runs' artifacts (MLflow 2): "
+            "searching models needs MLflow 3's logged models; find the runs with "
+            "mlhooks.search_runs and load their models with mlhooks.load_model"
+        )
 
     def load_model(self, run_id: str, name: str) -> Any:
         """Model ``name`` of a run (its mlhooks or MLflow id), loaded: the run's logged
@@ -423,7 +428,12 @@ class MlflowBackend(Backend):
         mlflow_id = self._ids.get(run_id) or self._find(run_id) or run_id
         found = None
         if self._logged_models:
-            found = reading.find_logged_model(self.client, mlflow_id, name)
+            try:
+                found = reading.find_logged_model(self.client, mlflow_id, name)
+            except MlflowException as error:
+                if not logged_models.is_unsupported(error):
+                    raise
+                self._logged_models = False  # an MLflow 2 server
         if found is not None:
             return reading.load_from(f"models:/{found.model_id}", self.tracking_uri)
         try:

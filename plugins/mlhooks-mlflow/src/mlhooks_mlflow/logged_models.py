@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
@@ -44,7 +44,10 @@ from . import models, registry
 from .facts import Linked, RunFacts
 
 SUPPORTED: bool = hasattr(MlflowClient, "create_logged_model")
-"""Whether the installed MLflow has logged models (MLflow 3)."""
+"""Whether the installed MLflow has logged models (MLflow 3); nothing of MLflow 3 is
+imported otherwise."""
+READY = "READY"
+"""A logged model's status once stored whole (``LoggedModelStatus`` is a str enum)."""
 
 MODEL_NAME_TAG = "mlhooks.model_name"
 FLAVOR_TAG = "mlhooks.flavor"
@@ -104,7 +107,7 @@ class LoggedModels:
         try:
             model = self._resume(key, facts) or self._create(op, mlflow_id, facts)
             self._pending[key] = model.model_id
-            if model.status != LoggedModelStatus.READY:
+            if model.status != READY:
                 self._finish(model, artifact, mlflow_id, facts)
             wanted = artifact.metadata.get("registered_model_name")
             if isinstance(wanted, str) and wanted and VERSION_TAG not in model.tags:
@@ -159,7 +162,7 @@ class LoggedModels:
         for model in found:
             tags = model.tags
             same = tags.get(MODEL_NAME_TAG) == name and tags.get(STEP_TAG) == _text(step)
-            unfinished = model.status != LoggedModelStatus.READY or (
+            unfinished = model.status != READY or (
                 REGISTERED_TAG in tags and VERSION_TAG not in tags
             )
             if same and unfinished:
@@ -189,6 +192,8 @@ class LoggedModels:
             tags=tags,
             params=dict(facts.params) or None,
         )
+        from mlflow.entities import LoggedModelOutput  # MLflow 3 only
+
         client.log_outputs(mlflow_id, [LoggedModelOutput(model.model_id, artifact.step or 0)])
         return model
 
@@ -208,7 +213,7 @@ class LoggedModels:
                 client.log_model_artifacts(model.model_id, folder)
             points = dict(facts.metrics)
             self._log_links(client, model.model_id, mlflow_id, facts, points)
-            client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+            client.finalize_logged_model(model.model_id, READY)
         except Exception as error:
             if not self._retryable(error):
                 self._mark_failed(client, model.model_id)
@@ -263,7 +268,7 @@ class LoggedModels:
 
     def _mark_failed(self, client: Any, model_id: str) -> None:
         try:
-            client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+            client.finalize_logged_model(model_id, "FAILED")
         except Exception:  # noqa: BLE001 - the store refuses the model: it says so itself
             return
 

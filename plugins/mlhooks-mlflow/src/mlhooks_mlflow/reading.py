@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import LoggedModelStatus
 
-from .logged_models import FLAVOR_TAG, MODEL_NAME_TAG, STEP_TAG, logged_name
+from .logged_models import FLAVOR_TAG, MODEL_NAME_TAG, READY, STEP_TAG, logged_name
 
 
 def find_logged_model(client: Any, mlflow_id: str, name: str) -> Any:
@@ -36,8 +35,7 @@ def find_logged_model(client: Any, mlflow_id: str, name: str) -> Any:
             f"source_run_id = '{mlflow_id}' AND name = '{logged_name(name)}'",
             None,
         )
-        if model.status == LoggedModelStatus.READY
-        and model.tags.get(MODEL_NAME_TAG, model.name) == name
+        if model.status == READY and model.tags.get(MODEL_NAME_TAG, model.name) == name
     ]
     if not candidates:
         return None

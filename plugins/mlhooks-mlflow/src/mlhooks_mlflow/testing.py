@@ -146,9 +146,7 @@ def stored_models(client: Any, mlflow_id: str) -> dict[str, str]:
     """The models stored with MLflow run ``mlflow_id``: mlhooks name -> a URI that
     loads it, ``models:/<id>`` for a logged model (the latest step's of a name stored
     several times) or ``runs:/<run>/<name>`` for a model among the run's artifacts."""
-    from mlflow.entities import LoggedModelStatus
-
-    from .logged_models import MODEL_NAME_TAG, STEP_TAG
+    from .logged_models import MODEL_NAME_TAG, READY, STEP_TAG
 
     found: dict[str, str] = {}
     if hasattr(client, "search_logged_models"):
@@ -156,7 +154,7 @@ def stored_models(client: Any, mlflow_id: str) -> dict[str, str]:
         models = client.search_logged_models(
             [experiment_id], filter_string=f"source_run_id = '{mlflow_id}'"
         )
-        ready = [m for m in models if m.status == LoggedModelStatus.READY]
+        ready = [m for m in models if m.status == READY]
         for model in sorted(ready, key=lambda m: int(m.tags.get(STEP_TAG, "0"))):
             found[model.tags.get(MODEL_NAME_TAG, model.name)] = f"models:/{model.model_id}"
     folders = [a for a in client.list_artifacts(mlflow_id) if a.is_dir]
