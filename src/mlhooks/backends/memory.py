@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -63,7 +64,8 @@ class MemoryBackend(Backend):
     def log_model(self, op: LogModel) -> None:
         model = op.model
         if model.payload is None and model.path is not None:  # its snapshot goes once stored
-            model = replace(model, payload=Path(model.path).read_bytes())
+            with contextlib.suppress(OSError):  # gone already: its path is all there is
+                model = replace(model, payload=Path(model.path).read_bytes())
         with self._lock:
             self.runs[op.run_id].models.append(model)
 
