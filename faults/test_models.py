@@ -263,14 +263,19 @@ def test_models_of_a_script_spooled_while_the_store_is_away_are_replayed_elsewhe
     client = MlflowClient(server.uri)
     stored = by_mlhooks_id(client)
     X, _ = load_iris(return_X_y=True)
-    for name, run_id in runs.items():
-        run = stored[run_id]
-        assert run.info.status == "FINISHED"
-        local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / name))
-        model = mlflow.sklearn.load_model(local)
-        assert model.predict(X).tolist() == predictions[name]
-        signature = mlflow.models.get_model_info(local).signature
-        assert signature is not None and signature.inputs.input_types() == [np.dtype("float64")]
+    mlflow.set_tracking_uri(server.uri)  # MLflow 3 finds a run's logged model through it
+    try:
+        for name, run_id in runs.items():
+            run = stored[run_id]
+            assert run.info.status == "FINISHED"
+            local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / name))
+            model = mlflow.sklearn.load_model(local)
+            assert model.predict(X).tolist() == predictions[name]
+            signature = mlflow.models.get_model_info(local).signature
+            assert signature is not None
+            assert signature.inputs.input_types() == [np.dtype("float64")]
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: MLflow's default
 
 
 XGBOOST_AND_LIGHTNING = """

@@ -216,3 +216,18 @@ def test_autolog_registers_each_fits_model_per_framework_too(tracking_uri: str) 
     assert booster.run_id == model.source_run_id
     loaded = mlflow.xgboost.load_model("models:/boosters/1")
     assert loaded.num_boosted_rounds() == 3
+
+
+@mlflow3
+def test_load_model_reads_the_backends_own_store(tmp_path: Path) -> None:
+    """A backend writing elsewhere than MLflow's tracking URI (which MLflow resolves
+    ``models:/`` URIs through) still loads its models back."""
+    from mlhooks_mlflow import MlflowBackend
+
+    backend = MlflowBackend(tracking_uri=f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    with mlhooks.start_run("elsewhere", backends=[backend]) as run:
+        mlhooks.log_model({"weights": [1.0, 2.0]})
+    assert mlhooks.load_model(run, backend=backend) == {"weights": [1.0, 2.0]}
+    assert mlflow.get_tracking_uri() != backend.tracking_uri
+    (row,) = mlhooks.search_models(backend=backend).to_dict("records")
+    assert (row["name"], row["flavor"], row["status"]) == ("model", "python", "READY")

@@ -103,8 +103,11 @@ class MlflowBackend(Backend):
         self._logged_models = logged_models.SUPPORTED
         """Whether models become MLflow 3 logged models (else run artifacts, as MLflow 2
         stores them)."""
-        self._facts = RunFactsBook()
-        self._models = logged_models.LoggedModels(
+        self._facts, self._models = self._model_state()
+
+    def _model_state(self) -> tuple[RunFactsBook, logged_models.LoggedModels]:
+        """What the backend knows of its runs, to make their logged models from."""
+        return RunFactsBook(), logged_models.LoggedModels(
             lambda: self.client,
             RUN_ID_TAG,
             self.is_retryable,
@@ -162,6 +165,7 @@ class MlflowBackend(Backend):
     def after_fork(self) -> None:
         self._client = None  # its HTTP session belongs to the parent
         self._forked = True
+        self._facts, self._models = self._model_state()  # runs the parent writes on
 
     def mlflow_run_id(self, run_id: str) -> str:
         """The MLflow run id of mlhooks run ``run_id``."""
@@ -434,8 +438,8 @@ class MlflowBackend(Backend):
                 if not logged_models.is_unsupported(error):
                     raise
                 self._logged_models = False  # an MLflow 2 server
-        if found is not None:
-            return reading.load_from(f"models:/{found.model_id}", self.tracking_uri)
+        if found is not None:  # its location: MLflow resolves models:/ by its own URI
+            return reading.load_from(found.artifact_location, self.tracking_uri)
         try:
             return reading.load_from(f"runs:/{mlflow_id}/{name}", self.tracking_uri)
         except MlflowException as error:

@@ -43,7 +43,8 @@ def find_logged_model(client: Any, mlflow_id: str, name: str) -> Any:
 
 
 def load_from(uri: str, tracking_uri: str) -> Any:
-    """The model at ``uri`` (``models:/<id>`` or ``runs:/<run>/<name>``), loaded."""
+    """The model at ``uri`` (a logged model's artifact location, or
+    ``runs:/<run>/<name>``) of the store at ``tracking_uri``, loaded."""
     folder = Path(tempfile.mkdtemp(prefix="mlhooks-model-"))
     keep = False
     try:
