@@ -15,6 +15,7 @@ import pytest
 import torch
 import xgboost as xgb
 from mlflow.tracking import MlflowClient
+from sklearn import metrics
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -71,6 +72,7 @@ def fit_three(folder: Path) -> dict[str, Any]:
     predict, by framework."""
     X, y = load_iris(return_X_y=True)
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(X, y)
+    metrics.accuracy_score(y, pipeline.predict(X))  # logged to the fit's run after it ended
     Xd, yd = load_diabetes(return_X_y=True)
     dtrain = xgb.DMatrix(Xd, label=yd)
     params = {"max_depth": 3, "eta": 0.3, "nthread": 1}
@@ -133,6 +135,7 @@ def test_autologged_models_are_mlflow_logged_models_of_their_runs(
         assert mlhooks.load_model(model.source_run_id) is not None  # by the MLflow run id too
     sklearn_metrics = {m.key: m.dataset_name for m in finals["sklearn"].metrics}
     assert sklearn_metrics["training_accuracy_score"] == "X"  # the training data
+    assert "accuracy_score_X" in sklearn_metrics  # computed on its predictions, after the fit
     assert {m.key: m.dataset_name for m in finals["xgboost"].metrics}["train-rmse"] == "train"
     assert finals["sklearn"].params["logisticregression__max_iter"] == "300"
     assert finals["xgboost"].params["max_depth"] == "3"

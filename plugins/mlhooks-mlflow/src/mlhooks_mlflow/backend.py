@@ -307,12 +307,16 @@ class MlflowBackend(Backend):
             RunTag(k, self._truncate(k, v, MAX_TAG_VAL_LENGTH, "tag"))
             for k, v in self._clean(batch.tags, "tag").items()
         ]
+        facts = self._facts.get(batch.run_id) if self._logged_models else None
+        model = facts.only_model() if facts is not None else None
+        if facts is not None and model is not None and metrics:  # values after the model
+            metrics = facts.linked(metrics, model, mlflow_id)
         for chunk_metrics, chunk_params, chunk_tags in _chunks(metrics, params, tags):
             self.client.log_batch(
                 mlflow_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags
             )
         if self._logged_models:
-            self._facts.batch(batch.run_id, metrics, params)
+            self._facts.batch(batch.run_id, metrics, params, model)
 
     def log_dataset(self, op: LogDataset) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)
@@ -371,7 +375,6 @@ class MlflowBackend(Backend):
         warning, and the run still ends."""
         known = self._facts.get(run_id)
         if known is None or not known.models:
-            self._facts.drop(run_id)
             return
         try:
             self._models.run_ended(mlflow_id, self._facts_of(run_id, mlflow_id))
@@ -384,7 +387,6 @@ class MlflowBackend(Backend):
                 f"models ({type(error).__name__}: {error}); they keep the values of the "
                 "moment they were stored",
             )
-        self._facts.drop(run_id)
 
     def _registry_may_answer_later(self, error: BaseException) -> bool:
         """Whether registering a model is worth trying again after ``error``: the

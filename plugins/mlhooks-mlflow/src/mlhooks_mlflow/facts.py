@@ -63,6 +63,30 @@ class RunFacts:
             if known is None or (metric.step, metric.timestamp) >= known[1:]:
                 latest[metric.key] = (metric.value, metric.step, metric.timestamp)
 
+    def only_model(self) -> Linked | None:
+        """The run's one model of the whole run, when it has exactly one: what the run
+        logs from then on is linked to it as it is written."""
+        return self.models[0] if len(self.models) == 1 else None
+
+    def linked(self, metrics: list[Metric], model: Linked, mlflow_id: str) -> list[Metric]:
+        """``metrics`` linked to ``model``, each with the dataset it was computed on."""
+        found = []
+        for metric in metrics:
+            dataset = self.dataset_of(metric.key)
+            found.append(
+                Metric(
+                    metric.key,
+                    metric.value,
+                    metric.timestamp,
+                    metric.step,
+                    model_id=model.model_id,
+                    dataset_name=dataset.name if dataset else None,
+                    dataset_digest=dataset.digest if dataset else None,
+                    run_id=mlflow_id,
+                )
+            )
+        return found
+
     def dataset_of(self, key: str) -> Dataset | None:
         """The dataset a metric was computed on, as far as its key tells: the dataset
         whose name starts the key (``valid`` for ``valid-auc``, ``val`` for
@@ -90,28 +114,31 @@ class RunFactsBook:
 
     def started(self, run_id: str, experiment_id: str) -> None:
         """A run this backend created: everything it holds goes through here."""
-        self._runs[run_id] = RunFacts(experiment_id)
-        self._runs.move_to_end(run_id)
-        while len(self._runs) > self._limit:
-            self._runs.popitem(last=False)
+        self.keep(run_id, RunFacts(experiment_id))
 
     def get(self, run_id: str) -> RunFacts | None:
         return self._runs.get(run_id)
 
     def keep(self, run_id: str, facts: RunFacts) -> None:
-        """Facts read back from the store, kept for the run's next model and its end."""
+        """Facts of ``run_id`` (also read back from the store), kept for its next model,
+        its end and what it logs after (a metric computed on the model's predictions)."""
         self._runs[run_id] = facts
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > self._limit:
+            self._runs.popitem(last=False)
 
-    def drop(self, run_id: str) -> None:
-        self._runs.pop(run_id, None)
-
-    def batch(self, run_id: str, metrics: list[Metric], params: list[Param]) -> None:
+    def batch(
+        self, run_id: str, metrics: list[Metric], params: list[Param], linked: Linked | None
+    ) -> None:
+        """What a batch of ``run_id`` wrote; ``linked``: the model it was linked to."""
         facts = self._runs.get(run_id)
         if facts is None:
             return
         facts.note_metrics(metrics)
         for param in params:
             facts.params[param.key] = param.value
+        if linked is not None:
+            linked.points.update({m.key: facts.metrics[m.key][1:] for m in metrics})
 
     def dataset(self, run_id: str, name: str, digest: str, context: str) -> None:
         facts = self._runs.get(run_id)
