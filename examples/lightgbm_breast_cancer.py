@@ -12,7 +12,6 @@ Runs go where MLflow would write (``MLFLOW_TRACKING_URI``, else ``./mlflow.db``)
 from __future__ import annotations
 
 import lightgbm as lgb
-import mlflow
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import GridSearchCV, train_test_split
@@ -62,6 +61,9 @@ print(
 auc_points = client.get_metric_history(trained.info.run_id, "valid-auc")
 print(f"valid-auc has {len(auc_points)} points, one per iteration")
 print("artifacts:", sorted(a.path for a in client.list_artifacts(trained.info.run_id)))
-model = mlflow.lightgbm.load_model(f"runs:/{trained.info.run_id}/model")
+# With MLflow 3 the model is a logged model of the run (the experiment's Models tab).
+models = mlhooks.search_models(filter_string=f"source_run_id = '{trained.info.run_id}'")
+print("models:", sorted(models["name"]))
+model = mlhooks.load_model(trained.info.run_id)  # mlflow.lightgbm.load_model(models:/<id>)
 same = (model.predict(X_valid) == booster.predict(X_valid)).all()
 print(f"the logged model predicts as the booster does: {same}")

@@ -28,7 +28,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
-from mlhooks_mlflow.testing import MlflowServer
+from mlhooks_mlflow.testing import MlflowServer, stored_models
 
 RUN_ID_TAG = "mlhooks.run_id"
 
@@ -204,6 +204,7 @@ def test_models_of_the_users_script_are_stored_loadable_and_an_unsaveable_one_se
         assert run.data.metrics["done"] == 1.0
         assert run.data.metrics["training_accuracy_score"] > 0.5
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        artifacts |= set(stored_models(client, run.info.run_id))  # MLflow 3: logged models
         assert ("model" in artifacts) == (name != "unsaveable"), (name, artifacts)
     assert stored[runs["unsaveable"]].data.params["logisticregression__max_iter"] == "300"
 
@@ -262,14 +263,19 @@ def test_models_of_a_script_spooled_while_the_store_is_away_are_replayed_elsewhe
     client = MlflowClient(server.uri)
     stored = by_mlhooks_id(client)
     X, _ = load_iris(return_X_y=True)
-    for name, run_id in runs.items():
-        run = stored[run_id]
-        assert run.info.status == "FINISHED"
-        local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / name))
-        model = mlflow.sklearn.load_model(local)
-        assert model.predict(X).tolist() == predictions[name]
-        signature = mlflow.models.get_model_info(local).signature
-        assert signature is not None and signature.inputs.input_types() == [np.dtype("float64")]
+    mlflow.set_tracking_uri(server.uri)  # MLflow 3 finds a run's logged model through it
+    try:
+        for name, run_id in runs.items():
+            run = stored[run_id]
+            assert run.info.status == "FINISHED"
+            local = client.download_artifacts(run.info.run_id, "model", str(tmp_path / name))
+            model = mlflow.sklearn.load_model(local)
+            assert model.predict(X).tolist() == predictions[name]
+            signature = mlflow.models.get_model_info(local).signature
+            assert signature is not None
+            assert signature.inputs.input_types() == [np.dtype("float64")]
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: MLflow's default
 
 
 XGBOOST_AND_LIGHTNING = """
@@ -369,6 +375,127 @@ def test_xgboost_and_lightning_models_of_a_script_are_stored_loadable(
         name: ["FINISHED", True]
         for name in ("xgb_objective", "xgb_closure_metric", "lightning_main", "lightning_local")
     }
+
+
+REFUSED_MODEL = """
+import sys
+import mlhooks
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+mlhooks.autolog(registered_model_name=sys.argv[1] or None)
+X, y = load_iris(return_X_y=True)
+with mlhooks.start_run("fit"):
+    mlhooks.log_param("case", "fit")
+    LogisticRegression(max_iter=300).fit(X, y)
+    mlhooks.log_metric("done", 1.0)
+with mlhooks.start_run("after"):
+    mlhooks.log_metric("after", 2.0)
+"""
+
+
+def refusing(tracking_uri: str, trigger: str) -> Callable[[], None]:
+    """Install ``trigger`` in the sqlite store at ``tracking_uri``; returns what drops it."""
+    import sqlite3
+
+    database = tracking_uri[len("sqlite:///") :]
+    name = trigger.split()[2]
+    with sqlite3.connect(database) as connection:
+        connection.execute(trigger)
+
+    def drop() -> None:
+        with sqlite3.connect(database) as connection:
+            connection.execute(f"DROP TRIGGER {name}")
+
+    return drop
+
+
+def the_rest_is_stored(client: MlflowClient) -> dict[str, Any]:
+    runs = {run.info.run_name: run for run in stored_runs(client)}
+    assert sorted(runs) == ["after", "fit"]
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+    assert runs["fit"].data.params["case"] == "fit"
+    assert runs["fit"].data.metrics["done"] == 1.0
+    assert runs["fit"].data.metrics["training_accuracy_score"] > 0.5
+    assert runs["after"].data.metrics["after"] == 2.0
+    return runs
+
+
+def test_a_registry_that_refuses_leaves_the_model_stored_and_one_warning(
+    tmp_path: Path, mlflow_tracking_uri: str
+) -> None:
+    """autolog(registered_model_name=...) into a registry that refuses new versions:
+    the model is stored (a READY logged model of its run, loadable), the run and the
+    run after it are stored whole, the user is told once, and the registration waits
+    in ``rejected/``: ``mlhooks sync --rejected --retry`` registers that same model
+    once the registry takes it, without storing it twice."""
+    root = tmp_path / "mlhooks-runs"
+    script = tmp_path / "train.py"
+    script.write_text(REFUSED_MODEL)
+    drop = refusing(
+        mlflow_tracking_uri,
+        "CREATE TRIGGER refuse_versions BEFORE INSERT ON model_versions "
+        "BEGIN SELECT RAISE(ABORT, 'the registry refuses new versions'); END",
+    )
+    env = {"MLHOOKS_LOCAL_DIR": str(root), "MLHOOKS_BACKENDS": "mlflow", "MLHOOKS_STRICT": "0"}
+    result = run_file(script, "iris", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("MlhooksWarning") == 1, result.stderr
+    assert "registry refused to register it as 'iris'" in result.stderr
+
+    client = MlflowClient(mlflow_tracking_uri)
+    runs = the_rest_is_stored(client)
+    (model,) = client.search_logged_models([runs["fit"].info.experiment_id])
+    assert model.status == "READY" and model.source_run_id == runs["fit"].info.run_id
+    assert "mlhooks.model_version" not in model.tags
+    X, y = load_iris(return_X_y=True)
+    assert (mlflow.sklearn.load_model(f"models:/{model.model_id}").predict(X) == y).mean() > 0.9
+    assert client.search_model_versions("name='iris'") == []
+    assert [p.parent.name for p in files_under(root / ".spool")] == ["rejected"]
+
+    drop()
+    retried = mlhooks_cli("sync", "--rejected", "--retry", root=root, env=env)
+    assert retried.returncode == 0, retried.stderr
+    (version,) = client.search_model_versions("name='iris'")
+    assert version.source == f"models:/{model.model_id}"
+    assert version.run_id == runs["fit"].info.run_id
+    (again,) = client.search_logged_models([runs["fit"].info.experiment_id])
+    assert again.model_id == model.model_id  # registered, not stored a second time
+    assert again.tags["mlhooks.model_version"] == "iris/1"
+
+
+def test_a_model_id_the_store_refuses_is_set_aside_with_one_warning(
+    tmp_path: Path, mlflow_tracking_uri: str
+) -> None:
+    """The store creates the logged model, then refuses its id (it was deleted at
+    once): the model is set aside in ``rejected/`` with the reason, marked FAILED, the
+    user is told once, and everything else of the run and the run after it is stored."""
+    root = tmp_path / "mlhooks-runs"
+    script = tmp_path / "train.py"
+    script.write_text(REFUSED_MODEL)
+    refusing(
+        mlflow_tracking_uri,
+        "CREATE TRIGGER refuse_models AFTER INSERT ON logged_models "
+        "BEGIN UPDATE logged_models SET lifecycle_stage = 'deleted' "
+        "WHERE model_id = NEW.model_id; END",
+    )
+    env = {"MLHOOKS_LOCAL_DIR": str(root), "MLHOOKS_BACKENDS": "mlflow", "MLHOOKS_STRICT": "1"}
+    result = run_file(script, "", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("MlhooksWarning") == 1, result.stderr
+    assert "MLflow refused model 'model'" in result.stderr and "not found" in result.stderr
+
+    client = MlflowClient(mlflow_tracking_uri)
+    the_rest_is_stored(client)
+    listed = mlhooks_cli("sync", "--rejected", root=root, env=env)
+    assert "1 rejected operations" in listed.stdout and "LogModel" in listed.stdout
+    import sqlite3
+
+    from mlflow.entities import LoggedModelStatus
+
+    with sqlite3.connect(mlflow_tracking_uri[len("sqlite:///") :]) as connection:
+        (status,) = connection.execute("SELECT status FROM logged_models").fetchall()
+    assert LoggedModelStatus.from_int(status[0]) == LoggedModelStatus.FAILED
 
 
 MANY_FITS = """

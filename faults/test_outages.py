@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from mlhooks.delivery.spool import find_spools
 from mlhooks_mlflow.backend import RUN_ID_TAG
-from mlhooks_mlflow.testing import MlflowServer
+from mlhooks_mlflow.testing import MlflowServer, stored_models
 
 PROMISED_WARNING_S = 5.0
 """The user is warned within this many seconds of the server going away."""
@@ -204,6 +204,7 @@ def assert_all_landed_once(client: MlflowClient, trainee: Trainee, *, rounds: bo
         assert steps_of(client, run.info.run_id, "validation_0-logloss") == list(range(done))
         assert "n_estimators" in run.data.params
         stored = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+        stored |= set(stored_models(client, run.info.run_id))  # MLflow 3: a logged model
         assert "model" in stored, stored
     return run
 
@@ -491,7 +492,7 @@ def test_a_server_down_for_the_whole_script_is_synced_later_into_the_right_exper
     run = assert_all_landed_once(client, trainee, rounds=False)
     assert client.get_experiment(run.info.experiment_id).name == "nightly"
     assert run.data.params["max_iter"] == "200"  # the fit's own params, in the user's run
-    assert "model" in {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+    assert "model" in stored_models(client, run.info.run_id)  # a logged model with MLflow 3
     record_property("end_run_while_down_s", ended)
     record_property("exit_while_down_s", exited)
 

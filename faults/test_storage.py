@@ -26,6 +26,7 @@ from disks import FILL, SmallDisk
 from mlhooks import LocalStore
 from mlhooks.delivery.spool import SpoolFile, find_spools
 from mlhooks.testing import run_script
+from mlhooks_mlflow.testing import stored_models
 
 FAST = {
     "MLHOOKS_STRICT": "0",  # as users run it: our errors are warnings, never exceptions
@@ -348,6 +349,11 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     found: set[str] = set()
     for entry in client.list_artifacts(run_id, path):
         found |= _artifacts(client, run_id, entry.path) if entry.is_dir else {entry.path}
+    if path is None:  # with MLflow 3, the run's models are logged models of their own
+        for name, uri in stored_models(client, run_id).items():
+            if uri.startswith("models:/"):
+                files = client.list_logged_model_artifacts(uri.removeprefix("models:/"))
+                found |= {f"{name}/{entry.path}" for entry in files}
     return found
 
 

@@ -31,6 +31,7 @@ from mlhooks.delivery.builtins import builtin_plugins as _builtin_plugins
 from mlhooks.delivery.selection import BackendDescription, describe_backends
 from mlhooks.delivery.selection import backend_named as backend
 from mlhooks.reports.compare import compare_runs, plot_metric
+from mlhooks.reports.models import load_model, search_models
 from mlhooks.reports.report import write_report
 from mlhooks.reports.search import get_metric_history, search_runs
 from mlhooks.tracking.logging_api import (
@@ -107,6 +108,7 @@ __all__ = [
     "get_metric_history",
     "hookimpl",
     "list_plugins",
+    "load_model",
     "log_artifact",
     "log_artifacts",
     "log_dataset",
@@ -117,6 +119,7 @@ __all__ = [
     "log_params",
     "plot_metric",
     "register",
+    "search_models",
     "search_runs",
     "set_tag",
     "set_tags",

@@ -245,6 +245,28 @@ def test_the_model_reloads_and_predicts_identically(
     assert inputs is not None and len(inputs.inputs) == 1
 
 
+@pytest.mark.skipif(
+    not hasattr(MlflowClient, "create_logged_model"), reason="logged models need MLflow 3"
+)
+def test_the_model_is_an_mlflow_logged_model_of_its_run(
+    client: MlflowClient, data: dict[str, Any]
+) -> None:
+    train, valid = datasets(data)
+    booster = lgb.train(PARAMS, train, 10, valid_sets=[valid], valid_names=["valid"])
+    run = only_run(client)
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert (model.name, model.status, model.source_run_id) == ("model", "READY", run.info.run_id)
+    assert model.tags["mlhooks.flavor"] == "lightgbm"
+    assert model.params["num_leaves"] == "7" and model.params.items() <= run.data.params.items()
+    linked = {metric.key: metric for metric in model.metrics}
+    assert {key: m.value for key, m in linked.items()} == run.data.metrics
+    assert linked["valid-auc"].dataset_name == "valid"  # computed on the validation set
+    loaded = mlflow.lightgbm.load_model(f"models:/{model.model_id}")
+    np.testing.assert_array_equal(loaded.predict(data["X_test"]), booster.predict(data["X_test"]))
+    again = mlhooks.load_model(run.info.run_id)
+    np.testing.assert_array_equal(again.predict(data["X_test"]), booster.predict(data["X_test"]))
+
+
 def test_feature_importance_json_and_charts(
     client: MlflowClient, data: dict[str, Any], tmp_path: Path
 ) -> None:

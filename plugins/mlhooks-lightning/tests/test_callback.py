@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning.pytorch as L
 import mlflow
@@ -12,6 +13,7 @@ import torch
 import mlhooks
 from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
 from mlhooks_lightning import MlhooksCallback
+from mlhooks_mlflow.testing import stored_models
 
 
 def test_step_and_epoch_metrics_as_documented(client):
@@ -159,14 +161,14 @@ def test_every_checkpoint_is_stored_even_after_save_top_k_deleted_it(
     on_disk = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert len(on_disk) == 2  # the best and last.ckpt: top-k deleted the others
     run = only_run(client)
-    stored = sorted(a.path for a in client.list_artifacts(run.info.run_id, "checkpoints"))
+    models = stored_models(client, run.info.run_id)  # logged models with MLflow 3
+    stored = sorted(name for name in models if name.startswith("checkpoints/"))
     epochs = [f"checkpoints/epoch={e}-step={4 * (e + 1)}" for e in range(3)]
     assert stored == sorted([*epochs, "checkpoints/last"])
-    files = sorted(f.path for f in client.list_artifacts(run.info.run_id, epochs[0]))
+    folder = Path(mlflow.artifacts.download_artifacts(models[epochs[0]]))
+    files = sorted(f"{epochs[0]}/{path.name}" for path in folder.iterdir())
     assert files == [f"{epochs[0]}/epoch=0-step=4.ckpt", f"{epochs[0]}/mlhooks-model.json"]
-    facts = json.loads(
-        mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{epochs[0]}/mlhooks-model.json")
-    )
+    facts = json.loads((folder / "mlhooks-model.json").read_text())
     assert facts["monitor"] == "val_loss" and facts["epoch"] == 0 and facts["global_step"] == 4
     reported = [m for m in saved.models if m.flavor == "lightning_checkpoint"]
     assert [m.name for m in reported] == [

@@ -14,6 +14,7 @@ import mlhooks
 from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
 from mlhooks_lightning import MlhooksCallback
 from mlhooks_lightning.tracker import RUN_KEY
+from mlhooks_mlflow.testing import stored_models
 
 
 def test_a_resumed_fit_continues_the_same_run(client, tmp_path):
@@ -125,5 +126,6 @@ def test_ddp_on_two_cpu_processes_makes_one_run(client, tmp_path, tracking_uri, 
     assert run.data.params["trainer.strategy"] == "DDPStrategy"
     assert run.data.params["trainer.devices"] == "2"
     assert run.info.status == "FINISHED"
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    models = {name.split("/")[0] for name in stored_models(client, run.info.run_id)}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | models
     assert {"model", "checkpoints"} <= artifacts

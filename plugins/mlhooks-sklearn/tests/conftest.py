@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 import mlhooks
 from mlhooks_mlflow import RUN_ID_TAG
+from mlhooks_mlflow.testing import stored_models
 
 os.environ.setdefault("MLHOOKS_STRICT", "1")
 
@@ -54,9 +55,12 @@ class Store:
         return [(m.step, m.value) for m in self.client.get_metric_history(run.info.run_id, key)]
 
     def artifacts(self, run: Run, path: str | None = None) -> list[str]:
-        """The run's artifacts, but for the core's run context (``mlhooks/``)."""
-        found = self.client.list_artifacts(run.info.run_id, path)
-        return sorted(a.path for a in found if a.path != "mlhooks")
+        """The run's artifacts, but for the core's run context (``mlhooks/``), and its
+        models (MLflow 3 keeps them as logged models, not among the artifacts)."""
+        found = {a.path for a in self.client.list_artifacts(run.info.run_id, path)}
+        if path is None:
+            found |= set(stored_models(self.client, run.info.run_id))
+        return sorted(found - {"mlhooks"})
 
     def dataset_inputs(self, run: Run) -> list[tuple[str, str]]:
         """(name, context) of each dataset logged to ``run``."""

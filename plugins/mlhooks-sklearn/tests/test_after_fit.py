@@ -117,6 +117,18 @@ def test_a_partial_fit_loop_in_a_user_run_logs_there(store: Store, autolog: None
     assert store.artifacts(run) == ["model"]
 
 
+def test_a_partial_fit_loops_model_is_registered_when_asked(store: Store) -> None:
+    mlhooks.autolog(sklearn={"registered_model_name": "stream"})
+    X, y = load_iris(return_X_y=True)
+    with mlhooks.start_run("streaming"):
+        model = SGDClassifier(random_state=0)
+        for batch in np.array_split(np.arange(len(y)), 3):
+            model.partial_fit(X[batch], y[batch], classes=[0, 1, 2])
+    run = store.only_run()
+    (version,) = store.client.search_model_versions("name='stream'")
+    assert version.run_id == run.info.run_id
+
+
 def test_fit_after_partial_fit_starts_a_new_run(store: Store, autolog: None) -> None:
     X, y = load_iris(return_X_y=True)
     model = SGDClassifier(random_state=0)

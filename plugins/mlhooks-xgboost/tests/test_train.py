@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 import mlhooks
 from conftest import history, mlflow_runs, only_run
+from mlhooks_mlflow.testing import stored_models
 
 pytestmark = pytest.mark.usefixtures("autolog")
 
@@ -249,9 +250,10 @@ def test_checkpoints_are_reported_as_models(
     saved = sorted(p.stem for p in folder.iterdir())
     assert saved == ["ckpt_4", "ckpt_8"]  # XGBoost's own behaviour, unchanged
     run = only_run(client)
-    logged = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    models = stored_models(client, run.info.run_id)  # logged models with MLflow 3
+    logged = {name for name in models if name.startswith("checkpoints/")}
     assert logged == {"checkpoints/ckpt_4", "checkpoints/ckpt_8"}
-    reloaded = mlflow.xgboost.load_model(f"runs:/{run.info.run_id}/checkpoints/ckpt_4")
+    reloaded = mlflow.xgboost.load_model(models["checkpoints/ckpt_4"])
     assert reloaded.num_boosted_rounds() == 5
     expected = xgb.Booster(model_file=str(folder / "ckpt_4.ubj"))
     dtest = xgb.DMatrix(data["X_test"])

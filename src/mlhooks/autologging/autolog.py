@@ -48,6 +48,7 @@ def autolog(
     allow_unsupported: bool | None = None,
     log_context: bool | str | Iterable[str] | None = None,
     log_system_metrics: bool | None = None,
+    registered_model_name: str | None = None,
     **framework_options: Mapping[str, Any],
 ) -> None:
     """Track every fit of every installed framework.
@@ -72,10 +73,13 @@ def autolog(
             the default; False; or part names such as ``["git", "platform"]``).
         log_system_metrics: sample CPU, memory, disk, network and GPU as ``system/*``
             metrics while each run is active (default False; needs ``mlhooks[system]``).
+        registered_model_name: register each fit's model under this name, a new
+            version per fit, in backends that keep a model registry (MLflow).
         **framework_options: per-framework options, e.g. ``sklearn={"log_models":
             False, "max_tuning_runs": 5}``: the common ones above (``log_models``,
             ``log_datasets``, ``log_input_examples``, ``log_model_signatures``,
-            ``exclusive``, ``extra_tags``, ``log_every_n_steps``) for this framework
+            ``exclusive``, ``extra_tags``, ``log_every_n_steps``,
+            ``registered_model_name``) for this framework
             only, and those its integration declares. They are checked against that
             declaration: an unknown option or a value of the wrong type raises
             TypeError. For a framework no installed plugin integrates, only the common
@@ -107,6 +111,7 @@ def autolog(
             allow_unsupported=allow_unsupported,
             log_context=_context_option(log_context),
             log_system_metrics=log_system_metrics,
+            registered_model_name=registered_model_name,
             overrides=dict(framework_options) or None,
         )
         _check_overrides(config)  # a misspelt or mistyped option fails here, not mid-fit

@@ -212,13 +212,16 @@ class FitSession:
 
         Pass ``sample_input`` (a few rows) for backends to infer a signature from; the
         ``log_input_examples`` and ``log_model_signatures`` settings travel along as
-        ``log_input_example`` and ``log_signature``. A model that cannot be captured
+        ``log_input_example`` and ``log_signature``, and ``registered_model_name``
+        (when set) as itself. A model that cannot be captured
         (it holds a lock, a generator, ...) is reported with the reason only, so that
         backends set it aside where ``mlhooks sync --rejected`` lists it."""
         if self.fit is None or not self.settings.log_models:
             return
         metadata.setdefault("log_input_example", self.settings.log_input_examples)
         metadata.setdefault("log_signature", self.settings.log_model_signatures)
+        if self.settings.registered_model_name:
+            metadata.setdefault("registered_model_name", self.settings.registered_model_name)
         try:
             artifact = models.capture(model, name, flavor=flavor, **metadata)
         except ValueError as error:  # the user's model, not our bug: set aside with why

@@ -37,6 +37,7 @@ from mlhooks.backends.base import (
     LogDataset,
     LogModel,
 )
+from mlhooks.backends.models import loaded, model_named, model_rows
 from mlhooks.backends.query import search_rows
 from mlhooks.core import settings
 from mlhooks.core.files import append_all, append_whole, copy_whole, open_append, write_whole
@@ -184,6 +185,20 @@ class LocalBackend(Backend):
         self.flush()
         return LocalStore(self.root).get_run(run_id).history(key)
 
+    def search_models(
+        self, experiment: str | None, filter_string: str, order_by: list[str]
+    ) -> list[dict[str, Any]]:
+        """Every stored model as a row (see :mod:`mlhooks.backends.models`)."""
+        store = LocalStore(self.root)
+        runs = (store.get_run(run_id, model_payloads=False) for run_id in store.run_ids())
+        return model_rows(runs, experiment, filter_string, order_by)
+
+    def load_model(self, run_id: str, name: str) -> Any:
+        """Model ``name`` of run ``run_id``, loaded (see :func:`mlhooks.load_model`)."""
+        store = LocalStore(self.root)
+        store.info(run_id)  # KeyError naming the store for a run it does not hold
+        return loaded(model_named(run_id, store.models(run_id), name))
+
     def after_fork(self) -> None:
         # The parent's files stay the parent's: the child closes only its own copies
         # of their descriptors (nothing of ours is buffered in them).
@@ -271,8 +286,9 @@ class LocalStore:
             raise KeyError(f"no run {run_id!r} in the local store at {self.root}")
         return RunInfo.from_dict(json.loads(path.read_text()))
 
-    def get_run(self, run_id: str) -> RunData:
-        """Everything stored for ``run_id``."""
+    def get_run(self, run_id: str, *, model_payloads: bool = True) -> RunData:
+        """Everything stored for ``run_id`` (``model_payloads=False``: the models'
+        metadata only, their pickled bytes left unread)."""
         directory = self.root / run_id
         info = self.info(run_id)
         data = RunData(info=info, tags=dict(info.tags))
@@ -288,21 +304,29 @@ class LocalStore:
         if artifacts.is_dir():
             files = (p for p in artifacts.rglob("*") if p.is_file())
             data.artifacts = sorted(str(p.relative_to(artifacts)) for p in files)
-        models = directory / "models"
-        if models.is_dir():
-            for meta_path in sorted(models.rglob("model.json")):  # "a/b": nested
-                meta = json.loads(meta_path.read_text())
-                model = ModelArtifact(
-                    name=meta["name"],
-                    flavor=meta["flavor"],
-                    format=meta["format"],
-                    path=str(meta_path.parent / meta["file"]),
-                    metadata=meta["metadata"],
-                )
-                if meta["file"] == "model.pkl":
-                    model.payload = (meta_path.parent / "model.pkl").read_bytes()
-                data.models.append(model)
+        data.models = self.models(run_id, payloads=model_payloads)
         return data
+
+    def models(self, run_id: str, *, payloads: bool = True) -> list[ModelArtifact]:
+        """The models stored with ``run_id``, each with the path of its file and, with
+        ``payloads``, a pickled one's bytes."""
+        found: list[ModelArtifact] = []
+        models = self.root / run_id / "models"
+        if not models.is_dir():
+            return found
+        for meta_path in sorted(models.rglob("model.json")):  # "a/b": nested
+            meta = json.loads(meta_path.read_text())
+            model = ModelArtifact(
+                name=meta["name"],
+                flavor=meta["flavor"],
+                format=meta["format"],
+                path=str(meta_path.parent / meta["file"]),
+                metadata=meta["metadata"],
+            )
+            if payloads and meta["file"] == "model.pkl":
+                model.payload = (meta_path.parent / "model.pkl").read_bytes()
+            found.append(model)
+        return found
 
     def artifact_path(self, run_id: str, path: str) -> Path:
         """Where a stored artifact file is on disk."""

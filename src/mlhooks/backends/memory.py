@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mlhooks.backends.base import Backend, EndRun, LogArtifact, LogBatch, LogDataset, LogModel
+from mlhooks.backends.models import loaded, model_named, model_rows
 from mlhooks.backends.query import search_rows
 from mlhooks.core.types import (
     ALL_CAPABILITIES,
@@ -59,8 +62,12 @@ class MemoryBackend(Backend):
             self.runs[op.run_id].artifacts.extend(prefix + name for name in names)
 
     def log_model(self, op: LogModel) -> None:
+        model = op.model
+        if model.payload is None and model.path is not None:  # its snapshot goes once stored
+            with contextlib.suppress(OSError):  # gone already: its path is all there is
+                model = replace(model, payload=Path(model.path).read_bytes())
         with self._lock:
-            self.runs[op.run_id].models.append(op.model)
+            self.runs[op.run_id].models.append(model)
 
     def log_dataset(self, op: LogDataset) -> None:
         with self._lock:
@@ -82,6 +89,18 @@ class MemoryBackend(Backend):
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         return list(self.run(run_id).history(key))
+
+    def search_models(
+        self, experiment: str | None, filter_string: str, order_by: list[str]
+    ) -> list[dict[str, Any]]:
+        """Every stored model as a row (see :mod:`mlhooks.backends.models`)."""
+        with self._lock:
+            runs = list(self.runs.values())
+        return model_rows(runs, experiment, filter_string, order_by)
+
+    def load_model(self, run_id: str, name: str) -> Any:
+        """Model ``name`` of run ``run_id``, loaded (see :func:`mlhooks.load_model`)."""
+        return loaded(model_named(run_id, self.run(run_id).models, name))
 
     def run(self, run_id: str) -> RunData:
         """The stored run; ``KeyError`` naming the id when there is none."""

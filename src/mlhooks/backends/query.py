@@ -22,7 +22,11 @@ _CLAUSE = re.compile(
     re.IGNORECASE,
 )
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
-_ATTRIBUTES = {"status", "run_id", "run_name", "experiment_id", "start_time", "end_time"}
+RUN_ATTRIBUTES = frozenset(
+    {"status", "run_id", "run_name", "experiment_id", "start_time", "end_time"}
+)
+_ALIASES = {"source_run_id": "run_id"}
+"""Attribute names MLflow's logged model search uses for a column of ours."""
 
 
 def search_rows(
@@ -52,18 +56,20 @@ def run_row(data: RunData) -> Row:
     return row
 
 
-def matches(row: Row, filter_string: str) -> bool:
-    """Whether ``row`` passes an MLflow filter string (clauses joined by ``and``)."""
+def matches(row: Row, filter_string: str, attributes: frozenset[str] = RUN_ATTRIBUTES) -> bool:
+    """Whether ``row`` passes an MLflow filter string (clauses joined by ``and``);
+    ``attributes``: the columns it may name without a prefix."""
     if not filter_string.strip():
         return True
-    return all(_clause_holds(row, clause) for clause in _AND.split(filter_string.strip()))
+    clauses = _AND.split(filter_string.strip())
+    return all(_clause_holds(row, clause, attributes) for clause in clauses)
 
 
-def _clause_holds(row: Row, clause: str) -> bool:
+def _clause_holds(row: Row, clause: str, attributes: frozenset[str]) -> bool:
     match = _CLAUSE.match(clause)
     if match is None:
         raise ValueError(f"cannot parse the filter clause {clause!r}")
-    column = _column(match["key"])
+    column = _column(match["key"], attributes)
     op = " ".join(match["op"].upper().split())
     raw = match["value"]
     quoted = raw[:1] in "'\"" and raw[-1:] == raw[:1]
@@ -94,7 +100,7 @@ def _clause_holds(row: Row, clause: str) -> bool:
     )
 
 
-def _column(key: str) -> str:
+def _column(key: str, attributes: frozenset[str] = RUN_ATTRIBUTES) -> str:
     key = key.strip("`\"'")
     entity, _, name = key.partition(".")
     entity = entity.lower()
@@ -106,17 +112,20 @@ def _column(key: str) -> str:
         return f"tags.{name.strip('`')}"
     if entity in ("attribute", "attributes", "attr", "run"):
         key = name
-    if key in _ATTRIBUTES:
+    key = _ALIASES.get(key, key)
+    if key in attributes:
         return key
     raise ValueError(f"unknown filter key {key!r}: use metrics.*, params.*, tags.* or attributes")
 
 
-def ordered(rows: Iterable[Row], order_by: Sequence[str]) -> list[Row]:
+def ordered(
+    rows: Iterable[Row], order_by: Sequence[str], attributes: frozenset[str] = RUN_ATTRIBUTES
+) -> list[Row]:
     """``rows`` sorted by MLflow-style ``order_by`` terms; missing values last."""
     result = list(rows)
     for term in reversed(order_by):
         parts = term.split()
-        column = _column(parts[0])
+        column = _column(parts[0], attributes)
         descending = len(parts) > 1 and parts[1].upper() == "DESC"
         present = [r for r in result if r.get(column) is not None]
         missing = [r for r in result if r.get(column) is None]

@@ -35,6 +35,8 @@ class AutologConfig:
     """Integrations to patch; None means every installed one."""
     log_every_n_steps: int | None = None
     """Step-level metrics every N steps; None keeps each framework's own default."""
+    registered_model_name: str | None = None
+    """Register each fit's final model under this name (backends with a model registry)."""
     allow_unsupported: bool = False
     log_context: bool | tuple[str, ...] | None = None
     """Run context parts to capture (None: ``MLHOOKS_LOG_CONTEXT``, else all)."""

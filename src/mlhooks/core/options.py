@@ -39,6 +39,7 @@ class FrameworkOptions:
     exclusive: bool = False
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     log_every_n_steps: int | None = None
+    registered_model_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.log_every_n_steps is not None and self.log_every_n_steps < 1:

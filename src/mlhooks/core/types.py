@@ -163,6 +163,19 @@ class ModelArtifact:
     metadata: dict[str, Any] = field(default_factory=dict)
     """Flavor-specific facts: signature, input example, monitor value, best/last, ..."""
 
+    STEP_KEYS: ClassVar[tuple[str, ...]] = ("step", "global_step", "iteration")
+    """Metadata that says at which training step a model was saved (a checkpoint's)."""
+
+    @property
+    def step(self) -> int | None:
+        """The training step the model was saved at (a checkpoint's ``global_step`` or
+        boosting ``iteration``), None for a model of the whole fit."""
+        for key in self.STEP_KEYS:
+            value = self.metadata.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
     def load(self) -> Any:
         """The model object, rebuilt from the captured payload (pickle and cloudpickle
         formats; the latter needs cloudpickle installed)."""

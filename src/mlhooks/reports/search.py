@@ -36,7 +36,7 @@ def search_runs(
         import pandas as pd
     except ImportError:
         raise ImportError("mlhooks.search_runs returns a DataFrame: pip install pandas") from None
-    target = _searchable(backend, "search_runs")
+    target = searchable(backend, "search_runs")
     rows = target.search_runs(  # type: ignore[attr-defined]
         experiment=experiment, filter_string=filter_string or "", order_by=list(order_by or [])
     )
@@ -45,12 +45,14 @@ def search_runs(
 
 def get_metric_history(run_id: str, key: str, backend: str | Backend | None = None) -> list[Metric]:
     """Every point of metric ``key`` of ``run_id``, in step order."""
-    target = _searchable(backend, "get_metric_history")
+    target = searchable(backend, "get_metric_history")
     points: list[Metric] = target.get_metric_history(run_id, key)  # type: ignore[attr-defined]
     return sorted(points, key=lambda m: (m.step, m.timestamp))
 
 
-def _searchable(backend: str | Backend | None, method: str) -> Backend:
+def searchable(backend: str | Backend | None, method: str) -> Backend:
+    """The backend named (the default one when None), once what was logged before is
+    stored; ValueError when it has no ``method``."""
     target = selection.resolve(backend)[0]
     if not callable(getattr(target, method, None)):
         raise ValueError(f"backend {target.name!r} cannot {method.replace('_', ' ')}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import importlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from mlhooks.plugin import (
     LogDataset,
     LogModel,
     Operation,
+    notice_once,
     redact_text,
     warn_background,
 )
@@ -46,6 +48,30 @@ from .races import is_transient_race, store_creation_lock
 if TYPE_CHECKING:
     from mlflow.entities import DatasetInput, Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
+
+    from .facts import RunFacts, RunFactsBook
+    from .logged_models import LoggedModels
+
+
+class _OnFirstUse:
+    """A module of this package that imports MLflow, imported on first use (see
+    :mod:`.mlflow_api`)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: Any = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        if self._module is None:
+            mlf.load()
+            self._module = importlib.import_module(self._name, __package__)
+        return getattr(self._module, attribute)
+
+
+logged_models = _OnFirstUse(".logged_models")
+reading = _OnFirstUse(".reading")
+registry = _OnFirstUse(".registry")
+facts = _OnFirstUse(".facts")
 
 RUN_ID_TAG = "mlhooks.run_id"
 _KEY_ALLOWED = re.compile(r"[^/\w.\- :]")
@@ -102,6 +128,29 @@ class MlflowBackend(Backend):
                 self._client = mlf.MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
+    @functools.cached_property
+    def _logged_models(self) -> bool:
+        """Whether models become MLflow 3 logged models (else run artifacts, as MLflow 2
+        stores them)."""
+        supported: bool = logged_models.SUPPORTED
+        return supported
+
+    @functools.cached_property
+    def _facts(self) -> RunFactsBook:
+        book: RunFactsBook = facts.RunFactsBook()
+        return book
+
+    @functools.cached_property
+    def _models(self) -> LoggedModels:
+        made: LoggedModels = logged_models.LoggedModels(
+            lambda: self.client,
+            RUN_ID_TAG,
+            self.is_retryable,
+            self._registry_may_answer_later,
+            self.tracking_uri,
+        )
+        return made
+
     def prepare(self) -> None:
         """MLflow is imported here, on the thread that starts the backend's lane in
         this process (the user's, at their first run), not later on the writer thread
@@ -151,6 +200,8 @@ class MlflowBackend(Backend):
     def after_fork(self) -> None:
         self._client = None  # its HTTP session belongs to the parent
         self._forked = True
+        for known in ("_facts", "_models"):  # runs the parent writes on
+            self.__dict__.pop(known, None)
 
     def mlflow_run_id(self, run_id: str) -> str:
         """The MLflow run id of mlhooks run ``run_id``."""
@@ -205,6 +256,8 @@ class MlflowBackend(Backend):
             run_name=run.name,
         )
         self._ids[run.run_id] = created.info.run_id
+        if self._logged_models:
+            self._facts.started(run.run_id, experiment_id)
 
     def _open_in_model_training_view(self, experiment_id: str) -> None:
         """MLflow 3's UI opens an experiment without a kind in its GenAI view; one that
@@ -273,6 +326,7 @@ class MlflowBackend(Backend):
 
     def end_run(self, op: EndRun) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)
+        self._link_final_values(op.run_id, mlflow_id)
         self.client.set_terminated(
             mlflow_id, mlf.RunStatus.to_string(_status(op.status)), op.end_time
         )
@@ -291,14 +345,23 @@ class MlflowBackend(Backend):
             mlf.RunTag(k, self._truncate(k, v, mlf.MAX_TAG_VAL_LENGTH, "tag"))
             for k, v in self._clean(batch.tags, "tag").items()
         ]
+        facts = self._facts.get(batch.run_id) if self._logged_models else None
+        model = facts.only_model() if facts is not None else None
+        if facts is not None and model is not None and metrics:  # values after the model
+            metrics = facts.linked(metrics, model, mlflow_id)
         for chunk_metrics, chunk_params, chunk_tags in _chunks(metrics, params, tags):
             self.client.log_batch(
                 mlflow_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags
             )
+        if self._logged_models:
+            self._facts.batch(batch.run_id, metrics, params, model)
 
     def log_dataset(self, op: LogDataset) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)
         self.client.log_inputs(mlflow_id, datasets=[_dataset_input(op.dataset)])
+        if self._logged_models:
+            info = op.dataset
+            self._facts.dataset(op.run_id, info.name, info.digest, info.context)
 
     def log_artifact(self, op: LogArtifact) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)
@@ -308,19 +371,67 @@ class MlflowBackend(Backend):
             self.client.log_artifact(mlflow_id, op.local_path, op.artifact_path)
 
     def log_model(self, op: LogModel) -> None:
+        """An MLflow 3 logged model created from the run (see :mod:`.logged_models`);
+        with MLflow 2, an MLflow model among the run's artifacts."""
         mlflow_id = self.mlflow_run_id(op.run_id)
+        if self._logged_models:
+            try:
+                self._models.store(op, mlflow_id, self._facts_of(op.run_id, mlflow_id))
+                return
+            except mlf.MlflowException as error:
+                if not logged_models.is_unsupported(error):
+                    raise
+                self._logged_models = False
+                notice_once(
+                    f"mlflow-no-logged-models:{self.tracking_uri}",
+                    f"mlhooks: {self.describe()} has no logged models (an MLflow 2 server): "
+                    "models are stored among their runs' artifacts",
+                )
         with models.temporary_directory() as directory:
             folder = models.save_mlflow_model(op.model, directory)
             self.client.log_artifacts(mlflow_id, folder, op.model.name)
         registered = op.model.metadata.get("registered_model_name")
         if registered:
             source = f"runs:/{mlflow_id}/{op.model.name}"
-            try:
-                self.client.create_registered_model(registered)
-            except mlf.MlflowException as error:
-                if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-            self.client.create_model_version(registered, source, run_id=mlflow_id)
+            registry.register(self.client, registered, source, mlflow_id)
+
+    def _facts_of(self, run_id: str, mlflow_id: str) -> RunFacts:
+        """What a logged model of ``run_id`` is created from: what this backend wrote
+        of the run, or for a run it did not write whole, the run as stored now."""
+        known = self._facts.get(run_id)
+        if known is not None and known.whole:
+            return known
+        found: RunFacts = facts.facts_from_store(self.client, mlflow_id)
+        if known is not None:
+            found.models = known.models
+        self._facts.keep(run_id, found)
+        return found
+
+    def _link_final_values(self, run_id: str, mlflow_id: str) -> None:
+        """Link the values the run logged after its models to them, before it ends. A
+        store that refuses leaves the models with the values of their time: one
+        warning, and the run still ends."""
+        known = self._facts.get(run_id)
+        if known is None or not known.models:
+            return
+        try:
+            self._models.run_ended(mlflow_id, self._facts_of(run_id, mlflow_id))
+        except Exception as error:
+            if self.is_retryable(error):
+                raise  # the end is tried again, with what is not linked yet
+            warn_background(
+                f"mlflow-final-links:{type(error).__name__}",
+                f"mlhooks: MLflow refused to link the final values of run {run_id!r} to its "
+                f"models ({type(error).__name__}: {error}); they keep the values of the "
+                "moment they were stored",
+            )
+
+    def _registry_may_answer_later(self, error: BaseException) -> bool:
+        """Whether registering a model is worth trying again after ``error``: the
+        registry could not be reached, not that it refused."""
+        if isinstance(error, OSError | ConnectionError | TimeoutError) or is_transient_race(error):
+            return True
+        return self.reachable() is False
 
     # -- search -----------------------------------------------------------------------------
 
@@ -328,17 +439,59 @@ class MlflowBackend(Backend):
         self, experiment: str | None, filter_string: str, order_by: list[str]
     ) -> list[dict[str, Any]]:
         """Rows as ``mlflow.search_runs`` names its columns; ``run_id`` is MLflow's id."""
-        if experiment is None:
-            ids = [e.experiment_id for e in self.client.search_experiments()]
-        else:
-            found = self.client.get_experiment_by_name(experiment)
-            ids = [found.experiment_id] if found is not None else []
+        ids = self._searched_experiments(experiment)
         if not ids:
             return []
         runs = self.client.search_runs(
             ids, filter_string=filter_string, order_by=order_by or None, max_results=50_000
         )
         return [_row(run) for run in runs]
+
+    def search_models(
+        self, experiment: str | None, filter_string: str, order_by: list[str]
+    ) -> list[dict[str, Any]]:
+        """The logged models as rows (``run_id``: MLflow's, as in :meth:`search_runs`);
+        the filter and order are those of MLflow's logged model search."""
+        if self._logged_models:
+            ids = self._searched_experiments(experiment)
+            try:
+                return reading.model_rows(self.client, ids, filter_string, order_by) if ids else []
+            except mlf.MlflowException as error:
+                if not logged_models.is_unsupported(error):
+                    raise
+                self._logged_models = False  # an MLflow 2 server
+        raise ValueError(
+            f"{self.describe()} keeps models among their runs' artifacts (MLflow 2): "
+            "searching models needs MLflow 3's logged models; find the runs with "
+            "mlhooks.search_runs and load their models with mlhooks.load_model"
+        )
+
+    def load_model(self, run_id: str, name: str) -> Any:
+        """Model ``name`` of a run (its mlhooks or MLflow id), loaded: the run's logged
+        model of that name, else the model among its artifacts (MLflow 2)."""
+        mlflow_id = self._ids.get(run_id) or self._find(run_id) or run_id
+        found = None
+        if self._logged_models:
+            try:
+                found = reading.find_logged_model(self.client, mlflow_id, name)
+            except mlf.MlflowException as error:
+                if not logged_models.is_unsupported(error):
+                    raise
+                self._logged_models = False  # an MLflow 2 server
+        if found is not None:  # its location: MLflow resolves models:/ by its own URI
+            return reading.load_from(found.artifact_location, self.tracking_uri)
+        try:
+            return reading.load_from(f"runs:/{mlflow_id}/{name}", self.tracking_uri)
+        except mlf.MlflowException as error:
+            raise KeyError(
+                f"run {run_id!r} has no model {name!r} in {self.describe()} ({error.message})"
+            ) from None
+
+    def _searched_experiments(self, experiment: str | None) -> list[str]:
+        if experiment is None:
+            return [e.experiment_id for e in self.client.search_experiments()]
+        found = self.client.get_experiment_by_name(experiment)
+        return [found.experiment_id] if found is not None else []
 
     def get_metric_history(self, run_id: str, key: str) -> list[MlhooksMetric]:
         """Every point of ``key``; ``run_id`` may be the mlhooks or the MLflow id."""

@@ -123,12 +123,13 @@ def _is_plain(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
+def save_mlflow_model(artifact: ModelArtifact, directory: str, mlflow_model: Any = None) -> str:
     """Write ``artifact`` under ``directory`` as an MLflow model; returns its folder.
 
     Known flavors become real MLflow models (loadable with ``mlflow.<flavor>.load_model``
     and ``mlflow.pyfunc.load_model``); other objects are kept as ``model.pkl`` (or their
-    file), with their plain metadata in ``mlhooks-model.json``.
+    file), with their plain metadata in ``mlhooks-model.json``. ``mlflow_model``: the
+    ``mlflow.models.Model`` its ``MLmodel`` file starts from (a logged model's id).
     """
     target = os.path.join(directory, artifact.name)
     flavor = FLAVORS.get(artifact.flavor)
@@ -148,6 +149,8 @@ def save_mlflow_model(artifact: ModelArtifact, directory: str) -> str:
     model = _model_object(artifact)
     example = artifact.metadata.get("sample_input")
     options: dict[str, Any] = {"pip_requirements": list(pip_requirements(artifact.flavor))}
+    if mlflow_model is not None:
+        options["mlflow_model"] = mlflow_model
     accepted = inspect.signature(module.save_model).parameters
     options.update(
         {k: v for k, v in SAVE_OPTIONS.get(artifact.flavor, {}).items() if k in accepted}
@@ -181,8 +184,8 @@ _saving = threading.local()
 
 
 class _SayOnce(logging.Filter):
-    """MLflow's caution about pickle formats, logged for every scikit-learn or PyTorch
-    model saved, said once per process for the models mlhooks saves (the saves of
+    """MLflow's caution about pickle formats, logged for every scikit-learn, LightGBM or
+    PyTorch model saved, said once per process for the models mlhooks saves (the saves of
     others keep theirs)."""
 
     def __init__(self) -> None:
@@ -196,7 +199,7 @@ class _SayOnce(logging.Filter):
         return not said
 
 
-_SAY_ONCE = {name: _SayOnce() for name in ("mlflow.sklearn", "mlflow.pytorch")}
+_SAY_ONCE = {name: _SayOnce() for name in ("mlflow.sklearn", "mlflow.pytorch", "mlflow.lightgbm")}
 
 
 def _quiet_repeats() -> None:

@@ -15,6 +15,9 @@ test session that does not ask for it.
   can be killed (``kill()``) or paused (``pause()``, ``resume()``) and started again
   on the same port and store.
 * :func:`mlflow_run_of`: the MLflow run of an mlhooks run, once everything is stored.
+* :func:`stored_models`: the models stored with an MLflow run, by their mlhooks names,
+  as URIs that load them, wherever the store keeps them (MLflow 3's logged models, or
+  the run's artifacts).
 """
 
 from __future__ import annotations
@@ -137,6 +140,32 @@ def mlflow_run_of(client: Any, run_id: str, timeout: float = 60) -> Any:
     runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
     assert len(runs) == 1, f"{len(runs)} MLflow runs for mlhooks run {run_id}"
     return runs[0]
+
+
+def stored_models(client: Any, mlflow_id: str) -> dict[str, str]:
+    """The models stored with MLflow run ``mlflow_id``: mlhooks name -> a URI that
+    loads it, ``models:/<id>`` for a logged model (the latest step's of a name stored
+    several times) or ``runs:/<run>/<name>`` for a model among the run's artifacts."""
+    from .logged_models import MODEL_NAME_TAG, READY, STEP_TAG
+
+    found: dict[str, str] = {}
+    if hasattr(client, "search_logged_models"):
+        experiment_id = client.get_run(mlflow_id).info.experiment_id
+        models = client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{mlflow_id}'"
+        )
+        ready = [m for m in models if m.status == READY]
+        for model in sorted(ready, key=lambda m: int(m.tags.get(STEP_TAG, "0"))):
+            found[model.tags.get(MODEL_NAME_TAG, model.name)] = f"models:/{model.model_id}"
+    folders = [a for a in client.list_artifacts(mlflow_id) if a.is_dir]
+    while folders:
+        folder = folders.pop()
+        inside = client.list_artifacts(mlflow_id, folder.path)
+        if any(a.path.rsplit("/", 1)[-1] in ("MLmodel", "mlhooks-model.json") for a in inside):
+            found.setdefault(folder.path, f"runs:/{mlflow_id}/{folder.path}")
+        else:
+            folders.extend(a for a in inside if a.is_dir)
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,7 @@ class PartialFit(FitHandler):
         X, y = data.features(call), data.targets(call)
         _log_batch(session, model, X, y, step)
         if session.settings.log_models:
+            registered = session.settings.registered_model_name
             artifact = capture_model(
                 model,
                 "model",
@@ -100,6 +101,7 @@ class PartialFit(FitHandler):
                 sample_input=data.sample_rows(X),
                 log_input_example=session.settings.log_input_examples,
                 log_signature=session.settings.log_model_signatures,
+                **({"registered_model_name": registered} if registered else {}),
             )
             _pending_models[session.fit.run.run_id] = (session, artifact)
 
