@@ -17,7 +17,7 @@ import mlhooks.plugin
 from mlhooks import MlhooksWarning, RunStatus
 from mlhooks.autologging.patching import Patcher
 from mlhooks.plugin import Call, CallHandler, FitHandler, FitSession
-from mlhooks.testing import RecordedRuns, run_script
+from mlhooks.testing import RecordedRuns, run_script, wait_until
 
 
 class Library:
@@ -214,6 +214,28 @@ def test_background_work_lands_before_the_run_end_without_blocking_training(
     assert threads == ["mlhooks-tasks"]
     assert run.info.status is RunStatus.FINISHED
     assert run.artifacts == ["charts/total.json"]
+
+
+def test_a_run_continued_while_its_end_is_held_keeps_its_lanes(
+    mlhooks_memory: RecordedRuns, charted: Any
+) -> None:
+    """A managed run whose end waits for background work is started again (continued,
+    as Optuna's second ``optimize`` does): its first end is not stored after the new
+    start, and a child started once the work is done still lands."""
+    gate, _ = charted
+    Library().fit([1.0, 2.0])
+    wait_until(lambda: mlhooks_memory.backend.runs)  # its start is stored
+    (run_id,) = mlhooks_memory.backend.runs
+    with mlhooks.start_run(run_id=run_id):
+        gate.set()
+        assert mlhooks.flush(30)  # the background work is done, its hold released
+        with mlhooks.start_run("child", nested=True):
+            mlhooks.log_metric("loss", 0.5)
+        assert mlhooks_memory.backend.runs[run_id].info.status is RunStatus.RUNNING
+    child = mlhooks_memory.run_named("child")
+    assert [p.value for p in child.history("loss")] == [0.5]
+    assert child.info.parent_id == run_id
+    assert mlhooks_memory.backend.runs[run_id].info.status is RunStatus.FINISHED
 
 
 def test_the_end_of_a_users_run_waits_for_its_background_work(

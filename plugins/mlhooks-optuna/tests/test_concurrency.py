@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -82,6 +83,56 @@ def test_an_earlier_trial_finishing_last_with_the_best_value(
     assert parent.tags["optuna.best_trial.number"] == "0"
     trial_0 = mlhooks_memory.run_named("trial-0")
     assert parent.tags["optuna.best_trial.run_id"] == trial_0.info.run_id
+
+
+class _SlowToReport(optuna.storages.InMemoryStorage):
+    """Trial 1's result is stored, then its callbacks wait until trial 0's have run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trial_1_stored = threading.Event()
+        self.trial_0_reported = threading.Event()
+
+    def set_trial_state_values(
+        self, trial_id: int, state: optuna.trial.TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        stored = super().set_trial_state_values(trial_id, state, values)
+        if self.get_trial(trial_id).number == 1 and state.is_finished():
+            self.trial_1_stored.set()
+            assert self.trial_0_reported.wait(60)
+        return stored
+
+
+def test_the_best_trial_stored_before_a_worse_trial_reports_is_still_tagged(
+    mlhooks_memory: RecordedRuns,
+) -> None:
+    """Trial 1 (the best) is stored, trial 0 (worse) reports first and sees trial 1
+    as the study's best, then trial 1 reports: trial 1 is tagged the best."""
+    storage = _SlowToReport()
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        if trial.number == 0:
+            assert storage.trial_1_stored.wait(60)
+            return 1.0
+        return 5.0
+
+    def note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.number == 0:
+            storage.trial_0_reported.set()
+
+    mlhooks.autolog()
+    try:
+        study = optuna.create_study(study_name="tie", storage=storage, direction="maximize")
+        study.optimize(objective, n_trials=2, n_jobs=2, callbacks=[note])
+    finally:
+        mlhooks.autolog(disable=True)
+
+    parent = mlhooks_memory.run_named("tie")
+    assert parent.tags["optuna.best_trial.number"] == "1"
+    trial_1 = mlhooks_memory.run_named("trial-1")
+    assert parent.tags["optuna.best_trial.run_id"] == trial_1.info.run_id
+    assert [p.value for p in parent.history("best_value")] == [5.0]
 
 
 WORKER = """

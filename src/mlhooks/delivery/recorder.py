@@ -91,13 +91,18 @@ class Recorder:
         return lane
 
     def bind(self, run: RunInfo, backends: Sequence[Backend]) -> None:
-        """Send everything about ``run`` to ``backends`` (call before ``on_run_start``)."""
+        """Send everything about ``run`` to ``backends`` (call before ``on_run_start``).
+        A run started again (continued) while its earlier end waits for background work
+        does not get that end: the run goes on, and its next end is stored."""
         lanes = tuple(self.lane(backend) for backend in backends)
+        with self._lock:
+            self._held_ends.pop(run.run_id, None)
         self._runs[run.run_id] = lanes
         self._metric_lanes[run.run_id] = self._capable(lanes, Capability.METRICS)
 
     def lanes_of(self, run_id: str) -> tuple[Lane, ...]:
-        return self._runs.get(run_id, ())
+        """The lanes of ``run_id``, open or recently ended (a child started late)."""
+        return self._lanes_for(run_id)
 
     def _lanes_for(self, run_id: str) -> tuple[Lane, ...]:
         """The lanes of a run, open or among the last ``ENDED_RUNS_KEPT`` ended: what is

@@ -248,7 +248,7 @@ def open_run(
     clean_tags = validation.clean_entries(tags or {}, "tag", strict=not managed)
     if run_id is not None:
         validation.check_run_id(run_id)
-    if backends is None and parent is not None:
+    if backends is None and parent is not None and recorder.lanes_of(parent.run_id):
         targets = [lane.backend for lane in recorder.lanes_of(parent.run_id)]
     else:
         targets = selection.resolve(backends if backends is not None else _autolog_backends())

@@ -56,6 +56,8 @@ class StudyTracker:
         self._lock = threading.Lock()
         self._best: float | None = None
         self._best_step = -1
+        self._untagged: int | None = None
+        """The study's best trial when it is not tagged yet (its callback not yet run)."""
 
     # -- the objective ----------------------------------------------------------------
 
@@ -127,12 +129,16 @@ class StudyTracker:
         value = float(frozen.values[0])
         with self._lock:
             known = self._best
-            if known is not None and not (value > known if self.maximize else value < known):
+            improves = known is None or (value > known if self.maximize else value < known)
+            if not improves and frozen.number != self._untagged:
                 return
             best = self.study.best_trial
             self._best = float(best.value)
             if best.number != frozen.number:
+                # trials side by side: the best may be one whose callback comes later
+                self._untagged = best.number
                 return
+            self._untagged = None
             self._best_step = max(self._best_step, frozen.number)
             self.session.log_metrics({"best_value": value}, step=self._best_step)
             tags: dict[str, Any] = {"optuna.best_trial.number": frozen.number}
