@@ -6,6 +6,7 @@ once, and ends the runs it left open KILLED."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,19 +50,7 @@ def sync(store: Store, *extra: str) -> subprocess.CompletedProcess[str]:
 
 def cli(store: Store, *args: str) -> subprocess.CompletedProcess[str]:
     """``mlhooks <args>`` in a fresh process, with the store's environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "mlhooks", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**_base_env(), **store.env},
-    )
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
+    return store.cli(*args)
 
 
 def journals(store: Store) -> list[Path]:
@@ -146,8 +135,9 @@ def test_two_syncs_at_once_store_each_point_once(store: Store) -> None:
     twice."""
     result = store.script(KILL_MID_FIT.format(how=HOW["os._exit"]))
     assert result.returncode == 0, result.stderr
+    store.settle()
     command = [sys.executable, "-m", "mlhooks", "sync"]
-    env = {**_base_env(), **store.env}
+    env = {**os.environ, **store.env}
     both = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)
