@@ -17,6 +17,8 @@ nox.options.sessions = ["tests", "lint"]
 ROOT = Path(__file__).parent
 PLUGINS = sorted(p.parent.relative_to(ROOT) for p in ROOT.glob("plugins/*/pyproject.toml"))
 TORCH = "torch==2.13.0"
+SERVICE_CASES = [f"faults/test_{name}.py" for name in ("journal", "process_endings", "tensorboard")]
+"""Fault cases run a second time with the writer service on (``MLHOOKS_SERVICE=1``)."""
 SINGLE_THREADED = {
     name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 }
@@ -40,6 +42,13 @@ def tests(session: nox.Session) -> None:
     ok = [0, 5] if session.posargs else [0]
     for test_dir in test_dirs:
         session.run("pytest", test_dir, *session.posargs, env=env, success_codes=ok)
+    # The cases where the writer service changes who delivers (a process that dies, its
+    # journal, TensorBoard's disk), again with the service on: MLflow and TensorBoard
+    # are then written by a child process of each script.
+    session.run(
+        "pytest", *SERVICE_CASES, "-k", "not local", *session.posargs,
+        env={**env, "MLHOOKS_SERVICE": "1"}, success_codes=ok,
+    )  # fmt: skip
 
 
 @nox.session

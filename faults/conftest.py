@@ -81,8 +81,11 @@ class Store:
         return runs[name]
 
     def script(self, code: str, cwd: str | None = None, **env: str) -> Any:
-        """Run ``code`` in a fresh interpreter writing to this store (in ``cwd``)."""
-        return run_script(code, env={**self.env, **env}, cwd=cwd)
+        """Run ``code`` in a fresh interpreter writing to this store (in ``cwd``); done
+        once its writer service is."""
+        done = run_script(code, env={**self.env, **env}, cwd=cwd)
+        self.settle()
+        return done
 
 
 def mlhooks_cli(
@@ -113,6 +116,25 @@ def wait_for_services(root: Path, timeout: float = 120) -> None:
     while services_alive(root):
         assert time.monotonic() < deadline, f"writer services still busy in {root}"
         time.sleep(0.05)
+
+
+def finish_dead_journals(root: Path, env: dict[str, str]) -> str:
+    """What finishes the journals of a process that died, as a user sees it: with the
+    writer service, the dead process's service stores them itself and ends its runs
+    KILLED (nothing to run afterwards); without, ``mlhooks sync`` does. Returns what
+    ``sync`` printed (with the service: that nothing was left)."""
+    journals = sorted((root / ".journal").glob("*.journal"))
+    if SERVICE:
+        wait_for_services(root)
+        synced = mlhooks_cli("sync", root=root, env=env)
+        assert synced.returncode == 0, synced.stderr
+        assert synced.stdout.startswith("nothing to sync"), synced.stdout
+        return synced.stdout
+    assert journals, "the dead process left its journal"
+    synced = mlhooks_cli("sync", root=root, env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert "ended KILLED" in synced.stdout
+    return synced.stdout
 
 
 def services_alive(root: Path) -> list[int]:

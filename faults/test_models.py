@@ -127,8 +127,9 @@ SAVEABLE = ["main_function", "closure", "lambda", "main_class", "regex"]
 
 
 def run_file(path: Path, *args: str, env: dict[str, str], cwd: Path) -> Any:
-    """Run the script file ``path`` as ``__main__`` in a fresh interpreter."""
-    return subprocess.run(
+    """Run the script file ``path`` as ``__main__`` in a fresh interpreter (done once
+    its writer service is)."""
+    done = subprocess.run(
         [sys.executable, str(path), *args],
         env={**os.environ, **env},
         cwd=cwd,
@@ -136,6 +137,9 @@ def run_file(path: Path, *args: str, env: dict[str, str], cwd: Path) -> Any:
         text=True,
         timeout=600,
     )
+    if "MLHOOKS_LOCAL_DIR" in env:
+        wait_for_services(Path(env["MLHOOKS_LOCAL_DIR"]))
+    return done
 
 
 def printed(stdout: str, label: str) -> Any:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mlhooks.backends.base import Backend, EndRun, LogBatch, Operation, StartRun
+from mlhooks.core.shutdown import is_forked_child
 from mlhooks.core.types import RunStatus
 from mlhooks.delivery.spool import decode, encode
 
@@ -127,6 +128,7 @@ class JournalWriter:
                 "created": time.time(),
                 "first": self.written,
                 "open_runs": open_runs,
+                "forked": is_forked_child(),
             }
             line = (json.dumps(header, default=str) + "\n").encode()
             _write_all(file, line)
@@ -269,6 +271,8 @@ class JournalHeader:
     created: float
     first: int
     open_runs: list[str] = field(default_factory=list)
+    forked: bool = False
+    """Whether the journal's process was forked from a tracking one."""
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.process_started))
@@ -294,6 +298,7 @@ class JournalFile:
             data["created"],
             data["first"],
             list(data.get("open_runs", [])),
+            bool(data.get("forked", False)),
         )
 
     def delivered(self) -> int:
