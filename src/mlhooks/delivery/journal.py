@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mlhooks.backends.base import Backend, EndRun, LogBatch, Operation, StartRun
+from mlhooks.core.processes import is_running
 from mlhooks.core.shutdown import is_forked_child
 from mlhooks.core.types import RunStatus
 from mlhooks.delivery.spool import decode, encode
@@ -244,10 +245,9 @@ def service_of(path: Path) -> int | None:
     """The pid of the live writer service that delivers the journal at ``path``."""
     try:
         pid = int(Path(str(path) + SERVICE_SUFFIX).read_text().strip())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if is_running(pid) else None
 
 
 def count_records(journal: JournalFile) -> int:
@@ -362,12 +362,8 @@ def header_process_alive(header: JournalHeader) -> bool:
     and start time: not a later process that got its pid)."""
     if header.host != socket.gethostname():
         return False
-    try:
-        os.kill(header.pid, 0)
-    except ProcessLookupError:
+    if not is_running(header.pid):
         return False
-    except PermissionError:
-        pass
     started = process_started(header.pid)
     return not started or not header.process_started or abs(started - header.process_started) < 2
 
