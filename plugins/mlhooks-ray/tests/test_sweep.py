@@ -92,3 +92,34 @@ def test_a_sweep_is_a_parent_run_with_a_child_run_per_trial(
         assert ".journal" in record["local_dir_holds"]  # mlhooks wrote there
     # 3 trials on 2 CPUs with reuse_actors: a worker ran two trials, one run each.
     assert len({record["pid"] for record in records}) < len(ALPHAS)
+
+
+def test_a_class_trainables_steps_and_fits_land_in_its_trials_run(
+    autolog: None, store: Store, storage: str
+) -> None:
+    tuner = tune.Tuner(
+        training.RidgeSteps,
+        param_space={"alpha": tune.grid_search([0.1, 10.0])},
+        tune_config=tune.TuneConfig(metric="r2", mode="max"),
+        run_config=tune.RunConfig(storage_path=storage, verbose=0, stop={"training_iteration": 2}),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    trials = by_trial(results)
+
+    sweep = store.sweep_run()
+    children = store.children(sweep)
+    assert set(children) == set(trials)
+    for trial_id, run in children.items():
+        result = trials[trial_id]
+        assert run.info.run_name == f"RidgeSteps_{trial_id}"
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["ray.tune.trial.status"] == "TERMINATED"
+        assert run.data.params["alpha"] == str(result.config["alpha"])
+        reported = result.metrics_dataframe
+        expected = list(zip(reported["training_iteration"], reported["r2"], strict=True))
+        assert store.history(run, "r2") == expected == [(1, expected[0][1]), (2, expected[1][1])]
+        assert store.history(run, "rows") == [(1, 90.0), (2, 120.0)]
+        assert run.data.tags["estimator_name"] == "Ridge"  # each step's fit, in the run
+    best = results.get_best_result()
+    assert sweep.data.tags["ray.tune.best_trial.id"] == best.metrics["trial_id"]
