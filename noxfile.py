@@ -58,12 +58,12 @@ def lint(session: nox.Session) -> None:
     and import-linter's contracts (pyproject's ``[tool.importlinter]``): the core's
     layers, plugins that import only ``mlhooks`` and ``mlhooks.plugin``, no cycles."""
     # mlhooks.testing is a pytest plugin; the cli and compare extras are type-checked too;
-    # mlflow, xgboost, lightgbm, Lightning, Optuna, wandb and Transformers ship the type hints
+    # mlflow, xgboost, lightgbm, Lightning, Optuna, wandb, Transformers and Ray ship the type hints
     # their plugins are checked against (torch first and pinned, as in the tests session).
     session.install(TORCH)
     session.install("-e", ".[lint,cli,compare]", "-e", "plugins/mlhooks-mlflow", "pytest",
                     "xgboost", "lightgbm", TORCH, "lightning", "pytorch_lightning",
-                    "optuna", "wandb", "transformers")  # fmt: skip
+                    "optuna", "wandb", "transformers", "ray[tune]")  # fmt: skip
     # import-linter reads every plugin's source: installed without their dependencies.
     session.install("--no-deps", *[arg for plugin in PLUGINS for arg in ("-e", str(plugin))])
     session.run("ruff", "check", ".")
