@@ -270,11 +270,11 @@ class SpoolFile:
                 try:
                     fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    return True
+                    return True  # its writer holds it
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                return False
         except FileNotFoundError:
-            pass
-        return False
+            return False  # replayed and removed meanwhile
 
     def replayed(self) -> int:
         """How many operations were already replayed."""
