@@ -152,11 +152,11 @@ class Backend(abc.ABC):
         """Mark the run ended with ``op.status``."""
 
     def prepare(self) -> None:  # noqa: B027 - optional hook, empty by default
-        """Called once, on the thread that starts this backend's writer in this process
-        (the user's thread, at the first run that writes to it), before the writer
-        thread starts: import here what the writer needs and that must not be imported
-        by two threads at once. Not called when the backend runs in the writer
-        service, where its own process imports it."""
+        """Called once, on this backend's writer thread, before its first write:
+        import here what the writer needs (never on the training thread, where an
+        import of a second would show in the training's time). What another thread of
+        mlhooks may use too must be imported under a lock of the backend's own. Called
+        in the writer service too, on its writer thread."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Make everything written so far durable. Called at run end and on ``flush()``."""

@@ -332,10 +332,6 @@ class Lane:
             journaler.add(self._journal)
 
     def _start_writer(self) -> None:
-        try:
-            self.backend.prepare()
-        except Exception as error:  # noqa: BLE001 - the writer reports it again on use
-            report_background_error(f"prepare of backend {self.backend.name!r}", error)
         with self._lock:
             if self._thread is not None:
                 return
@@ -349,6 +345,7 @@ class Lane:
         pacer = self.pacer
         rest = pacer.interval
         last = time.monotonic()
+        prepared = False
         while True:
             self._wake.wait(pacer.wait_time(rest, self._spooler.next_probe))
             self._wake.clear()
@@ -357,6 +354,9 @@ class Lane:
                 continue
             pacer.urgent = False
             started = last = time.monotonic()
+            if not prepared:
+                prepared = True
+                self._prepare()
             try:
                 self._drain()
                 self._spooler.probe_if_due()
@@ -366,6 +366,15 @@ class Lane:
             if self._closing.is_set() and not self._queue and self._overflow is None:
                 return
             rest = pacer.rest_after(time.monotonic() - started)
+
+    def _prepare(self) -> None:
+        """The backend's one-time preparation (MLflow's import), on this writer thread
+        before its first write: never on the training thread, and not before the pacer
+        lets the writer work."""
+        try:
+            self.backend.prepare()
+        except Exception as error:  # noqa: BLE001 - the writer reports it again on use
+            report_background_error(f"prepare of backend {self.backend.name!r}", error)
 
     def _behind(self) -> bool:
         """Closing, spilling to disk, spooling, or a journal read back from disk: no

@@ -152,9 +152,9 @@ class MlflowBackend(Backend):
         return made
 
     def prepare(self) -> None:
-        """MLflow is imported here, on the thread that starts the backend's lane in
-        this process (the user's, at their first run), not later on the writer thread
-        while the user's code may import it too (see :mod:`.mlflow_api`)."""
+        """MLflow is imported here, on the writer thread, under :mod:`.mlflow_api`'s
+        lock (the outage watch may import it at the same time). Not on the user's
+        thread: its import is a second of CPU, which a fit would pay."""
         mlf.load()
 
     def describe(self) -> str:
