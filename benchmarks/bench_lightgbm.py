@@ -93,6 +93,7 @@ def create_store(uri: str) -> None:
         [sys.executable, "-c",
          f"from mlflow.tracking import MlflowClient; MlflowClient({uri!r}).search_experiments()"],
         check=True, capture_output=True,
+        cwd=os.path.dirname(uri.removeprefix("sqlite:///")),  # a new store's ./mlruns
     )  # fmt: skip
 
 

@@ -168,7 +168,9 @@ def run_child(config: str, folder: Path, args: argparse.Namespace, env: dict[str
 def create_store(uri: str) -> None:
     """An existing, empty tracking store, as a user's is (its tables take seconds)."""
     code = f"from mlflow.tracking import MlflowClient; MlflowClient({uri!r}).search_experiments()"
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    # in the store's folder: a new store's artifacts go to ./mlruns
+    folder = os.path.dirname(uri.removeprefix("sqlite:///"))
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=folder)
 
 
 def main() -> None:
