@@ -560,17 +560,23 @@ def _user() -> str:
         return "unknown"
 
 
-@functools.lru_cache(maxsize=100_000)
 def _mlflow_key(key: str, what: str) -> str:
-    """``key`` as MLflow accepts it: allowed characters only, a normalized path."""
-    fixed = _KEY_ALLOWED.sub("_", key)
-    fixed = "/".join(part for part in fixed.split("/") if part not in ("", ".")) or "_"
+    """``key`` as MLflow accepts it (see :func:`_fixed_key`); a key that had to be
+    fixed is told once (per site: again after the warnings were reset)."""
+    fixed = _fixed_key(key)
     if fixed != key:
         warn_background(
             f"mlflow-key:{what}:{key}",
             f"mlhooks: MLflow does not accept the {what} key {key!r}; logged as {fixed!r}",
         )
     return fixed
+
+
+@functools.lru_cache(maxsize=100_000)
+def _fixed_key(key: str) -> str:
+    """``key`` with allowed characters only, as a normalized path."""
+    fixed = _KEY_ALLOWED.sub("_", key)
+    return "/".join(part for part in fixed.split("/") if part not in ("", ".")) or "_"
 
 
 def _chunks(
