@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import mlhooks
 from mlhooks_mlflow import RUN_ID_TAG
+from mlhooks_mlflow.testing import also_on_team_server
 
 mlflow3 = pytest.mark.skipif(
     not hasattr(MlflowClient, "create_logged_model"), reason="logged models need MLflow 3"
@@ -102,6 +103,7 @@ def predict(flavor: str, model: Any, inputs: Any) -> Any:
 
 
 @mlflow3
+@also_on_team_server
 def test_autologged_models_are_mlflow_logged_models_of_their_runs(
     tracking_uri: str, tmp_path: Path
 ) -> None:
@@ -199,6 +201,7 @@ def test_the_same_fits_on_the_local_store_load_back_through_mlhooks(tmp_path: Pa
 
 
 @mlflow3
+@also_on_team_server
 def test_autolog_registers_each_fits_model_per_framework_too(tracking_uri: str) -> None:
     client = MlflowClient(tracking_uri)
     mlhooks.autolog(registered_model_name="boosters", sklearn={"registered_model_name": "iris"})

@@ -1,4 +1,5 @@
-"""The MLflow backend against a real sqlite tracking store, read back with MlflowClient."""
+"""The MLflow backend against a real sqlite tracking store, read back with MlflowClient;
+each test also runs against a team's server (``mlflow server`` on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import mlhooks
 from mlhooks import MlhooksWarning
 from mlhooks.plugin import LogBatch, StartRun
 from mlhooks_mlflow import MlflowBackend, TrackingUriError
-from mlhooks_mlflow.testing import mlflow_run_of
+from mlhooks_mlflow.testing import also_on_team_server, mlflow_run_of
+
+pytestmark = also_on_team_server
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The MLflow backend against a real `mlflow server` on 127.0.0.1: writes, an outage in
-the middle of a run, and `mlhooks sync` after a process died with the server down."""
+the middle of a run, and `mlhooks sync` after a process died with the server down; each
+also against a team's server (``mlflow server`` on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,21 @@ import mlhooks
 from mlhooks import MlhooksWarning
 from mlhooks.testing import wait_until
 from mlhooks_mlflow import MlflowBackend
-from mlhooks_mlflow.testing import MlflowServer, mlflow_run_of
+from mlhooks_mlflow.testing import MlflowServer, also_on_team_server, mlflow_run_of
 
 
-def test_runs_metrics_and_models_through_a_server(mlflow_server: MlflowServer) -> None:
+@pytest.fixture
+def served(request: pytest.FixtureRequest, mlflow_store: str) -> MlflowServer:
+    """The session's server of this test's kind of store."""
+    server: MlflowServer = request.getfixturevalue(
+        "team_server" if mlflow_store == "team" else "mlflow_server"
+    )
+    return server
+
+
+@also_on_team_server
+def test_runs_metrics_and_models_through_a_server(served: MlflowServer) -> None:
+    mlflow_server = served
     client = MlflowClient(mlflow_server.uri)
     X = np.random.default_rng(0).normal(size=(60, 3))
     y = (X[:, 0] > 0).astype(int)
@@ -58,6 +70,7 @@ def restartable_server(new_mlflow_server: Callable[[], MlflowServer]) -> MlflowS
     return server
 
 
+@also_on_team_server
 def test_an_outage_mid_run_loses_nothing_and_stores_nothing_twice(
     restartable_server: MlflowServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -132,6 +145,7 @@ def train_offline(code: str, env: dict[str, str]) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+@also_on_team_server
 def test_a_process_killed_while_the_server_is_down_is_synced_later(
     tmp_path: Path, lenient: None, new_mlflow_server: Callable[[], MlflowServer]
 ) -> None:
