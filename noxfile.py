@@ -17,6 +17,8 @@ nox.options.sessions = ["tests", "lint"]
 ROOT = Path(__file__).parent
 PLUGINS = sorted(p.parent.relative_to(ROOT) for p in ROOT.glob("plugins/*/pyproject.toml"))
 TORCH = "torch==2.13.0"
+SERVICE_CASES = [f"faults/test_{name}.py" for name in ("journal", "process_endings", "tensorboard")]
+"""Fault cases run a second time with the writer service on (``MLHOOKS_SERVICE=1``)."""
 SINGLE_THREADED = {
     name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 }
@@ -40,6 +42,13 @@ def tests(session: nox.Session) -> None:
     ok = [0, 5] if session.posargs else [0]
     for test_dir in test_dirs:
         session.run("pytest", test_dir, *session.posargs, env=env, success_codes=ok)
+    # The cases where the writer service changes who delivers (a process that dies, its
+    # journal, TensorBoard's disk), again with the service on: MLflow and TensorBoard
+    # are then written by a child process of each script.
+    session.run(
+        "pytest", *SERVICE_CASES, "-k", "not local", *session.posargs,
+        env={**env, "MLHOOKS_SERVICE": "1"}, success_codes=ok,
+    )  # fmt: skip
 
 
 @nox.session
@@ -49,12 +58,12 @@ def lint(session: nox.Session) -> None:
     and import-linter's contracts (pyproject's ``[tool.importlinter]``): the core's
     layers, plugins that import only ``mlhooks`` and ``mlhooks.plugin``, no cycles."""
     # mlhooks.testing is a pytest plugin; the cli and compare extras are type-checked too;
-    # mlflow, xgboost, lightgbm, Lightning, Optuna, wandb and Transformers ship the type hints
+    # mlflow, xgboost, lightgbm, Lightning, Optuna, wandb, Transformers and Ray ship the type hints
     # their plugins are checked against (torch first and pinned, as in the tests session).
     session.install(TORCH)
     session.install("-e", ".[lint,cli,compare]", "-e", "plugins/mlhooks-mlflow", "pytest",
                     "xgboost", "lightgbm", TORCH, "lightning", "pytorch_lightning",
-                    "optuna", "wandb", "transformers")  # fmt: skip
+                    "optuna", "wandb", "transformers", "ray[tune]")  # fmt: skip
     # import-linter reads every plugin's source: installed without their dependencies.
     session.install("--no-deps", *[arg for plugin in PLUGINS for arg in ("-e", str(plugin))])
     session.run("ruff", "check", ".")

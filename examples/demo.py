@@ -53,8 +53,10 @@ def hourly_rentals(days: int = DAYS, seed: int = SEED) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "season": season,
-            "hour": hour,
-            "weekday": weekday,
+            # Whole numbers as floats: an integer column in a model's signature cannot
+            # take a missing value at inference, which MLflow hints at for every model.
+            "hour": hour.astype(float),
+            "weekday": weekday.astype(float),
             "temperature": temperature.round(1),
             "humidity": humidity.round(0),
             "rentals": rng.poisson(demand),
@@ -124,4 +126,7 @@ print(
 print(f"stored in   {client.tracking_uri} (test MAE {test_mae:.1f})")
 print()
 print("Open it in the MLflow UI, from this folder:")
-print("  mlflow ui --backend-store-uri sqlite:///mlflow.db    # then http://127.0.0.1:5000")
+print("  mlflow ui --backend-store-uri sqlite:///mlflow.db")
+# The UI shows its GenAI pages until told otherwise: the link asks for model training.
+print(f"  then http://127.0.0.1:5000/#/experiments/{fit_run.info.experiment_id}"
+      "?workflowType=machine_learning")  # fmt: skip

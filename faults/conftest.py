@@ -9,6 +9,9 @@ local store and MLflow (a real sqlite store; the fixtures come from the pytest p
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,12 @@ class StoredRun:
     """The name of the parent run, for a child run."""
 
 
+SERVICE = os.environ.get("MLHOOKS_SERVICE", "").strip().lower() not in ("", "0", "false", "no")
+"""The suite runs with the writer service (``MLHOOKS_SERVICE=1 pytest faults``): the
+backends that run there (MLflow, TensorBoard) are written by a child process of each
+script, which may still be storing when the script has exited."""
+
+
 @dataclass
 class Store:
     """A backend under test: the environment that sends a script's runs to it, and
@@ -44,9 +53,23 @@ class Store:
     env: dict[str, str]
     root: Path
 
+    @property
+    def in_service(self) -> bool:
+        """Whether this store is written by the writer service in this session."""
+        return SERVICE and self.kind != "local"
+
     def all_runs(self) -> list[StoredRun]:
-        """Every run stored."""
+        """Every run stored (once the writer services of the scripts are done)."""
+        self.settle()
         return _read_local(self.root) if self.kind == "local" else _read_mlflow(self.env)
+
+    def settle(self) -> None:
+        """Wait until the writer services of this store's scripts are done."""
+        wait_for_services(self.root)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``mlhooks <args>`` with this store's environment, once its services are done."""
+        return mlhooks_cli(*args, root=self.root, env=self.env)
 
     def runs(self) -> dict[str, StoredRun]:
         """Every run stored, by name (for runs whose names are unique)."""
@@ -58,8 +81,74 @@ class Store:
         return runs[name]
 
     def script(self, code: str, cwd: str | None = None, **env: str) -> Any:
-        """Run ``code`` in a fresh interpreter writing to this store (in ``cwd``)."""
-        return run_script(code, env={**self.env, **env}, cwd=cwd)
+        """Run ``code`` in a fresh interpreter writing to this store (in ``cwd``); done
+        once its writer service is."""
+        done = run_script(code, env={**self.env, **env}, cwd=cwd)
+        self.settle()
+        return done
+
+
+def mlhooks_cli(
+    *args: str,
+    root: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """``mlhooks <args>`` in a fresh process, as a user runs it after their script:
+    over the store at ``root`` (``MLHOOKS_LOCAL_DIR``), once the scripts' writer
+    services there are done."""
+    wait_for_services(root)
+    return subprocess.run(
+        [sys.executable, "-m", "mlhooks", *args],
+        env={**os.environ, "MLHOOKS_LOCAL_DIR": str(root), **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for_services(root: Path, timeout: float = 120) -> None:
+    """Wait until no writer service still delivers a journal under ``root`` (a
+    script's service finishes after the script, within its exit timeout)."""
+    deadline = time.monotonic() + timeout
+    while services_alive(root):
+        assert time.monotonic() < deadline, f"writer services still busy in {root}"
+        time.sleep(0.05)
+
+
+def finish_dead_journals(root: Path, env: dict[str, str]) -> str:
+    """What finishes the journals of a process that died, as a user sees it: with the
+    writer service, the dead process's service stores them itself and ends its runs
+    KILLED (nothing to run afterwards); without, ``mlhooks sync`` does. Returns what
+    ``sync`` printed (with the service: that nothing was left)."""
+    journals = sorted((root / ".journal").glob("*.journal"))
+    if SERVICE:
+        wait_for_services(root)
+        synced = mlhooks_cli("sync", root=root, env=env)
+        assert synced.returncode == 0, synced.stderr
+        assert synced.stdout.startswith("nothing to sync"), synced.stdout
+        return synced.stdout
+    assert journals, "the dead process left its journal"
+    synced = mlhooks_cli("sync", root=root, env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert "ended KILLED" in synced.stdout
+    return synced.stdout
+
+
+def services_alive(root: Path) -> list[int]:
+    """The pids of live writer services delivering journals under ``root``."""
+    alive = []
+    for marker in (root / ".journal").glob("*.journal.service"):
+        try:
+            pid = int(marker.read_text().strip())
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            continue  # gone, or its marker half written
+        if state != "Z":  # a zombie no one reaped is done
+            alive.append(pid)
+    return alive
 
 
 def _read_local(root: Path) -> list[StoredRun]:

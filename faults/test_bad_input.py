@@ -82,6 +82,7 @@ def test_a_users_bad_call_is_refused_and_the_rest_is_stored(store: Store, tmp_pa
         print(json.dumps(errors))
         """,
         MLHOOKS_STRICT="1",
+        MLHOOKS_EXIT_TIMEOUT="600",  # 10,000 params on a loaded machine: not an exit case
     )
     assert result.returncode == 0, result.stderr
     errors = json.loads(result.stdout.splitlines()[-1])

@@ -5,15 +5,13 @@ operation, and ``mlhooks sync`` lists, retries and survives what it finds."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 import mlhooks
+from conftest import mlhooks_cli
 from mlhooks.backends.memory import MemoryBackend
 from mlhooks.plugin import BackendError, LogBatch
 from mlhooks.testing import run_script
@@ -29,13 +27,6 @@ class Picky(MemoryBackend):
         if any("poison" in key for key, _, _, _ in batch.metrics):
             raise BackendError("keys with 'poison' are refused", retryable=False)
         super().log_batch(batch)
-
-
-def mlhooks_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLHOOKS_LOCAL_DIR": str(root)}
-    return subprocess.run(
-        [sys.executable, "-m", "mlhooks", *args], env=env, capture_output=True, text=True
-    )
 
 
 def test_one_refused_point_leaves_its_batch_and_later_runs_stored(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import wait_for_services
 from mlhooks.testing import run_script
 
 SCRIPT = """
@@ -74,6 +75,7 @@ def test_sync_removes_the_snapshots_it_stored(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert list((root / ".staging").iterdir())
+    wait_for_services(root)
     synced = subprocess.run(
         [sys.executable, "-m", "mlhooks", "sync", "--dir", str(root)],
         capture_output=True,

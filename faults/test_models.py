@@ -28,6 +28,8 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
+from conftest import mlhooks_cli as cli
+from conftest import wait_for_services
 from mlhooks_mlflow.testing import MlflowServer, stored_models
 
 RUN_ID_TAG = "mlhooks.run_id"
@@ -125,8 +127,9 @@ SAVEABLE = ["main_function", "closure", "lambda", "main_class", "regex"]
 
 
 def run_file(path: Path, *args: str, env: dict[str, str], cwd: Path) -> Any:
-    """Run the script file ``path`` as ``__main__`` in a fresh interpreter."""
-    return subprocess.run(
+    """Run the script file ``path`` as ``__main__`` in a fresh interpreter (done once
+    its writer service is)."""
+    done = subprocess.run(
         [sys.executable, str(path), *args],
         env={**os.environ, **env},
         cwd=cwd,
@@ -134,6 +137,9 @@ def run_file(path: Path, *args: str, env: dict[str, str], cwd: Path) -> Any:
         text=True,
         timeout=600,
     )
+    if "MLHOOKS_LOCAL_DIR" in env:
+        wait_for_services(Path(env["MLHOOKS_LOCAL_DIR"]))
+    return done
 
 
 def printed(stdout: str, label: str) -> Any:
@@ -145,13 +151,7 @@ def printed(stdout: str, label: str) -> Any:
 
 
 def mlhooks_cli(*args: str, root: Path, env: dict[str, str]) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "mlhooks", *args, "--dir", str(root)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return cli(*args, "--dir", str(root), root=root, env=env, timeout=900)
 
 
 def stored_runs(client: MlflowClient) -> list[Any]:
@@ -249,6 +249,7 @@ def test_models_of_a_script_spooled_while_the_store_is_away_are_replayed_elsewhe
     server.start()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    wait_for_services(root)
     done = subprocess.run(
         [sys.executable, "-m", "mlhooks", "sync", "--dir", str(root)],
         env={**os.environ, **env},

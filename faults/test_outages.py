@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import wait_for_services
 from mlhooks.delivery.spool import find_spools
 from mlhooks_mlflow.backend import RUN_ID_TAG
 from mlhooks_mlflow.testing import MlflowServer, stored_models
@@ -434,6 +435,7 @@ def sync(local_dir: Path, server: MlflowServer) -> None:
         if not key.startswith(("MLFLOW_HTTP_REQUEST_", "MLFLOW_EXPERIMENT_"))
     }
     env["MLFLOW_TRACKING_URI"] = server.uri
+    wait_for_services(local_dir)
     command = [sys.executable, "-m", "mlhooks", "sync", "--dir", str(local_dir)]
     for _ in range(2):
         done = subprocess.run(

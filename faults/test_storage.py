@@ -11,9 +11,7 @@ its own (:mod:`disks`: a 1 MB tmpfs as root, as on CI), with mlhooks as users ru
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import Store
+from conftest import mlhooks_cli as cli
 from disks import FILL, SmallDisk
 from mlhooks import LocalStore
 from mlhooks.delivery.spool import SpoolFile, find_spools
@@ -81,13 +80,7 @@ def disk_warnings(stderr: str, *also: str) -> list[str]:
 
 
 def mlhooks_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlhooks", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return cli(*args, root=Path(env["MLHOOKS_LOCAL_DIR"]), env=env, timeout=300)
 
 
 def work_dir(tmp_path: Path) -> Path:

@@ -6,15 +6,14 @@ warning once, no traceback), and what was logged lands later, each point once.""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from conftest import Store
+from conftest import Store, finish_dead_journals
+from conftest import mlhooks_cli as cli
 from mlhooks.testing import run_script
 from mlhooks_mlflow.testing import MlflowServer
 
@@ -66,10 +65,7 @@ AS_USERS_RUN_IT = {
 
 
 def mlhooks_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlhooks", *args],
-        env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return cli(*args, root=Path(env["MLHOOKS_LOCAL_DIR"]), env=env, cwd=cwd, timeout=300)
 
 
 def mlhooks_warnings(stderr: str) -> list[str]:
@@ -126,9 +122,7 @@ def test_a_trainer_killed_mid_training_loses_at_most_the_last_interval(store: St
     work.mkdir()
     done = store.script(TRAINING, cwd=str(work), SETTLE_AT="12", KILL_AT="16", **AS_USERS_RUN_IT)
     assert done.returncode == -9, done.stderr[-4000:]
-    synced = mlhooks_cli("sync", env=store.env, cwd=store.root.parent)
-    assert synced.returncode == 0, synced.stdout + synced.stderr
-    assert "ended KILLED" in synced.stdout
+    finish_dead_journals(store.root, store.env)
 
     (run,) = store.all_runs()
     assert run.status == "KILLED"

@@ -10,6 +10,8 @@ import importlib
 import re
 import sys
 import textwrap
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -428,3 +430,39 @@ def test_event_hooks_may_take_a_subset_of_the_arguments(
     ]
     stored = mlhooks_memory.run_named("fit")
     assert [(p.value, p.step) for p in stored.history("loss")] == [(0.25, 3)]
+
+
+SLOW_TO_IMPORT = """
+import time
+import mlhooks
+from mlhooks.backends.memory import MemoryBackend
+
+time.sleep(0.5)  # another thread asks for the plugins meanwhile
+
+
+class SlowBackend(MemoryBackend):
+    name = "slow"
+
+
+@mlhooks.hookimpl
+def register_backends(register):
+    register("slow", SlowBackend)
+"""
+
+
+def test_a_thread_that_asks_while_another_loads_waits_for_every_plugin(
+    install: Installer,
+) -> None:
+    """Two threads need the plugins at once (the writer service starts a journal per
+    backend, each on its thread): the second waits until every plugin is registered,
+    instead of finding some backends missing."""
+    install("mlhooks-pl-slow", {"mlhooks_pl_slow": SLOW_TO_IMPORT}, {"slow": "mlhooks_pl_slow"})
+    host = PluginHost()
+    first = threading.Thread(target=host.load)
+    first.start()
+    while "mlhooks_pl_slow" not in sys.modules:  # the first thread is importing it
+        time.sleep(0.001)
+    host.load()
+    seen = set(host.backends)
+    first.join()
+    assert "slow" in seen

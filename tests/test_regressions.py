@@ -344,6 +344,49 @@ def test_sync_skips_a_spool_whose_writer_is_alive_unless_forced(
     assert [m.step for m in data.history("loss")] == [0, 1, 2]
 
 
+def test_sync_stores_the_spool_of_a_writer_that_finished_but_was_never_reaped(
+    tmp_path: Path,
+) -> None:
+    # Defect (CI, writer service): a service that spooled at exit and finished was still
+    # listed by the kernel (nobody had reaped it), so `mlhooks sync` skipped its spool as
+    # "still written" and stored nothing.
+    root, store = tmp_path / "root", tmp_path / "store"
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from mlhooks.backends import StartRun\n"
+            "from mlhooks.backends.local import LocalBackend\n"
+            "from mlhooks.core.types import RunInfo\n"
+            "from mlhooks.delivery.spool import SpoolWriter\n"
+            "spool = SpoolWriter(Path(sys.argv[1]), LocalBackend(sys.argv[2]))\n"
+            "spool.append([StartRun(RunInfo(run_id='r1', name='late'))])\n"
+            "print('spooled', flush=True)\n"
+            "sys.stdin.readline()\n",
+            str(root / ".spool"),
+            str(store),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None and writer.stdin is not None
+    assert writer.stdout.readline() == "spooled\n"
+    (spool,) = find_spools(root / ".spool")
+    assert spool.being_written()  # its writer holds it open
+    writer.stdin.close()  # the writer exits; not waited for, it stays a zombie
+    wait_until(lambda: not spool.being_written(), timeout=30)
+    assert Path(f"/proc/{writer.pid}").exists()  # not reaped yet
+    sync = [sys.executable, "-m", "mlhooks", "sync", "--dir", str(root)]
+    synced = subprocess.run(sync, capture_output=True, text=True, timeout=120)
+    writer.wait()
+    assert synced.returncode == 0, synced.stderr
+    assert "still writes it" not in synced.stdout
+    assert LocalStore(store).get_run("r1").info.name == "late"
+
+
 # -- r9 ------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,9 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
   :func:`declare_setting` and read them with :func:`setting`; close what you hold open
   at exit with :func:`at_exit` (before mlhooks ends runs and stores what is queued)
   and reset per-process state in a forked child with :func:`in_forked_child`.
+  :func:`current_config` is what ``autolog()`` was last told (None while it is off),
+  for an integration that starts autologging elsewhere as the user asked here (the
+  trials of a Ray Tune sweep, in their worker processes).
 * Tests: :class:`IntegrationContract` (the safety rules as inherited tests; imports
   pytest, so it is loaded on first use) and the fixtures of ``mlhooks.testing``.
 """
@@ -49,9 +52,11 @@ from mlhooks.backends.base import (
     Operation,
     StartRun,
 )
+from mlhooks.capture.charts import bar_chart_svg
 from mlhooks.capture.models import capture as capture_model
 from mlhooks.core import settings as _settings
 from mlhooks.core.activity import helper_thread_of_a_fit
+from mlhooks.core.config import current_config
 from mlhooks.core.errors import (
     MlhooksWarning,
     notice_once,
@@ -122,7 +127,9 @@ __all__ = [
     "RunStatus",
     "StartRun",
     "at_exit",
+    "bar_chart_svg",
     "capture_model",
+    "current_config",
     "current_run",
     "declare_setting",
     "helper_thread_of_a_fit",

@@ -234,3 +234,26 @@ def test_validate_and_test_after_fit_log_into_the_fit_run(client):
     assert points["test_loss"] == [(2, pytest.approx(float(fit.callback_metrics["test_loss"])))]
     assert [s for s, _ in points["val_loss"]] == [0, 1, 2]  # the last from validate()
     assert run.info.status == "FINISHED"
+
+
+@pytest.mark.skipif(
+    not hasattr(mlflow.MlflowClient, "create_logged_model"), reason="logged models: MLflow 3"
+)
+def test_registered_model_name_registers_the_fits_logged_model(client):
+    """For users who do not autolog: the callback takes ``registered_model_name`` as
+    ``autolog()`` does; the version comes from the fit's logged model (not from a
+    checkpoint), and loads back by its registered name."""
+    model = Tiny()
+    keeper = L.callbacks.ModelCheckpoint(monitor="val_loss", save_top_k=1)
+    trainer(callbacks=[MlhooksCallback(registered_model_name="tiny"), keeper]).fit(
+        model, loader(), loader(seed=1)
+    )
+    run = only_run(client)
+    (version,) = client.search_model_versions("name='tiny'")
+    assert (int(version.version), version.run_id) == (1, run.info.run_id)
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert (logged.name, logged.source_run_id) == ("model", run.info.run_id)
+    loaded = mlflow.pytorch.load_model("models:/tiny/1")
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

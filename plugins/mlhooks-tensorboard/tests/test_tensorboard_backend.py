@@ -202,6 +202,17 @@ def test_what_it_keeps_is_described(tb_root: Path) -> None:
     assert described.notes["artifacts"] == "png and jpg images only"
 
 
+def test_loading_a_model_from_it_says_it_stores_none(tb_root: Path) -> None:
+    with mlhooks.start_run("no models", backends="tensorboard") as run:
+        mlhooks.log_model({"weights": [1]}, name="model")  # not sent to TensorBoard
+    stores_none = r"backend 'tensorboard' cannot (load|search) models: it stores no models"
+    with pytest.raises(ValueError, match=stores_none) as raised:
+        mlhooks.load_model(run, backend="tensorboard")
+    assert "mlhooks.load_model(run, backend='local')" in str(raised.value)
+    with pytest.raises(ValueError, match=stores_none):
+        mlhooks.search_models(backend="tensorboard")
+
+
 def test_writes_are_on_disk_after_flush_before_the_run_ends(tb_root: Path) -> None:
     run = mlhooks.start_run("open", backends="tensorboard")
     mlhooks.log_metric("loss", 0.5, step=1)

@@ -398,7 +398,7 @@ def sync_spools(
     with progress:
         for spool in spools:
             header = spool.header()
-            if header.writer_alive() and not force:
+            if spool.being_written() and not force:
                 # Printed above the bar: Progress redirects stdout while it shows.
                 click.echo(
                     f"skipped {spool.path.name}: process {header.pid} still writes it (--force)"

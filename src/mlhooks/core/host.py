@@ -90,6 +90,7 @@ class PluginHost:
         self._listeners: dict[str, list[Listener]] = {}
         self._calls: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
         self._loaded = False
+        self._loading = False
         self._lock = threading.RLock()
         self._on_new_integration: list[Callable[[Integration], None]] = []
         self._slow_calls: dict[str, int] = {}
@@ -102,13 +103,17 @@ class PluginHost:
         """Register the built-ins and every allowed entry point, once."""
         if self._loaded:
             return
-        with self._lock:
-            if self._is_loaded():  # another thread got here first
+        with self._lock:  # other threads wait here until every plugin is registered
+            if self._is_loaded() or self._loading:  # done, or this thread re-entering
                 return
-            self._loaded = True
-            for name, plugin in _builtins():
-                self.register(plugin, name=name)
-            self._load_entry_points()
+            self._loading = True
+            try:
+                for name, plugin in _builtins():
+                    self.register(plugin, name=name)
+                self._load_entry_points()
+            finally:
+                self._loading = False
+                self._loaded = True
 
     def _is_loaded(self) -> bool:
         return self._loaded

@@ -14,6 +14,7 @@ FRAMEWORKS = {
     "lightning": ("lightning", "mlhooks-lightning"),
     "pytorch_lightning": ("pytorch_lightning", "mlhooks-lightning"),
     "transformers": ("transformers", "mlhooks-transformers"),
+    "ray": ("ray", "mlhooks-ray"),
 }
 BACKENDS = {
     "mlflow": "mlhooks-mlflow",

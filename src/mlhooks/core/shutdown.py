@@ -155,10 +155,20 @@ def _run_at_exit() -> None:
     _run(_exit_steps, "exit")
 
 
+_forked = False
+
+
+def is_forked_child() -> bool:
+    """Whether this process was forked from one that had mlhooks imported (its runs
+    may have been started by the parent, whose writer may not have stored them yet)."""
+    return _forked
+
+
 def _run_in_child() -> None:
-    global _lock, _exited
+    global _lock, _exited, _forked
     _lock = threading.Lock()  # another thread may have held it at the fork
     _exited = False
+    _forked = True
     _run(_fork_steps, "fork")
     _end_with_multiprocessing_worker()
 

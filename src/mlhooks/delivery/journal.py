@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from mlhooks.backends.base import Backend, EndRun, LogBatch, Operation, StartRun
+from mlhooks.core.processes import is_running
+from mlhooks.core.shutdown import is_forked_child
 from mlhooks.core.types import RunStatus
 from mlhooks.delivery.spool import decode, encode
 
@@ -127,6 +129,7 @@ class JournalWriter:
                 "created": time.time(),
                 "first": self.written,
                 "open_runs": open_runs,
+                "forked": is_forked_child(),
             }
             line = (json.dumps(header, default=str) + "\n").encode()
             _write_all(file, line)
@@ -242,10 +245,9 @@ def service_of(path: Path) -> int | None:
     """The pid of the live writer service that delivers the journal at ``path``."""
     try:
         pid = int(Path(str(path) + SERVICE_SUFFIX).read_text().strip())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if is_running(pid) else None
 
 
 def count_records(journal: JournalFile) -> int:
@@ -269,6 +271,8 @@ class JournalHeader:
     created: float
     first: int
     open_runs: list[str] = field(default_factory=list)
+    forked: bool = False
+    """Whether the journal's process was forked from a tracking one."""
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.process_started))
@@ -294,6 +298,7 @@ class JournalFile:
             data["created"],
             data["first"],
             list(data.get("open_runs", [])),
+            bool(data.get("forked", False)),
         )
 
     def delivered(self) -> int:
@@ -357,12 +362,8 @@ def header_process_alive(header: JournalHeader) -> bool:
     and start time: not a later process that got its pid)."""
     if header.host != socket.gethostname():
         return False
-    try:
-        os.kill(header.pid, 0)
-    except ProcessLookupError:
+    if not is_running(header.pid):
         return False
-    except PermissionError:
-        pass
     started = process_started(header.pid)
     return not started or not header.process_started or abs(started - header.process_started) < 2
 

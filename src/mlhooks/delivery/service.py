@@ -185,6 +185,10 @@ class Tail:
         try:
             header = journal.header()
             backend = selection.backend_named(header.backend, **header.options)
+            if header.forked:
+                # Written by a forked child: the runs it inherited may not be stored by
+                # its parent's service yet, which the backend then waits for (retries).
+                backend.after_fork()
             root = self.path.parent.parent
             part: list[TailPart] = []
 

@@ -9,6 +9,7 @@ and never stores an operation twice.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import pickle
@@ -178,19 +179,6 @@ class SpoolHeader:
     pid: int
     host: str = ""
 
-    def writer_alive(self) -> bool:
-        """Whether the process that writes this spool still runs (it replays the spool
-        itself once its backend is back)."""
-        if self.host and self.host != socket.gethostname():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
 
 class SpoolWriter:
     """Appends operations for one backend to a spool file, durably.
@@ -219,6 +207,7 @@ class SpoolWriter:
         path = self.directory / (name + SPOOL_SUFFIX)
         fd = open_append(path)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while open: "still written"
             append_whole(fd, json.dumps(self.header) + "\n", sync=True)
         except BaseException:
             os.close(fd)
@@ -258,6 +247,24 @@ class SpoolFile:
         return SpoolHeader(
             data["backend"], data["options"], data["created"], data["pid"], data.get("host", "")
         )
+
+    def being_written(self) -> bool:
+        """Whether a process still writes this spool (it replays the spool itself once
+        its backend is back): a writer holds a lock on the file while it has it open,
+        which ends when it closes the file or its process ends (a spool from another
+        host is taken as done)."""
+        if self.header().host not in ("", socket.gethostname()):
+            return False
+        try:
+            with open(self.path, "rb") as f:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        except FileNotFoundError:
+            pass
+        return False
 
     def replayed(self) -> int:
         """How many operations were already replayed."""

@@ -2,7 +2,8 @@
 
 A backend offers them by implementing ``load_model(run_id, name)`` and
 ``search_models(experiment, filter_string, order_by)`` (the local, memory and MLflow
-stores do). Rows of ``search_models`` name their run as ``search_runs`` does
+stores do both, W&B the first); one that stores no models (TensorBoard) is named as
+such. Rows of ``search_models`` name their run as ``search_runs`` does
 (``run_id``), so that the two join: ``runs.merge(models, on="run_id")``.
 """
 
@@ -12,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlhooks.backends.base import Backend
-from mlhooks.core.types import RunData, RunInfo
+from mlhooks.core.types import Capability, RunData, RunInfo
+from mlhooks.delivery import selection
 from mlhooks.reports.search import searchable
 
 
@@ -32,7 +34,7 @@ def load_model(run: Any, name: str = "model", backend: str | Backend | None = No
     every epoch under one name), the latest step's. Raises ``KeyError`` when the run
     has no such model, ``ValueError`` when the backend stores no models.
     """
-    target = searchable(backend, "load_model")
+    target = searchable(_model_store(backend, "load models"), "load_model")
     return target.load_model(_run_id(run), name)  # type: ignore[attr-defined]
 
 
@@ -64,11 +66,25 @@ def search_models(
         import pandas as pd
     except ImportError:
         raise ImportError("mlhooks.search_models returns a DataFrame: pip install pandas") from None
-    target = searchable(backend, "search_models")
+    target = searchable(_model_store(backend, "search models"), "search_models")
     rows = target.search_models(  # type: ignore[attr-defined]
         experiment=experiment, filter_string=filter_string or "", order_by=list(order_by or [])
     )
     return pd.DataFrame(rows)
+
+
+def _model_store(backend: str | Backend | None, what: str) -> Backend:
+    """The backend named; ValueError saying so when it stores no models at all (the
+    TensorBoard backend keeps metrics, params, tags and images)."""
+    target = selection.resolve(backend)[0]
+    if not target.supports(Capability.MODELS):
+        kept = ", ".join(c.value for c in Capability if target.supports(c)) or "nothing"
+        raise ValueError(
+            f"backend {target.name!r} cannot {what}: it stores no models (only {kept}). "
+            "Log to a backend that stores models as well (autolog(backends=[..., 'local']) "
+            "or 'mlflow') and read them from it: mlhooks.load_model(run, backend='local')"
+        )
+    return target
 
 
 def _run_id(run: Any) -> str:

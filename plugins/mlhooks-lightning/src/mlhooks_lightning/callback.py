@@ -38,6 +38,7 @@ class CallbackMixin:
 
     ``Trainer(callbacks=[MlhooksCallback(log_every_n_steps=50)])``. Takes the options of
     :class:`mlhooks_lightning.options.Options`; those left as None follow ``autolog()``.
+    ``MlhooksCallback(registered_model_name="forecaster")`` registers each fit's model.
     """
 
     _lightning_callback: type = object
@@ -54,6 +55,7 @@ class CallbackMixin:
         model: str = "final",
         epoch_step: str = "epoch",
         *,
+        registered_model_name: str | None = None,
         options: Options | None = None,
     ) -> None:
         super().__init__()
@@ -64,6 +66,7 @@ class CallbackMixin:
             log_datasets=log_datasets,
             model=model,
             epoch_step=epoch_step,
+            registered_model_name=registered_model_name,
         )
         self._tracker: Tracker | None = None
         for name in self._skippable_hooks:

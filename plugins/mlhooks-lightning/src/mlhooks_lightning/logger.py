@@ -34,6 +34,8 @@ class LoggerMixin:
         log_datasets: bool | None = None,
         model: str = "final",
         epoch_step: str = "epoch",
+        *,
+        registered_model_name: str | None = None,
     ) -> None:
         super().__init__()
         self.options = Options(
@@ -42,6 +44,7 @@ class LoggerMixin:
             log_datasets=log_datasets,
             model=model,
             epoch_step=epoch_step,
+            registered_model_name=registered_model_name,
         )
         self._tracker: Tracker | None = None
         self._params: dict[str, Any] = {}

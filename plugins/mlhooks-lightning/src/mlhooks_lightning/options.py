@@ -39,6 +39,9 @@ class Options:
             best checkpoint of ``trainer.checkpoint_callback``, when there is one).
         epoch_step: where epoch-level values are stored: ``"epoch"`` (0, 1, ...) or
             ``"global_step"`` (the optimizer steps taken so far).
+        registered_model_name: register the fit's model under this name, a new
+            version per fit (with MLflow: from its logged model), as
+            ``autolog(registered_model_name=...)`` does.
     """
 
     log_every_n_steps: int | None = None
@@ -47,6 +50,7 @@ class Options:
     log_datasets: bool | None = None
     model: str = "final"
     epoch_step: str = "epoch"
+    registered_model_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.log_every_n_steps is not None and self.log_every_n_steps < 0:
@@ -74,4 +78,6 @@ class Options:
             changes["log_models"] = self.log_models
         if self.log_datasets is not None:
             changes["log_datasets"] = self.log_datasets
+        if self.registered_model_name is not None:
+            changes["registered_model_name"] = self.registered_model_name
         return replace(settings_for(FRAMEWORK, LightningOptions), **changes)

@@ -45,7 +45,7 @@ from mlhooks.plugin import (
     notice_once,
 )
 
-from . import reading
+from . import loading, reading
 from .mapping import (
     EXIT_CODES,
     STEP_METRIC,
@@ -296,6 +296,20 @@ class WandbBackend(Backend):
         with artifact.new_file("fingerprint.json") as f:
             f.write(json.dumps(fingerprint, sort_keys=True, indent=1))
         handle.log_artifact(artifact, aliases=["latest", artifact_name(op.dataset.context)])
+
+    # -- reading ----------------------------------------------------------------------
+
+    def load_model(self, run_id: str, name: str) -> Any:
+        """Model ``name`` of run ``run_id``, from W&B's folders on this machine (see
+        :mod:`.loading` and :func:`mlhooks.load_model`)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is not None and run.handle is None:
+            # Ended here: W&B's service writes the run's last records after finish().
+            for folder in reading.run_dirs(self.dir, run_id)[-1:]:
+                reading.wait_until_finished(folder, self.finish_timeout)
+        still_open = run is not None and run.handle is not None
+        return loading.load_model(self.dir, run_id, name, wait=5.0 if still_open else 0.0)
 
     # -- lifecycle --------------------------------------------------------------------
 
