@@ -183,8 +183,9 @@ class MlflowBackend(Backend):
             self.client.search_experiments(max_results=1)
 
     def reachable(self) -> bool | None:
-        """Whether the tracking server answers ``/health`` within 2 s, asked once; None
-        for a store that is not a server (a database, Databricks)."""
+        """Whether the tracking server answers ``/health`` within 2 s (longer for a
+        server that answered slowly lately: see :func:`.connection.health_timeout`),
+        asked once; None for a store that is not a server (a database, Databricks)."""
         return answers(self.tracking_uri) if is_served(self.tracking_uri) else None
 
     def apply(self, op: Operation) -> None:
