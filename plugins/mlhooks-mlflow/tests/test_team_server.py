@@ -96,8 +96,8 @@ def test_runs_registering_one_dataset_at_the_same_moment_all_land(
     one insert it and refuses the others (``UniqueViolation`` on ``dataset_pk``, which
     reaches the client as a BAD_REQUEST). The table is held locked until every
     process's insert waits, so that the race happens every time. Each loser tries
-    again, finds the dataset and links its run to it: every run, param, point and
-    dataset input lands, and nothing is set aside."""
+    again, finds the dataset and links its run to it: every run, param, point, dataset
+    input and model lands once, and nothing is set aside."""
     count, points = 4, 2000
     go = tmp_path / "go"
     refused_before = refused_dataset_inserts(team_server)
@@ -133,6 +133,10 @@ def test_runs_registering_one_dataset_at_the_same_moment_all_land(
         assert inputs, f"run {run.info.run_name} has no dataset"
         digests |= {(i.dataset.name, i.dataset.digest) for i in inputs}
     assert len(digests) == len(runs[0].inputs.dataset_inputs)  # one dataset, shared
+    if hasattr(client, "search_logged_models"):  # MLflow 3: each fit's model, once
+        models = client.search_logged_models(["0"], max_results=100)
+        assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r in runs)
+        assert {m.status for m in models} == {"READY"}
     with team_server.postgres.connect(team_server.database) as connection:
         stored = connection.execute("SELECT count(*) FROM datasets").fetchone()
     assert stored is not None and stored[0] == len(digests)

@@ -146,16 +146,12 @@ class Postgres:
             host="127.0.0.1", port=self.port, user="postgres", dbname=database, autocommit=True
         )
 
-    def create_database(self, name: str, template: str | None = None) -> None:
-        """Create database ``name``, a copy of ``template`` if given (which nobody may be
-        connected to)."""
+    def create_database(self, name: str) -> None:
+        """Create the empty database ``name``."""
         from psycopg import sql
 
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with self.connect() as connection:
-            connection.execute(statement)
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def _run(self, program: str, *arguments: str) -> None:
         command = [str(self.programs / program), *arguments]

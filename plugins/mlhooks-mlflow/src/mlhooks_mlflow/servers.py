@@ -6,8 +6,6 @@
 * :class:`TeamServer`: the same on a PostgreSQL database (see :mod:`.postgres`), as a
   team runs it: clients see ``mlflow-artifacts:`` URIs and upload through the server.
   :meth:`TeamServer.reset` empties its store between tests, as a fresh store would be.
-* :func:`team_database`: a PostgreSQL database with MLflow's tables, copied from one
-  migrated once per PostgreSQL server (migrating takes seconds, copying does not).
 
 Nothing here imports pytest or MLflow.
 """
@@ -133,33 +131,14 @@ class MlflowServer:
         return stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
-TEMPLATE = "mlflow_template"
-"""The database :func:`team_database` copies: MLflow's tables, migrated once."""
 _SNAPSHOT = "mlhooks_start"
 """The schema keeping what a :class:`TeamServer`'s store held when it first started."""
 
 
-def team_database(postgres: Postgres, name: str) -> str:
-    """Create database ``name`` on ``postgres`` with MLflow's tables (a copy of
-    :data:`TEMPLATE`, which the first call migrates with ``mlflow db upgrade``); its
-    URI for ``mlflow server --backend-store-uri``."""
-    with postgres.connect() as connection:
-        exists = connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (TEMPLATE,)
-        ).fetchone()
-    if not exists:
-        postgres.create_database(TEMPLATE)
-        migrate = [sys.executable, "-m", "mlflow", "db", "upgrade", postgres.url(TEMPLATE)]
-        done = subprocess.run(migrate, capture_output=True, text=True, timeout=600, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"mlflow db upgrade failed:\n{done.stdout}{done.stderr}")
-    postgres.create_database(name, template=TEMPLATE)
-    return postgres.url(name)
-
-
 class TeamServer(MlflowServer):
-    """``mlflow server`` on PostgreSQL database ``database`` (made with
-    :func:`team_database` unless it exists), its artifacts proxied from ``root``.
+    """``mlflow server`` on PostgreSQL database ``database`` (created empty unless it
+    exists: the server creates MLflow's tables as it starts), its artifacts proxied
+    from ``root``.
 
     The first start keeps what the server put in its fresh store (the default
     experiment, MLflow's default workspace); :meth:`reset` brings the store back to
@@ -178,8 +157,9 @@ class TeamServer(MlflowServer):
             exists = connection.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
             ).fetchone()
-        uri = postgres.url(database) if exists else team_database(postgres, database)
-        super().__init__(root, backend_store_uri=uri, workers=workers, jobs=jobs)
+        if not exists:
+            postgres.create_database(database)
+        super().__init__(root, backend_store_uri=postgres.url(database), workers=workers, jobs=jobs)
         self.postgres = postgres
         self.database = database
         self._reset_sql: str | None = None

@@ -17,8 +17,8 @@ test session that does not ask for it.
 * The team server: a test decorated with :data:`also_on_team_server` runs twice, once
   as above and once (marked ``team_server``) where ``mlflow_tracking_uri`` is the
   session's ``team_server`` (an ``mlflow server`` on PostgreSQL with proxied
-  artifacts, emptied for each test) and ``new_mlflow_server()`` gives servers on new
-  PostgreSQL databases; :data:`on_team_server` runs it there only. Where PostgreSQL is
+  artifacts, emptied for each test; a test may stop and start it again, and must leave
+  it running); :data:`on_team_server` runs it there only. Where PostgreSQL is
   not installed these tests skip, saying why, unless the ``CI`` variable is set: then
   they fail. ``-m "not team_server"`` deselects them.
 * :func:`mlflow_run_of`: the MLflow run of an mlhooks run, once everything is stored.
@@ -29,7 +29,6 @@ test session that does not ask for it.
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import sqlite3
@@ -179,25 +178,14 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     server.stop()
 
 
-_databases = itertools.count()
-
-
 @pytest.fixture
-def new_mlflow_server(
-    request: pytest.FixtureRequest, tmp_path: Path, mlflow_store: str
-) -> Iterator[Callable[[], MlflowServer]]:
-    """Servers of this test, not started yet; each is stopped after the test. In a
-    team-server test, each is a :class:`TeamServer` on a new database of the
-    session's PostgreSQL."""
+def new_mlflow_server(tmp_path: Path) -> Iterator[Callable[[], MlflowServer]]:
+    """Servers of this test (on sqlite), not started yet; each is stopped after the
+    test."""
     made: list[MlflowServer] = []
 
     def make() -> MlflowServer:
-        root = tmp_path / f"mlflow-server-{len(made)}"
-        if mlflow_store == "team":
-            cluster = request.getfixturevalue("team_postgres")
-            server: MlflowServer = TeamServer(root, cluster, f"server_{next(_databases)}")
-        else:
-            server = MlflowServer(root)
+        server = MlflowServer(tmp_path / f"mlflow-server-{len(made)}")
         made.append(server)
         return server
 
