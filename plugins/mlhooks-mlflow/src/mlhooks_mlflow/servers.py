@@ -206,3 +206,35 @@ class TeamServer(MlflowServer):
         assert self._reset_sql is not None, "the server never started"
         with self.postgres.connect(self.database) as connection, connection.transaction():
             connection.execute(self._reset_sql)
+
+    def count_inserts(self, key: str) -> None:
+        """From now on, count every row of metric ``key`` that an INSERT into MLflow's
+        ``metrics`` table tries, stored or not (:meth:`inserts_tried`). MLflow's store
+        drops a point it already holds (same key, step, timestamp and value), so a point
+        sent twice never shows as a second row; this counter sees it. A row refused as
+        a duplicate makes MLflow insert the rest of its batch again, so the count is
+        exact while nothing is sent twice, and an upper bound otherwise."""
+        from psycopg import sql
+
+        function = """
+            CREATE OR REPLACE FUNCTION mlhooks_count_insert() RETURNS trigger
+            LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('mlhooks_tried_inserts');
+            RETURN NEW; END $$"""
+        trigger = sql.SQL(
+            "CREATE TRIGGER mlhooks_count_inserts BEFORE INSERT ON metrics FOR EACH ROW "
+            "WHEN (NEW.key = {}) EXECUTE FUNCTION mlhooks_count_insert()"
+        ).format(sql.Literal(key))
+        with self.postgres.connect(self.database) as connection:
+            # A sequence is not rolled back with the transaction that moved it.
+            connection.execute("CREATE SEQUENCE mlhooks_tried_inserts")
+            connection.execute(function)
+            connection.execute(trigger)
+
+    def inserts_tried(self) -> int:
+        """Rows of the key given to :meth:`count_inserts` tried so far."""
+        with self.postgres.connect(self.database) as connection:
+            row = connection.execute(
+                "SELECT last_value, is_called FROM mlhooks_tried_inserts"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]) if row[1] else 0
