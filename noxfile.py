@@ -165,6 +165,6 @@ def bench(session: nox.Session) -> None:
     session.install(TORCH)  # first and pinned: a CPU build (see tests)
     session.install(".", "numpy", "pandas", "scikit-learn", TORCH, "lightning", "xgboost",
                     "lightgbm", "matplotlib", "optuna", "transformers", "accelerate",
-                    *map(str, PLUGINS))  # fmt: skip
+                    "psycopg[binary]", *map(str, PLUGINS))  # fmt: skip
     for script in sorted(ROOT.glob("benchmarks/bench_*.py")):
         session.run("python", str(script.relative_to(ROOT)), env=SINGLE_THREADED)

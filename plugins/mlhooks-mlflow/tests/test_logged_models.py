@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import mlhooks
 from mlhooks_mlflow import RUN_ID_TAG
+from mlhooks_mlflow.testing import also_on_team_server
 
 mlflow3 = pytest.mark.skipif(
     not hasattr(MlflowClient, "create_logged_model"), reason="logged models need MLflow 3"
@@ -102,6 +103,7 @@ def predict(flavor: str, model: Any, inputs: Any) -> Any:
 
 
 @mlflow3
+@also_on_team_server
 def test_autologged_models_are_mlflow_logged_models_of_their_runs(
     tracking_uri: str, tmp_path: Path
 ) -> None:
@@ -199,6 +201,7 @@ def test_the_same_fits_on_the_local_store_load_back_through_mlhooks(tmp_path: Pa
 
 
 @mlflow3
+@also_on_team_server
 def test_autolog_registers_each_fits_model_per_framework_too(tracking_uri: str) -> None:
     client = MlflowClient(tracking_uri)
     mlhooks.autolog(registered_model_name="boosters", sklearn={"registered_model_name": "iris"})
@@ -234,3 +237,30 @@ def test_load_model_reads_the_backends_own_store(tmp_path: Path) -> None:
     assert mlflow.get_tracking_uri() != backend.tracking_uri
     (row,) = mlhooks.search_models(backend=backend).to_dict("records")
     assert (row["name"], row["flavor"], row["status"]) == ("model", "python", "READY")
+
+
+@mlflow3
+def test_a_step_loop_after_the_fit_links_the_latest_values_to_its_model(
+    tracking_uri: str,
+) -> None:
+    """A run that goes on logging steps after its model (an autologged fit, then a loop
+    of manual metrics) keeps every point; its model gets the latest value of each
+    write (one row per batch, not per point: each linked point is a second row for
+    the store), and the final value when the run ends."""
+    client = MlflowClient(tracking_uri)
+    mlhooks.autolog()
+    X, y = load_iris(return_X_y=True)
+    with mlhooks.start_run("loop after fit") as run:
+        LogisticRegression(max_iter=300).fit(X, y)
+        assert mlhooks.flush(60)  # the model is stored: what follows comes after it
+        for step in range(3000):
+            mlhooks.log_metric("loss", 1.0 / (step + 1), step=step)
+            if step == 1499:
+                assert mlhooks.flush(60)  # two writes
+    mlflow_id = client.search_runs(["0"], f"tags.`{RUN_ID_TAG}` = '{run.run_id}'")[0].info.run_id
+    assert [m.step for m in client.get_metric_history(mlflow_id, "loss")] == list(range(3000))
+    (model,) = client.search_logged_models(["0"], filter_string=f"source_run_id = '{mlflow_id}'")
+    linked = sorted((m.step, m.value) for m in model.metrics if m.key == "loss")
+    assert linked[-1] == (2999, 1.0 / 3000)
+    assert 2 <= len(linked) <= 100  # each write's latest (1,499 and 2,999, and a write
+    # the writer may have begun mid-loop), never every point

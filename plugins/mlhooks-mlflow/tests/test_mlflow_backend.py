@@ -1,4 +1,6 @@
-"""The MLflow backend against a real sqlite tracking store, read back with MlflowClient."""
+"""The MLflow backend against a real sqlite tracking store, read back with MlflowClient;
+what a team's server stores differently (runs, values, nested runs, datasets, artifacts,
+models, search) also against one (``mlflow server`` on PostgreSQL, proxied artifacts)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import mlhooks
 from mlhooks import MlhooksWarning
 from mlhooks.plugin import LogBatch, StartRun
 from mlhooks_mlflow import MlflowBackend, TrackingUriError
-from mlhooks_mlflow.testing import mlflow_run_of
+from mlhooks_mlflow.testing import also_on_team_server, mlflow_run_of
 
 
 @pytest.fixture
@@ -47,6 +49,7 @@ def test_experiments_open_in_the_model_training_view(client: MlflowClient) -> No
     assert client.get_experiment(chosen).tags[kind] == "genai_development"
 
 
+@also_on_team_server
 def test_params_metrics_tags_and_description_land_exactly(client: MlflowClient) -> None:
     values = [0.5, float("nan"), 1e-300, -3.0]
     with mlhooks.start_run("exact", description="the first try", tags={"team": "ml"}) as run:
@@ -68,6 +71,7 @@ def test_params_metrics_tags_and_description_land_exactly(client: MlflowClient) 
     assert math.isnan(got[1]) and [got[0], got[2], got[3]] == [0.5, 1e-300, -3.0]
 
 
+@also_on_team_server
 def test_many_points_params_and_tags_are_chunked_within_limits(client: MlflowClient) -> None:
     with mlhooks.start_run("big") as run:
         mlhooks.log_params({f"p{i}": i for i in range(250)})
@@ -82,6 +86,7 @@ def test_many_points_params_and_tags_are_chunked_within_limits(client: MlflowCli
         assert sorted((m.step, m.value) for m in history) == [(s, sign * s) for s in range(5000)]
 
 
+@also_on_team_server
 def test_nested_runs_and_statuses(client: MlflowClient) -> None:
     with mlhooks.start_run("search") as parent:
         with mlhooks.start_run("good", nested=True) as good:
@@ -97,6 +102,7 @@ def test_nested_runs_and_statuses(client: MlflowClient) -> None:
         assert stored.info.status == status
 
 
+@also_on_team_server
 def test_a_continued_run_runs_again_but_a_replayed_start_changes_nothing(
     client: MlflowClient,
 ) -> None:
@@ -120,6 +126,7 @@ def test_a_continued_run_runs_again_but_a_replayed_start_changes_nothing(
     assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5)]
 
 
+@also_on_team_server
 def test_a_run_opened_with_mlflow_start_run_is_logged_into(client: MlflowClient) -> None:
     with mlflow.start_run(run_name="theirs", description="opened by mlflow", tags={"x": "1"}):
         mlhooks.log_metric("loss", 0.25, step=3)
@@ -166,6 +173,7 @@ def test_a_file_store_gets_a_clear_message(monkeypatch: pytest.MonkeyPatch, uri:
     assert mlhooks.active_run() is None
 
 
+@also_on_team_server
 def test_values_and_keys_mlflow_rejects_are_refused_at_the_door_or_fixed_with_one_warning(
     client: MlflowClient, lenient: None
 ) -> None:
@@ -195,6 +203,7 @@ def test_values_and_keys_mlflow_rejects_are_refused_at_the_door_or_fixed_with_on
     assert sum("'acc@top5'" in m for m in messages) == 1
 
 
+@also_on_team_server
 def test_datasets_appear_as_mlflow_inputs(client: MlflowClient) -> None:
     X = np.random.default_rng(0).normal(size=(100, 3))
     with mlhooks.start_run("data") as run:
@@ -207,6 +216,7 @@ def test_datasets_appear_as_mlflow_inputs(client: MlflowClient) -> None:
     assert '"num_rows": 100' in by_name["train_X"].dataset.profile
 
 
+@also_on_team_server
 def test_artifacts_land_in_the_run_artifact_store(client: MlflowClient, tmp_path: Path) -> None:
     (tmp_path / "report.txt").write_text("hello")
     (tmp_path / "plots").mkdir()
@@ -219,6 +229,7 @@ def test_artifacts_land_in_the_run_artifact_store(client: MlflowClient, tmp_path
     assert [f.path for f in client.list_artifacts(mlflow_id, "plots")] == ["plots/a.txt"]
 
 
+@also_on_team_server
 def test_a_sklearn_model_loads_back_and_predicts_the_same(client: MlflowClient) -> None:
     X = np.random.default_rng(1).normal(size=(50, 4))
     y = X @ [1.0, 2.0, -1.0, 0.5]
@@ -244,6 +255,7 @@ def test_a_sklearn_model_loads_back_and_predicts_the_same(client: MlflowClient) 
     assert [v.run_id for v in versions] == [mlflow_id]
 
 
+@also_on_team_server
 def test_search_runs_and_metric_history_through_mlflow(client: MlflowClient) -> None:
     for i, lr in enumerate([0.1, 0.01, 0.1]):
         with mlhooks.start_run(f"r{i}", experiment="search") as run:

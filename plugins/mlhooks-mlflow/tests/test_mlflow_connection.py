@@ -4,8 +4,10 @@ another thread; and ``reachable()`` says whether a server answers."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +15,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlhooks_mlflow import MlflowBackend
-from mlhooks_mlflow.connection import bounded_requests
+from mlhooks_mlflow import MlflowBackend, connection
+from mlhooks_mlflow.connection import bounded_requests, health_timeout
 from mlhooks_mlflow.testing import MlflowServer, free_port
 
 
@@ -109,3 +111,58 @@ def test_reachable_says_whether_a_server_answers(
     assert MlflowBackend(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}").reachable() is None
     with pytest.raises(ConnectionError, match="does not answer"):
         MlflowBackend(tracking_uri=closed).check()
+
+
+class SlowHealth:
+    """A server on 127.0.0.1 that answers every request ``200 OK`` after ``delay``
+    seconds: a tracking server whose ``/health`` is slow because it is busy."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            time.sleep(self.delay)
+            body = b"OK"
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            with contextlib.suppress(OSError):
+                connection.sendall(head.encode() + body)
+
+
+def test_a_server_that_answered_slowly_lately_gets_longer_to_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy server (its /health slow, not gone) is not taken for down; one that stops
+    answering at all is, within HEALTH_TIMEOUT_MAX. (How long mlhooks' own requests took
+    counts too: the team-server tests and benchmark write through it.) The waits are
+    mlhooks' own, halved; each delay leaves half a second's margin."""
+    monkeypatch.setattr(connection, "HEALTH_TIMEOUT", 1.0)
+    monkeypatch.setattr(connection, "HEALTH_TIMEOUT_FIRST", 2.5)
+    monkeypatch.setattr(connection, "HEALTH_TIMEOUT_MAX", 4.0)
+    server = SlowHealth()
+    backend = MlflowBackend(tracking_uri=server.uri)
+    assert health_timeout(server.uri) == 2.5  # never heard from
+    assert backend.reachable() is True
+    assert health_timeout(server.uri) < 2.5  # it answered (at once: 1 s)
+    server.delay = 0.5
+    assert backend.reachable() is True  # within the 1 s
+    assert 1.5 <= health_timeout(server.uri) <= 4.0  # three times its answer, at least
+    server.delay = 1.1  # slower still: taken for down at 1 s, had it not been slow before
+    assert backend.reachable() is True
+    server.delay = 60.0  # hangs
+    started = time.monotonic()
+    assert backend.reachable() is False
+    assert time.monotonic() - started < 30  # within 4 s, on an idle machine
+    server.socket.close()

@@ -1,5 +1,7 @@
 """The MLflow backend against a real `mlflow server` on 127.0.0.1: writes, an outage in
-the middle of a run, and `mlhooks sync` after a process died with the server down."""
+the middle of a run, and `mlhooks sync` after a process died with the server down; the
+outage and `sync` also against a team's server (``mlflow server`` on PostgreSQL: the
+session's, stopped and started again, rather than one more server per test)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -22,7 +24,7 @@ import mlhooks
 from mlhooks import MlhooksWarning
 from mlhooks.testing import wait_until
 from mlhooks_mlflow import MlflowBackend
-from mlhooks_mlflow.testing import MlflowServer, mlflow_run_of
+from mlhooks_mlflow.testing import MlflowServer, also_on_team_server, mlflow_run_of
 
 
 def test_runs_metrics_and_models_through_a_server(mlflow_server: MlflowServer) -> None:
@@ -52,12 +54,43 @@ def test_runs_metrics_and_models_through_a_server(mlflow_server: MlflowServer) -
 
 
 @pytest.fixture
-def restartable_server(new_mlflow_server: Callable[[], MlflowServer]) -> MlflowServer:
-    server = new_mlflow_server()
-    server.start()
-    return server
+def restartable_server(
+    request: pytest.FixtureRequest,
+    mlflow_store: str,
+    new_mlflow_server: Callable[[], MlflowServer],
+) -> Iterator[MlflowServer]:
+    """A running server the test may stop and start again: one of its own, or on a team
+    server the session's (emptied for the test), running again after the test."""
+    if mlflow_store != "team":
+        server = new_mlflow_server()
+        server.start()
+        yield server
+        return
+    team: MlflowServer = request.getfixturevalue("team_server")
+    yield team
+    if team.process is None:
+        team.start()
 
 
+@pytest.fixture
+def server_down(
+    request: pytest.FixtureRequest,
+    mlflow_store: str,
+    new_mlflow_server: Callable[[], MlflowServer],
+) -> Iterator[MlflowServer]:
+    """A server that does not answer until the test starts it: one of its own, or on a
+    team server the session's (emptied for the test), stopped, running after the test."""
+    if mlflow_store != "team":
+        yield new_mlflow_server()  # its port stays closed until start()
+        return
+    team: MlflowServer = request.getfixturevalue("team_server")
+    team.stop()
+    yield team
+    if team.process is None:
+        team.start()
+
+
+@also_on_team_server
 def test_an_outage_mid_run_loses_nothing_and_stores_nothing_twice(
     restartable_server: MlflowServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -132,10 +165,11 @@ def train_offline(code: str, env: dict[str, str]) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+@also_on_team_server
 def test_a_process_killed_while_the_server_is_down_is_synced_later(
-    tmp_path: Path, lenient: None, new_mlflow_server: Callable[[], MlflowServer]
+    tmp_path: Path, lenient: None, server_down: MlflowServer
 ) -> None:
-    server = new_mlflow_server()  # its port stays closed until start()
+    server = server_down
     local_dir = tmp_path / "mlhooks-runs"
     env = offline_env(local_dir, server)
     run_id = train_offline(

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 import mlhooks
 from mlhooks.capture import system_metrics
 from mlhooks.testing import train_by_hand
-from mlhooks_mlflow.testing import free_port, mlflow_run_of
+from mlhooks_mlflow.testing import also_on_team_server, free_port, mlflow_run_of
 
 
 def mlhooks_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -96,6 +96,7 @@ def test_mlflow_samples_its_own_runs_alone(monkeypatch: pytest.MonkeyPatch) -> N
     assert "mlhooks.context.python" in tags  # the adopted run got the context
 
 
+@also_on_team_server
 def test_compare_and_plot_on_mlflow(two_runs: dict[str, Any]) -> None:
     ids = [two_runs["slow"]["id"], two_runs["fast"]["mlflow_id"]]  # either id works
     table = mlhooks.compare_runs(ids)

@@ -183,8 +183,9 @@ class MlflowBackend(Backend):
             self.client.search_experiments(max_results=1)
 
     def reachable(self) -> bool | None:
-        """Whether the tracking server answers ``/health`` within 2 s, asked once; None
-        for a store that is not a server (a database, Databricks)."""
+        """Whether the tracking server answers ``/health`` within 2 s (longer for a
+        server that answered slowly lately: see :func:`.connection.health_timeout`),
+        asked once; None for a store that is not a server (a database, Databricks)."""
         return answers(self.tracking_uri) if is_served(self.tracking_uri) else None
 
     def apply(self, op: Operation) -> None:
@@ -560,17 +561,23 @@ def _user() -> str:
         return "unknown"
 
 
-@functools.lru_cache(maxsize=100_000)
 def _mlflow_key(key: str, what: str) -> str:
-    """``key`` as MLflow accepts it: allowed characters only, a normalized path."""
-    fixed = _KEY_ALLOWED.sub("_", key)
-    fixed = "/".join(part for part in fixed.split("/") if part not in ("", ".")) or "_"
+    """``key`` as MLflow accepts it (see :func:`_fixed_key`); a key that had to be
+    fixed is told once (per site: again after the warnings were reset)."""
+    fixed = _fixed_key(key)
     if fixed != key:
         warn_background(
             f"mlflow-key:{what}:{key}",
             f"mlhooks: MLflow does not accept the {what} key {key!r}; logged as {fixed!r}",
         )
     return fixed
+
+
+@functools.lru_cache(maxsize=100_000)
+def _fixed_key(key: str) -> str:
+    """``key`` with allowed characters only, as a normalized path."""
+    fixed = _KEY_ALLOWED.sub("_", key)
+    return "/".join(part for part in fixed.split("/") if part not in ("", ".")) or "_"
 
 
 def _chunks(

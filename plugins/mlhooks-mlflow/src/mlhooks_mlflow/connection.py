@@ -19,7 +19,11 @@ and artifact repository pass none). So:
   passes through as it came.
 * :func:`answers` asks a server's ``/health`` once, with a timeout of a couple of
   seconds, through MLflow's own ``http_request`` (so with the user's TLS settings and
-  credentials).
+  credentials). A server that showed lately that it is slow to answer gets longer
+  (:func:`health_timeout`): a team's server busy with many writers, on a busy machine,
+  answers everything late, and is not down. Taken for down, every writer would spool
+  and replay, and a process ending meanwhile would leave its data to ``mlhooks sync``.
+  A server that hangs is still found, later: within :data:`HEALTH_TIMEOUT_MAX`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import functools
 import importlib
 import inspect
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,7 +43,20 @@ from . import mlflow_api
 CONNECT_TIMEOUT = 5.0
 """Seconds mlhooks' requests wait for a connection (MLflow's timeout if shorter)."""
 HEALTH_TIMEOUT = 2.0
-"""Seconds :func:`answers` waits for ``/health``."""
+"""Seconds :func:`answers` waits for ``/health`` at least."""
+HEALTH_TIMEOUT_FIRST = 5.0
+"""Seconds :func:`answers` waits for a server this process never heard from (many
+processes starting at once keep a server busy)."""
+HEALTH_TIMEOUT_MAX = 10.0
+"""Seconds :func:`answers` waits for ``/health`` at most, however slow it was lately."""
+HEALTH_PATIENCE = 3.0
+"""How many times its slowest recent answer to ``/health`` a server gets."""
+HEALTH_MEMORY = 60.0
+"""Seconds a slow answer counts for."""
+
+_needed: dict[str, deque[tuple[float, float]]] = {}
+"""Per server: (``time.monotonic()``, seconds its answers showed it may need) of its
+recent answers: to ``/health``, and to mlhooks' own requests."""
 
 _PATCHED_MODULES = ("mlflow.utils.rest_utils", "mlflow.store.artifact.http_artifact_repo")
 _BOUNDED = ("max_retries", "backoff_factor", "backoff_jitter", "timeout")
@@ -69,14 +88,16 @@ def bounded_requests() -> Iterator[None]:
         _thread.bounded = outer
 
 
-def answers(tracking_uri: str, timeout: float = HEALTH_TIMEOUT) -> bool:
+def answers(tracking_uri: str, timeout: float | None = None) -> bool:
     """Whether the server at ``tracking_uri`` answers ``/health`` within ``timeout``
-    seconds, once, with no retries. A server error (5xx, such as a proxy's 502 for a
-    server behind it that is gone) counts as no answer."""
+    seconds (default :func:`health_timeout`), once, with no retries. A server error
+    (5xx, such as a proxy's 502 for a server behind it that is gone) counts as no
+    answer."""
     mlflow_api.load()  # on one thread at a time (the watch asks beside the writer)
     from mlflow.utils import rest_utils
 
     http_request: Callable[..., Any] = rest_utils.http_request
+    started = time.monotonic()
     try:
         response = http_request(
             _host_creds(tracking_uri),
@@ -85,12 +106,39 @@ def answers(tracking_uri: str, timeout: float = HEALTH_TIMEOUT) -> bool:
             max_retries=0,
             backoff_factor=0,
             backoff_jitter=0.0,
-            timeout=timeout,
+            timeout=health_timeout(tracking_uri) if timeout is None else timeout,
             raise_on_status=False,
         )
     except (importlib.import_module("mlflow.exceptions").MlflowException, OSError):
         return False
-    return int(response.status_code) < 500
+    if int(response.status_code) >= 500:
+        return False
+    _answered(tracking_uri, HEALTH_PATIENCE * (time.monotonic() - started))
+    return True
+
+
+def health_timeout(tracking_uri: str) -> float:
+    """Seconds to wait for ``/health`` of ``tracking_uri``: what its answers of the last
+    :data:`HEALTH_MEMORY` seconds showed it may need (:data:`HEALTH_PATIENCE` times its
+    slowest ``/health``; as long as mlhooks' slowest request to it took), at least
+    :data:`HEALTH_TIMEOUT` and at most :data:`HEALTH_TIMEOUT_MAX`;
+    :data:`HEALTH_TIMEOUT_FIRST` for a server that never answered this process."""
+    known = _needed.get(_server(tracking_uri))
+    if known is None:
+        return HEALTH_TIMEOUT_FIRST
+    since = time.monotonic() - HEALTH_MEMORY
+    needed = max((seconds for when, seconds in list(known) if when >= since), default=0.0)
+    return min(HEALTH_TIMEOUT_MAX, max(HEALTH_TIMEOUT, needed))
+
+
+def _answered(tracking_uri: str, needed: float) -> None:
+    """The server at ``tracking_uri`` answered, showing it may need ``needed`` s."""
+    known = _needed.setdefault(_server(tracking_uri), deque(maxlen=50))
+    known.append((time.monotonic(), needed))
+
+
+def _server(uri: str) -> str:
+    return uri.rstrip("/")
 
 
 def _host_creds(tracking_uri: str) -> Any:
@@ -152,11 +200,18 @@ def _bounding(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def http_request(*args: Any, **kwargs: Any) -> Any:
-        if getattr(_thread, "bounded", False) and len(args) <= 3:
-            for name, value in _limits().items():
-                if kwargs.get(name) is None:
-                    kwargs[name] = value
-        return original(*args, **kwargs)
+        if not (getattr(_thread, "bounded", False) and len(args) <= 3):
+            return original(*args, **kwargs)
+        for name, value in _limits().items():
+            if kwargs.get(name) is None:
+                kwargs[name] = value
+        started = time.monotonic()
+        response = original(*args, **kwargs)
+        took = time.monotonic() - started
+        host = getattr(args[0], "host", None) if args else None
+        if isinstance(host, str) and took < HEALTH_TIMEOUT_MAX:  # longer: it hung
+            _answered(host, took)  # how long this server takes to answer, lately
+        return response
 
     setattr(http_request, _MARK, True)
     return http_request

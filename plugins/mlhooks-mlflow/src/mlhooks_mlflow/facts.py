@@ -69,21 +69,28 @@ class RunFacts:
         return self.models[0] if len(self.models) == 1 else None
 
     def linked(self, metrics: list[Metric], model: Linked, mlflow_id: str) -> list[Metric]:
-        """``metrics`` linked to ``model``, each with the dataset it was computed on."""
-        found = []
-        for metric in metrics:
+        """``metrics``, the latest point of each key linked to ``model`` with the
+        dataset it was computed on. Only the latest: a model's metrics are its values,
+        and every linked point is a second row for the store to write (a step loop
+        after a fit would halve what a team's server takes); the run has every point."""
+        latest: dict[str, int] = {}
+        for index, metric in enumerate(metrics):
+            known = latest.get(metric.key)
+            if known is None or (metric.step, metric.timestamp) >= _when(metrics[known]):
+                latest[metric.key] = index
+        found = list(metrics)
+        for index in latest.values():
+            metric = metrics[index]
             dataset = self.dataset_of(metric.key)
-            found.append(
-                Metric(
-                    metric.key,
-                    metric.value,
-                    metric.timestamp,
-                    metric.step,
-                    model_id=model.model_id,
-                    dataset_name=dataset.name if dataset else None,
-                    dataset_digest=dataset.digest if dataset else None,
-                    run_id=mlflow_id,
-                )
+            found[index] = Metric(
+                metric.key,
+                metric.value,
+                metric.timestamp,
+                metric.step,
+                model_id=model.model_id,
+                dataset_name=dataset.name if dataset else None,
+                dataset_digest=dataset.digest if dataset else None,
+                run_id=mlflow_id,
             )
         return found
 
@@ -102,6 +109,10 @@ class RunFacts:
         if key.startswith("train"):
             return next((d for d in self.datasets if d.context == "train"), None)
         return None
+
+
+def _when(metric: Metric) -> tuple[int, int]:
+    return (metric.step, metric.timestamp)
 
 
 class RunFactsBook:

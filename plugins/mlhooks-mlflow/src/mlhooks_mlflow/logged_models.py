@@ -13,8 +13,9 @@ With MLflow 3, every model the backend stores is a ``LoggedModel``, as
 3. linked to the run's metrics: the latest point of each, as stored when the model was
    reported (the writer applies operations in the order they were reported), with the
    dataset it was computed on. What the run logs afterwards is linked to its model of
-   the whole run as it is written (the backend's ``log_batch``), or, for a run with
-   several, when the run ends (not to checkpoints, whose values are those of their step);
+   the whole run as it is written (the backend's ``log_batch``: the latest point of
+   each metric in each batch; every point is the run's), or, for a run with several,
+   when the run ends (not to checkpoints, whose values are those of their step);
 4. marked READY, then registered under its ``registered_model_name``, if any.
 
 A model whose storing fails part-way stays PENDING and is taken up again by the retry,

@@ -1,6 +1,16 @@
 """Several processes on one SQL store: creating a store is serialized, and the races
 of a shared database are transient, retried rather than set aside.
 
+MLflow stores a run's dataset, param or tag by looking for it and inserting it when it
+is not there. Two writers doing so at the same moment (two runs registering one
+dataset; processes sharing a run, as an Optuna study's do) both insert, and the
+database refuses the second: a unique-key violation (on PostgreSQL ``duplicate key
+value violates unique constraint "dataset_pk"``), which a tracking server returns as a
+``BAD_REQUEST`` with the database's message. Tried again, the operation finds the row
+there and goes on (or gets MLflow's own verdict, such as a param changing its value):
+:func:`is_transient_race` says so for the keys of those tables, whatever the database
+(PostgreSQL, MySQL, sqlite) and whether the error comes from the store or the server.
+
 MLflow creates a fresh sqlite store by running its schema migrations in the first
 process that opens it; two processes doing so at once break each other's migration
 (``table _alembic_tmp_metrics already exists``, ``duplicate column name: step``) and
@@ -26,9 +36,28 @@ _TRANSIENT_MESSAGES = (
     "disk i/o error",
     "could not serialize access",
     "deadlock detected",
-    "dataset_pk",  # two runs registering one dataset at the same moment
-    "unique constraint failed: datasets",
 )
+_RACED_TABLES = {  # table: its primary key's name (MLflow's schema)
+    "datasets": "dataset_pk",  # two runs registering one dataset at the same moment
+    "params": "param_pk",  # processes logging one param of a shared run
+    "tags": "tag_pk",
+    "latest_metrics": "latest_metric_pk",
+    "experiment_tags": "experiment_tag_pk",
+    "inputs": "inputs_pk",
+    "input_tags": "input_tags_pk",
+}
+_RACED_KEYS = tuple(
+    words
+    for table, key in _RACED_TABLES.items()
+    for words in (
+        f'unique constraint "{key}"',  # PostgreSQL
+        f"unique constraint failed: {table}.",  # sqlite
+        f"for key '{table}.primary'",  # MySQL
+    )
+)
+_SQL_ERRORS = ("OperationalError", "IntegrityError", "DatabaseError", "MlflowException")
+"""Errors (by class name, or a base class's: a server's RestException is an
+MlflowException) whose message may tell of a race."""
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -69,10 +98,9 @@ def is_transient_race(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        kind = type(current).__name__
-        if kind in ("OperationalError", "IntegrityError", "DatabaseError", "MlflowException"):
+        if any(kind.__name__ in _SQL_ERRORS for kind in type(current).__mro__):
             message = str(current).lower()
-            if any(words in message for words in _TRANSIENT_MESSAGES):
+            if any(words in message for words in (*_TRANSIENT_MESSAGES, *_RACED_KEYS)):
                 return True
         current = current.__cause__ or current.__context__
     return False

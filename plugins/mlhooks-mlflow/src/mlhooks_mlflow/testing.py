@@ -14,6 +14,13 @@ test session that does not ask for it.
   not started yet (its port is closed until ``start()``), stopped after the test. It
   can be killed (``kill()``) or paused (``pause()``, ``resume()``) and started again
   on the same port and store.
+* The team server: a test decorated with :data:`also_on_team_server` runs twice, once
+  as above and once (marked ``team_server``) where ``mlflow_tracking_uri`` is the
+  session's ``team_server`` (an ``mlflow server`` on PostgreSQL with proxied
+  artifacts, emptied for each test; a test may stop and start it again, and must leave
+  it running); :data:`on_team_server` runs it there only. Where PostgreSQL is
+  not installed these tests skip, saying why, unless the ``CI`` variable is set: then
+  they fail. ``-m "not team_server"`` deselects them.
 * :func:`mlflow_run_of`: the MLflow run of an mlhooks run, once everything is stored.
 * :func:`stored_models`: the models stored with an MLflow run, by their mlhooks names,
   as URIs that load them, wherever the store keeps them (MLflow 3's logged models, or
@@ -24,13 +31,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -38,94 +39,33 @@ from typing import Any
 
 import pytest
 
+from . import postgres
+from .servers import MlflowServer, TeamServer, free_port
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = [
+    "MlflowServer",
+    "TeamServer",
+    "also_on_team_server",
+    "free_port",
+    "mlflow_run_of",
+    "on_team_server",
+    "stored_models",
+]
+
+TEAM_SERVER_MARK = "team_server"
+_TEAM = pytest.param("team", marks=getattr(pytest.mark, TEAM_SERVER_MARK), id="team")
+also_on_team_server = pytest.mark.parametrize("mlflow_store", ["sqlite", _TEAM])
+"""Run the test twice: on a sqlite store and on the session's team server."""
+on_team_server = pytest.mark.parametrize("mlflow_store", [_TEAM])
+"""Run the test on the session's team server only."""
 
 
-class MlflowServer:
-    """A real ``mlflow server`` on 127.0.0.1, with its sqlite store and artifacts under
-    ``root``; it can be stopped and started again on the same port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 180) -> None:
-        """Start the server and wait until it answers ``/health``."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-            "--artifacts-destination", str(self.root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-        ]  # fmt: skip
-        log_path = self.root / "server.log"
-        with open(log_path, "ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.25)
-        raise RuntimeError(f"mlflow server did not answer on {self.uri} within {timeout}s")
-
-    def stop(self) -> None:
-        """Stop the server and the workers it started (paused or not)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            os.killpg(self.process.pid, signal.SIGCONT)  # a paused one takes SIGTERM now
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(30)
-        self.process = None
-
-    def kill(self) -> float:
-        """SIGKILL the server and its workers, as a crash would; ``time.monotonic()``
-        of the kill. ``start()`` brings it back on the same port and store."""
-        assert self.process is not None, "the server is not running"
-        killed = time.monotonic()
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
-        self.process = None
-        return killed
-
-    def pause(self) -> float:
-        """SIGSTOP the server and its workers: its port still takes connections, but
-        nothing answers. ``time.monotonic()`` of the pause."""
-        assert self.process is not None, "the server is not running"
-        paused = time.monotonic()
-        os.killpg(self.process.pid, signal.SIGSTOP)
-        return paused
-
-    def resume(self) -> float:
-        """SIGCONT a paused server; ``time.monotonic()`` of the resume."""
-        assert self.process is not None, "the server is not running"
-        resumed = time.monotonic()
-        os.killpg(self.process.pid, signal.SIGCONT)
-        return resumed
-
-    @property
-    def paused(self) -> bool:
-        """Whether the server's main process is stopped (SIGSTOP)."""
-        if self.process is None:
-            return False
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] == "T"
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{TEAM_SERVER_MARK}: runs against an mlflow server on PostgreSQL (skipped where "
+        "PostgreSQL is not installed, unless CI is set; deselect with -m 'not team_server')",
+    )
 
 
 def mlflow_run_of(client: Any, run_id: str, timeout: float = 60) -> Any:
@@ -179,22 +119,29 @@ def mlflow_empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def mlflow_store() -> str:
+    """Which store this test's MLflow fixtures make: ``"sqlite"``, or ``"team"`` in a
+    test marked with :data:`also_on_team_server` or :data:`on_team_server`."""
+    return "sqlite"
+
+
+@pytest.fixture
 def mlflow_tracking_uri(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_empty_store: Path
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mlflow_store: str,
 ) -> Iterator[str]:
-    """A sqlite store of this test, as ``MLFLOW_TRACKING_URI`` and MLflow's URI."""
+    """A store of this test, as ``MLFLOW_TRACKING_URI`` and MLflow's URI: a sqlite
+    store of its own, or the session's team server, emptied for it."""
     import mlflow
 
-    database = tmp_path / "mlflow.db"
-    shutil.copy(mlflow_empty_store, database)
-    # The template's default experiment keeps its artifacts where the template was made:
-    # this test's go under its own folder.
-    with closing(sqlite3.connect(database)) as connection, connection:
-        connection.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-            (str(tmp_path / "mlruns" / "0"),),
-        )
-    uri = f"sqlite:///{database}"
+    if mlflow_store == "team":
+        server: TeamServer = request.getfixturevalue("team_server")
+        server.reset()
+        uri = server.uri
+    else:
+        uri = _sqlite_store(tmp_path, request.getfixturevalue("mlflow_empty_store"))
     # Experiments a test creates keep their artifacts in MLflow's default ./mlruns:
     # the test's folder, not the checkout the tests run from.
     monkeypatch.chdir(tmp_path)
@@ -209,6 +156,19 @@ def mlflow_tracking_uri(
     mlflow.tracking.fluent._active_experiment_id = None
 
 
+def _sqlite_store(tmp_path: Path, template: Path) -> str:
+    """A copy of ``template`` in ``tmp_path``, its default experiment's artifacts there
+    too (rather than where the template was made); its URI."""
+    database = tmp_path / "mlflow.db"
+    shutil.copy(template, database)
+    with closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(tmp_path / "mlruns" / "0"),),
+        )
+    return f"sqlite:///{database}"
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A running ``mlflow server`` shared by the session's tests."""
@@ -220,7 +180,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 
 @pytest.fixture
 def new_mlflow_server(tmp_path: Path) -> Iterator[Callable[[], MlflowServer]]:
-    """Servers of this test, not started yet; each is stopped after the test."""
+    """Servers of this test (on sqlite), not started yet; each is stopped after the
+    test."""
     made: list[MlflowServer] = []
 
     def make() -> MlflowServer:
@@ -231,3 +192,39 @@ def new_mlflow_server(tmp_path: Path) -> Iterator[Callable[[], MlflowServer]]:
     yield make
     for server in made:
         server.stop()
+
+
+def _require_postgres() -> None:
+    """Skip the test, or fail it where CI is set, when PostgreSQL cannot run here."""
+    reason = postgres.unavailable()
+    if reason is None:
+        return
+    message = (
+        f"team-server tests need PostgreSQL: {reason}; deselect them with "
+        f"-m 'not {TEAM_SERVER_MARK}'"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set: they must run there)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def team_postgres() -> Iterator[postgres.Postgres]:
+    """A PostgreSQL server of this session, on 127.0.0.1, removed at its end."""
+    _require_postgres()
+    cluster = postgres.Postgres()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def team_server(
+    team_postgres: postgres.Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TeamServer]:
+    """A running ``mlflow server`` on PostgreSQL with proxied artifacts, shared by the
+    session's tests (``mlflow_tracking_uri`` empties it for each)."""
+    server = TeamServer(tmp_path_factory.mktemp("team-server"), team_postgres, "team")
+    server.start()
+    yield server
+    server.stop()
