@@ -33,10 +33,17 @@ from typing import Any
 
 from mlhooks.backends.base import EndRun, LogArtifact, Operation, StartRun
 from mlhooks.core import errors
+from mlhooks.core.processes import become_writer_service
 from mlhooks.core.types import RunStatus
 from mlhooks.delivery import selection, staging
 from mlhooks.delivery.batching import FlushMarker
-from mlhooks.delivery.journal import SERVICE_SUFFIX, CursorFile, JournalFile, owner_alive
+from mlhooks.delivery.journal import (
+    SERVICE_SUFFIX,
+    CursorFile,
+    JournalFile,
+    mark_delivered_by,
+    owner_alive,
+)
 from mlhooks.delivery.journaling import JournalPart, _weight
 from mlhooks.delivery.lanes import Lane, retry_policy_from_env
 from mlhooks.delivery.service_wire import encode, read_messages
@@ -207,7 +214,7 @@ class Tail:
             cursor.close()
             raise
         self.lane, self.part = lane, part[-1]
-        Path(str(self.path) + SERVICE_SUFFIX).write_text(str(os.getpid()))
+        mark_delivered_by(self.path, os.getpid())
         lane._start()
         self.ready.set()
 
@@ -294,12 +301,11 @@ class Service:
 
     def released(self, path: str) -> None:
         """A snapshot of the training process was stored: it holds the count, while it
-        lives; after, the snapshot goes once nothing left to replay names it."""
-        if self.gone:
-            with self._send_lock:
-                self.leftover_snapshots.add(path)
-        else:
-            self.send({"op": "release", "path": path})
+        lives (it may exit before it reads this: the exit hands over, it does not wait);
+        after, the snapshot goes once nothing left to replay names it."""
+        with self._send_lock:
+            self.leftover_snapshots.add(path)
+        self.send({"op": "release", "path": path})
 
     def run(self) -> None:
         errors.set_relay(self.relay)
@@ -384,6 +390,7 @@ class Service:
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the training's
+    become_writer_service()
     sock = socket.socket(fileno=int(argv[1]))
     Service(sock).run()
     return 0

@@ -30,11 +30,14 @@ from typing import TYPE_CHECKING, Any
 from mlhooks.core.errors import notice_once, relayed_error, warn_background
 from mlhooks.core.shutdown import Stage, in_forked_child
 from mlhooks.delivery import staging
+from mlhooks.delivery.journal import mark_delivered_by
 from mlhooks.delivery.service_wire import encode, read_messages
 
 if TYPE_CHECKING:
     from mlhooks.delivery.lanes import Lane
 
+LAUNCH_WAIT = 10.0
+"""Seconds the exit waits for the service process to be started, if it is not yet."""
 MAX_RESTARTS = 3
 """Deaths within :data:`RESTART_WINDOW` seconds after which lanes deliver in process."""
 RESTART_WINDOW = 60.0
@@ -75,6 +78,8 @@ class ServiceClient:
         self.pid: int | None = None
         """The service's pid once it said it is ready."""
         self._ready = threading.Event()
+        self._launched = threading.Event()
+        """Set once the current service process was started (or could not be)."""
 
     # -- what lanes call ----------------------------------------------------------------
 
@@ -86,6 +91,8 @@ class ServiceClient:
             self._attached[str(journal)] = _Attached(lane, journal)
             if self._sock is None:
                 self._start()
+            elif self._process is not None:
+                mark_delivered_by(journal, self._process.pid)
         self._send({"op": "tail", "journal": str(journal)})
 
     def wake(self) -> None:
@@ -119,10 +126,14 @@ class ServiceClient:
                 self._waiters.pop(ident, None)
 
     def bye(self, lane: Lane, end: int) -> None:
+        """This process is done with the lane's journal at ``end`` (at exit). The
+        service is started by now (a short script may exit before the thread that
+        starts it ran), so that it stores the journal after this process has gone."""
         entry = self._entry(lane)
         if entry is None:
             return
         entry.ended = end
+        self._launched.wait(LAUNCH_WAIT)
         self._send({"op": "bye", "journal": str(entry.journal), "end": end})
 
     def state(self, lane: Lane) -> tuple[bool, float | None]:
@@ -143,6 +154,7 @@ class ServiceClient:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = ours
         self._ready.clear()
+        self._launched.clear()
         threading.Thread(
             target=self._launch, args=(ours, theirs), name="mlhooks-service-start", daemon=True
         ).start()
@@ -154,21 +166,31 @@ class ServiceClient:
             process = subprocess.Popen(
                 [sys.executable, "-m", "mlhooks.delivery.service", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
+                # Not this process's stdout and stderr: whoever reads them (a shell's
+                # $(...), subprocess.run) would wait for the service to end, not for
+                # this process. Its warnings come here over the socket while we live.
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,  # Ctrl-C in the terminal is the training's
             )
         except OSError as error:
             theirs.close()
             self._give_up(f"it could not be started ({error})")
+            self._launched.set()
             return
         finally:
             if theirs.fileno() >= 0:
                 theirs.close()
         with self._lock:
             if self._sock is not ours:
+                self._launched.set()
                 return
             self._process = process
+            for entry in self._attached.values():  # `mlhooks sync` waits for it from now
+                mark_delivered_by(entry.journal, process.pid)
+        self._launched.set()
         self._read(ours, process)
 
     def _read(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
