@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 
 import mlhooks
 from mlhooks.backends.local import LocalBackend
+from mlhooks.delivery.staging import staging_root
 from mlhooks.plugin import FitSession, FrameworkOptions, ModelArtifact
 from mlhooks.testing import RecordedRuns
 
@@ -126,3 +128,64 @@ def test_the_step_of_a_model_is_its_checkpoints(tmp_path: Path) -> None:
     assert ModelArtifact("m", "xgboost", metadata={"iteration": 4}).step == 4
     assert ModelArtifact("m", "sklearn", metadata={"step": True}).step is None
     assert ModelArtifact("m", "sklearn").step is None
+
+
+def save_pretrained(folder: Path) -> None:
+    """What a framework's slow save writes: a folder of files (one of them named as
+    the local store's own model metadata)."""
+    (folder / "config.json").write_text('{"layers": 2}')
+    (folder / "weights").mkdir()
+    (folder / "weights" / "model.json").write_text("the framework's, not the store's")
+
+
+def test_a_model_saved_as_a_folder_in_the_background_loads_back_as_that_folder(
+    store: object,
+) -> None:
+    """``FitSession.model_in_background``: the folder the task writes, in the staging
+    area, is the model, stored by its path (and gone from the staging area once stored)."""
+    with mlhooks.start_run("pretrained", backends=[store], experiment="folders") as run:
+        mlhooks.log_param("layers", 2)
+        session = FitSession("demo", "fit", settings=FrameworkOptions())
+        session.start()
+        session.model_in_background(Scaler(1.0), save_pretrained, flavor="folders", task="demo")
+        session.end()
+    loaded = mlhooks.load_model(run.info.run_id, backend=store)
+    assert isinstance(loaded, Path) and loaded.is_dir()
+    assert (loaded / "config.json").read_text() == '{"layers": 2}'
+    assert (loaded / "weights" / "model.json").read_text() == "the framework's, not the store's"
+    (row,) = mlhooks.search_models(experiment="folders", backend=store).to_dict("records")
+    assert (row["name"], row["flavor"], row["params.layers"]) == ("model", "folders", "2")
+    assert row["tags.mlhooks.task"] == "demo"
+    assert row["tags.mlhooks.class"] == f"{__name__}.Scaler"
+    assert not list(staging_root().glob("*/*"))
+
+
+def test_a_model_whose_background_save_fails_or_writes_nothing_is_not_stored(
+    mlhooks_memory: RecordedRuns, lenient: None
+) -> None:
+    def broken(folder: Path) -> None:
+        (folder / "half.bin").write_bytes(b"half")
+        raise RuntimeError("boom in save_pretrained")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mlhooks.start_run("unsaved"):
+            session = FitSession("demo", "fit", settings=FrameworkOptions())
+            session.start()
+            session.model_in_background(Scaler(1.0), broken, name="broken")
+            session.model_in_background(Scaler(1.0), lambda folder: None, name="empty")
+            session.end()
+    run = mlhooks_memory.only_run()
+    assert run.models == [] and run.info.status is mlhooks.RunStatus.FINISHED
+    assert [str(w.message) for w in caught if "boom in save_pretrained" in str(w.message)]
+    assert not list(staging_root().glob("*/*"))  # neither left a folder behind
+
+
+def test_models_in_the_background_follow_log_models(mlhooks_memory: RecordedRuns) -> None:
+    ran: list[Path] = []
+    with mlhooks.start_run("no-models"):
+        session = FitSession("demo", "fit", settings=FrameworkOptions(log_models=False))
+        session.start()
+        session.model_in_background(Scaler(1.0), ran.append)
+        session.end()
+    assert ran == [] and mlhooks_memory.only_run().models == []

@@ -3,6 +3,7 @@ a real sqlite store (issue 13, repro 12)."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from pathlib import Path
@@ -81,4 +82,29 @@ def test_a_model_its_flavor_cannot_save_is_refused_for_good(tmp_path: Path) -> N
     artifact = ModelArtifact(name="model", flavor="xgboost", payload=b"\x80\x04K\x01.")  # 1
     with pytest.raises(BackendError, match="MLflow cannot save model 'model'") as caught:
         save_mlflow_model(artifact, str(tmp_path))
+    assert not MlflowBackend().is_retryable(caught.value)
+
+
+def test_a_model_kept_as_a_folder_is_saved_as_its_files(tmp_path: Path) -> None:
+    """A model of a flavor MLflow does not know, reported as a folder (format
+    ``directory``): its files, nested ones too, with its facts beside them."""
+    folder = tmp_path / "saved"
+    (folder / "weights").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "weights" / "part-1.bin").write_bytes(b"\x00\x01")
+    artifact = ModelArtifact(
+        name="model", flavor="folders", path=str(folder), format="directory", metadata={"k": 2}
+    )
+    target = Path(save_mlflow_model(artifact, str(tmp_path / "out")))
+    assert (target / "config.json").read_text() == "{}"
+    assert (target / "weights" / "part-1.bin").read_bytes() == b"\x00\x01"
+    assert json.loads((target / "mlhooks-model.json").read_text()) == {"flavor": "folders", "k": 2}
+
+
+def test_a_transformers_model_whose_folder_is_gone_is_refused_for_good(tmp_path: Path) -> None:
+    artifact = ModelArtifact(
+        name="model", flavor="transformers", path=str(tmp_path / "gone"), format="directory"
+    )
+    with pytest.raises(BackendError, match="has no folder to store") as caught:
+        save_mlflow_model(artifact, str(tmp_path / "out"))
     assert not MlflowBackend().is_retryable(caught.value)

@@ -17,6 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import mlhooks
+from mlhooks_mlflow.testing import stored_models
 
 torch.set_num_threads(1)
 
@@ -56,6 +57,33 @@ def history(client: MlflowClient, run: Any, key: str) -> list[tuple[int, float]]
 
 def artifacts(client: MlflowClient, run: Any, path: str | None = None) -> list[str]:
     return sorted(a.path for a in client.list_artifacts(run.info.run_id, path))
+
+
+def models(client: MlflowClient, run: Any) -> dict[str, str]:
+    """The models stored with ``run``: name -> a URI that loads it (``models:/<id>`` for
+    an MLflow 3 logged model)."""
+    return stored_models(client, run.info.run_id)
+
+
+def logged_model(client: MlflowClient, run: Any, name: str = "model") -> Any:
+    """The READY logged model ``name`` of ``run``: the only one of that name."""
+    found = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    named = [m for m in found if m.tags.get("mlhooks.model_name") == name]
+    assert len(named) == 1, [(m.name, m.status) for m in found]
+    assert str(named[0].status) == "READY", named[0].status
+    return named[0]
+
+
+def model_files(model: Any, tmp_path: Path) -> Path:
+    """A downloaded copy of a logged model's files."""
+    import mlflow
+
+    target = tmp_path / f"model-{model.model_id}"
+    target.mkdir()
+    location = model.artifact_location
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(target)))
 
 
 def logged(trainer: Any, key: str) -> list[tuple[int, float]]:

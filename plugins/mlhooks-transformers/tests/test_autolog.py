@@ -19,6 +19,9 @@ from conftest import (
     bert,
     history,
     logged,
+    logged_model,
+    model_files,
+    models,
     only_run,
     tokenizer,
     trainer,
@@ -53,7 +56,8 @@ def test_a_training_logs_its_arguments_config_steps_evaluations_checkpoints_and_
     assert [step for step, _ in history(client, run, "epoch")] == [5, 10, 10, 15, 20, 20, 20]
 
     names = artifacts(client, run)
-    assert {"checkpoints", "model", "training_args.json", "model_config.json"} <= set(names)
+    assert {"checkpoints", "training_args.json", "model_config.json"} <= set(names)
+    assert "model" in models(client, run) and "model" not in names  # a logged model
     assert artifacts(client, run, "checkpoints") == [
         "checkpoints/checkpoint-10", "checkpoints/checkpoint-20"
     ]  # fmt: skip
@@ -69,13 +73,18 @@ def test_a_training_logs_its_arguments_config_steps_evaluations_checkpoints_and_
     assert json.loads(inputs["train"].profile)["num_rows"] == 32  # the dataset's length
 
 
-def test_the_model_with_a_tokenizer_is_an_mlflow_transformers_model(client: Any) -> None:
+def test_the_model_with_a_tokenizer_is_an_mlflow_transformers_model(
+    client: Any, tmp_path: Path
+) -> None:
     mlhooks.autolog()
     tracked = trainer(processing_class=tokenizer())
     tracked.train()
 
     run = only_run(client)
-    assert "model/MLmodel" in artifacts(client, run, "model")
+    model = logged_model(client, run)
+    assert model.tags["mlhooks.flavor"] == "transformers"
+    assert model.tags["mlhooks.task"] == "text-classification"
+    assert "MLmodel" in {p.name for p in model_files(model, tmp_path).iterdir()}
     pipeline = mlflow.transformers.load_model(f"runs:/{run.info.run_id}/model")
     assert pipeline.task == "text-classification"
     text = "w7 w50 w3 w12"
@@ -101,24 +110,26 @@ def test_a_model_without_a_tokenizer_is_its_save_pretrained_folder(
 
     run = only_run(client)
     assert run.info.run_name == "GPT2LMHeadModel"
-    assert {"model/config.json", "model/model.safetensors"} <= set(artifacts(client, run, "model"))
-    folder = client.download_artifacts(run.info.run_id, "model", str(tmp_path))
-    loaded = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    folder = model_files(logged_model(client, run), tmp_path)
+    assert {"config.json", "model.safetensors"} <= {p.name for p in folder.iterdir()}
+    assert "MLmodel" not in {p.name for p in folder.iterdir()}  # no tokenizer: no pipeline
     ids = TokenIds(2, lm=True).ids
-    with torch.no_grad():
-        assert torch.allclose(loaded(ids).logits, tracked.model.eval()(ids).logits, atol=1e-6)
+    for copy in (folder, mlhooks.load_model(run.info.run_id)):  # a downloaded copy's path
+        loaded = AutoModelForCausalLM.from_pretrained(copy, local_files_only=True)
+        with torch.no_grad():
+            assert torch.allclose(loaded(ids).logits, tracked.model.eval()(ids).logits, atol=1e-6)
 
 
 def test_a_model_mlflow_cannot_save_is_its_folder_with_a_notice(
-    client: Any, caplog: pytest.LogCaptureFixture
+    client: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     mlhooks.autolog(transformers={"task": "no-such-task"})
     trainer(processing_class=tokenizer(), max_steps=5).train()
 
     run = only_run(client)
-    stored = set(artifacts(client, run, "model"))
-    assert {"model/config.json", "model/model.safetensors", "model/tokenizer.json"} <= stored
-    assert "model/MLmodel" not in stored  # nothing of MLflow's failed attempt is left
+    stored = {p.name for p in model_files(logged_model(client, run), tmp_path).iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= stored
+    assert "MLmodel" not in stored  # nothing of MLflow's failed attempt is left
     notices = [r.getMessage() for r in caplog.records if r.name == "mlhooks"]
     assert any("flavor could not save it (MlflowException" in message for message in notices)
 
@@ -188,6 +199,7 @@ def test_run_name_log_every_n_steps_and_no_models(client: Any) -> None:
     assert [step for step, _ in history(client, run, "loss")] == [10, 20]  # logged every 5
     assert [step for step, _ in history(client, run, "eval_loss")] == [10, 20]  # all kept
     assert "model" not in artifacts(client, run) and "checkpoints" not in artifacts(client, run)
+    assert models(client, run) == {}
 
 
 def test_checkpoints_can_be_left_out_and_the_best_one_is_tagged(client: Any) -> None:
@@ -198,7 +210,7 @@ def test_checkpoints_can_be_left_out_and_the_best_one_is_tagged(client: Any) -> 
     ).train()  # fmt: skip
 
     run = only_run(client)
-    assert "checkpoints" not in artifacts(client, run) and "model" in artifacts(client, run)
+    assert "checkpoints" not in artifacts(client, run) and "model" in models(client, run)
     best = min(history(client, run, "eval_loss"), key=lambda point: point[1])
     assert (
         run.data.tags["mlhooks.transformers.best_checkpoint"] == f"checkpoints/checkpoint-{best[0]}"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import mlhooks
-from conftest import all_runs, artifacts, history, only_run, trainer
+from conftest import all_runs, history, models, only_run, trainer
 from mlhooks_transformers import MlhooksCallback
 
 
@@ -24,7 +24,7 @@ def test_a_callback_given_to_the_trainer_tracks_it_and_leaves_hf_mlflow_out(clie
     run = only_run(client)  # none by Hugging Face's callback
     assert run.info.status == "FINISHED" and run.data.params["max_steps"] == "20"
     assert [step for step, _ in history(client, run, "loss")] == [10, 20]
-    assert "model" in artifacts(client, run)
+    assert "model" in models(client, run)
 
 
 def test_a_callback_of_ones_own_and_autolog_track_once(client: Any) -> None:
@@ -34,7 +34,7 @@ def test_a_callback_of_ones_own_and_autolog_track_once(client: Any) -> None:
     assert types_of(tracked).count("MlhooksCallback") == 1  # none added beside the user's
     run = only_run(client)
     assert [step for step, _ in history(client, run, "loss")] == [5, 10, 15, 20]
-    assert "model" not in artifacts(client, run)  # the callback's option over autolog's
+    assert models(client, run) == {}  # the callback's option over autolog's
 
 
 def test_a_callback_added_after_the_mlflow_callback_started_warns(

@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 
 import mlhooks
-from conftest import artifacts, bert, history, logged, only_run, trainer
+from conftest import (
+    artifacts,
+    bert,
+    history,
+    logged,
+    logged_model,
+    model_files,
+    only_run,
+    trainer,
+)
 from mlhooks_transformers import MlhooksCallback
 
 
@@ -134,7 +143,7 @@ def test_distributed_training_on_two_cpu_processes_makes_one_run(
     assert artifacts(client, run, "checkpoints") == [
         "checkpoints/checkpoint-3", "checkpoints/checkpoint-6"
     ]  # fmt: skip
-    assert "model/model.safetensors" in artifacts(client, run, "model")
+    assert (model_files(logged_model(client, run), tmp_path) / "model.safetensors").is_file()
 
 
 def _free_port() -> int:

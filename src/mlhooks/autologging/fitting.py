@@ -276,6 +276,37 @@ class FitSession:
             artifact_path = validation.check_artifact_path(artifact_path, strict=False)
             tasks.submit(self.fit.run, task, artifact_path, f"{self.framework} background task")
 
+    def model_in_background(
+        self,
+        model: Any,
+        write: Callable[[Path], None],
+        name: str = "model",
+        flavor: str | None = None,
+        **metadata: Any,
+    ) -> None:
+        """Report ``model`` as the files ``write(folder)`` saves on mlhooks' background
+        worker, when ``log_models`` is on: for a model too slow to save on the training
+        thread (Transformers' ``save_pretrained``). Capture what ``write`` needs now
+        (the weights, not the live model that training may still change). ``folder`` is
+        a fresh folder in the staging area; what ``write`` puts there goes to every
+        backend by its path, never copied again, as a :class:`ModelArtifact` of format
+        ``directory`` named ``name``, of ``flavor`` (else told by ``model``'s class),
+        with ``metadata`` (its ``class`` and, when set, ``registered_model_name`` added
+        as :meth:`log_model` does). The run's end is stored after it; the training
+        thread never waits. ``model`` itself is not kept."""
+        if self.fit is None or not self.settings.log_models:
+            return
+        if self.settings.registered_model_name:
+            metadata.setdefault("registered_model_name", self.settings.registered_model_name)
+        metadata.setdefault("class", models.class_name(model))
+        artifact = ModelArtifact(
+            name=name,
+            flavor=flavor or models.infer_flavor(model),
+            format=ModelArtifact.DIRECTORY,
+            metadata=metadata,
+        )
+        tasks.submit_model(self.fit.run, write, artifact, f"{self.framework} model {name!r}")
+
     def end(self, error: BaseException | None = None) -> None:
         """Report ``on_fit_end`` and end the run if this session opened it."""
         if self.fit is None:

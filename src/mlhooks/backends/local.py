@@ -9,7 +9,8 @@ Layout, one folder per run under the root (``./mlhooks-runs`` unless
                     tags.jsonl      one JSON object of tags per batch (later wins)
                     datasets.jsonl  one dataset fingerprint a line
                     artifacts/...   artifact files
-                    models/<name>/  model.pkl or the checkpoint file, and model.json
+                    models/<name>/  model.pkl, the checkpoint file or the model's
+                                    folder (a save_pretrained one), and model.json
 
 Every batch is written to the operating system before the writer moves on, so a
 SIGKILLed process loses nothing that was flushed; ``flush`` and run end also fsync. A
@@ -40,7 +41,14 @@ from mlhooks.backends.base import (
 from mlhooks.backends.models import loaded, model_named, model_rows
 from mlhooks.backends.query import search_rows
 from mlhooks.core import settings
-from mlhooks.core.files import append_all, append_whole, copy_whole, open_append, write_whole
+from mlhooks.core.files import (
+    append_all,
+    append_whole,
+    copy_folder_whole,
+    copy_whole,
+    open_append,
+    write_whole,
+)
 from mlhooks.core.types import (
     ALL_CAPABILITIES,
     Capability,
@@ -151,7 +159,10 @@ class LocalBackend(Backend):
             stored = "model.pkl"
         elif model.path is not None:
             stored = Path(model.path).name
-            copy_whole(model.path, directory / stored)
+            if model.format == ModelArtifact.DIRECTORY:
+                copy_folder_whole(model.path, directory / stored)
+            else:
+                copy_whole(model.path, directory / stored)
         else:
             raise ValueError(f"model {model.name!r} has neither a payload nor a path")
         meta = {
@@ -314,8 +325,16 @@ class LocalStore:
         models = self.root / run_id / "models"
         if not models.is_dir():
             return found
-        for meta_path in sorted(models.rglob("model.json")):  # "a/b": nested
-            meta = json.loads(meta_path.read_text())
+        metas = {path: _read_json(path) for path in models.rglob("model.json")}
+        folders = [  # models kept as folders: a file of theirs is not a model of its own
+            path.parent / meta["file"]
+            for path, meta in metas.items()
+            if meta.get("format") == ModelArtifact.DIRECTORY
+        ]
+        for meta_path in sorted(metas):  # "a/b": nested
+            meta = metas[meta_path]
+            if not meta or any(folder in meta_path.parents for folder in folders):
+                continue
             model = ModelArtifact(
                 name=meta["name"],
                 flavor=meta["flavor"],
@@ -331,6 +350,16 @@ class LocalStore:
     def artifact_path(self, run_id: str, path: str) -> Path:
         """Where a stored artifact file is on disk."""
         return self.root / run_id / "artifacts" / path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A ``model.json`` file's object; empty when the file is not one of this store's
+    (a file of that name among a model folder's own)."""
+    try:
+        found = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) and "name" in found else {}
 
 
 def read_metrics(path: Path) -> dict[str, list[Metric]]:

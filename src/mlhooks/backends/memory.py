@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import threading
+import uuid
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +36,8 @@ class MemoryBackend(Backend):
     def __init__(self) -> None:
         self.runs: dict[str, RunData] = {}
         self._lock = threading.Lock()
+        self._folders: str | None = None
+        """Where copies of the models kept as folders live, made on first use."""
 
     def start_run(self, run: RunInfo) -> None:
         with self._lock:
@@ -63,11 +69,26 @@ class MemoryBackend(Backend):
 
     def log_model(self, op: LogModel) -> None:
         model = op.model
-        if model.payload is None and model.path is not None:  # its snapshot goes once stored
-            with contextlib.suppress(OSError):  # gone already: its path is all there is
-                model = replace(model, payload=Path(model.path).read_bytes())
+        path = model.path
+        if model.payload is None and path is not None:  # its snapshot goes once stored
+            if model.format == ModelArtifact.DIRECTORY:
+                model = replace(model, path=self._copy_folder(path))
+            else:
+                with contextlib.suppress(OSError):  # gone already: its path is all there is
+                    model = replace(model, payload=Path(path).read_bytes())
         with self._lock:
             self.runs[op.run_id].models.append(model)
+
+    def _copy_folder(self, path: str) -> str:
+        """A copy of a model's folder (a ``save_pretrained`` one), kept in a temporary
+        folder of this store's that goes with it (or at exit)."""
+        with self._lock:
+            if self._folders is None:
+                self._folders = tempfile.mkdtemp(prefix="mlhooks-memory-models-")
+                weakref.finalize(self, shutil.rmtree, self._folders, ignore_errors=True)
+            target = Path(self._folders) / uuid.uuid4().hex / Path(path).name
+        shutil.copytree(path, target)
+        return str(target)
 
     def log_dataset(self, op: LogDataset) -> None:
         with self._lock:

@@ -41,9 +41,11 @@ def model_named(run_id: str, models: Sequence[ModelArtifact], name: str) -> Mode
 
 def loaded(model: ModelArtifact) -> Any:
     """The model object, unpickled from its payload; a model kept as a file (a
-    checkpoint) as the :class:`~pathlib.Path` of that file, for its framework to load
-    (``Module.load_from_checkpoint(path)``, ``xgboost.Booster(model_file=path)``): the
-    stored file, or a copy of the bytes a store kept in memory."""
+    checkpoint) or a folder (a Transformers ``save_pretrained`` one) as the
+    :class:`~pathlib.Path` of it, for its framework to load
+    (``Module.load_from_checkpoint(path)``, ``xgboost.Booster(model_file=path)``,
+    ``AutoModelFor....from_pretrained(path)``): the stored file or folder, or a copy of
+    the bytes a store kept in memory."""
     if model.payload is not None and model.format in ModelArtifact.PICKLED:
         return model.load()
     if model.payload is not None:

@@ -74,7 +74,7 @@ def capture(model: Any, name: str, *, flavor: str | None = None, **metadata: Any
         payload, format = serialize(model)
     except ValueError as error:
         raise ValueError(f"cannot log model {name!r}: {error}") from error
-    metadata.setdefault("class", _class_name(model))
+    metadata.setdefault("class", class_name(model))
     return ModelArtifact(
         name=name,
         flavor=flavor or infer_flavor(model),
@@ -89,7 +89,7 @@ def unsaveable(
 ) -> ModelArtifact:
     """A :class:`ModelArtifact` for ``model``, which cannot be captured, holding only
     why: every backend sets it aside with that reason (``mlhooks sync --rejected``)."""
-    metadata.setdefault("class", _class_name(model))
+    metadata.setdefault("class", class_name(model))
     return ModelArtifact(
         name=name,
         flavor=flavor or infer_flavor(model),
@@ -105,5 +105,6 @@ def _cloudpickle() -> Any:
         return None
 
 
-def _class_name(model: Any) -> str:
+def class_name(model: Any) -> str:
+    """``module.QualifiedName`` of ``model``'s class: a model's ``class`` fact."""
     return f"{type(model).__module__}.{type(model).__qualname__}"

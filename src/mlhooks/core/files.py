@@ -89,5 +89,34 @@ def copy_whole(source: str | os.PathLike[str], target: str | os.PathLike[str]) -
         raise
 
 
+def copy_folder_whole(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Copy the folder ``source`` to ``target`` through a temporary folder beside it:
+    ``target`` becomes the whole copy (replacing what was there), never a part of one."""
+    destination = Path(target)
+    tmp = _beside(destination)
+    failures: list[OSError] = []
+
+    def copy(src: str, dst: str) -> object:
+        try:
+            return shutil.copy2(src, dst)
+        except OSError as error:
+            failures.append(error)
+            raise
+
+    try:
+        try:
+            shutil.copytree(source, tmp, copy_function=copy)
+        except shutil.Error:
+            if failures:  # a full disk says ENOSPC, not copytree's list of failures
+                raise failures[0] from None
+            raise
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(tmp, destination)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -153,8 +153,9 @@ def on_dataset(run: RunInfo, dataset: DatasetInfo) -> None:
 
 @hookspec
 def on_model_saved(run: RunInfo, model: ModelArtifact) -> None:
-    """A model or checkpoint was saved. ``model.payload`` or ``model.path`` holds it,
-    captured when this was called."""
+    """A model or checkpoint was saved. ``model.payload`` or ``model.path`` (a file, or a
+    folder when ``model.format`` is ``directory``) holds it, captured when this was
+    called."""
 
 
 @hookspec

@@ -147,13 +147,16 @@ class ModelArtifact:
     ``payload`` holds the model's bytes (a pickle unless ``format`` says otherwise:
     ``cloudpickle`` for one that carries code of the user's script by value), taken
     when it was logged so that a later refit cannot change what is stored. ``path`` is
-    set instead for models that already live in a file (checkpoints). A model that
-    could not be captured at all has neither, the format :attr:`UNSAVEABLE` and the
-    reason in ``metadata["reason"]``: backends set it aside with that reason.
+    set instead for models that already live in a file (checkpoints), or in a folder
+    of files (format :attr:`DIRECTORY`: a Transformers ``save_pretrained`` folder). A
+    model that could not be captured at all has neither, the format :attr:`UNSAVEABLE`
+    and the reason in ``metadata["reason"]``: backends set it aside with that reason.
     """
 
     PICKLED: ClassVar[frozenset[str]] = frozenset({"pickle", "cloudpickle"})
     UNSAVEABLE: ClassVar[str] = "unsaveable"
+    DIRECTORY: ClassVar[str] = "directory"
+    """``path`` is a folder: the model's files, as its framework saved them."""
 
     name: str
     flavor: str

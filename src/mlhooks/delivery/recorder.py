@@ -269,7 +269,10 @@ class Recorder:
     def on_model_saved(self, run: RunInfo, model: ModelArtifact) -> None:
         snapshot = None
         if model.path is not None and model.payload is None:
-            model.path = snapshot = staging.stage_or_keep(model.path)  # it may change
+            if staging.is_snapshot(model.path):  # saved into the staging area (tasks)
+                snapshot = model.path
+            else:
+                model.path = snapshot = staging.stage_or_keep(model.path)  # it may change
         self._put(run, LogModel(run.run_id, model), snapshot)
 
     @hookimpl(tryfirst=True)

@@ -123,6 +123,21 @@ def stage_files(name: str, files: Mapping[str, str], holders: int = 1) -> str:
     return str(target)
 
 
+def new_folder(name: str, holders: int = 1) -> str:
+    """An empty snapshot folder ``name`` to write into, straight in the staging area:
+    for what is saved in the background to be stored by path (a model's files), with
+    no copy. An OSError (a full or read-only file system) leaves nothing behind."""
+    target = staging_root() / _snapshot_name() / name
+    try:
+        target.mkdir(parents=True)
+    except BaseException:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise
+    with _lock:
+        _holders[str(target)] = holders
+    return str(target)
+
+
 def _snapshot_name() -> str:
     """``<pid>-<random>``: the process that took a snapshot is known from its name, so
     that what a dead process staged can go once its journal is recovered."""

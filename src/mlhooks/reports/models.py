@@ -28,10 +28,12 @@ def load_model(run: Any, name: str = "model", backend: str | Backend | None = No
             checkpoint's name such as ``"checkpoints/epoch=2-step=30"``.
         backend: a backend name or object; the default backend when None.
 
-    A model of a flavor MLflow knows comes back as that framework's object; any other
-    as it was pickled; a checkpoint kept as a file as the ``pathlib.Path`` of that file
-    (a copy, for MLflow). Of a name stored several times in a run (a checkpoint saved
-    every epoch under one name), the latest step's. Raises ``KeyError`` when the run
+    A model of a flavor MLflow knows comes back as that framework's object (with
+    MLflow, a Transformers model with a tokenizer as its pipeline); any other as it was
+    pickled; a checkpoint kept as a file, or a model kept as a folder (a Transformers
+    ``save_pretrained`` one), as the ``pathlib.Path`` of it (a copy, for MLflow). Of a
+    name stored several times in a run (a checkpoint saved every epoch under one name),
+    the latest step's. Raises ``KeyError`` when the run
     has no such model, ``ValueError`` when the backend stores no models.
     """
     target = searchable(_model_store(backend, "load models"), "load_model")

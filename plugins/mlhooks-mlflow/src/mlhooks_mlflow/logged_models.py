@@ -211,6 +211,11 @@ class LoggedModels:
             if not resumed or not _is_output(client, mlflow_id, model.model_id):
                 output = LoggedModelOutput(model.model_id, artifact.step or 0)
                 client.log_outputs(mlflow_id, [output])
+            if resumed:  # a server takes a new model's params 100 at a time: the rest
+                stored = model.params or {}
+                missing = {k: v for k, v in facts.params.items() if stored.get(k) != v}
+                if missing:
+                    client.log_model_params(model.model_id, missing)
             with models.temporary_directory() as directory:
                 description = Model(
                     artifact_path=model.artifact_location,

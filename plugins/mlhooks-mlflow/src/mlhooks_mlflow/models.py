@@ -33,6 +33,8 @@ from typing import Any
 
 from mlhooks.plugin import BackendError, ModelArtifact
 
+from . import transformers_flavor
+
 # flavor -> (MLflow module, keyword of save_model that takes the model)
 FLAVORS: dict[str, tuple[str, str]] = {
     "sklearn": ("mlflow.sklearn", "sk_model"),
@@ -127,17 +129,25 @@ def save_mlflow_model(artifact: ModelArtifact, directory: str, mlflow_model: Any
     """Write ``artifact`` under ``directory`` as an MLflow model; returns its folder.
 
     Known flavors become real MLflow models (loadable with ``mlflow.<flavor>.load_model``
-    and ``mlflow.pyfunc.load_model``); other objects are kept as ``model.pkl`` (or their
-    file), with their plain metadata in ``mlhooks-model.json``. ``mlflow_model``: the
-    ``mlflow.models.Model`` its ``MLmodel`` file starts from (a logged model's id).
+    and ``mlflow.pyfunc.load_model``; a Transformers model's folder too, see
+    :mod:`.transformers_flavor`); other objects are kept as ``model.pkl`` (or their
+    file, or their folder's files), with their plain metadata in ``mlhooks-model.json``.
+    ``mlflow_model``: the ``mlflow.models.Model`` its ``MLmodel`` file starts from (a
+    logged model's id).
     """
     target = os.path.join(directory, artifact.name)
+    if transformers_flavor.applies(artifact):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        transformers_flavor.save(artifact, target, mlflow_model)
+        return target
     flavor = FLAVORS.get(artifact.flavor)
     if flavor is None:
         os.makedirs(target)
         if artifact.payload is not None:
             with open(os.path.join(target, "model.pkl"), "wb") as f:
                 f.write(artifact.payload)
+        elif artifact.path is not None and os.path.isdir(artifact.path):
+            shutil.copytree(artifact.path, target, dirs_exist_ok=True)  # a model's folder
         elif artifact.path is not None:
             shutil.copy2(artifact.path, target)
         facts = {k: v for k, v in artifact.metadata.items() if _is_plain(v)}

@@ -64,12 +64,6 @@ def handler_calling(callback: Any, depth: int = 8) -> Any:
     return None
 
 
-def is_tokenizer(processing_class: Any) -> bool:
-    from transformers import PreTrainedTokenizerBase
-
-    return isinstance(processing_class, PreTrainedTokenizerBase)
-
-
 _quiet_lock = threading.Lock()
 _quiet_depth = 0
 _bars_were_on = False
