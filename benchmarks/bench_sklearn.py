@@ -18,7 +18,14 @@ loaded machine does not inflate; MLflow's pip-requirement subprocesses are not i
 "stored" runs until everything is in the store (``mlhooks.flush()`` returned; MLflow's
 autologging writes on the training thread, so its two figures are the same). One
 untimed warm-up fit per process (imports, the store's tables, pip requirements) is
-excluded.
+excluded. "writes" counts the store's write transactions (SQLAlchemy's events, with the
+counter of ``mlhooks_mlflow.testing`` loaded from this checkout) from the first timed fit
+until everything is stored, per fit.
+
+``--trees before=/work/main,after=/work/wt/x`` times ``mlhooks`` only, once with each
+checkout's code (its ``src`` and ``plugins/*/src`` as the child's ``PYTHONPATH``), in
+alternating fresh processes, and adds the paired ratios to the first checkout (the
+median over repetitions of each repetition's ratio).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -36,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CONFIGS = ("none", "mlflow.autolog", "mlhooks")
 WORKLOADS = ("ridge", "search")
@@ -76,6 +85,20 @@ def _count_runs() -> int:
     return len(client.search_runs(experiments, max_results=50_000))
 
 
+def _write_counter() -> Any:
+    """The store's write transactions from now on (``WriteTransactions`` of this
+    checkout's ``mlhooks_mlflow.testing``, loaded by path: the code measured may be
+    another checkout's)."""
+    path = (
+        Path(__file__).resolve().parents[1] / "plugins/mlhooks-mlflow/src/mlhooks_mlflow/testing.py"
+    )
+    spec = importlib.util.spec_from_file_location("bench_write_counter", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.WriteTransactions(os.environ["MLFLOW_TRACKING_URI"]).__enter__()
+
+
 def measure(config: str, workload: str, fits: int) -> dict[str, float]:
     """One measurement, in this (fresh) process."""
     import mlflow
@@ -90,17 +113,20 @@ def measure(config: str, workload: str, fits: int) -> dict[str, float]:
         X, y = _data(1_000, 10)
         Ridge().fit(X, y)  # warm-up
         _stored(config)
+        writes = _write_counter()
         start, cpu_start = time.perf_counter(), time.thread_time()
         for _ in range(fits):
             Ridge().fit(X, y)
         training, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
         _stored(config)
         stored = time.perf_counter() - start
+        writes.__exit__()
         runs = _count_runs()
         return {
             "training": training / fits,
             "cpu": cpu / fits,
             "stored": stored / fits,
+            "writes": len(writes) / fits,
             "runs": runs,
             "fits": fits,
         }
@@ -117,7 +143,13 @@ def measure(config: str, workload: str, fits: int) -> dict[str, float]:
     return {"training": training, "cpu": cpu, "stored": stored, "runs": _count_runs(), "fits": 1}
 
 
-def run_child(config: str, workload: str, fits: int) -> dict[str, float]:
+def code_path(tree: str) -> str:
+    """The ``PYTHONPATH`` that runs checkout ``tree``'s code."""
+    root = Path(tree)
+    return os.pathsep.join(str(p) for p in [root / "src", *sorted(root.glob("plugins/*/src"))])
+
+
+def run_child(config: str, workload: str, fits: int, tree: str | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-sklearn-") as folder:
         env = {
             **os.environ,
@@ -125,6 +157,8 @@ def run_child(config: str, workload: str, fits: int) -> dict[str, float]:
             "MLHOOKS_LOCAL_DIR": str(Path(folder) / "mlhooks-runs"),
             "MLFLOW_EXPERIMENT_NAME": f"bench-{workload}",
         }
+        if tree is not None:
+            env["PYTHONPATH"] = code_path(tree)
         done = subprocess.run(
             [sys.executable, __file__, "--child", config, workload, str(fits)],
             env=env,
@@ -146,11 +180,19 @@ def main() -> None:
     parser.add_argument("--mlflow-fits", type=int, default=20)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--configs", default=",".join(CONFIGS), help="a subset, with none")
+    parser.add_argument(
+        "--trees", help="NAME=PATH,...: mlhooks with each checkout's code, paired ratios"
+    )
     parser.add_argument("--child", nargs=3, metavar=("CONFIG", "WORKLOAD", "FITS"))
     args = parser.parse_args()
     if args.child:
         config, workload, fits = args.child
         print(json.dumps(measure(config, workload, int(fits))))
+        return
+    if args.trees:
+        trees = dict(item.split("=", 1) for item in args.trees.split(","))
+        for workload in args.workloads.split(","):
+            compare_trees(trees, workload, args.repeats, args.fits)
         return
     configs = tuple(c for c in CONFIGS if c in args.configs.split(","))
     for workload in args.workloads.split(","):
@@ -183,6 +225,46 @@ def report(workload: str, samples: dict[str, list[dict[str, float]]]) -> None:
             f"| {config} | {training * scale:.2f} | {cpu * scale:.2f} | {stored * scale:.2f} | "
             f"{training / base:.3f}x | {cpu / base_cpu:.3f}x | {stored / base:.3f}x | "
             f"{int(median(config, 'runs'))} |"
+        )
+    sys.stdout.flush()
+
+
+def compare_trees(trees: dict[str, str], workload: str, repeats: int, fits: int) -> None:
+    """``mlhooks`` with each checkout's code, alternating fresh processes."""
+    names = list(trees)
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        turn = repeat % len(names)
+        for name in names[turn:] + names[:turn]:
+            samples[name].append(run_child("mlhooks", workload, fits, trees[name]))
+            print(f"  {workload} {name} #{repeat}: {samples[name][-1]}", file=sys.stderr)
+    keys = ("training", "cpu", "stored")
+    scale = 1000 if workload == "ridge" else 1
+    unit = "ms per fit" if workload == "ridge" else "s"
+    print(f"\n{workload}, mlhooks (median of {repeats} fresh processes per checkout)\n")
+    print(
+        f"| code | training ({unit}) | training-thread CPU ({unit}) | stored ({unit}) "
+        "| write transactions per fit | runs stored |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in names:
+        got = samples[name]
+        print(
+            f"| {name} | "
+            + " | ".join(f"{statistics.median(s[k] for s in got) * scale:.2f}" for k in keys)
+            + f" | {statistics.median(s.get('writes', 0) for s in got):.2f}"
+            f" | {int(statistics.median(s['runs'] for s in got))} |"
+        )
+    base = names[0]
+    for name in names[1:]:
+        pairs = list(zip(samples[name], samples[base], strict=True))
+        ratios = {k: sorted(a[k] / b[k] for a, b in pairs) for k in keys}
+        print(
+            f"\n{name} / {base}, paired (median, range): "
+            + "; ".join(
+                f"{k} {statistics.median(r):.3f} ({r[0]:.2f} to {r[-1]:.2f})"
+                for k, r in ratios.items()
+            )
         )
     sys.stdout.flush()
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 import mlhooks
 from conftest import mlhooks_cli
 from mlhooks.backends.memory import MemoryBackend
-from mlhooks.plugin import BackendError, LogBatch
+from mlhooks.plugin import BackendError, LogBatch, Operation
 from mlhooks.testing import run_script
+from mlhooks_mlflow import MlflowBackend
 from mlhooks_mlflow.testing import mlflow_run_of
 
 
@@ -174,3 +176,41 @@ def test_exit_spools_what_is_left_of_a_split_batch_once(tmp_path: Path) -> None:
     time.sleep(0.2)  # the second half failed; the writer waits 5 s to retry it
     left = deliverer.abandon()
     assert [[key for key, _, _, _ in op.metrics] for op in left] == [["c", "d"]]
+
+
+def test_a_value_mlflow_refuses_inside_a_bundle_is_set_aside_and_the_rest_stored(
+    mlhooks_clean: None, mlflow_tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed run's start, params (one of which changes a stored value, which MLflow
+    refuses), tags and two datasets reach the MLflow backend as one bundle: the bundle
+    fails, is stored again one operation at a time, and only the refused param is set
+    aside, with one warning; every other value lands once."""
+    monkeypatch.setenv("MLHOOKS_STRICT", "0")  # the warning users see, not an error
+    monkeypatch.setenv("MLHOOKS_JOURNAL_INTERVAL", "600")  # all of it at the run's end
+    bundles: list[list[str]] = []
+    apply_bundle = MlflowBackend.apply_bundle
+
+    def recorded(backend: MlflowBackend, ops: list[Operation]) -> None:
+        bundles.append([type(op).__name__ for op in ops])
+        apply_bundle(backend, ops)
+
+    monkeypatch.setattr(MlflowBackend, "apply_bundle", recorded)
+    with mlhooks.start_run("resumed", backends=["mlflow"], log_context=False) as run:
+        mlhooks.log_param("lr", 0.1)
+    with (
+        pytest.warns(mlhooks.MlhooksWarning, match="rejected an operation") as warned,
+        mlhooks.start_run("resumed", run_id=run.run_id, backends=["mlflow"], log_context=False),
+    ):
+        mlhooks.log_params({"lr": 0.2, "batch_size": 32, "layers": 3})  # lr: MLflow refuses
+        mlhooks.set_tags({"team": "vision", "stage": "resumed"})
+        mlhooks.log_dataset(np.zeros((10, 2)), name="X")
+        mlhooks.log_dataset(np.ones(10), name="y")
+    assert len([w for w in warned if "rejected" in str(w.message)]) == 1
+    assert ["StartRun", "LogBatch", "LogDataset", "LogDataset"] in bundles
+
+    client = MlflowClient(mlflow_tracking_uri)
+    stored = mlflow_run_of(client, run.run_id)
+    assert stored.data.params == {"lr": "0.1", "batch_size": "32", "layers": "3"}
+    assert {"team": "vision", "stage": "resumed"}.items() <= stored.data.tags.items()
+    assert sorted(i.dataset.name for i in stored.inputs.dataset_inputs) == ["X", "y"]
+    assert stored.info.status == "FINISHED"

@@ -9,7 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 from conftest import Store, finish_dead_journals
 
@@ -254,3 +257,102 @@ def test_without_the_journal_nothing_is_journaled(store: Store) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert not (store.root / ".journal").exists()
+
+
+KILL_IN_A_BUNDLE = """
+    # Installed for the script and its writer service: SIGKILL the process that writes
+    # the MLflow store in the middle of the first bundle it stores, once.
+    import os, signal
+    from pathlib import Path
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    MARK = Path(os.environ["BUNDLE_KILL_MARK"])
+    WHEN = os.environ["BUNDLE_KILL_WHEN"]
+    committed = []
+
+    def die():
+        if not MARK.exists():
+            MARK.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def executed(connection, cursor, statement, *args):
+        if committed:  # the params' transaction is committed: the datasets' is next
+            die()
+        if statement.startswith("INSERT INTO inputs") and WHEN == "within":
+            connection.info["bundle_kill"] = True
+
+    @event.listens_for(Engine, "commit")
+    def commit(connection):
+        if connection.info.pop("bundle_kill", False):
+            die()  # before the datasets' transaction is committed
+        if WHEN == "between" and "INSERT INTO params" in str(connection.info.get("last")):
+            committed.append(True)
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def remembered(connection, cursor, statement, *args):
+        connection.info["last"] = statement
+"""
+
+
+@pytest.mark.parametrize("when", ["between", "within"])
+def test_a_writer_killed_inside_a_bundle_stores_it_once_later(
+    when: str, tmp_path: Path, mlflow_tracking_uri: str
+) -> None:
+    """The MLflow backend stores a fit's start, tags, params, datasets and file as one
+    bundle, in three writes. The process writing the store (the script, or its writer
+    service) is SIGKILLed between two of them (after the params, before the datasets)
+    or within one (the datasets' transaction torn): what comes after it (``mlhooks
+    sync``, or the next service) stores the bundle again from the journal, and the run
+    has each param, tag, dataset, metric point and its logged model once."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(textwrap.dedent(KILL_IN_A_BUNDLE))
+    mark = tmp_path / "killed"
+    root = tmp_path / "mlhooks-runs"
+    store = Store("mlflow", {"MLHOOKS_LOCAL_DIR": str(root), "MLHOOKS_BACKENDS": "mlflow",
+                             "MLFLOW_TRACKING_URI": mlflow_tracking_uri}, root)  # fmt: skip
+    result = store.script(
+        """
+        import numpy as np
+        from sklearn.linear_model import Ridge
+        import mlhooks
+
+        mlhooks.autolog()
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(100, 3))
+        Ridge(alpha=0.5).fit(X, X @ np.array([1.0, 2.0, 3.0]))
+        assert mlhooks.flush(120)
+        print("stored")
+        """,
+        PYTHONPATH=os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
+        BUNDLE_KILL_MARK=str(mark),
+        BUNDLE_KILL_WHEN=when,
+        MLHOOKS_STRICT="0",  # the service's death is a warning
+    )
+    assert mark.exists(), f"the writer was not killed: {result.stderr}"
+    if store.in_service:  # the service died; the script's flush waited for the next one
+        assert result.returncode == 0 and "stored" in result.stdout, result.stderr
+    else:  # the script died in its exit's flush, its run's end journaled
+        assert result.returncode == -9, result.stderr
+        synced = sync(store)
+        assert synced.returncode == 0 and "stored to mlflow" in synced.stdout, synced.stderr
+    assert not journals(store)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["alpha"] == "0.5" and len(run.data.params) >= 8
+    assert any(key.startswith("mlhooks.context") for key in run.data.tags)
+    assert len(run.inputs.dataset_inputs) == 2
+    for key in run.data.metrics:
+        assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
+    models = client.search_logged_models(
+        experiments, filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    assert [m.status for m in models] == ["READY"]

@@ -15,7 +15,9 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
   User code that a patched call runs (an objective, a callback) has its own fits tracked
   inside :func:`user_code`; :func:`suppressed` does the opposite.
 * Backends: subclass :class:`Backend`, apply the operations (:class:`StartRun`,
-  :class:`LogBatch`, ...), raise :class:`BackendError` for what is worth retrying.
+  :class:`LogBatch`, ...), raise :class:`BackendError` for what is worth retrying. A
+  backend whose every write is costly may store several operations of a run at once
+  (:meth:`Backend.bundles`, :class:`Bundle`).
 * Listeners: functions marked :data:`hookimpl` (see :mod:`mlhooks.core.hookspecs`).
 * Secrets: pass text you show or store yourself (a location with a URL, a message)
   through :func:`redact_text`; params and tags are masked by the recorder.
@@ -44,6 +46,7 @@ from mlhooks.backends.base import (
     Backend,
     BackendError,
     BackendFactory,
+    Bundle,
     EndRun,
     LogArtifact,
     LogBatch,
@@ -103,6 +106,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendFactory",
+    "Bundle",
     "Call",
     "CallHandler",
     "Capability",

@@ -69,7 +69,34 @@ class EndRun:
     end_time: int
 
 
-Operation = StartRun | LogBatch | LogArtifact | LogModel | LogDataset | EndRun
+@dataclass
+class Bundle:
+    """Consecutive operations of one run that reached the writer together, for a
+    backend that stores them in fewer writes than one by one (see
+    :meth:`Backend.bundles`). The writer makes them; they are never journaled or
+    spooled (their operations are, one by one)."""
+
+    run_id: str
+    ops: list[Operation]
+
+    def __len__(self) -> int:
+        return sum(len(op) if isinstance(op, LogBatch) else 1 for op in self.ops)
+
+
+Operation = StartRun | LogBatch | LogArtifact | LogModel | LogDataset | EndRun | Bundle
+
+
+def run_of(op: Operation) -> str:
+    """The run ``op`` belongs to."""
+    return op.run.run_id if isinstance(op, StartRun) else op.run_id
+
+
+def unbundled(ops: list[Operation]) -> list[Operation]:
+    """``ops`` with each bundle replaced by its operations."""
+    if not any(isinstance(op, Bundle) for op in ops):
+        return ops
+    return [part for op in ops for part in (op.ops if isinstance(op, Bundle) else [op])]
+
 
 #: The capability an operation needs; ``None`` means every backend receives it.
 REQUIRED_CAPABILITY: dict[type, Capability | None] = {
@@ -79,6 +106,7 @@ REQUIRED_CAPABILITY: dict[type, Capability | None] = {
     LogArtifact: Capability.ARTIFACTS,
     LogModel: Capability.MODELS,
     LogDataset: Capability.DATASETS,
+    Bundle: None,
 }
 
 
@@ -151,6 +179,22 @@ class Backend(abc.ABC):
     def end_run(self, op: EndRun) -> None:
         """Mark the run ended with ``op.status``."""
 
+    def bundles(self, op: Operation) -> bool:
+        """Whether ``op`` may be stored together with the operations of its run next to
+        it, in a :class:`Bundle` given to :meth:`apply_bundle`. Say yes only for
+        operations that are harmless to store twice: when a bundle fails, its
+        operations are stored again one by one (so that a value the backend refuses
+        is set aside alone, and the rest lands), and a retry or a replay of the journal
+        stores the whole bundle again. None by default."""
+        return False
+
+    def apply_bundle(self, ops: list[Operation]) -> None:
+        """Store consecutive operations of one run, each of which :meth:`bundles`
+        accepted, in order as far as anyone reading the store can tell (fewer writes
+        than one by one is the point). The default stores them one by one."""
+        for op in ops:
+            self.apply(op)
+
     def prepare(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Called once, on this backend's writer thread, before its first write:
         import here what the writer needs (never on the training thread, where an
@@ -215,6 +259,8 @@ class Backend(abc.ABC):
             self.log_model(op)
         elif isinstance(op, LogDataset):
             self.log_dataset(op)
+        elif isinstance(op, Bundle):
+            self.apply_bundle(op.ops)
         else:  # pragma: no cover - the union above is exhaustive
             raise TypeError(f"unknown operation {op!r}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 
-from mlhooks.backends.base import Backend, LogBatch, Operation
+from mlhooks.backends.base import Backend, LogBatch, Operation, unbundled
 from mlhooks.core.errors import (
     background_failures,
     is_strict,
@@ -75,7 +75,8 @@ class Deliverer:
             self._unstored = [op]
             if not self.spooler.is_down and self._apply_with_retry(op, ops[index + 1 :]):
                 continue
-            left = self._unstored + ops[index + 1 :]  # a split batch's stored part is not
+            # A split batch's stored part is not in it; a bundle goes as its operations.
+            left = unbundled(self._unstored + ops[index + 1 :])
             if not (self.spooler.is_down or self._closing.is_set()):
                 self.watch.ask_now()  # retries used up: unreachable, or failing?
             with self._spooling:
@@ -177,7 +178,7 @@ class Deliverer:
         try:
             self._abandoned.set()
             # Copies: what exit adds to them must not reach a write still in flight.
-            return [_copy(op) for op in self._inflight or self._held]
+            return [_copy(op) for op in unbundled(self._inflight or self._held)]
         finally:
             if spooling:
                 self._spooling.release()

@@ -1,6 +1,8 @@
 """Applying operations so that one a backend refuses for good never takes others with
 it: a refused batch is split in halves until the refused entries are alone; they are
-set aside with the reason, and everything else is stored, in order, once.
+set aside with the reason, and everything else is stored, in order, once. A refused
+bundle is stored again one operation at a time (a backend bundles only operations that
+are harmless to store twice), each refused batch among them split as above.
 
 A failure worth retrying (the backend is down) stops the work and says what is left,
 so that a retry never applies twice what was already stored.
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mlhooks.backends.base import Backend, LogBatch, Operation
+from mlhooks.backends.base import Backend, Bundle, LogBatch, Operation
 
 Reject = Callable[[Operation, BaseException], None]
 Applied = Callable[[Operation], None]
@@ -46,13 +48,17 @@ def apply_isolating(
             reject(op, error)
         else:
             if applied is not None:
-                applied(op)
+                for done in op.ops if isinstance(op, Bundle) else [op]:
+                    applied(done)
         del work[0]
 
 
 def split(op: Operation) -> list[Operation]:
     """``op`` as two smaller operations of the same kind, or [] when it cannot be
-    split (one entry, or not a batch). Metrics come first, then params, then tags."""
+    split (one entry, or not a batch). Metrics come first, then params, then tags. A
+    bundle splits into its operations."""
+    if isinstance(op, Bundle):
+        return list(op.ops)
     if not isinstance(op, LogBatch) or len(op) < 2:
         return []
     params, tags = list(op.params.items()), list(op.tags.items())

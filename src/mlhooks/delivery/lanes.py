@@ -125,7 +125,7 @@ class Lane:
             busy_factor=busy_factor,
             max_interval=max_interval,
         )
-        self.batcher = Batcher(backend.max_batch_size)
+        self.batcher = Batcher.for_backend(backend)
         self._full = backend.max_batch_size
         self._reset()
         _LANES.add(self)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlhooks.backends.base import Backend, BackendError, Operation
+from mlhooks.backends.base import Backend, BackendError, Operation, unbundled
 from mlhooks.core.errors import (
     background_failures,
     is_strict,
@@ -128,7 +128,7 @@ class Spooler:
                 self._probe_interval = self.first_probe_interval
                 self._next_probe = time.monotonic() + self._probe_interval
         self._announce(failure, since)
-        self._spool.append(ops)
+        self._spool.append(unbundled(ops))
 
     def _announce(self, failure: BaseException | None, since: float | None) -> None:
         with self._lock:
@@ -290,6 +290,7 @@ class Spooler:
         when that failed (a full disk)."""
         if not ops:
             return True
+        ops = unbundled(ops)
         try:
             writer = spool_io.SpoolWriter(self.directory, self.backend)
             writer.append(ops)

@@ -29,6 +29,7 @@ from mlhooks.plugin import (
     LogDataset,
     LogModel,
     Operation,
+    StartRun,
     notice_once,
     redact_text,
     warn_background,
@@ -36,6 +37,7 @@ from mlhooks.plugin import (
 
 from . import mlflow_api as mlf
 from . import models
+from .bundling import Folded
 from .connection import answers, bounded_requests, is_served
 from .location import (
     active_experiment_id,
@@ -231,10 +233,16 @@ class MlflowBackend(Backend):
     # -- runs -------------------------------------------------------------------------------
 
     def start_run(self, run: RunInfo) -> None:
+        self._start(run, {})
+
+    def _start(self, run: RunInfo, logged_tags: dict[str, str]) -> bool:
+        """Create ``run`` with ``logged_tags`` (tags it logged, clean and within
+        MLflow's limits) among its own; False when it was not created here (adopted,
+        continued, replayed), so that they are still to be written."""
         adopted = run.backend_ids.get(self.name)
         if adopted is not None:  # opened with mlflow.start_run(): log into it
             self._ids[run.run_id] = adopted
-            return
+            return False
         existing = self._ids.get(run.run_id)
         if existing is None and run.new:
             run.new = False  # from now on it may exist: a retry, another backend look
@@ -242,7 +250,7 @@ class MlflowBackend(Backend):
             existing = self._find(run.run_id)
         if existing is not None:  # a continued run, or a start replayed from a spool
             self._mark_continued(existing, run)
-            return
+            return False
         tags = {**run.tags, RUN_ID_TAG: run.run_id, "mlflow.user": _user()}
         if run.description:
             tags["mlflow.note.content"] = run.description
@@ -250,15 +258,17 @@ class MlflowBackend(Backend):
             tags["mlflow.parentRunId"] = self.mlflow_run_id(run.parent_id)
         experiment_id = self._experiment_id(run)
         self._open_in_model_training_view(experiment_id)
+        own = {k: v[: mlf.MAX_TAG_VAL_LENGTH] for k, v in self._clean(tags, "tag").items()}
         created = self.client.create_run(
             experiment_id,
             start_time=run.start_time,
-            tags={k: v[: mlf.MAX_TAG_VAL_LENGTH] for k, v in self._clean(tags, "tag").items()},
+            tags={**own, **logged_tags},
             run_name=run.name,
         )
         self._ids[run.run_id] = created.info.run_id
         if self._logged_models:
             self._facts.started(run.run_id, experiment_id)
+        return True
 
     def _open_in_model_training_view(self, experiment_id: str) -> None:
         """MLflow 3's UI opens an experiment without a kind in its GenAI view; one that
@@ -356,6 +366,53 @@ class MlflowBackend(Backend):
             )
         if self._logged_models:
             self._facts.batch(batch.run_id, metrics, params, model)
+
+    def bundles(self, op: Operation) -> bool:
+        """A run's start, params and tags, datasets and files are stored together: each
+        is harmless to store twice (a start tried again looks for its run, a param or
+        tag of the same value and a dataset already there are left as they are, a file
+        is written over). Metric points and models are not."""
+        if isinstance(op, LogBatch):
+            return not op.metrics
+        return isinstance(op, StartRun | LogDataset | LogArtifact)
+
+    def apply_bundle(self, ops: list[Operation]) -> None:
+        """In as few writes as MLflow's API allows (each a transaction of a SQL store, a
+        request to a server): a new run created with the bundle's tags, its params (and
+        the tags creating it could not take) in one ``log_batch``, its datasets in one
+        ``log_inputs``, then its files. A bundle that cannot be folded (a param given
+        two values, a second start) is stored one by one."""
+        folded = Folded.of(ops)
+        if folded is None:
+            super().apply_bundle(ops)
+            return
+        tags = {
+            k: self._truncate(k, v, mlf.MAX_TAG_VAL_LENGTH, "tag")
+            for k, v in self._clean(folded.tags, "tag").items()
+        }
+        if folded.start is not None:
+            at_start = {k: v for k, v in tags.items() if folded.creation_takes(k)}
+            if self._start(folded.start.run, at_start):
+                tags = {k: v for k, v in tags.items() if k not in at_start}
+        mlflow_id = self.mlflow_run_id(folded.run_id)
+        params = [
+            mlf.Param(k, self._truncate(k, v, mlf.MAX_PARAM_VAL_LENGTH, "param"))
+            for k, v in self._clean(folded.params, "param").items()
+        ]
+        for _, chunk_params, chunk_tags in _chunks(
+            [], params, [mlf.RunTag(k, v) for k, v in tags.items()]
+        ):
+            self.client.log_batch(mlflow_id, params=chunk_params, tags=chunk_tags)
+        if folded.datasets:
+            inputs = [_dataset_input(dataset.dataset) for dataset in folded.datasets]
+            self.client.log_inputs(mlflow_id, datasets=inputs)
+        for file in folded.files:
+            self.log_artifact(file)
+        if self._logged_models:
+            self._facts.batch(folded.run_id, [], params, None)
+            for dataset in folded.datasets:
+                info = dataset.dataset
+                self._facts.dataset(folded.run_id, info.name, info.digest, info.context)
 
     def log_dataset(self, op: LogDataset) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)

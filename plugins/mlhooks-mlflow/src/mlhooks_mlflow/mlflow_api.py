@@ -22,6 +22,7 @@ _HOMES = {
     "MlflowException": "mlflow.exceptions",
     "RestException": "mlflow.exceptions",
     "MlflowClient": "mlflow.tracking",
+    "MAX_ENTITY_KEY_LENGTH": "mlflow.utils.validation",
     "MAX_METRICS_PER_BATCH": "mlflow.utils.validation",
     "MAX_PARAM_VAL_LENGTH": "mlflow.utils.validation",
     "MAX_PARAMS_TAGS_PER_BATCH": "mlflow.utils.validation",

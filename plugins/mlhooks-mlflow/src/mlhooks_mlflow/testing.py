@@ -25,6 +25,8 @@ test session that does not ask for it.
 * :func:`stored_models`: the models stored with an MLflow run, by their mlhooks names,
   as URIs that load them, wherever the store keeps them (MLflow 3's logged models, or
   the run's artifacts).
+* :class:`WriteTransactions`: the write transactions of a SQL store (a sqlite store's
+  commits that wrote), counted with SQLAlchemy's events in this process.
 """
 
 from __future__ import annotations
@@ -106,6 +108,62 @@ def stored_models(client: Any, mlflow_id: str) -> dict[str, str]:
         else:
             folders.extend(a for a in inside if a.is_dir)
     return found
+
+
+class WriteTransactions:
+    """Counts the transactions that wrote to a SQL database in this process, while
+    entered: each commit after an ``INSERT``, ``UPDATE`` or ``DELETE``, kept as the
+    sorted statements it ran (``"INSERT runs"``...). ``database`` (a path or a
+    ``sqlite:///`` URI) limits it to that database's engines; by default every engine
+    counts. Only this process: a writer service's store is not seen. Also a script:
+    loaded by path, it needs SQLAlchemy only (the benchmarks use it so)."""
+
+    _KEY = "mlhooks.pending_writes"
+
+    def __init__(self, database: str | None = None) -> None:
+        self.database = str(Path(database.removeprefix("sqlite:///"))) if database else None
+        self.transactions: list[tuple[str, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self.transactions)
+
+    def __enter__(self) -> WriteTransactions:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "before_cursor_execute", self._executed)
+        event.listen(Engine, "commit", self._committed)
+        event.listen(Engine, "rollback", self._rolled_back)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.remove(Engine, "before_cursor_execute", self._executed)
+        event.remove(Engine, "commit", self._committed)
+        event.remove(Engine, "rollback", self._rolled_back)
+
+    def _counts(self, connection: Any) -> bool:
+        if self.database is None:
+            return True
+        name = connection.engine.url.database
+        return name is not None and str(Path(name)) == self.database
+
+    def _executed(self, connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        words = statement.split(None, 3)
+        verb = words[0].upper() if words else ""
+        if verb in ("INSERT", "UPDATE", "DELETE", "REPLACE") and self._counts(connection):
+            table = words[1] if verb == "UPDATE" or len(words) < 3 else words[2]
+            connection.info.setdefault(self._KEY, set()).add(f"{verb} {table}")
+
+    def _committed(self, connection: Any) -> None:
+        written = connection.info.pop(self._KEY, None)
+        if written:
+            self.transactions.append(tuple(sorted(written)))
+
+    def _rolled_back(self, connection: Any) -> None:
+        connection.info.pop(self._KEY, None)
 
 
 @pytest.fixture(scope="session")
