@@ -138,6 +138,8 @@ class Lane:
         self._thread: threading.Thread | None = None
         self._started = False
         self._closing = threading.Event()
+        self._closed = False
+        """True once :meth:`close` began: a second close does nothing."""
         self._fast = False
         """True once the writer runs and nothing is spilled: put() just appends."""
         retry = self.retry
@@ -476,7 +478,12 @@ class Lane:
 
     def close(self, timeout: float) -> None:
         """Flush within ``timeout`` seconds, not waiting for a backend known not to
-        answer; spool whatever is still not stored."""
+        answer; spool whatever is still not stored. Once: a second call returns at once
+        (the writer service closes a lane when its journal ends, exit closes every lane)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         flushed = self.flush(timeout, unless_unreachable=True)
         with self._lock:
             self._closing.set()
@@ -490,6 +497,7 @@ class Lane:
         if self._journal is not None:
             self._close_journal(self._journal, spooled)
         self._spooler.set_aside_at_exit()
+        self._spooler.close()
         try:
             self.backend.close()
         except Exception as error:  # noqa: BLE001

@@ -43,6 +43,14 @@ from mlhooks.delivery.service_wire import encode, read_messages
 
 CURSOR_WAIT = 10.0
 """Seconds a new service waits for a dead one's hold on a journal's cursor to go."""
+CLOSE_SLACK = 15.0
+"""Seconds past ``MLHOOKS_EXIT_TIMEOUT`` a lane's close gets to spool what is left
+(it lets an operation being stored finish first), before the service gives it up."""
+
+
+def _exit_timeout() -> float:
+    timeout: float = errors.setting_or_default("MLHOOKS_EXIT_TIMEOUT")
+    return timeout
 
 
 class TailPart(JournalPart):
@@ -142,12 +150,14 @@ class TailPart(JournalPart):
             errors.report_background_error(f"journal cursor of {self.lane.backend.name!r}", error)
 
     def close(self, remove: bool) -> None:
+        """Let go of the cursor; ``remove`` the journal when everything in it was read
+        and stored (or spooled). The service's marker beside it stays until the lane
+        is closed whole (see :meth:`Tail.finish`)."""
         with self.lock:
             self.cursor.close()
             if remove and self.fully_read:
-                self.journal.remove()
-            else:
-                Path(str(self.journal.path) + SERVICE_SUFFIX).unlink(missing_ok=True)
+                self.journal.path.unlink(missing_ok=True)
+                self.journal.cursor_path.unlink(missing_ok=True)
 
 
 def _first_offset(path: Path) -> int:
@@ -222,33 +232,40 @@ class Tail:
         marker.done.wait()
         self.service.send({"op": "flushed", "id": ident, "ok": marker.ok})
 
-    def finish(self, died: bool) -> None:
+    def finish(self, died: bool, timeout: float) -> None:
         """The training process is done with this journal (``end`` said at its exit) or
-        died: store the rest, end the runs it left open KILLED, remove the journal."""
+        died: store the rest, ending the runs it left open KILLED, as its own exit
+        would have: within ``timeout`` seconds (``MLHOOKS_EXIT_TIMEOUT``), not waiting
+        for a backend known not to answer; what is then still not stored (a request
+        that hangs included) is spooled for ``mlhooks sync``, and the journal goes."""
         self.ready.wait()
         lane, part = self.lane, self.part
         assert lane is not None and part is not None
         if died or self.end is None:
             while owner_alive(self.path):  # its last journal write may still be going on
                 time.sleep(0.05)
-        end = part.read_all()
+        part.read_all()
         if self.end is None and part.open_runs:
             stamp = int(self.path.stat().st_mtime * 1000) if self.path.exists() else 0
             part.add_ends([EndRun(r, RunStatus.KILLED.value, stamp) for r in part.open_runs])
-            end += len(part.open_runs)
+            part.read_all()  # the ends join the window before the close's flush asks
         part.fully_read = True
-        marker = part.request(end)
         self.service.wake()
-        marker.done.wait()
-        lane.close(CURSOR_WAIT)
-        self.done.set()
+        lane.close(timeout)
+        self._let_go()
 
     def give_up(self) -> None:
-        """Its process is gone and ``MLHOOKS_EXIT_TIMEOUT`` passed: what was read and
-        not stored goes to a spool, the rest stays in the journal from its cursor
-        (``mlhooks sync`` delivers both)."""
+        """The lane did not close in time (it was never started, or its close itself
+        hangs): what was read and not stored goes to a spool, the rest stays in the
+        journal from its cursor (``mlhooks sync`` delivers both)."""
         if self.lane is not None:
-            self.lane.close(0.0)
+            self.lane.close(0.0)  # nothing when a close began already
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """This service no longer delivers the journal: its marker goes (what tells
+        ``mlhooks doctor`` and the tests which service holds the journal)."""
+        Path(str(self.path) + SERVICE_SUFFIX).unlink(missing_ok=True)
         self.done.set()
 
     def state(self) -> dict[str, Any] | None:
@@ -322,7 +339,7 @@ class Service:
                 thread = threading.Thread(target=self._finish, args=(tail, True), daemon=True)
                 thread.start()
                 finishing.append(thread)
-        deadline = time.monotonic() + errors.setting_or_default("MLHOOKS_EXIT_TIMEOUT")
+        deadline = time.monotonic() + _exit_timeout() + CLOSE_SLACK
         for tail in list(self.tails.values()):
             if not tail.done.wait(max(0.0, deadline - time.monotonic())):
                 tail.give_up()
@@ -368,10 +385,10 @@ class Service:
         if tail.lane is None:
             return
         try:
-            tail.finish(died)
+            tail.finish(died, _exit_timeout())
         except Exception as error:  # noqa: BLE001 - the journal stays for mlhooks sync
             errors.report_background_error(f"writer service, journal {tail.path.name}", error)
-            tail.done.set()
+            tail.give_up()
 
     def _tell_states(self) -> None:
         while not self.gone:
