@@ -270,6 +270,11 @@ class Lane:
             self._start_writer()
         self._wake.set()
 
+    def threads(self) -> list[threading.Thread]:
+        """The threads of this lane: its writer and its backend's watch, once started."""
+        found = (self._thread, self._deliverer.watch.thread)
+        return [thread for thread in found if thread is not None]
+
     @property
     def pending(self) -> int:
         """Items waiting in memory (not counting spilled ones)."""

@@ -20,21 +20,20 @@ Run as ``python -m mlhooks.delivery.service FD``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mlhooks.backends.base import EndRun, LogArtifact, Operation, StartRun
 from mlhooks.core import errors
 from mlhooks.core.types import RunStatus
-from mlhooks.delivery import selection, staging
+from mlhooks.delivery import selection, service_tree, staging
 from mlhooks.delivery.batching import FlushMarker
 from mlhooks.delivery.journal import SERVICE_SUFFIX, CursorFile, JournalFile, owner_alive
 from mlhooks.delivery.journaling import JournalPart, _weight
@@ -43,6 +42,8 @@ from mlhooks.delivery.service_wire import encode, read_messages
 
 CURSOR_WAIT = 10.0
 """Seconds a new service waits for a dead one's hold on a journal's cursor to go."""
+HELLO_WAIT = 10.0
+"""Seconds a process that attaches gets to say hello."""
 CLOSE_SLACK = 15.0
 """Seconds past ``MLHOOKS_EXIT_TIMEOUT`` a lane's close gets to spool what is left
 (it lets an operation being stored finish first), before the service gives it up."""
@@ -166,11 +167,13 @@ def _first_offset(path: Path) -> int:
 
 
 class Tail:
-    """One journal of the training process, delivered by this service."""
+    """One journal of a training process, delivered by this service."""
 
-    def __init__(self, service: Service, path: Path) -> None:
+    def __init__(self, service: Service, client: Client, path: Path) -> None:
         self.service = service
+        self.client = client
         self.path = path
+        self._threads: list[threading.Thread] = []
         self.lane: Lane | None = None
         self.part: TailPart | None = None
         self.end: int | None = None
@@ -178,6 +181,17 @@ class Tail:
         self.done = threading.Event()
         self.failed = False
         self._said: tuple[bool, float | None] = (False, None)
+
+    def spawn(self, target: Callable[..., None], *args: Any) -> None:
+        """Run ``target(*args)`` on a thread of its own, working for this journal."""
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def threads(self) -> list[threading.Thread]:
+        """The threads that work for this journal (whose warnings go to its process)."""
+        lane = self.lane
+        return self._threads + (lane.threads() if lane is not None else [])
 
     def start(self) -> None:
         """Take the journal's cursor (a dead service's hold goes with it), build the
@@ -225,12 +239,12 @@ class Tail:
         """Answer flush ``ident`` once the operations before ``upto`` are stored."""
         self.ready.wait()
         if self.part is None:  # it could not be started: told already
-            self.service.send({"op": "flushed", "id": ident, "ok": False})
+            self.client.send({"op": "flushed", "id": ident, "ok": False})
             return
         marker = self.part.request(upto)
         self.service.wake()
         marker.done.wait()
-        self.service.send({"op": "flushed", "id": ident, "ok": marker.ok})
+        self.client.send({"op": "flushed", "id": ident, "ok": marker.ok})
 
     def finish(self, died: bool, timeout: float) -> None:
         """The training process is done with this journal (``end`` said at its exit) or
@@ -285,24 +299,67 @@ class Tail:
         }
 
 
-class Service:
-    """The service's main loop: messages in, journals delivered, state out."""
+class Client:
+    """A training process this service delivers for: the one that started it, or one
+    of its tree that attached (see :mod:`.service_tree`)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, pid: int) -> None:
         self.sock = sock
+        self.pid = pid
         self.tails: dict[str, Tail] = {}
-        self._send_lock = threading.Lock()
         self.gone = False
+        """True once its end of the connection closed: it exited or died."""
+        self.finished = False
+        """True once every journal of it is finished (or given up)."""
+        self._send_lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> bool:
+        """Send ``message``; False when the process is gone."""
+        if self.gone:
+            return False
+        data = encode(message)
+        try:
+            with self._send_lock:
+                self.sock.sendall(data)
+        except OSError:
+            return False
+        return True
+
+
+class Service:
+    """The service's loop: connections in, their journals delivered, state out. It ends
+    once every process it served is gone and their journals are finished."""
+
+    def __init__(self, sock: socket.socket, listener: socket.socket | None = None) -> None:
+        self.sock = sock
+        self.listener = listener
+        self.clients: list[Client] = []
+        self._lock = threading.Lock()
+        self.closing = False
+        """True once the last process is gone: nobody attaches any more."""
+        self._ended = threading.Event()
         self.leftover_snapshots: set[str] = set()
 
-    def send(self, message: dict[str, Any]) -> None:
-        if self.gone:
-            return
-        with self._send_lock, contextlib.suppress(OSError):
-            self.sock.sendall(encode(message))
+    # -- who a thread works for --------------------------------------------------------
+
+    def _client_of_this_thread(self) -> Client | None:
+        current = threading.current_thread()
+        for client in list(self.clients):
+            for tail in list(client.tails.values()):
+                if current in tail.threads():
+                    return client
+        return None
 
     def relay(self, kind: str, key: str, message: str) -> None:
-        self.send({"op": kind, "key": key, "message": message})
+        """A warning, notice or error of this process goes to the process whose journal
+        it is about (else the first one still there), which shows it; once none is
+        there, to this process's stderr (the training process's, inherited)."""
+        client = self._client_of_this_thread()
+        if client is None or client.gone:
+            client = next((c for c in self.clients if not c.gone), None)
+        sent = client is not None and client.send({"op": kind, "key": key, "message": message})
+        if not sent:
+            errors.show_here(kind, key, message)
 
     def wake(self) -> None:
         from mlhooks.delivery.journaling import journaler
@@ -310,67 +367,117 @@ class Service:
         journaler.wake.set()
 
     def released(self, path: str) -> None:
-        """A snapshot of the training process was stored: it holds the count, while it
-        lives; after, the snapshot goes once nothing left to replay names it."""
-        if self.gone:
-            with self._send_lock:
+        """A snapshot of a training process was stored: that process holds the count,
+        while it lives; after, the snapshot goes once nothing left to replay names it."""
+        client = self._client_of_this_thread()
+        if client is None or not client.send({"op": "release", "path": path}):
+            with self._lock:
                 self.leftover_snapshots.add(path)
-        else:
-            self.send({"op": "release", "path": path})
+
+    # -- lifetime --------------------------------------------------------------------------
 
     def run(self) -> None:
         errors.set_relay(self.relay)
         staging.release_elsewhere(self.released)
-        self.send({"op": "ready", "pid": os.getpid()})
+        owner = Client(self.sock, os.getppid())
+        self.clients.append(owner)
+        owner.send({"op": "ready", "pid": os.getpid()})
+        if self.listener is not None:
+            threading.Thread(
+                target=self._accept, name="mlhooks-service-accept", daemon=True
+            ).start()
         threading.Thread(
             target=self._tell_states, name="mlhooks-service-state", daemon=True
         ).start()
-        for message in read_messages(self.sock):
-            try:
-                self.handle(message)
-            except Exception as error:  # noqa: BLE001 - the service must live on
-                errors.report_background_error("writer service", error)
-        # The training process closed its end: it exited or died.
-        self.gone = True
-        errors.set_relay(None)
-        finishing = []
-        for tail in list(self.tails.values()):
-            if tail.end is None:
-                thread = threading.Thread(target=self._finish, args=(tail, True), daemon=True)
-                thread.start()
-                finishing.append(thread)
-        deadline = time.monotonic() + _exit_timeout() + CLOSE_SLACK
-        for tail in list(self.tails.values()):
-            if not tail.done.wait(max(0.0, deadline - time.monotonic())):
-                tail.give_up()
+        self._serve(owner, read_messages(self.sock))
+        self._ended.wait()
         self._discard_snapshots()
 
+    def _accept(self) -> None:
+        listener = self.listener
+        assert listener is not None
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return  # closed: this service ends
+            threading.Thread(
+                target=self._attach, args=(sock,), name="mlhooks-service-attach", daemon=True
+            ).start()
+
+    def _attach(self, sock: socket.socket) -> None:
+        """A process of the tree asks to be served: it must be this user's, and say
+        (first) that it runs what this service runs."""
+        try:
+            pid, uid = service_tree.peer(sock)
+            if uid != os.getuid():
+                raise PermissionError(f"process {pid} is another user's")
+            sock.settimeout(HELLO_WAIT)
+            messages = read_messages(sock)
+            said = next(messages, None)
+            sock.settimeout(None)
+        except OSError:
+            service_tree.close_quietly(sock)
+            return
+        why = "it did not say hello" if said is None else service_tree.mismatch(said)
+        client = Client(sock, pid)
+        with self._lock:
+            if why is None and not self.closing:
+                self.clients.append(client)
+        if why is not None or client not in self.clients:
+            client.send({"op": "refused", "why": why or "the service ends"})
+            service_tree.close_quietly(sock)
+            return
+        client.send({"op": "ready", "pid": os.getpid()})
+        self._serve(client, messages)
+
+    def _serve(self, client: Client, messages: Iterator[dict[str, Any]]) -> None:
+        for message in messages:
+            try:
+                self.handle(client, message)
+            except Exception as error:  # noqa: BLE001 - the service must live on
+                errors.report_background_error("writer service", error)
+        # The process closed its end: it exited or died.
+        client.gone = True
+        for tail in list(client.tails.values()):
+            if tail.end is None:
+                tail.spawn(self._finish, tail, True)
+        deadline = time.monotonic() + _exit_timeout() + CLOSE_SLACK
+        for tail in list(client.tails.values()):
+            if not tail.done.wait(max(0.0, deadline - time.monotonic())):
+                tail.give_up()
+        with self._lock:
+            client.finished = True
+            if all(c.finished for c in self.clients):
+                self.closing = True  # nobody attaches from now on
+                if self.listener is not None:
+                    service_tree.close_quietly(self.listener)
+                self._ended.set()
+
     def _discard_snapshots(self) -> None:
-        roots = {tail.path.parent.parent for tail in self.tails.values()}
+        roots = {tail.path.parent.parent for c in self.clients for tail in c.tails.values()}
         for root in roots:
             stored = staging.StoredSnapshots(root)
             for path in self.leftover_snapshots:
                 stored.stored(LogArtifact(run_id="", local_path=path))
             stored.discard()
 
-    def handle(self, message: dict[str, Any]) -> None:
+    def handle(self, client: Client, message: dict[str, Any]) -> None:
         kind = message.get("op")
         if kind == "wake":
             self.wake()
         elif kind == "tail":
             path = message["journal"]
-            if path not in self.tails:
-                tail = self.tails[path] = Tail(self, Path(path))
-                threading.Thread(target=self._start, args=(tail,), daemon=True).start()
+            if path not in client.tails:
+                tail = client.tails[path] = Tail(self, client, Path(path))
+                tail.spawn(self._start, tail)
         elif kind == "flush":
-            tail = self.tails[message["journal"]]
-            threading.Thread(
-                target=tail.flush, args=(int(message["upto"]), int(message["id"])), daemon=True
-            ).start()
+            tail = client.tails[message["journal"]]
+            tail.spawn(tail.flush, int(message["upto"]), int(message["id"]))
         elif kind == "bye":
-            tail = self.tails[message["journal"]]
+            tail = client.tails[message["journal"]]
             tail.end = int(message["end"])
-            threading.Thread(target=self._finish, args=(tail, False), daemon=True).start()
+            tail.spawn(self._finish, tail, False)
 
     def _start(self, tail: Tail) -> None:
         try:
@@ -391,18 +498,22 @@ class Service:
             tail.give_up()
 
     def _tell_states(self) -> None:
-        while not self.gone:
-            for tail in list(self.tails.values()):
-                state = tail.state()
-                if state is not None:
-                    self.send(state)
+        while not self.closing:
+            for client in list(self.clients):
+                for tail in list(client.tails.values()):
+                    state = tail.state()
+                    if state is not None:
+                        client.send(state)
             time.sleep(0.1)
 
 
 def main(argv: list[str]) -> int:
+    """``FD [LISTENER_FD]``: the socket to the training process that started this
+    service, and the one that the processes of its tree attach through."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the training's
     sock = socket.socket(fileno=int(argv[1]))
-    Service(sock).run()
+    listener = socket.socket(fileno=int(argv[2])) if len(argv) > 2 else None
+    Service(sock, listener).run()
     return 0
 
 
