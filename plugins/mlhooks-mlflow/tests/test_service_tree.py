@@ -306,6 +306,108 @@ def test_a_childs_own_service_ends_with_the_child(tmp_path: Path) -> None:
     assert _runs(tmp_path)["child"].info.status == "FINISHED"
 
 
+def test_doctor_shows_the_service_its_processes_and_its_backlog(tmp_path: Path) -> None:
+    """While a parent and its attached child wait with points not stored yet (the
+    service is held up on purpose), ``mlhooks doctor`` names the service's pid, the
+    two processes it serves and a backlog; once they are done, none is at work."""
+    code = """
+    import json, os, sys, time
+    from pathlib import Path
+
+    import mlhooks
+    from mlhooks.delivery import lanes
+    from mlhooks.delivery.service_client import client
+
+    FOLDER = Path(sys.argv[1])
+
+
+    def wait_for(name):
+        while not (FOLDER / name).exists():
+            time.sleep(0.05)
+
+
+    with mlhooks.start_run("parent"):
+        mlhooks.log_metric("x", 1.0)
+        assert mlhooks.flush(120)
+        service = client.describe()["pid"]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with mlhooks.start_run("child", nested=True):
+                    mlhooks.log_metric("x", 1.0)
+                    assert mlhooks.flush(120)  # attached
+                    (FOLDER / "child-ready").touch()
+                    wait_for("held")
+                    for step in range(500):
+                        mlhooks.log_metric("loss", 1.0, step=step)
+                    time.sleep(1.5)  # journaled
+                    (FOLDER / "child-logged").touch()
+                    wait_for("go")
+            finally:
+                os._exit(0)
+        wait_for("child-ready")
+        os.kill(service, 19)  # SIGSTOP: the service stores nothing meanwhile
+        (FOLDER / "held").touch()
+        for step in range(500):
+            mlhooks.log_metric("loss", 1.0, step=step)
+        time.sleep(1.5)
+        wait_for("child-logged")
+        (FOLDER / "said.json").write_text(json.dumps({"service": service, "child": pid}))
+        wait_for("go")
+        os.kill(service, 18)  # SIGCONT
+        os.waitpid(pid, 0)
+    """
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(code))
+    env = _env(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (tmp_path / "said.json").exists(), timeout=SLOW)
+        said = _said(tmp_path, "said")
+        doctor = _doctor(env)
+        shown = (
+            f"writer service (pid {said['service']}) at work for processes "
+            f"{', '.join(str(p) for p in sorted([process.pid, said['child']]))}: "
+        )
+        assert shown in doctor.stdout, doctor.stdout + doctor.stderr
+        backlog = int(doctor.stdout.split(shown, 1)[1].split()[0])
+        assert backlog >= 2  # at least a batch of each process
+        document = json.loads(_doctor(env, "--format", "json").stdout)["waiting"]
+        assert document["service_enabled"] is True
+        assert document["services"] == {str(said["service"]): backlog}
+        assert document["serving"] == {str(said["service"]): sorted([process.pid, said["child"]])}
+    finally:
+        (tmp_path / "go").touch()
+        _out, err = process.communicate(timeout=SLOW)
+    assert process.returncode == 0, err
+    _services_done(tmp_path, said["service"])
+    doctor = _doctor(env)
+    assert "writer service: on (MLHOOKS_SERVICE); none at work under" in doctor.stdout
+    runs = _runs(tmp_path)
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+    assert _steps(tmp_path, runs["child"]) == list(range(500))
+    assert _steps(tmp_path, runs["parent"]) == list(range(500))
+    off = _doctor({**env, "MLHOOKS_SERVICE": "0"})
+    assert "writer service: off (MLHOOKS_SERVICE)" in off.stdout
+
+
+def _doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlhooks", "doctor", "--no-probe", "--backend", "local", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SLOW,
+    )
+
+
 def test_a_service_shares_nothing_with_another_users_process() -> None:
     """Whoever connects must be this user's (the kernel says who is at the other end)."""
     from mlhooks.delivery import service_tree
