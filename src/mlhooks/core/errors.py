@@ -143,12 +143,14 @@ def warn_background(key: str, message: str) -> None:
     if relay is not None:
         relay("warn", key, message)
         return
-    _warn_here(key, message)
+    _warn_here(key, message, stacklevel=4)
 
 
-def _warn_here(key: str, message: str) -> None:
+def _warn_here(key: str, message: str, stacklevel: int = 3) -> None:
+    """:func:`warn_once` (``stacklevel`` as it takes it), logged instead under a
+    filter that turns warnings into errors."""
     try:
-        warn_once(key, message)
+        warn_once(key, message, stacklevel=stacklevel)
     except Exception:  # noqa: BLE001 - a warning filter set to "error"
         log.warning(message)
 

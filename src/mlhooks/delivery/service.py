@@ -10,12 +10,15 @@ meanwhile and a new service goes on exactly where a dead one stopped.
 
 Its training process tells it (:mod:`.service_client`, over a socket pair): which
 journals to deliver, when new records are there, which flushes it waits for, and, at
-its exit, where each journal ends. When that process is gone, the service notices at
-once (its end of the socket closes), finishes every journal (a process that died
-without its exit sequence leaves its open runs ended KILLED) and exits. Its warnings
-go to the training process while it lives, to the shared stderr after.
+its exit, where each journal ends. The processes of its tree (forked children,
+workers) may attach and say the same over a socket of their own (see
+:mod:`.service_tree`). When a process is gone, the service notices at once (its end of
+the socket closes) and finishes its journals as its exit would have (a process that
+died without its exit sequence leaves its open runs ended KILLED); once every process
+it served is gone, it exits. Its warnings go to the process whose journal they are
+about while it lives, to the shared stderr after.
 
-Run as ``python -m mlhooks.delivery.service FD``.
+Run as ``python -m mlhooks.delivery.service FD [LISTENER_FD]``.
 """
 
 from __future__ import annotations
@@ -309,8 +312,6 @@ class Client:
         self.tails: dict[str, Tail] = {}
         self.gone = False
         """True once its end of the connection closed: it exited or died."""
-        self.finished = False
-        """True once every journal of it is finished (or given up)."""
         self._send_lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> bool:
@@ -334,6 +335,9 @@ class Service:
         self.sock = sock
         self.listener = listener
         self.clients: list[Client] = []
+        """The processes served now (one whose journals are all finished leaves)."""
+        self.roots: set[Path] = set()
+        """The local dirs of the journals of the processes that left."""
         self._lock = threading.Lock()
         self.closing = False
         """True once the last process is gone: nobody attaches any more."""
@@ -342,21 +346,32 @@ class Service:
 
     # -- who a thread works for --------------------------------------------------------
 
-    def _client_of_this_thread(self) -> Client | None:
+    def _tail_of_this_thread(self) -> Tail | None:
         current = threading.current_thread()
         for client in list(self.clients):
             for tail in list(client.tails.values()):
                 if current in tail.threads():
-                    return client
+                    return tail
         return None
+
+    def _client_of_this_thread(self) -> Client | None:
+        tail = self._tail_of_this_thread()
+        return tail.client if tail is not None else None
 
     def relay(self, kind: str, key: str, message: str) -> None:
         """A warning, notice or error of this process goes to the process whose journal
-        it is about (else the first one still there), which shows it; once none is
-        there, to this process's stderr (the training process's, inherited)."""
-        client = self._client_of_this_thread()
-        if client is None or client.gone:
-            client = next((c for c in self.clients if not c.gone), None)
+        it is about, which shows it (one about no journal in particular: to the first
+        process still there); once that process is gone, to this process's stderr (the
+        training process's, inherited). The journal's outage state goes first: a
+        process told that its backend is down knows it (a run it ends does not wait)."""
+        tail = self._tail_of_this_thread()
+        if tail is not None:
+            client: Client | None = tail.client
+            state = tail.state()
+            if state is not None:
+                tail.client.send(state)
+        else:
+            client = next((c for c in list(self.clients) if not c.gone), None)
         sent = client is not None and client.send({"op": kind, "key": key, "message": message})
         if not sent:
             errors.show_here(kind, key, message)
@@ -447,16 +462,16 @@ class Service:
             if not tail.done.wait(max(0.0, deadline - time.monotonic())):
                 tail.give_up()
         with self._lock:
-            client.finished = True
-            if all(c.finished for c in self.clients):
+            self.roots |= {tail.path.parent.parent for tail in client.tails.values()}
+            self.clients.remove(client)  # its lanes and backends go with it
+            if not self.clients:
                 self.closing = True  # nobody attaches from now on
                 if self.listener is not None:
                     service_tree.close_quietly(self.listener)
                 self._ended.set()
 
     def _discard_snapshots(self) -> None:
-        roots = {tail.path.parent.parent for c in self.clients for tail in c.tails.values()}
-        for root in roots:
+        for root in self.roots:
             stored = staging.StoredSnapshots(root)
             for path in self.leftover_snapshots:
                 stored.stored(LogArtifact(run_id="", local_path=path))
