@@ -8,9 +8,17 @@ here. Each session builds a fresh virtualenv with the interpreter that runs nox 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.sessions = ["tests", "lint"]
 
@@ -22,11 +30,22 @@ SERVICE_CASES = [f"faults/test_{name}.py" for name in ("journal", "process_endin
 SINGLE_THREADED = {
     name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 }
+LONGEST_FIRST = [
+    "faults", "plugins/mlhooks-mlflow/tests", "plugins/mlhooks-lightning/tests", "service",
+    "plugins/mlhooks-transformers/tests", "tests", "plugins/mlhooks-ray/tests",
+]  # fmt: skip
+"""The test runs that take the longest, started first (the others follow in folder
+order), so that the runs going on at once end close together."""
+JOBS_VARIABLE = "MLHOOKS_TEST_JOBS"
+"""How many pytest processes the tests session runs at once: by default one per CPU, at
+most 4 (the fault matrix alone takes about a third of the whole)."""
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Core tests, then each plugin's tests, in strict mode; posargs go to pytest."""
+    """The core's tests, the fault matrix and each plugin's tests, in strict mode, one
+    pytest process per folder, several at once (one per CPU, at most 4; ``MLHOOKS_TEST_JOBS``
+    says how many: ``1`` runs them one after the other); posargs go to pytest."""
     # torch first and pinned: that version is a CPU build; any other pulls CUDA (GBs).
     session.install(TORCH)
     editable_plugins = [arg for plugin in PLUGINS for arg in ("-e", f"{plugin}[test]")]
@@ -35,20 +54,78 @@ def tests(session: nox.Session) -> None:
     if any(Path(arg.split("::")[0]).exists() for arg in session.posargs):
         session.run("pytest", *session.posargs, env=env)  # the caller chose what to run
         return
-    # The fault-injection suite (faults/) needs every plugin: it runs after the core's.
+    # Every test script is a fresh interpreter importing the editable sources: compiled
+    # once here, as pip compiled the installed packages (else, with PYTHONDONTWRITEBYTECODE
+    # set, each interpreter would compile them again).
+    sources = ["src", *(str(p / "src") for p in PLUGINS)]
+    session.run("python", "-m", "compileall", "-q", *sources, silent=True)
+    # The fault-injection suite (faults/) needs every plugin installed, as do the others.
     test_dirs = ["tests", "faults", *(str(p / "tests") for p in PLUGINS if (p / "tests").is_dir())]
     # One pytest process per distribution: each keeps its own conftest and sys.path.
-    # A -k filter may select nothing in some folder, which pytest reports as exit 5.
-    ok = [0, 5] if session.posargs else [0]
-    for test_dir in test_dirs:
-        session.run("pytest", test_dir, *session.posargs, env=env, success_codes=ok)
+    runs = {test_dir: ([test_dir], env) for test_dir in test_dirs}
     # The cases where the writer service changes who delivers (a process that dies, its
     # journal, TensorBoard's disk), again with the service on: MLflow and TensorBoard
     # are then written by a child process of each script.
-    session.run(
-        "pytest", *SERVICE_CASES, "-k", "not local", *session.posargs,
-        env={**env, "MLHOOKS_SERVICE": "1"}, success_codes=ok,
-    )  # fmt: skip
+    runs["service"] = ([*SERVICE_CASES, "-k", "not local"], {**env, "MLHOOKS_SERVICE": "1"})
+    order = [name for name in LONGEST_FIRST if name in runs]
+    order += [name for name in runs if name not in order]
+    # A -k filter may select nothing in some folder, which pytest reports as exit 5.
+    ok = [0, 5] if session.posargs else [0]
+    jobs = int(os.environ.get(JOBS_VARIABLE) or min(cpu_count(), 4))
+    failed = run_at_once(session, [(name, *runs[name]) for name in order], jobs, ok)
+    if failed:
+        session.error(f"tests failed: {', '.join(failed)}")
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def run_at_once(
+    session: nox.Session,
+    runs: list[tuple[str, list[str], dict[str, str]]],
+    jobs: int,
+    ok: list[int],
+) -> list[str]:
+    """Run ``pytest <args> <posargs>`` for each ``(name, args, env)``, ``jobs`` at a
+    time in the order given; each run's output is shown whole once it ends. The names
+    of the runs that failed."""
+    if jobs <= 1:  # one after the other, their output as it comes
+        failed = []
+        for name, args, env in runs:
+            try:
+                session.run("pytest", *args, *session.posargs, env=env, success_codes=ok)
+            except CommandFailed:
+                failed.append(name)
+        return failed
+    shown = threading.Lock()
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="mlhooks-tests-") as outputs:
+
+        def run(number: int, name: str, args: list[str], env: dict[str, str]) -> None:
+            started = time.monotonic()
+            path = Path(outputs, f"{number}.log")
+            with open(path, "w") as output:
+                try:
+                    session.run(
+                        "pytest", *args, *session.posargs, env=env, success_codes=ok,
+                        stdout=output, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                except CommandFailed:
+                    failed.append(name)
+            took = time.monotonic() - started
+            with shown:
+                print(f"\n===== pytest {' '.join(args)}: {took:.0f} s =====", flush=True)
+                sys.stdout.write(path.read_text(errors="replace"))
+                sys.stdout.flush()
+
+        with ThreadPoolExecutor(jobs) as pool:
+            for future in [pool.submit(run, n, *spec) for n, spec in enumerate(runs)]:
+                future.result()
+    return failed
 
 
 @nox.session

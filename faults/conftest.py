@@ -23,6 +23,9 @@ from disks import SmallDisk
 from mlhooks.testing import run_script
 
 os.environ.setdefault("MLHOOKS_STRICT", "1")
+# The test servers (`mlflow server`) run without MLflow's job runners: processes that
+# tracking does not use, which take seconds of CPU at every start and stop.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 @dataclass

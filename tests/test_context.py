@@ -302,3 +302,24 @@ def test_a_managed_run_ended_while_its_context_is_captured_still_ends_at_exit(
     store = LocalStore(tmp_path / "store")
     (run_id,) = store.run_ids()
     assert store.info(run_id).status.value == "FINISHED"
+
+
+def test_requirements_are_every_installed_distribution_with_its_version() -> None:
+    # Read from the metadata folders' names (fast), they match the distributions' own
+    # metadata (slow to parse) once names are normalized.
+    import importlib.metadata
+    import re
+
+    from mlhooks.capture.context import requirements
+
+    def normal(pin: str) -> str:
+        name, version = pin.split("==")
+        return re.sub(r"[-_.]+", "-", name).lower() + "==" + version
+
+    expected = set()
+    for dist in importlib.metadata.distributions():
+        if dist.metadata["Name"]:
+            expected.add(normal(f"{dist.metadata['Name']}=={dist.version}"))
+    found = {normal(pin) for pin in requirements()}
+    assert found <= expected  # a distribution shadowed further down sys.path is left out
+    assert {pin.split("==")[0] for pin in found} == {pin.split("==")[0] for pin in expected}

@@ -52,6 +52,7 @@ from mlhooks.backends.base import (
     Operation,
     StartRun,
 )
+from mlhooks.capture.charts import bar_chart_svg
 from mlhooks.capture.models import capture as capture_model
 from mlhooks.core import settings as _settings
 from mlhooks.core.activity import helper_thread_of_a_fit
@@ -126,6 +127,7 @@ __all__ = [
     "RunStatus",
     "StartRun",
     "at_exit",
+    "bar_chart_svg",
     "capture_model",
     "current_config",
     "current_run",

@@ -120,7 +120,7 @@ def test_a_fit_without_eval_sets_logs_params_model_and_importance(
     assert {k for k in run.data.metrics} == set()
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "feature_importance")}
     assert listed == {
-        f"feature_importance/{k}.{e}" for k in ("split", "gain") for e in ("json", "png")
+        f"feature_importance/{k}.{e}" for k in ("split", "gain") for e in ("json", "svg")
     }
     loaded = mlflow.lightgbm.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_array_equal(loaded.predict(data["X_test"]), model.predict(data["X_test"]))

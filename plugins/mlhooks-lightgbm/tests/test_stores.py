@@ -46,7 +46,7 @@ def test_the_memory_backend(mlhooks_memory: RecordedRuns, data: dict[str, Any]) 
     loaded = model.load()
     np.testing.assert_array_equal(loaded.predict(data["X_test"]), booster.predict(data["X_test"]))
     assert sorted(a for a in run.artifacts if a.startswith("feature_importance/")) == [
-        f"feature_importance/{kind}.{ext}" for kind in ("gain", "split") for ext in ("json", "png")
+        f"feature_importance/{kind}.{ext}" for kind in ("gain", "split") for ext in ("json", "svg")
     ]
 
 

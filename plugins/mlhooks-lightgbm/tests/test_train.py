@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import lightgbm as lgb
 import mlflow
@@ -275,7 +276,7 @@ def test_feature_importance_json_and_charts(
     run = only_run(client)
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "feature_importance")}
     assert listed == {
-        f"feature_importance/{kind}.{ext}" for kind in ("split", "gain") for ext in ("json", "png")
+        f"feature_importance/{kind}.{ext}" for kind in ("split", "gain") for ext in ("json", "svg")
     }
     local = Path(client.download_artifacts(run.info.run_id, "feature_importance", str(tmp_path)))
     for kind in ("split", "gain"):
@@ -283,7 +284,9 @@ def test_feature_importance_json_and_charts(
         expected = dict(zip(booster.feature_name(), booster.feature_importance(kind), strict=True))
         assert scores == pytest.approx(expected)
         assert list(scores.values()) == sorted(scores.values(), reverse=True)
-        assert (local / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
+        chart = ElementTree.fromstring((local / f"{kind}.svg").read_text())
+        bars = [e for e in chart.iter("{http://www.w3.org/2000/svg}rect")][1:]  # background first
+        assert len(bars) == len(scores)
 
 
 def test_importance_types_are_configurable(client: MlflowClient, data: dict[str, Any]) -> None:
@@ -291,7 +294,7 @@ def test_importance_types_are_configurable(client: MlflowClient, data: dict[str,
     lgb.train(PARAMS, datasets(data)[0], 3)
     run = only_run(client)
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "feature_importance")}
-    assert listed == {"feature_importance/gain.json", "feature_importance/gain.png"}
+    assert listed == {"feature_importance/gain.json", "feature_importance/gain.svg"}
 
 
 @pytest.mark.parametrize(

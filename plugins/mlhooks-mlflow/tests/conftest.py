@@ -11,6 +11,9 @@ os.environ.setdefault("MLHOOKS_STRICT", "1")
 # Fail fast while a server is down: the writer spools instead of MLflow's long retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+# The test servers (`mlflow server`) run without MLflow's job runners: processes that
+# tracking does not use, which take seconds of CPU at every start and stop.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 @pytest.fixture(autouse=True)

@@ -42,14 +42,11 @@ MODEL_TRAINING = "?workflowType=machine_learning"
 ITERATIONS = 40
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """A real ``mlflow server`` of this module (stopped after the test's runs ended:
-    a module's fixture outlives the test's mlhooks)."""
-    started = MlflowServer(tmp_path_factory.mktemp("mlflow-ui-server"))
-    started.start()
-    yield started
-    started.stop()
+@pytest.fixture
+def server(mlflow_server: MlflowServer) -> MlflowServer:
+    """The session's real ``mlflow server`` (it outlives the test's mlhooks); the test's
+    runs go to an experiment of its own there."""
+    return mlflow_server
 
 
 @pytest.fixture

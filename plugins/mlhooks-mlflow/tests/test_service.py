@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlhooks.testing import wait_until
+from mlhooks.delivery.journal import services_delivering
+from mlhooks.testing import wait_for_services, wait_until
 from mlhooks_mlflow.testing import MlflowServer
 
 SLOW = 120.0
@@ -108,13 +109,55 @@ def test_a_script_stores_through_the_service_and_leaves_nothing_behind(tmp_path:
     assert "doctor True" in done.stdout
     assert "mlflow imported False" in done.stdout
     assert "mlhooks" not in done.stderr.replace("mlhooks-runs", "")  # no warning of ours
-    # Exit waited for the service to store the managed run as well.
+    # The script exited once it had handed everything over; its service stores the
+    # managed run after that, then leaves nothing behind.
+    assert wait_for_services(tmp_path / "mlhooks-runs", SLOW)
     runs = _runs(tmp_path)
     assert set(runs) == {"manual", "Ridge"}
     assert all(run.info.status == "FINISHED" for run in runs.values())
     assert _history(tmp_path, runs["manual"], "loss") == list(range(5000))
     assert runs["Ridge"].data.params["alpha"] == "2.0"
     assert not (tmp_path / "mlhooks-runs").exists()  # journals, snapshots: all gone
+
+
+def test_the_exit_hands_over_and_sync_waits_for_the_service_to_store(tmp_path: Path) -> None:
+    """The script's exit does not wait for the backend (here a store another process
+    holds locked): the service stores after the script has gone, and ``mlhooks sync``
+    waits for it, so that everything is stored once it returns."""
+    import sqlite3
+
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # the schema
+    lock = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # no other process can read or write the store now
+    script = _script(
+        tmp_path,
+        """
+        import mlhooks
+        with mlhooks.start_run("handed-over"):
+            for step in range(2000):
+                mlhooks.log_metric("loss", 1.0, step=step)
+        """,
+    )
+    env = _env(tmp_path, MLHOOKS_STRICT="0", MLHOOKS_FLUSH_TIMEOUT="0")
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=SLOW,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "mlhooks-runs"
+    assert services_delivering(root)  # the script is gone, its service still stores
+    lock.execute("ROLLBACK")
+    lock.close()
+    synced = subprocess.run(
+        [sys.executable, "-m", "mlhooks", "sync", "--dir", str(root)],
+        env=env, capture_output=True, text=True, timeout=SLOW,
+    )  # fmt: skip
+    assert synced.returncode == 0, synced.stderr
+    assert "waiting for the writer service" in synced.stderr
+    assert not services_delivering(root)
+    run = _runs(tmp_path)["handed-over"]
+    assert run.info.status == "FINISHED"
+    assert _history(tmp_path, run, "loss") == list(range(2000))  # each point once
 
 
 def test_a_training_process_killed_mid_run_is_finished_by_the_service(tmp_path: Path) -> None:
@@ -197,6 +240,7 @@ def test_a_service_killed_mid_fit_is_replaced_and_nothing_is_lost_or_doubled(
         timeout=SLOW,
     )
     assert done.returncode == 0, done.stderr
+    assert wait_for_services(tmp_path / "mlhooks-runs", SLOW)  # it stores after the exit
     assert done.stdout.count("killed service") == 2
     assert done.stderr.count("writer service") >= 1  # told (once per death)
     run = _runs(tmp_path)["survivor"]
@@ -262,6 +306,7 @@ def test_both_modes_store_the_same(tmp_path: Path, mode: str) -> None:
         timeout=SLOW,
     )
     assert done.returncode == 0, done.stderr
+    assert wait_for_services(tmp_path / "mlhooks-runs", SLOW)  # it stores after the exit
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs(["0"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -358,6 +403,9 @@ def test_a_service_killed_after_its_process_exited_leaves_its_journal_to_sync(
         with mlhooks.start_run("orphan"):
             for step in range(20000):
                 mlhooks.log_metric("loss", 1.0, step=step)
+        import time
+        while client.describe()["pid"] is None:  # started on a thread of its own
+            time.sleep(0.01)
         open("service.pid", "w").write(str(client.describe()["pid"]))
         """,
     )

@@ -23,6 +23,10 @@ from mlhooks_mlflow import RUN_ID_TAG
 
 # Before the cluster starts, whose workers inherit the environment: strict mode there too.
 os.environ.setdefault("MLHOOKS_STRICT", "1")
+# A trial's end waits until its run is stored (its worker may be ended next): on a
+# machine loaded by other test processes, a fresh worker's first store can take longer
+# than the default 30 s, and the test would read the run before its end landed.
+os.environ.setdefault("MLHOOKS_FLUSH_TIMEOUT", "300")
 ray.cloudpickle.register_pickle_by_value(training)
 
 PARENT_TAG = "mlflow.parentRunId"

@@ -18,6 +18,9 @@ os.environ.setdefault("MLHOOKS_LOG_CONTEXT", "0")
 # A down server fails fast, so the writer spools instead of waiting on MLflow's retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+# The test servers (`mlflow server`) run without MLflow's job runners: processes that
+# tracking does not use, which take seconds of CPU at every start and stop.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import mlflow
 import numpy as np
@@ -208,13 +209,15 @@ def test_feature_importance_json_and_charts(
     assert listed == {
         f"feature_importance/{kind}.{ext}"
         for kind in ("gain", "weight", "cover")
-        for ext in ("json", "png")
+        for ext in ("json", "svg")
     }
     local = client.download_artifacts(run.info.run_id, "feature_importance", str(tmp_path))
     gain = json.loads((Path(local) / "gain.json").read_text())
     assert gain == pytest.approx(booster.get_score(importance_type="gain"))
     assert list(gain.values()) == sorted(gain.values(), reverse=True)
-    assert (Path(local) / "gain.png").read_bytes()[:4] == b"\x89PNG"
+    chart = ElementTree.fromstring((Path(local) / "gain.svg").read_text())
+    bars = [e for e in chart.iter("{http://www.w3.org/2000/svg}rect")][1:]  # after the background
+    assert len(bars) == len(gain)
 
 
 def test_importance_types_are_configurable(client: MlflowClient, data: dict[str, Any]) -> None:
@@ -222,7 +225,7 @@ def test_importance_types_are_configurable(client: MlflowClient, data: dict[str,
     xgb.train(PARAMS, matrices(data)[0], 3)
     run = only_run(client)
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "feature_importance")}
-    assert listed == {"feature_importance/weight.json", "feature_importance/weight.png"}
+    assert listed == {"feature_importance/weight.json", "feature_importance/weight.svg"}
 
 
 @pytest.mark.parametrize(
@@ -351,7 +354,7 @@ def test_a_linear_booster_has_weight_importance_only(
     xgb.train({"booster": "gblinear", "objective": "multi:softprob", "num_class": 3}, dtrain, 3)
     run = only_run(client)  # strict mode: no background failure either
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "feature_importance")}
-    assert listed == {"feature_importance/weight.json", "feature_importance/weight.png"}
+    assert listed == {"feature_importance/weight.json", "feature_importance/weight.svg"}
 
 
 @pytest.mark.filterwarnings("ignore:Pass `.*` as keyword args:FutureWarning")

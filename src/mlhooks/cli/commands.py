@@ -27,6 +27,7 @@ from mlhooks.backends.local import default_root
 from mlhooks.cli import doctor
 from mlhooks.core.version import VERSION as __version__
 from mlhooks.delivery import selection
+from mlhooks.delivery.journal import services_delivering, wait_for_services
 from mlhooks.delivery.recovery import RejectedAside, describe, recover_journals
 from mlhooks.delivery.spool import find_spools, replay
 from mlhooks.delivery.staging import StoredSnapshots
@@ -303,20 +304,47 @@ def _print_comparison(table: Any) -> None:
     help="list the operations backends refused for good, with why (they are kept aside)",
 )  # fmt: skip
 @click.option("--retry", is_flag=True, help="with --rejected: offer them to their backends again")
-def sync(root: Path | None, backend: str | None, force: bool, rejected: bool, retry: bool) -> None:
-    """Replay operations spooled while a backend was down. Operations a backend
-    refused for good are set aside: ``--rejected`` lists them, ``--rejected --retry``
-    offers them again (what is still refused stays aside)."""
+@click.option(
+    "--no-wait", "no_wait", is_flag=True,
+    help="do not wait for writer services still storing what finished scripts logged",
+)  # fmt: skip
+def sync(
+    root: Path | None,
+    backend: str | None,
+    force: bool,
+    rejected: bool,
+    retry: bool,
+    no_wait: bool,
+) -> None:
+    """Store everything: wait for the writer services of scripts that ended (they go
+    on storing after the script exits), then deliver what processes that died left in
+    their journals and replay operations spooled while a backend was down. Operations
+    a backend refused for good are set aside: ``--rejected`` lists them,
+    ``--rejected --retry`` offers them again (what is still refused stays aside)."""
     if retry and not rejected:
         raise click.UsageError("--retry goes with --rejected")
     root = root or default_root()
     if rejected and not retry:
         list_rejected(root, backend)
         return
+    if not no_wait:
+        wait_for_writer_services(root)
     code, recovered = (0, 0) if rejected else sync_journals(root, backend)
     code = sync_spools(root, backend, force, rejected=rejected, quiet=recovered > 0) or code
     if code:
         sys.exit(code)
+
+
+def wait_for_writer_services(root: Path) -> None:
+    """Wait for the writer services still storing journals under ``root``, saying so."""
+    pids = services_delivering(root)
+    if pids:
+        click.echo(
+            f"waiting for the writer service{'s' if len(pids) > 1 else ''} "
+            f"(pid {', '.join(map(str, pids))}) to finish storing...",
+            err=True,
+        )
+        wait_for_services(root)
 
 
 def sync_journals(root: Path, backend: str | None) -> tuple[int, int]:

@@ -1,5 +1,6 @@
-"""Whether a process runs: by pid, telling a finished process nobody reaped yet (a
-zombie, which the kernel still lists) from one that still works."""
+"""What a process is: whether one runs (by pid, telling a finished process nobody
+reaped yet, a zombie, which the kernel still lists, from one that still works), and
+whether this one is a writer service."""
 
 from __future__ import annotations
 
@@ -24,4 +25,18 @@ def is_running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-__all__ = ["is_running"]
+_writer_service = False
+
+
+def become_writer_service() -> None:
+    """This process is a writer service (what it spools says so, and ``mlhooks sync``
+    waits for it rather than skipping its spools)."""
+    global _writer_service
+    _writer_service = True
+
+
+def is_writer_service() -> bool:
+    return _writer_service
+
+
+__all__ = ["become_writer_service", "is_running", "is_writer_service"]

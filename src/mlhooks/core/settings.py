@@ -229,7 +229,8 @@ declare(
     "MLHOOKS_EXIT_TIMEOUT",
     seconds,
     60.0,
-    "seconds the writer gets at interpreter exit before the rest is spooled",
+    "seconds the writer gets at interpreter exit before the rest is spooled (with the "
+    "writer service: the service's time after its process exited)",
 )
 declare(
     "MLHOOKS_RETRY_DELAYS",

@@ -37,7 +37,7 @@ from mlhooks.backends.base import Backend, EndRun, LogBatch, Operation, StartRun
 from mlhooks.core.processes import is_running
 from mlhooks.core.shutdown import is_forked_child
 from mlhooks.core.types import RunStatus
-from mlhooks.delivery.spool import decode, encode
+from mlhooks.delivery.spool import decode, encode, find_spools
 
 JOURNAL_SUFFIX = ".journal"
 _RECORD = struct.Struct("<IIQ")  # payload length, crc32 of the payload, operation index
@@ -241,6 +241,12 @@ SERVICE_SUFFIX = ".service"
 """Beside a journal the writer service delivers: the service's pid (for doctor)."""
 
 
+def mark_delivered_by(path: Path, pid: int) -> None:
+    """Note beside the journal at ``path`` that writer service ``pid`` delivers it."""
+    with contextlib.suppress(OSError):  # only for doctor and waiting: never fatal
+        Path(str(path) + SERVICE_SUFFIX).write_text(str(pid))
+
+
 def service_of(path: Path) -> int | None:
     """The pid of the live writer service that delivers the journal at ``path``."""
     try:
@@ -248,6 +254,35 @@ def service_of(path: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if is_running(pid) else None
+
+
+def services_delivering(root: Path) -> list[int]:
+    """The pids of live writer services still at work under ``root``: delivering a
+    journal, or holding a spool they write (a script's service goes on storing after
+    the script exited, and ends within its exit timeout)."""
+    pids = set()
+    folder = journal_dir(root)
+    if folder.is_dir():
+        for marker in folder.glob("*" + SERVICE_SUFFIX):
+            pids.add(service_of(marker.with_suffix("")))
+    for spool in [*find_spools(root / ".spool"), *find_spools(root / ".spool" / "rejected")]:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            header = spool.header()
+            if header.service and spool.being_written():
+                pids.add(header.pid)
+    return sorted(pid for pid in pids if pid is not None)
+
+
+def wait_for_services(root: Path, timeout: float | None = None) -> bool:
+    """Wait until no writer service delivers a journal under ``root``; False when
+    ``timeout`` seconds passed first. A service stops within its
+    ``MLHOOKS_EXIT_TIMEOUT`` after its process ended, spooling what it could not store."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while services_delivering(root):
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def count_records(journal: JournalFile) -> int:

@@ -223,20 +223,29 @@ class Lane:
     ) -> bool:
         """Journal what is queued now (on this thread), then wait for the service to
         store it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._journal_queued(timeout):
+            return False  # the journal cannot be written: nothing reached the service
+        if self.service is not service:  # it went local meanwhile
+            return self.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        part = self._journal
+        assert part is not None
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return service.wait_stored(self, part.window.end, left, unless_unreachable)
+
+    def _journal_queued(self, timeout: float | None) -> bool:
+        """Append what is queued now to the journal, on this thread; False when the
+        journal could not take it all within ``timeout`` (a full or read-only disk)."""
         part = self._journal
         assert part is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             part.round()
             if not part.unwritten:
-                break
+                return True
             if deadline is not None and time.monotonic() >= deadline:
-                return False  # the journal cannot be written: nothing reached the service
+                return False
             time.sleep(0.1)
-        if self.service is not service:  # it went local meanwhile
-            return self.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return service.wait_stored(self, part.window.end, left, unless_unreachable)
 
     def go_local(self, timeout: float = 5.0) -> None:
         """Deliver this lane's journal in this process from now on (the writer service
@@ -483,20 +492,28 @@ class Lane:
 
     def close(self, timeout: float) -> None:
         """Flush within ``timeout`` seconds, not waiting for a backend known not to
-        answer; spool whatever is still not stored. Once: a second call returns at once
-        (the writer service closes a lane when its journal ends, exit closes every lane)."""
+        answer; spool whatever is still not stored. A lane the writer service delivers
+        only hands over: what is queued goes into the journal, and the service stores
+        it after this process has gone (the exit does not wait for the backend). Once:
+        a second call returns at once (the writer service closes a lane when its journal
+        ends, and its own exit closes every lane)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        flushed = self.flush(timeout, unless_unreachable=True)
+        deadline = time.monotonic() + timeout
+        if self.service is not None and self._journal is not None:
+            self._journal_queued(timeout)  # what it cannot take is spooled below
+        flushed = False
+        if self.service is None or self._journal is None:  # in process (or it went local)
+            flushed = self.flush(max(0.0, deadline - time.monotonic()), unless_unreachable=True)
         with self._lock:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool
         self._wake.set()
         service = self.service
         if service is not None and self._journal is not None:
-            self._close_remote(service, self._journal, flushed)
+            self._close_remote(service, self._journal)
             return
         spooled = self._spool_late_items() if flushed else self._spool_leftovers()
         if self._journal is not None:
@@ -508,17 +525,17 @@ class Lane:
         except Exception as error:  # noqa: BLE001
             report_background_error(f"close of backend {self.backend.name!r}", error)
 
-    def _close_remote(self, service: Service, part: JournalPart, flushed: bool) -> None:
+    def _close_remote(self, service: Service, part: JournalPart) -> None:
         """At exit, a lane the writer service delivers: what the journal could not take
-        and what came after the flush go to a spool; the service is told the journal
-        ends here, and goes on alone with what it has not stored yet."""
+        and what came after the hand-over go to a spool; the service is told the
+        journal ends here, and goes on alone with what it has not stored yet. It
+        removes the journal once it stored it (should it die, ``mlhooks sync`` or the
+        next process delivers the rest from the journal)."""
         with part.lock:
             leftovers, part.unwritten = part.unwritten, []
-            spooled = self._spooler.spool_at_exit(self._queued_ops(leftovers))
+            self._spooler.spool_at_exit(self._queued_ops(leftovers))
             service.bye(self, part.window.end)
-        # Stored whole: nothing is left for anyone. Else the service (or, should it
-        # die, mlhooks sync or the next process) delivers the rest from the journal.
-        part.close(remove=flushed and spooled)
+        part.close(remove=False)
 
     def _spool_leftovers(self) -> bool:
         """At exit with a stuck backend: put everything not stored into a spool file;

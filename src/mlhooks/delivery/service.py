@@ -15,14 +15,18 @@ workers) may attach and say the same over a socket of their own (see
 :mod:`.service_tree`). When a process is gone, the service notices at once (its end of
 the socket closes) and finishes its journals as its exit would have (a process that
 died without its exit sequence leaves its open runs ended KILLED); once every process
-it served is gone, it exits. Its warnings go to the process whose journal they are
-about while it lives, to the shared stderr after.
+it served is gone, it exits. A process's exit does not wait for its backends: it
+journals what is queued, says where each journal ends and leaves; the service stores
+the rest after it. Its warnings go to the process whose journal they are about while
+it lives; after, to the service's own stderr, which is not the script's (a caller
+reading the script's output would wait for the service otherwise).
 
 Run as ``python -m mlhooks.delivery.service FD [LISTENER_FD]``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -35,10 +39,17 @@ from typing import Any
 
 from mlhooks.backends.base import EndRun, LogArtifact, Operation, StartRun
 from mlhooks.core import errors
+from mlhooks.core.processes import become_writer_service
 from mlhooks.core.types import RunStatus
 from mlhooks.delivery import selection, service_tree, staging
 from mlhooks.delivery.batching import FlushMarker
-from mlhooks.delivery.journal import SERVICE_SUFFIX, CursorFile, JournalFile, owner_alive
+from mlhooks.delivery.journal import (
+    SERVICE_SUFFIX,
+    CursorFile,
+    JournalFile,
+    mark_delivered_by,
+    owner_alive,
+)
 from mlhooks.delivery.journaling import JournalPart, _weight
 from mlhooks.delivery.lanes import Lane, retry_policy_from_env
 from mlhooks.delivery.service_wire import encode, read_messages
@@ -156,7 +167,7 @@ class TailPart(JournalPart):
     def close(self, remove: bool) -> None:
         """Let go of the cursor; ``remove`` the journal when everything in it was read
         and stored (or spooled). The service's marker beside it stays until the lane
-        is closed whole (see :meth:`Tail.finish`)."""
+        is closed whole and its process gone (see :meth:`Service._leave`)."""
         with self.lock:
             self.cursor.close()
             if remove and self.fully_read:
@@ -234,7 +245,7 @@ class Tail:
             cursor.close()
             raise
         self.lane, self.part = lane, part[-1]
-        Path(str(self.path) + SERVICE_SUFFIX).write_text(str(os.getpid()))
+        mark_delivered_by(self.path, os.getpid())
         lane._start()
         self.ready.set()
 
@@ -269,7 +280,7 @@ class Tail:
         part.fully_read = True
         self.service.wake()
         lane.close(timeout)
-        self._let_go()
+        self.done.set()
 
     def give_up(self) -> None:
         """The lane did not close in time (it was never started, or its close itself
@@ -277,13 +288,16 @@ class Tail:
         journal from its cursor (``mlhooks sync`` delivers both)."""
         if self.lane is not None:
             self.lane.close(0.0)  # nothing when a close began already
-        self._let_go()
-
-    def _let_go(self) -> None:
-        """This service no longer delivers the journal: its marker goes (what tells
-        ``mlhooks doctor`` and the tests which service holds the journal)."""
-        Path(str(self.path) + SERVICE_SUFFIX).unlink(missing_ok=True)
         self.done.set()
+
+    def unmark(self) -> None:
+        """This service no longer delivers the journal: its marker goes (what ``mlhooks
+        sync`` and ``run_script`` wait for, and what ``mlhooks doctor`` shows). A marker
+        naming another service (one that replaced this one) stays."""
+        marker = Path(str(self.path) + SERVICE_SUFFIX)
+        with contextlib.suppress(OSError, ValueError):
+            if int(marker.read_text().strip()) == os.getpid():
+                marker.unlink()
 
     def state(self) -> dict[str, Any] | None:
         """The lane's outage state when it changed since last said."""
@@ -312,6 +326,8 @@ class Client:
         self.tails: dict[str, Tail] = {}
         self.gone = False
         """True once its end of the connection closed: it exited or died."""
+        self.snapshots: set[str] = set()
+        """Its snapshots this service stored (it may be gone before it deletes them)."""
         self._send_lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> bool:
@@ -338,11 +354,12 @@ class Service:
         """The processes served now (one whose journals are all finished leaves)."""
         self.roots: set[Path] = set()
         """The local dirs of the journals of the processes that left."""
+        self.leftover_snapshots: set[str] = set()
+        """Snapshots stored for no process in particular (their thread was no journal's)."""
         self._lock = threading.Lock()
         self.closing = False
         """True once the last process is gone: nobody attaches any more."""
         self._ended = threading.Event()
-        self.leftover_snapshots: set[str] = set()
 
     # -- who a thread works for --------------------------------------------------------
 
@@ -361,9 +378,10 @@ class Service:
     def relay(self, kind: str, key: str, message: str) -> None:
         """A warning, notice or error of this process goes to the process whose journal
         it is about, which shows it (one about no journal in particular: to the first
-        process still there); once that process is gone, to this process's stderr (the
-        training process's, inherited). The journal's outage state goes first: a
-        process told that its backend is down knows it (a run it ends does not wait)."""
+        process still there); once that process is gone, to this process's stderr
+        (not the script's: see :mod:`.service_client`). The journal's outage state
+        goes first: a process told that its backend is down knows it (a run it ends
+        does not wait)."""
         tail = self._tail_of_this_thread()
         if tail is not None:
             client: Client | None = tail.client
@@ -383,11 +401,14 @@ class Service:
 
     def released(self, path: str) -> None:
         """A snapshot of a training process was stored: that process holds the count,
-        while it lives; after, the snapshot goes once nothing left to replay names it."""
+        while it lives (it may exit before it reads this: its exit hands over, it does
+        not wait); after, the snapshot goes once nothing left to replay names it (when
+        the process leaves this service: see :meth:`_leave`)."""
         client = self._client_of_this_thread()
-        if client is None or not client.send({"op": "release", "path": path}):
-            with self._lock:
-                self.leftover_snapshots.add(path)
+        with self._lock:
+            (client.snapshots if client is not None else self.leftover_snapshots).add(path)
+        if client is not None:
+            client.send({"op": "release", "path": path})
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -406,7 +427,7 @@ class Service:
         ).start()
         self._serve(owner, read_messages(self.sock))
         self._ended.wait()
-        self._discard_snapshots()
+        _discard_snapshots(self.roots, self.leftover_snapshots)
 
     def _accept(self) -> None:
         listener = self.listener
@@ -461,21 +482,29 @@ class Service:
         for tail in list(client.tails.values()):
             if not tail.done.wait(max(0.0, deadline - time.monotonic())):
                 tail.give_up()
+        self._leave(client)
+
+    def _leave(self, client: Client) -> None:
+        """``client`` is gone and its journals are finished (their lanes closed whole,
+        spools let go of): the snapshots stored for it go (those nothing left to replay
+        names), then the journals' markers (what ``mlhooks sync`` waited for) and the
+        journal folders left empty; its lanes and backends go; the service ends with
+        the last process it served."""
+        roots = {tail.path.parent.parent for tail in client.tails.values()}
+        _discard_snapshots(roots, client.snapshots)
+        for tail in client.tails.values():
+            tail.unmark()
+        for folder in {tail.path.parent for tail in client.tails.values()}:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a journal kept for sync stays
         with self._lock:
-            self.roots |= {tail.path.parent.parent for tail in client.tails.values()}
-            self.clients.remove(client)  # its lanes and backends go with it
+            self.roots |= roots
+            self.clients.remove(client)
             if not self.clients:
                 self.closing = True  # nobody attaches from now on
                 if self.listener is not None:
                     service_tree.close_quietly(self.listener)
                 self._ended.set()
-
-    def _discard_snapshots(self) -> None:
-        for root in self.roots:
-            stored = staging.StoredSnapshots(root)
-            for path in self.leftover_snapshots:
-                stored.stored(LogArtifact(run_id="", local_path=path))
-            stored.discard()
 
     def handle(self, client: Client, message: dict[str, Any]) -> None:
         kind = message.get("op")
@@ -490,9 +519,11 @@ class Service:
             tail = client.tails[message["journal"]]
             tail.spawn(tail.flush, int(message["upto"]), int(message["id"]))
         elif kind == "bye":
-            tail = client.tails[message["journal"]]
-            tail.end = int(message["end"])
-            tail.spawn(self._finish, tail, False)
+            found = client.tails.get(message["journal"])
+            if found is None or found.end is not None:
+                return  # said again by a process that replaced its service meanwhile
+            found.end = int(message["end"])
+            found.spawn(self._finish, found, False)
 
     def _start(self, tail: Tail) -> None:
         try:
@@ -522,10 +553,23 @@ class Service:
             time.sleep(0.1)
 
 
+def _discard_snapshots(roots: set[Path], paths: set[str]) -> None:
+    """Remove the snapshots at ``paths`` under ``roots`` that nothing left to replay
+    names (their processes are gone; see :class:`~.staging.StoredSnapshots`)."""
+    if not paths:
+        return
+    for root in roots:
+        stored = staging.StoredSnapshots(root)
+        for path in paths:
+            stored.stored(LogArtifact(run_id="", local_path=path))
+        stored.discard()
+
+
 def main(argv: list[str]) -> int:
     """``FD [LISTENER_FD]``: the socket to the training process that started this
     service, and the one that the processes of its tree attach through."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the training's
+    become_writer_service()
     sock = socket.socket(fileno=int(argv[1]))
     listener = socket.socket(fileno=int(argv[2])) if len(argv) > 2 else None
     Service(sock, listener).run()

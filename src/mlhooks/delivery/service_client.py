@@ -36,6 +36,7 @@ from mlhooks.core.errors import notice_once, relayed_error, warn_background
 from mlhooks.core.processes import is_running
 from mlhooks.core.shutdown import Stage, in_forked_child
 from mlhooks.delivery import service_tree, staging
+from mlhooks.delivery.journal import mark_delivered_by
 from mlhooks.delivery.service_wire import encode, read_messages
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LAUNCH_WAIT = 10.0
+"""Seconds the exit waits for the service to be started (or to say that it serves
+this process, when it attached to another one's), if it did not yet."""
 MAX_RESTARTS = 3
 """Deaths within :data:`RESTART_WINDOW` seconds after which lanes deliver in process."""
 RESTART_WINDOW = 60.0
@@ -83,6 +87,9 @@ class ServiceClient:
         self.pid: int | None = None
         """The service's pid once it said it is ready."""
         self._ready = threading.Event()
+        self._launched = threading.Event()
+        """Set once the current service process was started, or the service this
+        process attached to said it serves it (or neither could be)."""
         self.address: str | None = None
         """Where the processes this one starts find its service (None: nowhere)."""
         self.attached = False
@@ -104,6 +111,10 @@ class ServiceClient:
             self._attached[str(journal)] = _Attached(lane, journal)
             if self._sock is None:
                 self._start()
+            else:  # `mlhooks sync` waits for the service from now
+                pid = self._process.pid if self._process is not None else self.pid
+                if pid is not None:
+                    mark_delivered_by(journal, pid)
         self._send({"op": "tail", "journal": str(journal)})
 
     def wake(self) -> None:
@@ -137,10 +148,16 @@ class ServiceClient:
                 self._waiters.pop(ident, None)
 
     def bye(self, lane: Lane, end: int) -> None:
+        """This process is done with the lane's journal at ``end`` (at exit). The
+        service is started by now (a short script may exit before the thread that
+        starts it ran), or the tree's service it attached to said it serves it (else
+        one of its own is started), so that it stores the journal after this process
+        has gone. (A service told twice, by a replacement, heeds the first.)"""
         entry = self._entry(lane)
         if entry is None:
             return
         entry.ended = end
+        self._launched.wait(LAUNCH_WAIT)
         self._send({"op": "bye", "journal": str(entry.journal), "end": end})
 
     def state(self, lane: Lane) -> tuple[bool, float | None]:
@@ -160,6 +177,7 @@ class ServiceClient:
         socket pair now (what is sent meanwhile waits in it) and the process on a
         thread of its own."""
         self._ready.clear()
+        self._launched.clear()
         for address in self._candidates():
             sock = service_tree.connect(address)
             if sock is None:
@@ -205,7 +223,12 @@ class ServiceClient:
             process = subprocess.Popen(
                 [sys.executable, "-m", "mlhooks.delivery.service", *map(str, fds)],
                 pass_fds=fds,
+                # Not this process's stdout and stderr: whoever reads them (a shell's
+                # $(...), subprocess.run) would wait for the service to end, not for
+                # this process. Its warnings come here over the socket while we live.
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,  # Ctrl-C in the terminal is the training's
             )
@@ -214,6 +237,7 @@ class ServiceClient:
             if listener is not None:
                 listener.close()
             self._give_up(f"it could not be started ({error})")
+            self._launched.set()
             return
         finally:
             if theirs.fileno() >= 0:
@@ -222,8 +246,12 @@ class ServiceClient:
                 listener.close()  # the service's now: it ends with it
         with self._lock:
             if self._sock is not ours:
+                self._launched.set()
                 return
             self._process = process
+            for entry in self._attached.values():  # `mlhooks sync` waits for it from now
+                mark_delivered_by(entry.journal, process.pid)
+        self._launched.set()
         self._read(ours, process)
 
     def _read(self, sock: socket.socket, process: subprocess.Popen[bytes] | None) -> None:
@@ -249,9 +277,14 @@ class ServiceClient:
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("op")
         if kind == "ready":
-            self.pid = int(message["pid"])
-            self._hello_pending = False
+            with self._lock:
+                self.pid = int(message["pid"])
+                self._hello_pending = False
+                if self.attached:  # its own service's journals are marked at its start
+                    for attached in self._attached.values():
+                        mark_delivered_by(attached.journal, self.pid)
             self._ready.set()
+            self._launched.set()
         elif kind == "refused":
             log.debug("mlhooks: the writer service would not serve us: %s", message["why"])
         elif kind == "flushed":
@@ -339,6 +372,7 @@ class ServiceClient:
             self._sock = None
             lanes = [entry.lane for entry in self._attached.values()]
             self._attached.clear()
+        self._launched.set()  # nothing to wait for at exit: the lanes deliver here
         warn_background(
             "service-given-up",
             f"mlhooks: the writer service cannot be used ({reason}); backends are written "

@@ -33,6 +33,7 @@ from mlhooks.backends.base import (
 )
 from mlhooks.core.errors import warn_once
 from mlhooks.core.files import append_whole, open_append
+from mlhooks.core.processes import is_writer_service
 from mlhooks.core.types import DatasetInfo, ModelArtifact, RunInfo
 from mlhooks.delivery.isolation import NotStoredYet, apply_isolating
 
@@ -178,6 +179,8 @@ class SpoolHeader:
     created: float
     pid: int
     host: str = ""
+    service: bool = False
+    """Written by a writer service (which ends within its exit timeout)."""
 
 
 class SpoolWriter:
@@ -198,6 +201,8 @@ class SpoolWriter:
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }
+        if is_writer_service():
+            self.header["service"] = True  # sync waits for it, not skipping its spool
         self.count = 0
         self._open_new_file()
 
@@ -251,7 +256,12 @@ class SpoolFile:
         with open(self.path, encoding="utf-8") as f:
             data = json.loads(f.readline())
         return SpoolHeader(
-            data["backend"], data["options"], data["created"], data["pid"], data.get("host", "")
+            data["backend"],
+            data["options"],
+            data["created"],
+            data["pid"],
+            data.get("host", ""),
+            bool(data.get("service", False)),
         )
 
     def being_written(self) -> bool:
@@ -266,11 +276,11 @@ class SpoolFile:
                 try:
                     fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    return True
+                    return True  # its writer holds it
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                return False
         except FileNotFoundError:
-            pass
-        return False
+            return False  # replayed and removed meanwhile
 
     def replayed(self) -> int:
         """How many operations were already replayed."""

@@ -39,6 +39,7 @@ from mlhooks.core import errors
 from mlhooks.core.host import host
 from mlhooks.core.types import RunData
 from mlhooks.delivery import selection
+from mlhooks.delivery.journal import wait_for_services
 from mlhooks.delivery.recorder import recorder
 from mlhooks.tracking import runs
 
@@ -57,18 +58,31 @@ def reset_state() -> None:
 
 
 def run_script(
-    code: str, env: dict[str, str] | None = None, timeout: float = 300, **kwargs: Any
+    code: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    *,
+    until_stored: bool = True,
+    **kwargs: Any,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) in a fresh Python process with this environment plus
-    ``env``; its output is captured as text."""
-    return subprocess.run(
+    ``env``; its output is captured as text. ``until_stored``: also wait for the writer
+    service the script started, which goes on storing after the script exits."""
+    full_env = {**os.environ, **(env or {})}
+    done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env={**os.environ, **(env or {})},
+        env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
         **kwargs,
     )
+    if until_stored:
+        cwd = Path(kwargs.get("cwd") or os.getcwd())
+        root = Path(full_env.get("MLHOOKS_LOCAL_DIR") or "mlhooks-runs")
+        if not wait_for_services(cwd / root, timeout):  # an absolute root stays as it is
+            raise AssertionError(f"writer services under {cwd / root} still busy after {timeout}s")
+    return done
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 60) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlhooks.plugin import FitSession
+from mlhooks.plugin import FitSession, bar_chart_svg
 
 from .options import options_of
 
@@ -21,7 +21,7 @@ ARTIFACT_PATH = "feature_importance"
 
 def log_importance(session: FitSession, booster: Any) -> None:
     """Each of the fit's ``importance_types`` as ``feature_importance/<type>.json``
-    and ``.png``, written in the background."""
+    and ``.svg``, written in the background."""
     types = options_of(session).importance_types
     if not types or booster.current_iteration() == 0:
         return
@@ -36,24 +36,15 @@ def log_importance(session: FitSession, booster: Any) -> None:
 def write_importance(
     names: Sequence[str], scores: Mapping[str, Sequence[float]], directory: Path
 ) -> None:
-    """``<type>.json`` (feature -> score, highest first) and ``<type>.png`` per type."""
+    """``<type>.json`` (feature -> score, highest first) and ``<type>.svg`` per type."""
     for kind, values in scores.items():
         ranked = dict(sorted(zip(names, values, strict=True), key=lambda i: i[1], reverse=True))
         (directory / f"{kind}.json").write_text(json.dumps(ranked, indent=1))
-        _chart(ranked, kind, directory / f"{kind}.png")
+        _chart(ranked, kind, directory / f"{kind}.svg")
 
 
 def _chart(scores: Mapping[str, float], kind: str, path: Path) -> None:
-    """A horizontal bar chart; skipped when matplotlib is not installed."""
-    try:
-        from matplotlib.figure import Figure  # the object API: safe off the main thread
-    except ImportError:
-        return
-    top = list(scores.items())[:MAX_BARS][::-1]
-    figure = Figure(figsize=(7, 1.2 + 0.28 * max(len(top), 1)))
-    axes = figure.add_subplot()
-    axes.barh([name for name, _ in top], [value for _, value in top], color="#4c72b0")
-    axes.set_xlabel(f"importance ({kind})")
-    axes.set_title(f"LightGBM feature importance: {kind}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    """A horizontal bar chart of the top ``MAX_BARS`` features, as SVG (no plotting
+    library: drawing stays off the training thread's interpreter lock)."""
+    top = dict(list(scores.items())[:MAX_BARS])
+    path.write_text(bar_chart_svg(top, f"LightGBM feature importance: {kind}", kind))
