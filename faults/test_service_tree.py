@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,8 +152,7 @@ HUNG = """
             wait_for("paused")
             for step in range(200, 1200):
                 mlhooks.log_metric("loss", 1 / (step + 1), step=step)
-            ending = time.monotonic()
-        print(name, "end_run", time.monotonic() - ending, flush=True)
+        print(name, "ended", flush=True)
 
 
     pid = os.fork()
@@ -166,7 +164,7 @@ HUNG = """
             os._exit(0)
     log("parent", "parent-ready")
     os.waitpid(pid, 0)
-    print("done", time.time(), flush=True)
+    print("done", flush=True)
 """
 
 
@@ -174,35 +172,32 @@ def test_a_parent_and_its_child_exit_at_once_while_their_services_request_hangs(
     tmp_path: Path, new_mlflow_server: Callable[[], MlflowServer]
 ) -> None:
     """The server is SIGSTOPped once a parent and its attached child stored their
-    first points; both log 1,000 more, end their runs and exit: neither waits for the
-    server (well under a quarter of their 120 s timeouts), and the service, still
-    inside the hung request, spools what it holds at once. After SIGCONT, `mlhooks
-    sync` stores everything, each point once (the request that hung may land too), and
-    both runs are FINISHED."""
+    first points; both log 1,000 more, end their runs and exit while the server is
+    still stopped: neither waits for it (their flush and exit timeouts are an hour,
+    far past what this test waits for anything), and the service, still inside the
+    hung request, spools what it holds and lets go of the journals while the server
+    is stopped too. After SIGCONT, `mlhooks sync` stores everything, each point once
+    (the request that hung may land too), and both runs are FINISHED."""
     server = new_mlflow_server()
     server.start()
     root = tmp_path / "mlhooks-runs"
-    env = _env(root, server.uri, MLHOOKS_FLUSH_TIMEOUT="120", MLHOOKS_EXIT_TIMEOUT="120")
+    env = _env(root, server.uri, MLHOOKS_FLUSH_TIMEOUT="3600", MLHOOKS_EXIT_TIMEOUT="3600")
     process = _script(tmp_path, HUNG, env)
     try:
         wait_until(lambda: (tmp_path / "child-ready").exists(), timeout=SLOW)
         server.pause()
-        paused = time.monotonic()
         (tmp_path / "paused").touch()
         out, err = process.communicate(timeout=SLOW)
     finally:
         if process.poll() is None:
             process.kill()
-    took = time.monotonic() - paused
     assert process.returncode == 0, err
-    assert server.paused  # both ended while the server answered nothing
-    assert took < 30, f"the scripts took {took:.1f}s with the server stopped:\n{err}"
+    assert server.paused  # both ended their runs and exited while it answered nothing
     assert "child attached True" in out and "parent attached False" in out, out
-    for name in ("parent", "child"):
-        ended = float(out.split(f"{name} end_run ", 1)[1].split()[0])
-        assert ended < 30, f"{name}'s end_run waited {ended:.1f}s"
-    wait_for_services(root)  # spooled at once, not after MLHOOKS_EXIT_TIMEOUT
-    assert time.monotonic() - paused < 60
+    assert "parent ended" in out and "child ended" in out and "done" in out, out
+    wait_for_services(root)  # the service let go of both journals...
+    assert server.paused  # ...while the request still hangs: it spooled, did not wait
+    assert list(root.glob(".spool/*.spool.jsonl")), "what was not stored is in a spool"
     server.resume()
     sync_env = {**env, "MLHOOKS_STRICT": "0"}
     for _ in range(2):
