@@ -140,7 +140,11 @@ def finish_dead_journals(root: Path, env: dict[str, str]) -> str:
 def services_alive(root: Path) -> list[int]:
     """The pids of live writer services delivering journals under ``root``."""
     alive = []
-    for marker in (root / ".journal").glob("*.journal.service"):
+    try:
+        markers = list((root / ".journal").glob("*.journal.service"))
+    except FileNotFoundError:
+        markers = []  # the service removed the folder with its last journal meanwhile
+    for marker in markers:
         try:
             pid = int(marker.read_text().strip())
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

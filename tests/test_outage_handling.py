@@ -248,3 +248,39 @@ def test_a_backend_that_cannot_tell_is_not_watched(tmp_path: Path, lenient: None
     wait_until(lambda: not lane._deliverer.watch.watching)  # asked once, said None
     assert other.asked == 1
     lane.close(0.5)
+
+
+class CountsCloses(Failing):
+    """A failing backend that counts how often its lane closed it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_closed_lane_lets_go_of_its_spools_and_closes_once(tmp_path: Path, lenient: None) -> None:
+    """A lane that spooled during an outage lets go of its spool when it closes: a
+    process that lives on after closing it (the writer service) does not keep `mlhooks
+    sync` from replaying it. A second close does nothing: the backend is closed once,
+    nothing is spooled again."""
+    backend = CountsCloses()
+    lane = Lane(backend, spool_dir=tmp_path / "spool", retry=RetryPolicy(delays=(0.01,)))
+    with pytest.warns(MlhooksWarning, match="is failing since"):
+        lane.put(StartRun(RunInfo(run_id="r", name="r")))
+        points(lane, "r", range(3))
+        assert lane.flush(SLOW)
+    (spool,) = find_spools(tmp_path / "spool")
+    assert spool.being_written()
+    lane.close(0.5)
+    assert not spool.being_written()
+    assert backend.closed == 1
+    spooled = [op for _, op in spool.pending()]
+    assert [type(op).__name__ for op in spooled] == ["LogBatch"]  # the 3 points
+    lane.close(SLOW)  # once: the second does nothing
+    assert backend.closed == 1
+    assert [found.path for found in find_spools(tmp_path / "spool")] == [spool.path]
+    assert [op for _, op in spool.pending()] == spooled
+    assert not spool.being_written()

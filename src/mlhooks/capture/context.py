@@ -51,7 +51,7 @@ from mlhooks.core import activity, settings
 from mlhooks.core.errors import report_background_error
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
 from mlhooks.core.redaction import redact_argv, redact_text
-from mlhooks.core.shutdown import Stage, at_exit
+from mlhooks.core.shutdown import Stage, at_exit, in_forked_child
 from mlhooks.core.types import RunInfo
 from mlhooks.delivery import staging
 from mlhooks.delivery.recorder import recorder
@@ -515,4 +515,15 @@ def finish(run: RunInfo, timeout: float = CAPTURE_TIMEOUT, *, wait: bool = True)
     capture.thread.join(timeout)
 
 
+def _forget_in_child() -> None:
+    """A forked child captures afresh: the parent's captures are the parent's (their
+    threads do not exist here, and their snapshots go once the parent stored them)."""
+    global _latest, _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    _recent.clear()
+    _captures.clear()
+    _latest = None
+
+
 at_exit(forget, Stage.RECORDER)  # after the runs ended: no run reuses a capture any more
+in_forked_child(_forget_in_child, Stage.RECORDER)

@@ -565,8 +565,19 @@ def _print_doctor(
 
 
 def _print_waiting(waiting: doctor.Waiting) -> None:
+    if waiting.service_enabled:
+        running = "" if waiting.services else f"; none at work under {waiting.root}"
+        click.echo(f"writer service: on (MLHOOKS_SERVICE){running}")
+    else:
+        click.echo("writer service: off (MLHOOKS_SERVICE): backends write in the training process")
     for pid, backlog in sorted(waiting.services.items()):
-        click.echo(f"writer service (pid {pid}) at work: {backlog} operation(s) not stored yet")
+        owners = waiting.serving.get(pid, [])
+        serves = ", ".join(str(owner) for owner in owners)
+        plural = "es" if len(owners) != 1 else ""
+        click.echo(
+            f"writer service (pid {pid}) at work for process{plural} {serves}: "
+            f"{backlog} operation(s) not stored yet"
+        )
     parts = []
     if waiting.dead_journals:
         parts.append(f"{waiting.dead_journals} journal(s) of processes that died")

@@ -234,6 +234,11 @@ class Waiting:
     rejected: int = 0
     services: dict[int, int] = field(default_factory=dict)
     """Writer services at work: pid -> operations they have not stored yet."""
+    serving: dict[int, list[int]] = field(default_factory=dict)
+    """Writer services at work: pid -> the training processes whose journals they
+    deliver (several for a process tree whose children attached to one service)."""
+    service_enabled: bool = False
+    """Whether ``MLHOOKS_SERVICE`` turns the writer service on here."""
 
     @property
     def to_sync(self) -> bool:
@@ -245,19 +250,33 @@ def waiting() -> Waiting:
     root = default_root()
     journals = find_journals(root)
     services: dict[int, int] = {}
+    serving: dict[int, list[int]] = {}
     dead = 0
     for journal in journals:
         pid = service_of(journal.path)
         if pid is not None:
-            backlog = max(0, count_records(journal) - journal.delivered())
+            try:
+                backlog = max(0, count_records(journal) - journal.delivered())
+                owner = journal.header().pid
+            except (OSError, ValueError, KeyError):
+                continue  # finished and removed meanwhile
             services[pid] = services.get(pid, 0) + backlog
+            owners = serving.setdefault(pid, [])
+            if owner not in owners:
+                owners.append(owner)
         elif not owner_alive(journal.path):
             dead += 1
+    try:
+        enabled = bool(mlhooks_settings.get("MLHOOKS_SERVICE"))
+    except ValueError:
+        enabled = False  # shown as malformed among the settings
     return Waiting(
         str(root),
         dead_journals=dead,
         live_journals=len(journals) - dead,
         services=services,
+        serving={pid: sorted(owners) for pid, owners in serving.items()},
+        service_enabled=enabled,
         spools=len(find_spools(root / ".spool")),
         rejected=len(find_spools(root / ".spool" / "rejected")),
     )

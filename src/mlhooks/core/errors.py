@@ -124,6 +124,10 @@ def notice_once(key: str, message: str) -> bool:
     if relay is not None:
         relay("notice", key, message)
         return True
+    return _notice_here(key, message)
+
+
+def _notice_here(key: str, message: str) -> bool:
     with _lock:
         if key in _noticed or _silent:
             return False
@@ -139,8 +143,14 @@ def warn_background(key: str, message: str) -> None:
     if relay is not None:
         relay("warn", key, message)
         return
+    _warn_here(key, message, stacklevel=4)
+
+
+def _warn_here(key: str, message: str, stacklevel: int = 3) -> None:
+    """:func:`warn_once` (``stacklevel`` as it takes it), logged instead under a
+    filter that turns warnings into errors."""
     try:
-        warn_once(key, message)
+        warn_once(key, message, stacklevel=stacklevel)
     except Exception:  # noqa: BLE001 - a warning filter set to "error"
         log.warning(message)
 
@@ -154,7 +164,19 @@ def relayed_error(key: str, message: str) -> None:
     :func:`report_background_error` reports one of this process's threads."""
     if is_strict():
         background_failures.append(message)
-    warn_background(key, message)
+    _warn_here(key, message)
+
+
+def show_here(kind: str, key: str, message: str) -> None:
+    """What a relay hands over (``kind`` ``warn``, ``notice`` or ``error``), shown in
+    this process whatever the relay: by the training process it was relayed to, or by
+    the writer service once the process it would go to is gone."""
+    if kind == "notice":
+        _notice_here(key, message)
+    elif kind == "error":
+        relayed_error(key, message)
+    else:
+        _warn_here(key, message)
 
 
 def report_background_error(site: str, error: BaseException) -> None:

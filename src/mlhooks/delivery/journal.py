@@ -262,9 +262,12 @@ def services_delivering(root: Path) -> list[int]:
     the script exited, and ends within its exit timeout)."""
     pids = set()
     folder = journal_dir(root)
-    if folder.is_dir():
-        for marker in folder.glob("*" + SERVICE_SUFFIX):
-            pids.add(service_of(marker.with_suffix("")))
+    try:
+        markers = list(folder.glob("*" + SERVICE_SUFFIX)) if folder.is_dir() else []
+    except FileNotFoundError:
+        markers = []  # removed meanwhile, with the last journal in it
+    for marker in markers:
+        pids.add(service_of(marker.with_suffix("")))
     for spool in [*find_spools(root / ".spool"), *find_spools(root / ".spool" / "rejected")]:
         with contextlib.suppress(OSError, ValueError, KeyError):
             header = spool.header()

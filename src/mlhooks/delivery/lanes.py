@@ -138,6 +138,8 @@ class Lane:
         self._thread: threading.Thread | None = None
         self._started = False
         self._closing = threading.Event()
+        self._closed = False
+        """True once :meth:`close` began: a second close does nothing."""
         self._fast = False
         """True once the writer runs and nothing is spilled: put() just appends."""
         retry = self.retry
@@ -276,6 +278,11 @@ class Lane:
         if started:
             self._start_writer()
         self._wake.set()
+
+    def threads(self) -> list[threading.Thread]:
+        """The threads of this lane: its writer and its backend's watch, once started."""
+        found = (self._thread, self._deliverer.watch.thread)
+        return [thread for thread in found if thread is not None]
 
     @property
     def pending(self) -> int:
@@ -496,12 +503,19 @@ class Lane:
         """Flush within ``timeout`` seconds, not waiting for a backend known not to
         answer; spool whatever is still not stored. A lane the writer service delivers
         only hands over: what is queued goes into the journal, and the service stores
-        it after this process has gone (the exit does not wait for the backend)."""
-        service = self.service
-        if service is not None and self._journal is not None:
+        it after this process has gone (the exit does not wait for the backend). Once:
+        a second call returns at once (the writer service closes a lane when its journal
+        ends, and its own exit closes every lane)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        if self.service is not None and self._journal is not None:
             self._journal_queued(timeout)  # what it cannot take is spooled below
-        else:
-            flushed = self.flush(timeout, unless_unreachable=True)
+        flushed = False
+        if self.service is None or self._journal is None:  # in process (or it went local)
+            flushed = self.flush(max(0.0, deadline - time.monotonic()), unless_unreachable=True)
         with self._lock:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool
@@ -514,6 +528,7 @@ class Lane:
         if self._journal is not None:
             self._close_journal(self._journal, spooled)
         self._spooler.set_aside_at_exit()
+        self._spooler.close()
         try:
             self.backend.close()
         except Exception as error:  # noqa: BLE001

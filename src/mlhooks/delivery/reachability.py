@@ -64,6 +64,11 @@ class Watch:
         self._used = 0.0
         self._checked = 0.0
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The watch's thread, once started."""
+        return self._thread
+
     # -- the writer thread -------------------------------------------------------------
 
     def begin(self) -> None:

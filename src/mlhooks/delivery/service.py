@@ -10,12 +10,18 @@ meanwhile and a new service goes on exactly where a dead one stopped.
 
 Its training process tells it (:mod:`.service_client`, over a socket pair): which
 journals to deliver, when new records are there, which flushes it waits for, and, at
-its exit, where each journal ends. When that process is gone, the service notices at
-once (its end of the socket closes), finishes every journal (a process that died
-without its exit sequence leaves its open runs ended KILLED) and exits. Its warnings
-go to the training process while it lives, to the shared stderr after.
+its exit, where each journal ends. The processes of its tree (forked children,
+workers) may attach and say the same over a socket of their own (see
+:mod:`.service_tree`). When a process is gone, the service notices at once (its end of
+the socket closes) and finishes its journals as its exit would have (a process that
+died without its exit sequence leaves its open runs ended KILLED); once every process
+it served is gone, it exits. A process's exit does not wait for its backends: it
+journals what is queued, says where each journal ends and leaves; the service stores
+the rest after it. Its warnings go to the process whose journal they are about while
+it lives; after, to the service's own stderr, which is not the script's (a caller
+reading the script's output would wait for the service otherwise).
 
-Run as ``python -m mlhooks.delivery.service FD``.
+Run as ``python -m mlhooks.delivery.service FD [LISTENER_FD]``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,7 @@ from mlhooks.backends.base import EndRun, LogArtifact, Operation, StartRun
 from mlhooks.core import errors
 from mlhooks.core.processes import become_writer_service
 from mlhooks.core.types import RunStatus
-from mlhooks.delivery import selection, staging
+from mlhooks.delivery import selection, service_tree, staging
 from mlhooks.delivery.batching import FlushMarker
 from mlhooks.delivery.journal import (
     SERVICE_SUFFIX,
@@ -50,6 +56,16 @@ from mlhooks.delivery.service_wire import encode, read_messages
 
 CURSOR_WAIT = 10.0
 """Seconds a new service waits for a dead one's hold on a journal's cursor to go."""
+HELLO_WAIT = 10.0
+"""Seconds a process that attaches gets to say hello."""
+CLOSE_SLACK = 15.0
+"""Seconds past ``MLHOOKS_EXIT_TIMEOUT`` a lane's close gets to spool what is left
+(it lets an operation being stored finish first), before the service gives it up."""
+
+
+def _exit_timeout() -> float:
+    timeout: float = errors.setting_or_default("MLHOOKS_EXIT_TIMEOUT")
+    return timeout
 
 
 class TailPart(JournalPart):
@@ -149,12 +165,14 @@ class TailPart(JournalPart):
             errors.report_background_error(f"journal cursor of {self.lane.backend.name!r}", error)
 
     def close(self, remove: bool) -> None:
+        """Let go of the cursor; ``remove`` the journal when everything in it was read
+        and stored (or spooled). The service's marker beside it stays until the lane
+        is closed whole and its process gone (see :meth:`Service._leave`)."""
         with self.lock:
             self.cursor.close()
             if remove and self.fully_read:
-                self.journal.remove()
-            else:
-                Path(str(self.journal.path) + SERVICE_SUFFIX).unlink(missing_ok=True)
+                self.journal.path.unlink(missing_ok=True)
+                self.journal.cursor_path.unlink(missing_ok=True)
 
 
 def _first_offset(path: Path) -> int:
@@ -163,11 +181,13 @@ def _first_offset(path: Path) -> int:
 
 
 class Tail:
-    """One journal of the training process, delivered by this service."""
+    """One journal of a training process, delivered by this service."""
 
-    def __init__(self, service: Service, path: Path) -> None:
+    def __init__(self, service: Service, client: Client, path: Path) -> None:
         self.service = service
+        self.client = client
         self.path = path
+        self._threads: list[threading.Thread] = []
         self.lane: Lane | None = None
         self.part: TailPart | None = None
         self.end: int | None = None
@@ -175,6 +195,17 @@ class Tail:
         self.done = threading.Event()
         self.failed = False
         self._said: tuple[bool, float | None] = (False, None)
+
+    def spawn(self, target: Callable[..., None], *args: Any) -> None:
+        """Run ``target(*args)`` on a thread of its own, working for this journal."""
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def threads(self) -> list[threading.Thread]:
+        """The threads that work for this journal (whose warnings go to its process)."""
+        lane = self.lane
+        return self._threads + (lane.threads() if lane is not None else [])
 
     def start(self) -> None:
         """Take the journal's cursor (a dead service's hold goes with it), build the
@@ -222,41 +253,51 @@ class Tail:
         """Answer flush ``ident`` once the operations before ``upto`` are stored."""
         self.ready.wait()
         if self.part is None:  # it could not be started: told already
-            self.service.send({"op": "flushed", "id": ident, "ok": False})
+            self.client.send({"op": "flushed", "id": ident, "ok": False})
             return
         marker = self.part.request(upto)
         self.service.wake()
         marker.done.wait()
-        self.service.send({"op": "flushed", "id": ident, "ok": marker.ok})
+        self.client.send({"op": "flushed", "id": ident, "ok": marker.ok})
 
-    def finish(self, died: bool) -> None:
+    def finish(self, died: bool, timeout: float) -> None:
         """The training process is done with this journal (``end`` said at its exit) or
-        died: store the rest, end the runs it left open KILLED, remove the journal."""
+        died: store the rest, ending the runs it left open KILLED, as its own exit
+        would have: within ``timeout`` seconds (``MLHOOKS_EXIT_TIMEOUT``), not waiting
+        for a backend known not to answer; what is then still not stored (a request
+        that hangs included) is spooled for ``mlhooks sync``, and the journal goes."""
         self.ready.wait()
         lane, part = self.lane, self.part
         assert lane is not None and part is not None
         if died or self.end is None:
             while owner_alive(self.path):  # its last journal write may still be going on
                 time.sleep(0.05)
-        end = part.read_all()
+        part.read_all()
         if self.end is None and part.open_runs:
             stamp = int(self.path.stat().st_mtime * 1000) if self.path.exists() else 0
             part.add_ends([EndRun(r, RunStatus.KILLED.value, stamp) for r in part.open_runs])
-            end += len(part.open_runs)
+            part.read_all()  # the ends join the window before the close's flush asks
         part.fully_read = True
-        marker = part.request(end)
         self.service.wake()
-        marker.done.wait()
-        lane.close(CURSOR_WAIT)
+        lane.close(timeout)
         self.done.set()
 
     def give_up(self) -> None:
-        """Its process is gone and ``MLHOOKS_EXIT_TIMEOUT`` passed: what was read and
-        not stored goes to a spool, the rest stays in the journal from its cursor
-        (``mlhooks sync`` delivers both)."""
+        """The lane did not close in time (it was never started, or its close itself
+        hangs): what was read and not stored goes to a spool, the rest stays in the
+        journal from its cursor (``mlhooks sync`` delivers both)."""
         if self.lane is not None:
-            self.lane.close(0.0)
+            self.lane.close(0.0)  # nothing when a close began already
         self.done.set()
+
+    def unmark(self) -> None:
+        """This service no longer delivers the journal: its marker goes (what ``mlhooks
+        sync`` and ``run_script`` wait for, and what ``mlhooks doctor`` shows). A marker
+        naming another service (one that replaced this one) stays."""
+        marker = Path(str(self.path) + SERVICE_SUFFIX)
+        with contextlib.suppress(OSError, ValueError):
+            if int(marker.read_text().strip()) == os.getpid():
+                marker.unlink()
 
     def state(self) -> dict[str, Any] | None:
         """The lane's outage state when it changed since last said."""
@@ -275,24 +316,83 @@ class Tail:
         }
 
 
-class Service:
-    """The service's main loop: messages in, journals delivered, state out."""
+class Client:
+    """A training process this service delivers for: the one that started it, or one
+    of its tree that attached (see :mod:`.service_tree`)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, pid: int) -> None:
         self.sock = sock
+        self.pid = pid
         self.tails: dict[str, Tail] = {}
-        self._send_lock = threading.Lock()
         self.gone = False
-        self.leftover_snapshots: set[str] = set()
+        """True once its end of the connection closed: it exited or died."""
+        self.snapshots: set[str] = set()
+        """Its snapshots this service stored (it may be gone before it deletes them)."""
+        self._send_lock = threading.Lock()
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> bool:
+        """Send ``message``; False when the process is gone."""
         if self.gone:
-            return
-        with self._send_lock, contextlib.suppress(OSError):
-            self.sock.sendall(encode(message))
+            return False
+        data = encode(message)
+        try:
+            with self._send_lock:
+                self.sock.sendall(data)
+        except OSError:
+            return False
+        return True
+
+
+class Service:
+    """The service's loop: connections in, their journals delivered, state out. It ends
+    once every process it served is gone and their journals are finished."""
+
+    def __init__(self, sock: socket.socket, listener: socket.socket | None = None) -> None:
+        self.sock = sock
+        self.listener = listener
+        self.clients: list[Client] = []
+        """The processes served now (one whose journals are all finished leaves)."""
+        self.roots: set[Path] = set()
+        """The local dirs of the journals of the processes that left."""
+        self.leftover_snapshots: set[str] = set()
+        """Snapshots stored for no process in particular (their thread was no journal's)."""
+        self._lock = threading.Lock()
+        self.closing = False
+        """True once the last process is gone: nobody attaches any more."""
+        self._ended = threading.Event()
+
+    # -- who a thread works for --------------------------------------------------------
+
+    def _tail_of_this_thread(self) -> Tail | None:
+        current = threading.current_thread()
+        for client in list(self.clients):
+            for tail in list(client.tails.values()):
+                if current in tail.threads():
+                    return tail
+        return None
+
+    def _client_of_this_thread(self) -> Client | None:
+        tail = self._tail_of_this_thread()
+        return tail.client if tail is not None else None
 
     def relay(self, kind: str, key: str, message: str) -> None:
-        self.send({"op": kind, "key": key, "message": message})
+        """A warning, notice or error of this process goes to the process whose journal
+        it is about, which shows it (one about no journal in particular: to the first
+        process still there); once that process is gone, to this process's stderr
+        (not the script's: see :mod:`.service_client`). The journal's outage state
+        goes first: a process told that its backend is down knows it (a run it ends
+        does not wait)."""
+        tail = self._tail_of_this_thread()
+        if tail is not None:
+            client: Client | None = tail.client
+            state = tail.state()
+            if state is not None:
+                tail.client.send(state)
+        else:
+            client = next((c for c in list(self.clients) if not c.gone), None)
+        sent = client is not None and client.send({"op": kind, "key": key, "message": message})
+        if not sent:
+            errors.show_here(kind, key, message)
 
     def wake(self) -> None:
         from mlhooks.delivery.journaling import journaler
@@ -300,66 +400,130 @@ class Service:
         journaler.wake.set()
 
     def released(self, path: str) -> None:
-        """A snapshot of the training process was stored: it holds the count, while it
-        lives (it may exit before it reads this: the exit hands over, it does not wait);
-        after, the snapshot goes once nothing left to replay names it."""
-        with self._send_lock:
-            self.leftover_snapshots.add(path)
-        self.send({"op": "release", "path": path})
+        """A snapshot of a training process was stored: that process holds the count,
+        while it lives (it may exit before it reads this: its exit hands over, it does
+        not wait); after, the snapshot goes once nothing left to replay names it (when
+        the process leaves this service: see :meth:`_leave`)."""
+        client = self._client_of_this_thread()
+        with self._lock:
+            (client.snapshots if client is not None else self.leftover_snapshots).add(path)
+        if client is not None:
+            client.send({"op": "release", "path": path})
+
+    # -- lifetime --------------------------------------------------------------------------
 
     def run(self) -> None:
         errors.set_relay(self.relay)
         staging.release_elsewhere(self.released)
-        self.send({"op": "ready", "pid": os.getpid()})
+        owner = Client(self.sock, os.getppid())
+        self.clients.append(owner)
+        owner.send({"op": "ready", "pid": os.getpid()})
+        if self.listener is not None:
+            threading.Thread(
+                target=self._accept, name="mlhooks-service-accept", daemon=True
+            ).start()
         threading.Thread(
             target=self._tell_states, name="mlhooks-service-state", daemon=True
         ).start()
-        for message in read_messages(self.sock):
+        self._serve(owner, read_messages(self.sock))
+        self._ended.wait()
+        _discard_snapshots(self.roots, self.leftover_snapshots)
+
+    def _accept(self) -> None:
+        listener = self.listener
+        assert listener is not None
+        while True:
             try:
-                self.handle(message)
+                sock, _ = listener.accept()
+            except OSError:
+                return  # closed: this service ends
+            threading.Thread(
+                target=self._attach, args=(sock,), name="mlhooks-service-attach", daemon=True
+            ).start()
+
+    def _attach(self, sock: socket.socket) -> None:
+        """A process of the tree asks to be served: it must be this user's, and say
+        (first) that it runs what this service runs."""
+        try:
+            pid, uid = service_tree.peer(sock)
+            if uid != os.getuid():
+                raise PermissionError(f"process {pid} is another user's")
+            sock.settimeout(HELLO_WAIT)
+            messages = read_messages(sock)
+            said = next(messages, None)
+            sock.settimeout(None)
+        except OSError:
+            service_tree.close_quietly(sock)
+            return
+        why = "it did not say hello" if said is None else service_tree.mismatch(said)
+        client = Client(sock, pid)
+        with self._lock:
+            if why is None and not self.closing:
+                self.clients.append(client)
+        if why is not None or client not in self.clients:
+            client.send({"op": "refused", "why": why or "the service ends"})
+            service_tree.close_quietly(sock)
+            return
+        client.send({"op": "ready", "pid": os.getpid()})
+        self._serve(client, messages)
+
+    def _serve(self, client: Client, messages: Iterator[dict[str, Any]]) -> None:
+        for message in messages:
+            try:
+                self.handle(client, message)
             except Exception as error:  # noqa: BLE001 - the service must live on
                 errors.report_background_error("writer service", error)
-        # The training process closed its end: it exited or died.
-        self.gone = True
-        errors.set_relay(None)
-        finishing = []
-        for tail in list(self.tails.values()):
+        # The process closed its end: it exited or died.
+        client.gone = True
+        for tail in list(client.tails.values()):
             if tail.end is None:
-                thread = threading.Thread(target=self._finish, args=(tail, True), daemon=True)
-                thread.start()
-                finishing.append(thread)
-        deadline = time.monotonic() + errors.setting_or_default("MLHOOKS_EXIT_TIMEOUT")
-        for tail in list(self.tails.values()):
+                tail.spawn(self._finish, tail, True)
+        deadline = time.monotonic() + _exit_timeout() + CLOSE_SLACK
+        for tail in list(client.tails.values()):
             if not tail.done.wait(max(0.0, deadline - time.monotonic())):
                 tail.give_up()
-        self._discard_snapshots()
+        self._leave(client)
 
-    def _discard_snapshots(self) -> None:
-        roots = {tail.path.parent.parent for tail in self.tails.values()}
-        for root in roots:
-            stored = staging.StoredSnapshots(root)
-            for path in self.leftover_snapshots:
-                stored.stored(LogArtifact(run_id="", local_path=path))
-            stored.discard()
+    def _leave(self, client: Client) -> None:
+        """``client`` is gone and its journals are finished (their lanes closed whole,
+        spools let go of): the snapshots stored for it go (those nothing left to replay
+        names), then the journals' markers (what ``mlhooks sync`` waited for) and the
+        journal folders left empty; its lanes and backends go; the service ends with
+        the last process it served."""
+        roots = {tail.path.parent.parent for tail in client.tails.values()}
+        _discard_snapshots(roots, client.snapshots)
+        for tail in client.tails.values():
+            tail.unmark()
+        for folder in {tail.path.parent for tail in client.tails.values()}:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a journal kept for sync stays
+        with self._lock:
+            self.roots |= roots
+            self.clients.remove(client)
+            if not self.clients:
+                self.closing = True  # nobody attaches from now on
+                if self.listener is not None:
+                    service_tree.close_quietly(self.listener)
+                self._ended.set()
 
-    def handle(self, message: dict[str, Any]) -> None:
+    def handle(self, client: Client, message: dict[str, Any]) -> None:
         kind = message.get("op")
         if kind == "wake":
             self.wake()
         elif kind == "tail":
             path = message["journal"]
-            if path not in self.tails:
-                tail = self.tails[path] = Tail(self, Path(path))
-                threading.Thread(target=self._start, args=(tail,), daemon=True).start()
+            if path not in client.tails:
+                tail = client.tails[path] = Tail(self, client, Path(path))
+                tail.spawn(self._start, tail)
         elif kind == "flush":
-            tail = self.tails[message["journal"]]
-            threading.Thread(
-                target=tail.flush, args=(int(message["upto"]), int(message["id"])), daemon=True
-            ).start()
+            tail = client.tails[message["journal"]]
+            tail.spawn(tail.flush, int(message["upto"]), int(message["id"]))
         elif kind == "bye":
-            tail = self.tails[message["journal"]]
-            tail.end = int(message["end"])
-            threading.Thread(target=self._finish, args=(tail, False), daemon=True).start()
+            found = client.tails.get(message["journal"])
+            if found is None or found.end is not None:
+                return  # said again by a process that replaced its service meanwhile
+            found.end = int(message["end"])
+            found.spawn(self._finish, found, False)
 
     def _start(self, tail: Tail) -> None:
         try:
@@ -374,25 +538,41 @@ class Service:
         if tail.lane is None:
             return
         try:
-            tail.finish(died)
+            tail.finish(died, _exit_timeout())
         except Exception as error:  # noqa: BLE001 - the journal stays for mlhooks sync
             errors.report_background_error(f"writer service, journal {tail.path.name}", error)
-            tail.done.set()
+            tail.give_up()
 
     def _tell_states(self) -> None:
-        while not self.gone:
-            for tail in list(self.tails.values()):
-                state = tail.state()
-                if state is not None:
-                    self.send(state)
+        while not self.closing:
+            for client in list(self.clients):
+                for tail in list(client.tails.values()):
+                    state = tail.state()
+                    if state is not None:
+                        client.send(state)
             time.sleep(0.1)
 
 
+def _discard_snapshots(roots: set[Path], paths: set[str]) -> None:
+    """Remove the snapshots at ``paths`` under ``roots`` that nothing left to replay
+    names (their processes are gone; see :class:`~.staging.StoredSnapshots`)."""
+    if not paths:
+        return
+    for root in roots:
+        stored = staging.StoredSnapshots(root)
+        for path in paths:
+            stored.stored(LogArtifact(run_id="", local_path=path))
+        stored.discard()
+
+
 def main(argv: list[str]) -> int:
+    """``FD [LISTENER_FD]``: the socket to the training process that started this
+    service, and the one that the processes of its tree attach through."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the training's
     become_writer_service()
     sock = socket.socket(fileno=int(argv[1]))
-    Service(sock).run()
+    listener = socket.socket(fileno=int(argv[2])) if len(argv) > 2 else None
+    Service(sock, listener).run()
     return 0
 
 

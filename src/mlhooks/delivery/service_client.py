@@ -6,18 +6,23 @@ thread queued, and this client tells the service, over a socket pair, which jour
 deliver and when new records are there. The service answers flush requests once what
 was asked is stored, and relays its warnings, which are shown here.
 
-The service is started on first use, on a thread of its own (never on the training
-thread's path), with this process's environment and ``sys.path``. If it dies, the
-client warns once and starts another, which goes on from each journal's cursor;
-if it cannot be started, or dies again and again, the lanes deliver in this process
-instead (one warning), from the cursor on.
+On first use, the client attaches to the service of its process tree when there is
+one it may use (a forked child's or a worker's parent's; see :mod:`.service_tree`),
+else starts one of its own, on a thread of its own (never on the training thread's
+path), with this process's environment and ``sys.path``, listening for the processes
+this one starts. If the service dies, the client warns once and attaches or starts
+another, which goes on from each journal's cursor; if none can be started, or they
+die again and again, the lanes deliver in this process instead (one warning), from
+the cursor on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,16 +33,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlhooks.core.errors import notice_once, relayed_error, warn_background
+from mlhooks.core.processes import is_running
 from mlhooks.core.shutdown import Stage, in_forked_child
-from mlhooks.delivery import staging
+from mlhooks.delivery import service_tree, staging
 from mlhooks.delivery.journal import mark_delivered_by
 from mlhooks.delivery.service_wire import encode, read_messages
 
 if TYPE_CHECKING:
     from mlhooks.delivery.lanes import Lane
 
+log = logging.getLogger(__name__)
+
 LAUNCH_WAIT = 10.0
-"""Seconds the exit waits for the service process to be started, if it is not yet."""
+"""Seconds the exit waits for the service to be started (or to say that it serves
+this process, when it attached to another one's), if it did not yet."""
 MAX_RESTARTS = 3
 """Deaths within :data:`RESTART_WINDOW` seconds after which lanes deliver in process."""
 RESTART_WINDOW = 60.0
@@ -79,7 +88,18 @@ class ServiceClient:
         """The service's pid once it said it is ready."""
         self._ready = threading.Event()
         self._launched = threading.Event()
-        """Set once the current service process was started (or could not be)."""
+        """Set once the current service process was started, or the service this
+        process attached to said it serves it (or neither could be)."""
+        self.address: str | None = None
+        """Where the processes this one starts find its service (None: nowhere)."""
+        self.attached = False
+        """True while the service is another process's (this one attached to it)."""
+        self._hello_pending = False
+        """True while an attached service has not said it serves this process."""
+        self.inherited: str | None = None
+        """In a forked child: the address of the parent's service."""
+        self._refused: set[str] = set()
+        """Addresses of services that would not serve this process."""
 
     # -- what lanes call ----------------------------------------------------------------
 
@@ -91,8 +111,10 @@ class ServiceClient:
             self._attached[str(journal)] = _Attached(lane, journal)
             if self._sock is None:
                 self._start()
-            elif self._process is not None:
-                mark_delivered_by(journal, self._process.pid)
+            else:  # `mlhooks sync` waits for the service from now
+                pid = self._process.pid if self._process is not None else self.pid
+                if pid is not None:
+                    mark_delivered_by(journal, pid)
         self._send({"op": "tail", "journal": str(journal)})
 
     def wake(self) -> None:
@@ -128,7 +150,9 @@ class ServiceClient:
     def bye(self, lane: Lane, end: int) -> None:
         """This process is done with the lane's journal at ``end`` (at exit). The
         service is started by now (a short script may exit before the thread that
-        starts it ran), so that it stores the journal after this process has gone."""
+        starts it ran), or the tree's service it attached to said it serves it (else
+        one of its own is started), so that it stores the journal after this process
+        has gone. (A service told twice, by a replacement, heeds the first.)"""
         entry = self._entry(lane)
         if entry is None:
             return
@@ -149,23 +173,56 @@ class ServiceClient:
     # -- the service process --------------------------------------------------------------
 
     def _start(self) -> None:
-        """A new socket pair now (what is sent meanwhile waits in it); the process on a
+        """Attach to the service of this process tree if one answers; else a new
+        socket pair now (what is sent meanwhile waits in it) and the process on a
         thread of its own."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock = ours
         self._ready.clear()
         self._launched.clear()
+        for address in self._candidates():
+            sock = service_tree.connect(address)
+            if sock is None:
+                continue
+            try:  # first, before anything else is sent: the service checks it serves us
+                sock.sendall(encode(service_tree.hello()))
+            except OSError:
+                service_tree.close_quietly(sock)
+                continue
+            self._sock, self.address, self.attached, self._hello_pending = sock, address, True, True
+            threading.Thread(
+                target=self._read, args=(sock, None), name="mlhooks-service-read", daemon=True
+            ).start()
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        own = service_tree.own_address()
+        listener = service_tree.listen(own) if own is not None else None
+        self._sock, self.attached, self._hello_pending = ours, False, False
+        self.address = own if listener is not None else None
         threading.Thread(
-            target=self._launch, args=(ours, theirs), name="mlhooks-service-start", daemon=True
+            target=self._launch,
+            args=(ours, theirs, listener),
+            name="mlhooks-service-start",
+            daemon=True,
         ).start()
 
-    def _launch(self, ours: socket.socket, theirs: socket.socket) -> None:
+    def _candidates(self) -> list[str]:
+        """The addresses of services this process may attach to, nearest first."""
+        found = [self.inherited] if self.inherited else []
+        own = service_tree.own_address()
+        for address in service_tree.ancestor_addresses():
+            if address not in found and address != own:
+                found.append(address)
+        return [address for address in found if address not in self._refused]
+
+    def _launch(
+        self, ours: socket.socket, theirs: socket.socket, listener: socket.socket | None
+    ) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        fds = [theirs.fileno()] + ([listener.fileno()] if listener is not None else [])
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "mlhooks.delivery.service", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
+                [sys.executable, "-m", "mlhooks.delivery.service", *map(str, fds)],
+                pass_fds=fds,
                 # Not this process's stdout and stderr: whoever reads them (a shell's
                 # $(...), subprocess.run) would wait for the service to end, not for
                 # this process. Its warnings come here over the socket while we live.
@@ -177,12 +234,16 @@ class ServiceClient:
             )
         except OSError as error:
             theirs.close()
+            if listener is not None:
+                listener.close()
             self._give_up(f"it could not be started ({error})")
             self._launched.set()
             return
         finally:
             if theirs.fileno() >= 0:
                 theirs.close()
+            if listener is not None and listener.fileno() >= 0:
+                listener.close()  # the service's now: it ends with it
         with self._lock:
             if self._sock is not ours:
                 self._launched.set()
@@ -193,7 +254,9 @@ class ServiceClient:
         self._launched.set()
         self._read(ours, process)
 
-    def _read(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
+    def _read(self, sock: socket.socket, process: subprocess.Popen[bytes] | None) -> None:
+        """The service's messages, until its end closes: then it died, or (attaching)
+        it would not serve this process, which then starts one of its own."""
         for message in read_messages(sock):
             try:
                 self._handle(message)
@@ -201,14 +264,29 @@ class ServiceClient:
                 warn_background(
                     "service-message", f"mlhooks: bad message from the service: {error}"
                 )
-        if self._sock is sock:
+        if self._sock is not sock:
+            return
+        if self._hello_pending:
+            with self._lock:
+                if self.address is not None:
+                    self._refused.add(self.address)  # not that one again
+            self._restart(sock)
+        else:
             self._died(process)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("op")
         if kind == "ready":
-            self.pid = int(message["pid"])
+            with self._lock:
+                self.pid = int(message["pid"])
+                self._hello_pending = False
+                if self.attached:  # its own service's journals are marked at its start
+                    for attached in self._attached.values():
+                        mark_delivered_by(attached.journal, self.pid)
             self._ready.set()
+            self._launched.set()
+        elif kind == "refused":
+            log.debug("mlhooks: the writer service would not serve us: %s", message["why"])
         elif kind == "flushed":
             with self._lock:
                 waiter = self._waiters.get(int(message["id"]))
@@ -230,18 +308,20 @@ class ServiceClient:
         elif kind == "error":
             relayed_error(message["key"], message["message"])
 
-    def _died(self, process: subprocess.Popen[bytes]) -> None:
+    def _died(self, process: subprocess.Popen[bytes] | None) -> None:
         """The service's end of the socket closed: it died. Start another, which goes
         on from the cursors, unless it keeps dying."""
-        try:
-            code = process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = process.wait()
+        sock = self._sock
+        code: int | None = None
+        if process is not None:
+            try:
+                code = process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+        pid = process.pid if process is not None else self.pid
         now = time.monotonic()
         with self._lock:
-            self._sock = None
-            self._process = None
             self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
             if len(self._deaths) >= MAX_RESTARTS:
                 reason = f"it died {len(self._deaths)} times in {RESTART_WINDOW:.0f} s"
@@ -250,12 +330,26 @@ class ServiceClient:
         if reason:
             self._give_up(reason)
             return
+        how = f"exit code {code}" if code is not None else "its connection closed"
         warn_background(
-            f"service-died:{process.pid}",
-            f"mlhooks: the writer service (pid {process.pid}) ended unexpectedly (exit code "
-            f"{code}); a new one goes on from the journal. Training is not affected.",
+            f"service-died:{pid}",
+            f"mlhooks: the writer service (pid {pid}) ended unexpectedly ({how}); a new "
+            "one goes on from the journal. Training is not affected.",
         )
+        if sock is not None:
+            self._restart(sock)
+
+    def _restart(self, sock: socket.socket) -> None:
+        """Another service (the tree's, or a new one of this process's) for every
+        journal, each flush asked and each end said: it goes on from the cursors."""
         with self._lock:
+            if self._sock is not sock:
+                return
+            self._sock = None
+            self._process = None
+            self.pid = None
+            self.attached = False
+            service_tree.close_quietly(sock)
             if not self._attached:
                 return
             self._start()
@@ -278,6 +372,7 @@ class ServiceClient:
             self._sock = None
             lanes = [entry.lane for entry in self._attached.values()]
             self._attached.clear()
+        self._launched.set()  # nothing to wait for at exit: the lanes deliver here
         warn_background(
             "service-given-up",
             f"mlhooks: the writer service cannot be used ({reason}); backends are written "
@@ -298,11 +393,18 @@ class ServiceClient:
     # -- lifetime ---------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        """For ``mlhooks doctor`` and tests: the service's pid and its journals."""
+        """For ``mlhooks doctor`` and tests: the service's pid, whether this process
+        attached to another one's, and its journals."""
         with self._lock:
+            process, pid = self._process, self.pid
+            if process is not None:
+                running, pid = process.poll() is None, process.pid
+            else:
+                running = self._sock is not None and pid is not None and is_running(pid)
             return {
-                "running": self._process is not None and self._process.poll() is None,
-                "pid": self._process.pid if self._process is not None else None,
+                "running": running,
+                "pid": pid,
+                "attached": self.attached,
                 "failed": self.failed,
                 "journals": sorted(self._attached),
             }
@@ -310,19 +412,26 @@ class ServiceClient:
     def kill_for_tests(self) -> int | None:
         """SIGKILL the service (the fault tests' way of killing it mid-fit)."""
         with self._lock:
-            process = self._process
-        if process is None:
+            process, pid = self._process, self.pid
+        if process is not None:
+            process.kill()
+            return process.pid
+        if pid is None:
             return None
-        process.kill()
-        return process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return pid
 
     def reset_in_child(self) -> None:
-        """A forked child gets its own service: the parent's socket is closed here
-        (the parent's end stays open in the parent)."""
+        """A forked child attaches to its parent's service on first use (or starts its
+        own): the parent's socket is closed here (the parent's end stays open in the
+        parent), its address is kept."""
+        inherited = self.address if self._sock is not None else None
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
         self.__init__()  # type: ignore[misc]
+        self.inherited = inherited
 
 
 client = ServiceClient()

@@ -223,7 +223,9 @@ class SpoolWriter:
     def append(self, ops: Iterable[Operation], reason: str | None = None) -> None:
         """Append ``ops`` durably; ``reason`` (why a backend refused them) is kept with
         each, for ``mlhooks sync --rejected``."""
-        if os.fstat(self._fd).st_nlink == 0:
+        if self._fd < 0:  # closed (its lane ended): carry on in a new file
+            self._open_new_file()
+        elif os.fstat(self._fd).st_nlink == 0:
             # replayed and removed by `mlhooks sync --force`: carry on in a new file
             os.close(self._fd)
             self._open_new_file()
@@ -235,7 +237,11 @@ class SpoolWriter:
         self.count += len(lines)
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the file (its lock goes with it: ``mlhooks sync`` may replay it now);
+        once, however often it is called."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class SpoolFile:

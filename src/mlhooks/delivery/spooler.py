@@ -80,6 +80,7 @@ class Spooler:
         self._outage: Outage | None = None
         self._outages = 0
         self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def is_down(self) -> bool:
@@ -151,8 +152,8 @@ class Spooler:
     # -- coming back --------------------------------------------------------------------
 
     def probe_if_due(self) -> None:
-        """Probe the backend if it is down and its probe is due."""
-        if self.is_down and time.monotonic() >= self._next_probe:
+        """Probe the backend if it is down and its probe is due (never once closed)."""
+        if self.is_down and not self._closed and time.monotonic() >= self._next_probe:
             self.probe()
 
     def probe(self) -> None:
@@ -284,6 +285,18 @@ class Spooler:
                 f"{self.directory / 'rejected'} before exit ({disk_error}) and "
                 f"{'are' if count != 1 else 'is'} lost.",
             )
+
+    def close(self) -> None:
+        """At the lane's end: let go of the outage spool and the rejected one. A spool
+        counts as still written while its writer holds it open, and ``mlhooks sync``
+        leaves such a spool alone; a writer service lives on a while after closing a
+        lane, so it must not hold them. Nothing is replayed from here after this."""
+        with self._setting_aside:
+            self._closed = True
+            for writer in (self._spool, self._rejected):
+                if writer is not None:
+                    writer.close()
+            self._rejected = None  # a later rejection (none expected) gets a new file
 
     def spool_at_exit(self, ops: list[Operation]) -> bool:
         """Put ``ops``, not stored before exit, into a spool file of their own; False

@@ -24,7 +24,7 @@ from pathlib import Path
 from mlhooks.backends.base import LogArtifact, LogModel, Operation
 from mlhooks.backends.local import default_root
 from mlhooks.core.errors import warn_once
-from mlhooks.core.shutdown import Stage, at_exit
+from mlhooks.core.shutdown import Stage, at_exit, in_forked_child
 
 
 def staging_root() -> Path:
@@ -272,4 +272,13 @@ def remove_empty_folders() -> None:
             empty.rmdir()
 
 
+def _forget_in_child() -> None:
+    """A forked child holds none of its parent's snapshots: the parent deletes each
+    once its own backends stored it (a child that releases one changes nothing)."""
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    _holders.clear()
+
+
 at_exit(remove_empty_folders, Stage.FILES)
+in_forked_child(_forget_in_child, Stage.FILES)
