@@ -7,9 +7,16 @@ process that does not use MLflow itself never pays for its import.
 
 from __future__ import annotations
 
+import concurrent.futures.process  # noqa: F401 - see below
+import concurrent.futures.thread  # noqa: F401 - see below
 import importlib
 import threading
 from typing import Any
+
+# MLflow imports modules that register exit hooks with ``threading`` as they are
+# imported, which Python refuses once the interpreter began to shut down. The writer
+# thread imports MLflow before its first write, which for a short script is at exit:
+# those two are imported here, when the backend is (at ``autolog()``), so that it can.
 
 _HOMES = {
     "Dataset": "mlflow.entities",
