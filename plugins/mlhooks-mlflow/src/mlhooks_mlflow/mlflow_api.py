@@ -7,7 +7,7 @@ process that does not use MLflow itself never pays for its import.
 
 from __future__ import annotations
 
-import concurrent.futures.process  # noqa: F401 - see below
+import concurrent.futures.process
 import concurrent.futures.thread  # noqa: F401 - see below
 import importlib
 import threading
