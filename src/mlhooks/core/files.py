@@ -94,6 +94,24 @@ def copy_folder_whole(source: str | os.PathLike[str], target: str | os.PathLike[
     ``target`` becomes the whole copy (replacing what was there), never a part of one."""
     destination = Path(target)
     tmp = _beside(destination)
+    try:
+        copy_tree(source, tmp)
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(tmp, destination)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def copy_tree(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    ignore_dangling_symlinks: bool = False,
+) -> None:
+    """``shutil.copytree``, but a file that cannot be written raises its own OSError (a
+    full disk: ``ENOSPC``), not copytree's list of every failure as text."""
     failures: list[OSError] = []
 
     def copy(src: str, dst: str) -> object:
@@ -104,17 +122,12 @@ def copy_folder_whole(source: str | os.PathLike[str], target: str | os.PathLike[
             raise
 
     try:
-        try:
-            shutil.copytree(source, tmp, copy_function=copy)
-        except shutil.Error:
-            if failures:  # a full disk says ENOSPC, not copytree's list of failures
-                raise failures[0] from None
-            raise
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(tmp, destination)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(
+            source, target, ignore_dangling_symlinks=ignore_dangling_symlinks, copy_function=copy
+        )
+    except shutil.Error:
+        if failures:
+            raise failures[0] from None
         raise
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mlhooks.backends.base import LogArtifact, LogModel, Operation
 from mlhooks.backends.local import default_root
+from mlhooks.core import files
 from mlhooks.core.errors import warn_once
 from mlhooks.core.shutdown import Stage, at_exit, in_forked_child
 
@@ -62,23 +63,8 @@ def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
 
 def _copy_folder(source: Path, target: Path) -> None:
     """Copy the folder ``source`` to ``target``: symlinks as what they point to,
-    dangling ones skipped. A file that cannot be written raises its own OSError (a
-    full disk: ``ENOSPC``), not copytree's list of every failure as text."""
-    failures: list[OSError] = []
-
-    def copy(src: str, dst: str) -> object:
-        try:
-            return shutil.copy2(src, dst)
-        except OSError as error:
-            failures.append(error)
-            raise
-
-    try:
-        shutil.copytree(source, target, ignore_dangling_symlinks=True, copy_function=copy)
-    except shutil.Error:
-        if failures:
-            raise failures[0] from None
-        raise
+    dangling ones skipped; a file that cannot be written raises its own OSError."""
+    files.copy_tree(source, target, ignore_dangling_symlinks=True)
 
 
 def stage_or_keep(path: str | os.PathLike[str], holders: int = 1) -> str:
