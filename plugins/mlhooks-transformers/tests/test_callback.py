@@ -53,7 +53,11 @@ def test_a_callback_added_after_the_mlflow_callback_started_warns(
         run = only_run(client)
     told = [str(w.message) for w in caught if issubclass(w.category, mlhooks.MlhooksWarning)]
     assert any("logged twice" in message for message in told), told
-    assert [step for step, _ in history(client, run, "loss")] == [5, 5, 10, 10, 15, 15, 20, 20]
+    steps = [step for step, _ in history(client, run, "loss")]
+    # Both wrote each logged step; MLflow keeps one of two points that are the same in
+    # key, step, value and millisecond, which these two writers' points sometimes are.
+    assert sorted(set(steps)) == [5, 10, 15, 20]
+    assert all(steps.count(step) in (1, 2) for step in steps), steps
 
 
 def test_a_training_that_raised_ends_failed_when_the_next_one_begins(client: Any) -> None:
