@@ -46,19 +46,15 @@ def stage(path: str | os.PathLike[str], holders: int = 1) -> str:
     source = Path(path)
     if not source.exists():
         raise FileNotFoundError(f"cannot log {str(source)!r}: no such file or directory")
-    target = staging_root() / _snapshot_name() / source.name
-    try:
+
+    def copy(target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             _copy_folder(source, target)
         else:
             shutil.copy2(source, target)
-    except BaseException:
-        shutil.rmtree(target.parent, ignore_errors=True)
-        raise
-    with _lock:
-        _holders[str(target)] = holders
-    return str(target)
+
+    return _new_snapshot(source.name, copy, holders)
 
 
 def _copy_folder(source: Path, target: Path) -> None:
@@ -96,26 +92,29 @@ def stage_files(name: str, files: Mapping[str, str], holders: int = 1) -> str:
     """A snapshot directory ``name`` holding ``files`` (file name -> text), written
     straight into the staging area: for artifacts mlhooks makes itself. An OSError (a
     full or read-only file system) leaves nothing behind."""
-    target = staging_root() / _snapshot_name() / name
-    try:
+
+    def write(target: Path) -> None:
         target.mkdir(parents=True)
         for filename, text in files.items():
             (target / filename).write_text(text, encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(target.parent, ignore_errors=True)
-        raise
-    with _lock:
-        _holders[str(target)] = holders
-    return str(target)
+
+    return _new_snapshot(name, write, holders)
 
 
 def new_folder(name: str, holders: int = 1) -> str:
     """An empty snapshot folder ``name`` to write into, straight in the staging area:
     for what is saved in the background to be stored by path (a model's files), with
     no copy. An OSError (a full or read-only file system) leaves nothing behind."""
+    return _new_snapshot(name, lambda target: target.mkdir(parents=True), holders)
+
+
+def _new_snapshot(name: str, fill: Callable[[Path], None], holders: int) -> str:
+    """The snapshot ``name`` in a folder of its own in the staging area, made by
+    ``fill(target)`` and deleted once ``holders`` backends released it. Nothing is left
+    of it when ``fill`` fails (an OSError: a full or read-only file system)."""
     target = staging_root() / _snapshot_name() / name
     try:
-        target.mkdir(parents=True)
+        fill(target)
     except BaseException:
         shutil.rmtree(target.parent, ignore_errors=True)
         raise
