@@ -49,6 +49,20 @@ def _script(tmp_path: Path, body: str) -> Path:
     return path
 
 
+def _run_to_exit(script: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` until its process exits. Its stderr goes to a file: a pipe read to
+    its end would also wait for the service, which holds a copy of it until it has
+    finished what the script left."""
+    with open(cwd / "stderr.txt", "w+") as err:
+        done = subprocess.run(
+            [sys.executable, str(script)], env=env, cwd=cwd, stdout=subprocess.PIPE,
+            stderr=err, text=True, timeout=SLOW,
+        )  # fmt: skip
+        err.seek(0)
+        done.stderr = err.read()
+    return done
+
+
 def _runs(tmp_path: Path) -> dict[str, Any]:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     found = client.search_runs(["0"])
@@ -139,10 +153,7 @@ def test_the_exit_hands_over_and_sync_waits_for_the_service_to_store(tmp_path: P
         """,
     )
     env = _env(tmp_path, MLHOOKS_STRICT="0", MLHOOKS_FLUSH_TIMEOUT="0")
-    done = subprocess.run(
-        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True,
-        text=True, timeout=SLOW,
-    )  # fmt: skip
+    done = _run_to_exit(script, env, tmp_path)  # not to the end of its stderr
     assert done.returncode == 0, done.stderr
     root = tmp_path / "mlhooks-runs"
     assert services_delivering(root)  # the script is gone, its service still stores
@@ -409,14 +420,8 @@ def test_a_service_killed_after_its_process_exited_leaves_its_journal_to_sync(
         open("service.pid", "w").write(str(client.describe()["pid"]))
         """,
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        env=_env(tmp_path, MLHOOKS_EXIT_TIMEOUT="0", MLHOOKS_FLUSH_TIMEOUT="0"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=SLOW,
-    )
+    env = _env(tmp_path, MLHOOKS_EXIT_TIMEOUT="0", MLHOOKS_FLUSH_TIMEOUT="0")
+    done = _run_to_exit(script, env, tmp_path)
     assert done.returncode == 0, done.stderr
     pid = int((tmp_path / "service.pid").read_text())
     with contextlib.suppress(ProcessLookupError):
@@ -433,3 +438,113 @@ def test_a_service_killed_after_its_process_exited_leaves_its_journal_to_sync(
     run = _runs(tmp_path)["orphan"]
     assert run.info.status in ("FINISHED", "KILLED")
     assert _history(tmp_path, run, "loss") == list(range(20000))
+
+
+def test_an_outage_met_after_the_script_exited_is_told_on_its_stderr(
+    tmp_path: Path, new_mlflow_server: Callable[[], MlflowServer]
+) -> None:
+    """The server does not answer, and the script exits before the service first tries
+    it: the service tells the outage and where it spools on the script's stderr, once,
+    and lets go of it once that is done (a caller reading it to its end, as here,
+    stops waiting then); `mlhooks sync` stores the run later."""
+    server = new_mlflow_server()  # its port stays closed until start()
+    script = _script(
+        tmp_path,
+        """
+        import mlhooks
+        from sklearn.datasets import load_diabetes
+        from sklearn.linear_model import Ridge
+
+        mlhooks.autolog()
+        Ridge().fit(*load_diabetes(return_X_y=True))
+        """,
+    )
+    env = _env(tmp_path, MLFLOW_TRACKING_URI=server.uri, MLHOOKS_STRICT="0")
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=SLOW,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    told = [line for line in done.stderr.splitlines() if "MlhooksWarning: " in line]
+    assert sum("unreachable since" in line for line in told) == 1, done.stderr
+    assert all("spool" in line for line in told), done.stderr  # where the data is
+    assert len(told) == len(set(told)), done.stderr
+    server.start()
+    synced = subprocess.run(
+        [sys.executable, "-m", "mlhooks", "sync", "--dir", str(tmp_path / "mlhooks-runs")],
+        env=env, capture_output=True, text=True, timeout=SLOW,
+    )  # fmt: skip
+    assert synced.returncode == 0, synced.stderr
+    (run,) = MlflowClient(server.uri).search_runs(["0"])
+    assert run.info.status == "FINISHED" and run.data.params["alpha"] == "1.0"
+
+
+def test_autolog_starts_the_service_which_imports_mlflow_before_the_first_fit(
+    tmp_path: Path,
+) -> None:
+    """``autolog()`` starts the service in the background, and the service imports
+    MLflow while the script goes on (loading its data, say), never the script itself;
+    the first fit's run then lands as usual."""
+    script = _script(
+        tmp_path,
+        """
+        import sys, time
+        import mlhooks
+        from mlhooks.delivery.service_client import client
+        from sklearn.datasets import load_diabetes
+        from sklearn.linear_model import Ridge
+
+        mlhooks.autolog()
+        deadline = time.monotonic() + 120
+        while client.describe()["warmed"] != ["mlflow"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print("WARMED", client.describe()["warmed"], "mlflow" in sys.modules)
+        Ridge().fit(*load_diabetes(return_X_y=True))
+        assert mlhooks.flush(120)
+        print("IMPORTED", "mlflow" in sys.modules)
+        """,
+    )
+    done = _run_to_exit(script, _env(tmp_path), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "WARMED ['mlflow'] False" in done.stdout, done.stdout + done.stderr
+    assert "IMPORTED False" in done.stdout
+    wait_for_services(tmp_path / "mlhooks-runs", SLOW)
+    run = _runs(tmp_path)["Ridge"]
+    assert run.info.status == "FINISHED" and run.data.params["alpha"] == "1.0"
+
+
+def test_a_warm_service_is_replaced_when_the_environment_changed_before_the_first_fit(
+    tmp_path: Path,
+) -> None:
+    """A variable set after ``autolog()`` (credentials, say) but before the first fit
+    reaches the backend: the service started early, which does not have it, is let go
+    and the one that stores the run is started with it."""
+    script = _script(
+        tmp_path,
+        """
+        import os, time
+        import mlhooks
+        from mlhooks.delivery.service_client import client
+        from sklearn.datasets import load_diabetes
+        from sklearn.linear_model import Ridge
+
+        mlhooks.autolog()
+        deadline = time.monotonic() + 120
+        while client.describe()["pid"] is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        early = client.describe()["pid"]
+        os.environ["MLHOOKS_TEST_SET_LATE"] = "yes"
+        Ridge().fit(*load_diabetes(return_X_y=True))
+        assert mlhooks.flush(120)
+        serving = client.describe()["pid"]
+        environ = open(f"/proc/{serving}/environ", "rb").read().split(b"\\0")
+        print("PIDS", early, serving, b"MLHOOKS_TEST_SET_LATE=yes" in environ)
+        """,
+    )
+    done = _run_to_exit(script, _env(tmp_path), tmp_path)
+    assert done.returncode == 0, done.stderr
+    early, serving, has_it = done.stdout.split("PIDS ", 1)[1].split()
+    assert early != "None" and early != serving and has_it == "True", done.stdout
+    wait_until(lambda: not Path(f"/proc/{early}").exists(), timeout=SLOW)  # it ended
+    wait_for_services(tmp_path / "mlhooks-runs", SLOW)
+    assert _runs(tmp_path)["Ridge"].info.status == "FINISHED"

@@ -25,7 +25,7 @@ from mlhooks.core.config import AutologConfig, current_config, set_current_confi
 from mlhooks.core.errors import report_internal_error, warn_once
 from mlhooks.core.host import host
 from mlhooks.core.options import FrameworkOptions, OptionsT, suggest
-from mlhooks.delivery import selection
+from mlhooks.delivery import selection, service_client
 
 _watched: set[str] = set()
 _lock = threading.RLock()
@@ -115,7 +115,7 @@ def autolog(
             overrides=dict(framework_options) or None,
         )
         _check_overrides(config)  # a misspelt or mistyped option fails here, not mid-fit
-        selection.resolve(config.backends)  # an unknown backend fails here, not mid-fit
+        backends_used = selection.resolve(config.backends)  # an unknown one fails here
         context.resolve_parts(config.log_context)  # so do unknown context parts
         system_metrics.wanted(config.log_system_metrics)  # and a missing psutil
         set_current_config(config)
@@ -123,6 +123,16 @@ def autolog(
         _warn_missing(config.frameworks)
         for integration in host.iter_integrations():
             _apply(integration)
+        _warm_up(backends_used)
+
+
+def _warm_up(backends: list[Backend]) -> None:
+    """Have the writer service import the backends' libraries now, in its own process,
+    rather than at the first fit (see :func:`.service_client.warm_up`)."""
+    try:
+        service_client.warm_up(backends)
+    except Exception as error:  # noqa: BLE001 - a head start only: never fails autolog
+        errors.report_internal_error("writer service warm-up", error)
 
 
 def _context_option(option: bool | str | Iterable[str] | None) -> bool | tuple[str, ...] | None:

@@ -18,15 +18,21 @@ died without its exit sequence leaves its open runs ended KILLED); once every pr
 it served is gone, it exits. A process's exit does not wait for its backends: it
 journals what is queued, says where each journal ends and leaves; the service stores
 the rest after it. Its warnings go to the process whose journal they are about while
-it lives; after, to the service's own stderr, which is not the script's (a caller
-reading the script's output would wait for the service otherwise).
+it lives (each shown there once); after, to a copy of the stderr of the process that
+started the service, each not told before: an outage met after the script exited is
+still told where its user looks. The service lets that copy go once it has finished
+what its starter left, so a caller that reads the script's stderr to its end (a
+shell's ``$(...)``, ``subprocess.run``) waits until then, at most
+``MLHOOKS_EXIT_TIMEOUT`` plus :data:`CLOSE_SLACK`; the service's own stderr is
+/dev/null.
 
-Run as ``python -m mlhooks.delivery.service FD [LISTENER_FD]``.
+Run as ``python -m mlhooks.delivery.service FD [listener=FD] [stderr=FD]``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -53,6 +59,8 @@ from mlhooks.delivery.journal import (
 from mlhooks.delivery.journaling import JournalPart, _weight
 from mlhooks.delivery.lanes import Lane, retry_policy_from_env
 from mlhooks.delivery.service_wire import encode, read_messages
+
+log = logging.getLogger(__name__)
 
 CURSOR_WAIT = 10.0
 """Seconds a new service waits for a dead one's hold on a journal's cursor to go."""
@@ -328,7 +336,15 @@ class Client:
         """True once its end of the connection closed: it exited or died."""
         self.snapshots: set[str] = set()
         """Its snapshots this service stored (it may be gone before it deletes them)."""
+        self.told: set[str] = set()
+        """The keys of the warnings and notices it was sent (not shown again after)."""
         self._send_lock = threading.Lock()
+
+    def leaving(self) -> bool:
+        """True once the process is gone, or said where each of its journals ends (it
+        exits: what is sent from then on may never be read)."""
+        tails = list(self.tails.values())
+        return self.gone or (bool(tails) and all(tail.end is not None for tail in tails))
 
     def send(self, message: dict[str, Any]) -> bool:
         """Send ``message``; False when the process is gone."""
@@ -350,12 +366,16 @@ class Service:
     def __init__(self, sock: socket.socket, listener: socket.socket | None = None) -> None:
         self.sock = sock
         self.listener = listener
+        self.owner: Client | None = None
+        """The process that started this service (whose stderr it holds a copy of)."""
         self.clients: list[Client] = []
         """The processes served now (one whose journals are all finished leaves)."""
         self.roots: set[Path] = set()
         """The local dirs of the journals of the processes that left."""
         self.leftover_snapshots: set[str] = set()
         """Snapshots stored for no process in particular (their thread was no journal's)."""
+        self.warmed: set[str] = set()
+        """The backends whose libraries were imported ahead of their first journal."""
         self._lock = threading.Lock()
         self.closing = False
         """True once the last process is gone: nobody attaches any more."""
@@ -378,10 +398,11 @@ class Service:
     def relay(self, kind: str, key: str, message: str) -> None:
         """A warning, notice or error of this process goes to the process whose journal
         it is about, which shows it (one about no journal in particular: to the first
-        process still there); once that process is gone, to this process's stderr
-        (not the script's: see :mod:`.service_client`). The journal's outage state
-        goes first: a process told that its backend is down knows it (a run it ends
-        does not wait)."""
+        process still there); once that process is gone, to this process's stderr (a
+        copy of the starter's while it is held: see the module's docstring), unless
+        that process was sent it before. The journal's outage state goes first: a
+        process told that its backend is down knows it (a run it ends does not
+        wait)."""
         tail = self._tail_of_this_thread()
         if tail is not None:
             client: Client | None = tail.client
@@ -389,9 +410,14 @@ class Service:
             if state is not None:
                 tail.client.send(state)
         else:
-            client = next((c for c in list(self.clients) if not c.gone), None)
-        sent = client is not None and client.send({"op": kind, "key": key, "message": message})
-        if not sent:
+            client = next((c for c in list(self.clients) if not c.leaving()), None)
+        if (
+            client is not None
+            and not client.leaving()
+            and client.send({"op": kind, "key": key, "message": message})
+        ):
+            client.told.add(key)
+        elif client is None or key not in client.told:
             errors.show_here(kind, key, message)
 
     def wake(self) -> None:
@@ -415,7 +441,7 @@ class Service:
     def run(self) -> None:
         errors.set_relay(self.relay)
         staging.release_elsewhere(self.released)
-        owner = Client(self.sock, os.getppid())
+        owner = self.owner = Client(self.sock, os.getppid())
         self.clients.append(owner)
         owner.send({"op": "ready", "pid": os.getpid()})
         if self.listener is not None:
@@ -497,6 +523,8 @@ class Service:
         for folder in {tail.path.parent for tail in client.tails.values()}:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: a journal kept for sync stays
+        if client is self.owner:
+            _let_go_of_stderr()
         with self._lock:
             self.roots |= roots
             self.clients.remove(client)
@@ -510,6 +538,15 @@ class Service:
         kind = message.get("op")
         if kind == "wake":
             self.wake()
+        elif kind == "warm":
+            name = str(message["backend"])
+            with self._lock:
+                warm = name not in self.warmed
+                self.warmed.add(name)
+            if warm:
+                threading.Thread(
+                    target=_warm_up, args=(client, name), name="mlhooks-service-warm", daemon=True
+                ).start()
         elif kind == "tail":
             path = message["journal"]
             if path not in client.tails:
@@ -553,6 +590,19 @@ class Service:
             time.sleep(0.1)
 
 
+def _warm_up(client: Client, name: str) -> None:
+    """Import what backend ``name`` needs (its ``prepare``), ahead of its first journal,
+    and tell ``client`` it is done. A backend that cannot be built without options, or
+    whose import fails, is left to its lane, which reports what goes wrong when it has
+    something to store."""
+    try:
+        selection.backend_named(name).prepare()
+    except Exception:
+        log.debug("mlhooks: warming up backend %r failed", name, exc_info=True)
+        return
+    client.send({"op": "warmed", "backend": name})
+
+
 def _discard_snapshots(roots: set[Path], paths: set[str]) -> None:
     """Remove the snapshots at ``paths`` under ``roots`` that nothing left to replay
     names (their processes are gone; see :class:`~.staging.StoredSnapshots`)."""
@@ -565,13 +615,30 @@ def _discard_snapshots(roots: set[Path], paths: set[str]) -> None:
         stored.discard()
 
 
+def _let_go_of_stderr() -> None:
+    """Point this process's stderr at /dev/null: a copy of the starter's stderr held
+    here is let go (whoever reads it to its end stops waiting)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+
 def main(argv: list[str]) -> int:
-    """``FD [LISTENER_FD]``: the socket to the training process that started this
-    service, and the one that the processes of its tree attach through."""
+    """``FD [listener=FD] [stderr=FD]``: the socket to the training process that
+    started this service, the one that the processes of its tree attach through, and
+    a copy of the starter's stderr (this process's stderr from here on, until the
+    starter's journals are finished)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the training's
     become_writer_service()
     sock = socket.socket(fileno=int(argv[1]))
-    listener = socket.socket(fileno=int(argv[2])) if len(argv) > 2 else None
+    fds = dict(arg.split("=", 1) for arg in argv[2:])
+    listener = socket.socket(fileno=int(fds["listener"])) if "listener" in fds else None
+    if "stderr" in fds:
+        os.dup2(int(fds["stderr"]), 2)
+        os.close(int(fds["stderr"]))
     Service(sock, listener).run()
     return 0
 

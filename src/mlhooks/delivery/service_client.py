@@ -28,18 +28,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlhooks.core.errors import notice_once, relayed_error, warn_background
-from mlhooks.core.processes import is_running
+from mlhooks.core.errors import notice_once, relayed_error, setting_or_default, warn_background
+from mlhooks.core.processes import is_running, is_writer_service
 from mlhooks.core.shutdown import Stage, in_forked_child
 from mlhooks.delivery import service_tree, staging
 from mlhooks.delivery.journal import mark_delivered_by
 from mlhooks.delivery.service_wire import encode, read_messages
 
 if TYPE_CHECKING:
+    from mlhooks.backends.base import Backend
     from mlhooks.delivery.lanes import Lane
 
 log = logging.getLogger(__name__)
@@ -100,14 +102,36 @@ class ServiceClient:
         """In a forked child: the address of the parent's service."""
         self._refused: set[str] = set()
         """Addresses of services that would not serve this process."""
+        self.warmed: set[str] = set()
+        """The backends whose libraries the service imported ahead of their first
+        journal (see :meth:`warm_up`)."""
+        self._started_as: tuple[str, str, tuple[str, ...]] | None = None
+        """This process's working directory, environment and ``sys.path`` when the
+        current service was started or attached to."""
 
     # -- what lanes call ----------------------------------------------------------------
+
+    def warm_up(self, backends: list[str]) -> None:
+        """Start the service now, in the background (``autolog()`` calls this), and have
+        it import what the ``backends`` (names) need while the script goes on: the
+        first fit's points are stored sooner. A service started so, which this process
+        has not used yet when the working directory, ``sys.path`` or the environment
+        changed, is replaced at first use by one started as the process is then."""
+        with self._lock:
+            if self.failed:
+                return
+            if self._sock is None:
+                self._start()
+        for name in backends:
+            self._send({"op": "warm", "backend": name})
 
     def attach(self, lane: Lane, journal: Path) -> None:
         with self._lock:
             if self.failed:
                 threading.Thread(target=lane.go_local, daemon=True).start()
                 return
+            if self._sock is not None and not self._attached and self._started_as != _as_now():
+                self._retire()
             self._attached[str(journal)] = _Attached(lane, journal)
             if self._sock is None:
                 self._start()
@@ -178,6 +202,7 @@ class ServiceClient:
         thread of its own."""
         self._ready.clear()
         self._launched.clear()
+        self._started_as = _as_now()
         for address in self._candidates():
             sock = service_tree.connect(address)
             if sock is None:
@@ -218,14 +243,22 @@ class ServiceClient:
     ) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        fds = [theirs.fileno()] + ([listener.fileno()] if listener is not None else [])
+        stderr = _stderr_copy()
+        args = [str(theirs.fileno())]
+        if listener is not None:
+            args.append(f"listener={listener.fileno()}")
+        if stderr is not None:
+            args.append(f"stderr={stderr}")
+        fds = [int(arg.rpartition("=")[2]) for arg in args]
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "mlhooks.delivery.service", *map(str, fds)],
+                [sys.executable, "-m", "mlhooks.delivery.service", *args],
                 pass_fds=fds,
-                # Not this process's stdout and stderr: whoever reads them (a shell's
-                # $(...), subprocess.run) would wait for the service to end, not for
-                # this process. Its warnings come here over the socket while we live.
+                # Not this process's stdout and stderr as the service's own: whoever
+                # reads them (a shell's $(...), subprocess.run) would wait for the
+                # service to end. Its warnings come here over the socket while we live;
+                # after, the service writes them to the copy of our stderr it was
+                # given, which it lets go once it has stored what we left.
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -244,6 +277,8 @@ class ServiceClient:
                 theirs.close()
             if listener is not None and listener.fileno() >= 0:
                 listener.close()  # the service's now: it ends with it
+            if stderr is not None:
+                os.close(stderr)
         with self._lock:
             if self._sock is not ours:
                 self._launched.set()
@@ -285,6 +320,9 @@ class ServiceClient:
                         mark_delivered_by(attached.journal, self.pid)
             self._ready.set()
             self._launched.set()
+        elif kind == "warmed":
+            with self._lock:
+                self.warmed.add(str(message["backend"]))
         elif kind == "refused":
             log.debug("mlhooks: the writer service would not serve us: %s", message["why"])
         elif kind == "flushed":
@@ -349,6 +387,7 @@ class ServiceClient:
             self._process = None
             self.pid = None
             self.attached = False
+            self.warmed.clear()
             service_tree.close_quietly(sock)
             if not self._attached:
                 return
@@ -365,6 +404,19 @@ class ServiceClient:
                 self._send(
                     {"op": "flush", "journal": str(found.journal), "upto": waiter.upto, "id": ident}
                 )
+
+    def _retire(self) -> None:
+        """Let go of a service this process has not used yet (its end of the socket
+        closes: it ends); the next :meth:`_start` begins anew."""
+        sock, self._sock = self._sock, None
+        self._process = None
+        self.pid = None
+        self.attached = False
+        self.warmed.clear()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the reader, which sees it superseded
+            service_tree.close_quietly(sock)
 
     def _give_up(self, reason: str) -> None:
         with self._lock:
@@ -407,6 +459,7 @@ class ServiceClient:
                 "attached": self.attached,
                 "failed": self.failed,
                 "journals": sorted(self._attached),
+                "warmed": sorted(self.warmed),
             }
 
     def kill_for_tests(self) -> int | None:
@@ -432,6 +485,30 @@ class ServiceClient:
                 self._sock.close()
         self.__init__()  # type: ignore[misc]
         self.inherited = inherited
+
+
+def warm_up(backends: Sequence[Backend]) -> None:
+    """Start the writer service ahead of the first fit (``autolog()`` calls this) when
+    it is on and some of ``backends`` would run in it: it imports their libraries (a
+    second or two for MLflow) in its own process while the script loads its data."""
+    names = [backend.name for backend in backends if backend.journaled and backend.out_of_process]
+    if not names or is_writer_service():
+        return
+    if setting_or_default("MLHOOKS_SERVICE") and setting_or_default("MLHOOKS_JOURNAL"):
+        client.warm_up(names)
+
+
+def _as_now() -> tuple[str, str, tuple[str, ...]]:
+    """What a service must have been started with to serve this process now."""
+    return os.getcwd(), service_tree.environment_digest(), tuple(p for p in sys.path if p)
+
+
+def _stderr_copy() -> int | None:
+    """A copy of this process's stderr for the service (None when there is none)."""
+    try:
+        return os.dup(2)
+    except OSError:
+        return None
 
 
 client = ServiceClient()
