@@ -187,6 +187,9 @@ def test_a_value_mlflow_refuses_inside_a_bundle_is_set_aside_and_the_rest_stored
     aside, with one warning; every other value lands once."""
     monkeypatch.setenv("MLHOOKS_STRICT", "0")  # the warning users see, not an error
     monkeypatch.setenv("MLHOOKS_JOURNAL_INTERVAL", "600")  # all of it at the run's end
+    # The bundles are watched in this process: the backend must write here (in the
+    # writer service the same lane code bundles the same way).
+    monkeypatch.setenv("MLHOOKS_SERVICE", "0")
     bundles: list[list[str]] = []
     apply_bundle = MlflowBackend.apply_bundle
 

@@ -104,6 +104,9 @@ def test_an_autologged_fit_is_stored_in_nine_write_transactions(
     # The fit's operations reach the writer together (at the flush), as they do when
     # fits follow each other; the journal's own rounds could cut a run anywhere.
     monkeypatch.setenv("MLHOOKS_JOURNAL_INTERVAL", "600")
+    # The store's transactions are counted in this process: the backend writes here
+    # (the writer service runs the same backend code).
+    monkeypatch.setenv("MLHOOKS_SERVICE", "0")
     # The run context is captured once and reused, as in a loop of fits (a capture
     # under way could report its tags after the fit's metrics, a write of their own).
     monkeypatch.setattr(context, "GIT_REUSE_SECONDS", 600.0)

@@ -257,9 +257,11 @@ def service_of(path: Path) -> int | None:
 
 
 def services_delivering(root: Path) -> list[int]:
-    """The pids of live writer services still at work under ``root``: delivering a
-    journal, or holding a spool they write (a script's service goes on storing after
-    the script exited, and ends within its exit timeout)."""
+    """The pids of live writer services still at work under ``root`` for processes that
+    ended: delivering such a process's journal, or holding a spool they write (a
+    script's service goes on storing after the script exited, and ends within its exit
+    timeout). A journal whose process still runs is that process's business, as it
+    is in process: nobody waits for it."""
     pids = set()
     folder = journal_dir(root)
     try:
@@ -267,7 +269,9 @@ def services_delivering(root: Path) -> list[int]:
     except FileNotFoundError:
         markers = []  # removed meanwhile, with the last journal in it
     for marker in markers:
-        pids.add(service_of(marker.with_suffix("")))
+        journal = marker.with_suffix("")
+        if not owner_alive(journal):
+            pids.add(service_of(journal))
     for spool in [*find_spools(root / ".spool"), *find_spools(root / ".spool" / "rejected")]:
         with contextlib.suppress(OSError, ValueError, KeyError):
             header = spool.header()

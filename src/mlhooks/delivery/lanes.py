@@ -74,6 +74,11 @@ class Service(Protocol):
     def state(self, lane: Lane) -> tuple[bool, float | None]:
         """Whether the lane's backend is down, and since when it is unreachable."""
 
+    def stores_before_exit(self) -> bool:
+        """Whether this process's exit waits for the service to store what it left:
+        a worker's does (its parent reads what it stored once it joined it); the
+        process that started the service only hands over."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -505,7 +510,9 @@ class Lane:
         only hands over: what is queued goes into the journal, and the service stores
         it after this process has gone (the exit does not wait for the backend). Once:
         a second call returns at once (the writer service closes a lane when its journal
-        ends, and its own exit closes every lane)."""
+        ends, and its own exit closes every lane). A worker's lane (a process attached
+        to its parent's service) first waits for the service to store what it holds,
+        as in process: its parent finds it stored once it joined the worker."""
         with self._lock:
             if self._closed:
                 return
@@ -516,6 +523,8 @@ class Lane:
         flushed = False
         if self.service is None or self._journal is None:  # in process (or it went local)
             flushed = self.flush(max(0.0, deadline - time.monotonic()), unless_unreachable=True)
+        elif self.service.stores_before_exit():
+            self.flush(max(0.0, deadline - time.monotonic()), unless_unreachable=True)
         with self._lock:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool

@@ -20,11 +20,10 @@ journals what is queued, says where each journal ends and leaves; the service st
 the rest after it. Its warnings go to the process whose journal they are about while
 it lives (each shown there once); after, to a copy of the stderr of the process that
 started the service, each not told before: an outage met after the script exited is
-still told where its user looks. The service lets that copy go once it has finished
-what its starter left, so a caller that reads the script's stderr to its end (a
-shell's ``$(...)``, ``subprocess.run``) waits until then, at most
-``MLHOOKS_EXIT_TIMEOUT`` plus :data:`CLOSE_SLACK`; the service's own stderr is
-/dev/null.
+still told where its user looks. The service lets that copy go when it ends, once it
+has finished what every process it served left, so a caller that reads the script's
+stderr to its end (a shell's ``$(...)``, ``subprocess.run``) waits until then: at
+most ``MLHOOKS_EXIT_TIMEOUT`` plus :data:`CLOSE_SLACK` after the last of them exited.
 
 Run as ``python -m mlhooks.delivery.service FD [listener=FD] [stderr=FD]``.
 """
@@ -366,8 +365,6 @@ class Service:
     def __init__(self, sock: socket.socket, listener: socket.socket | None = None) -> None:
         self.sock = sock
         self.listener = listener
-        self.owner: Client | None = None
-        """The process that started this service (whose stderr it holds a copy of)."""
         self.clients: list[Client] = []
         """The processes served now (one whose journals are all finished leaves)."""
         self.roots: set[Path] = set()
@@ -441,7 +438,7 @@ class Service:
     def run(self) -> None:
         errors.set_relay(self.relay)
         staging.release_elsewhere(self.released)
-        owner = self.owner = Client(self.sock, os.getppid())
+        owner = Client(self.sock, os.getppid())
         self.clients.append(owner)
         owner.send({"op": "ready", "pid": os.getpid()})
         if self.listener is not None:
@@ -453,6 +450,7 @@ class Service:
         ).start()
         self._serve(owner, read_messages(self.sock))
         self._ended.wait()
+        _let_go_of_stderr()
         _discard_snapshots(self.roots, self.leftover_snapshots)
 
     def _accept(self) -> None:
@@ -523,8 +521,6 @@ class Service:
         for folder in {tail.path.parent for tail in client.tails.values()}:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: a journal kept for sync stays
-        if client is self.owner:
-            _let_go_of_stderr()
         with self._lock:
             self.roots |= roots
             self.clients.remove(client)

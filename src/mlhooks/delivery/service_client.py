@@ -184,6 +184,12 @@ class ServiceClient:
         self._launched.wait(LAUNCH_WAIT)
         self._send({"op": "bye", "journal": str(entry.journal), "end": end})
 
+    def stores_before_exit(self) -> bool:
+        """A process attached to another one's service (a worker, a forked child, a
+        rank) waits at exit for what it left to be stored; the process that started
+        the service hands over and leaves."""
+        return self.attached
+
     def state(self, lane: Lane) -> tuple[bool, float | None]:
         entry = self._entry(lane)
         if entry is None:
