@@ -25,13 +25,16 @@ nox.options.sessions = ["tests", "lint"]
 ROOT = Path(__file__).parent
 PLUGINS = sorted(p.parent.relative_to(ROOT) for p in ROOT.glob("plugins/*/pyproject.toml"))
 TORCH = "torch==2.13.0"
-SERVICE_CASES = [f"faults/test_{name}.py" for name in ("journal", "process_endings", "tensorboard")]
-"""Fault cases run a second time with the writer service on (``MLHOOKS_SERVICE=1``)."""
+IN_PROCESS_CASES = ["faults", "plugins/mlhooks-mlflow/tests"]
+"""Run a second time with the writer service off (``MLHOOKS_SERVICE=0``): the fault
+matrix and the MLflow backend's tests, with MLflow and TensorBoard written from the
+training process's own threads (the fallback where no subprocess can be started)."""
 SINGLE_THREADED = {
     name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 }
 LONGEST_FIRST = [
-    "faults", "plugins/mlhooks-mlflow/tests", "plugins/mlhooks-lightning/tests", "service",
+    "faults", "plugins/mlhooks-mlflow/tests", "faults (in process)",
+    "plugins/mlhooks-mlflow/tests (in process)", "plugins/mlhooks-lightning/tests",
     "plugins/mlhooks-transformers/tests", "tests", "plugins/mlhooks-ray/tests",
 ]  # fmt: skip
 """The test runs that take the longest, started first (the others follow in folder
@@ -63,10 +66,13 @@ def tests(session: nox.Session) -> None:
     test_dirs = ["tests", "faults", *(str(p / "tests") for p in PLUGINS if (p / "tests").is_dir())]
     # One pytest process per distribution: each keeps its own conftest and sys.path.
     runs = {test_dir: ([test_dir], env) for test_dir in test_dirs}
-    # The cases where the writer service changes who delivers (a process that dies, its
-    # journal, TensorBoard's disk), again with the service on: MLflow and TensorBoard
-    # are then written by a child process of each script.
-    runs["service"] = ([*SERVICE_CASES, "-k", "not local"], {**env, "MLHOOKS_SERVICE": "1"})
+    # The fault matrix and the MLflow backend's tests again with the writer service off:
+    # MLflow and TensorBoard are then written by threads of each script's own process.
+    # (Cases on the local store run the same in both modes: once is enough.)
+    for folder in IN_PROCESS_CASES:  # one pytest process each: their conftests differ
+        runs[f"{folder} (in process)"] = (
+            [folder, "-k", "not local"], {**env, "MLHOOKS_SERVICE": "0"}
+        )  # fmt: skip
     order = [name for name in LONGEST_FIRST if name in runs]
     order += [name for name in runs if name not in order]
     # A -k filter may select nothing in some folder, which pytest reports as exit 5.

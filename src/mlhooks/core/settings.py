@@ -255,10 +255,10 @@ declare(
 declare(
     "MLHOOKS_SERVICE",
     flag,
-    False,
+    True,
     "run the backends that declare it (MLflow, TensorBoard) in a writer service process "
     "that stores what the training process journals, so that their work takes no CPU "
-    "or GIL from training",
+    "or GIL from training; `0`: in the training process, on writer threads",
 )
 declare(
     "MLHOOKS_JOURNAL_INTERVAL",
