@@ -207,22 +207,37 @@ def measure(workload: str, config: str) -> dict[str, Any]:
             MLHOOKS_SERVICE="1" if config == "service" else "0",
             PYTHONWARNINGS="ignore",
         )
-        started = time.time()
-        done = subprocess.run(
-            [sys.executable, str(script)],
-            env=env,
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        ended = time.time()
-        if done.returncode != 0:
-            raise RuntimeError(f"{workload}/{config} failed:\n{done.stderr[-3000:]}")
+        # stderr to a file: the service holds a copy of the script's stderr until it
+        # is done, so a pipe read to its end would time the service, not the script.
+        with open(Path(folder) / "stderr.txt", "w+") as stderr:
+            started = time.time()
+            done = subprocess.run(
+                [sys.executable, str(script)],
+                env=env,
+                cwd=folder,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                check=False,
+            )
+            ended = time.time()
+            stderr.seek(0)
+            errors = stderr.read()
+            if done.returncode != 0:
+                raise RuntimeError(f"{workload}/{config} failed:\n{errors[-3000:]}")
+            _wait_for_services(Path(folder))  # the next measurement starts on a quiet machine
         figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         figures["total"] = ended - started
         figures["exit"] = ended - figures.pop("ended")
         return figures
+
+
+def _wait_for_services(folder: Path) -> None:
+    """Wait until the writer services of a measured script are done (they store after
+    it exited; the folder is removed next)."""
+    from mlhooks.testing import wait_for_services
+
+    wait_for_services(folder / "mlhooks-runs", timeout=600)
 
 
 def main() -> None:
