@@ -225,7 +225,10 @@ def test_writes_are_on_disk_after_flush_before_the_run_ends(tb_root: Path) -> No
     assert steps == [1, 2]
 
 
-def test_close_then_more_writes_go_to_a_new_event_file(tb_root: Path) -> None:
+def test_close_then_more_writes_go_to_a_new_event_file(
+    tb_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLHOOKS_SERVICE", "0")  # this instance writes: it is closed here
     backend = TensorBoardBackend()
     with mlhooks.start_run("reopened", backends=[backend]) as run:
         mlhooks.log_metric("loss", 1.0, step=0)
@@ -350,6 +353,7 @@ def test_a_disk_that_stays_full_spools_and_the_spool_is_replayed_once(
 
     monkeypatch.setenv("MLHOOKS_RETRY_DELAYS", "0")
     monkeypatch.setenv("MLHOOKS_PROBE_INTERVAL", "0.2")
+    monkeypatch.setenv("MLHOOKS_SERVICE", "0")  # the full disk is faked in this process
     real_write = events.EventFile.write
     full = [True]
 
