@@ -7,6 +7,7 @@ import json
 import pickle
 import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -48,6 +49,30 @@ def test_a_class_of_the_running_script_is_kept_by_value(monkeypatch: pytest.Monk
     assert artifact.format == "cloudpickle"
     monkeypatch.delattr(sys.modules["__main__"], "Scripted")  # gone, as in another process
     assert artifact.load().predict(3.0) == 6.0
+
+
+def test_a_class_of_the_script_in_a_spawned_process_is_kept_by_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a process ``multiprocessing`` spawned (a ``ddp_spawn`` rank), the script is the
+    module ``__mp_main__``, which neither the writer service nor ``mlhooks sync`` has:
+    its classes are kept by value too."""
+    script = types.ModuleType("__mp_main__")
+
+    class Scripted:
+        def predict(self, x: float) -> float:
+            return 2 * x
+
+    Scripted.__module__, Scripted.__qualname__ = "__mp_main__", "Scripted"
+    script.Scripted = Scripted  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "__mp_main__", script)
+    artifact = capture(Scripted(), "model")
+    assert artifact.format == "cloudpickle"
+    monkeypatch.delitem(sys.modules, "__mp_main__")  # gone, as in another process
+    assert artifact.load().predict(3.0) == 6.0
+    import cloudpickle
+
+    assert "__mp_main__" not in cloudpickle.list_registry_pickle_by_value()
 
 
 def test_a_closure_pickle_refuses_is_kept_by_value() -> None:

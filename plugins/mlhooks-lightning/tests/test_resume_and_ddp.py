@@ -12,6 +12,7 @@ import pytest
 
 import mlhooks
 from conftest import Tiny, assert_no_duplicates, history, loader, only_run, trainer
+from mlhooks.testing import wait_for_services
 from mlhooks_lightning import MlhooksCallback
 from mlhooks_lightning.tracker import RUN_KEY
 from mlhooks_mlflow.testing import stored_models
@@ -115,6 +116,9 @@ def test_ddp_on_two_cpu_processes_makes_one_run(client, tmp_path, tracking_uri, 
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
+    # What the ranks' writer services still store after the script exited, as a user
+    # waits for it (a rank may hand over to a service that is not the script's own).
+    assert wait_for_services(tmp_path / "runs", 300)
 
     run = only_run(client)
     points = history(client, run)

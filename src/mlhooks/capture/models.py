@@ -4,15 +4,19 @@ so that a later refit cannot change what the writer stores afterwards.
 A model is pickled. Pickle names functions and classes by reference (module and name),
 which only works where that name can be imported again: not for a lambda, a closure or
 a class defined inside a function (pickle refuses them), nor, in another process such
-as ``mlhooks sync``, for what the user's script (``__main__``) defines. Such models are
-pickled with cloudpickle instead (when installed; MLflow brings it), which carries that
-code by value, as MLflow's own autologging does.
+as ``mlhooks sync`` or the writer service, for what the user's script defines (its
+module is ``__main__``, or ``__mp_main__`` in a process ``multiprocessing`` spawned: a
+``ddp_spawn`` rank, say). Such models are pickled with cloudpickle instead (when
+installed; MLflow brings it), which carries that code by value, as MLflow's own
+autologging does.
 """
 
 from __future__ import annotations
 
 import importlib
 import pickle
+import sys
+import threading
 from typing import Any
 
 from mlhooks.core.types import ModelArtifact
@@ -25,9 +29,10 @@ _FLAVORS = {
     "lightning": "pytorch",
     "pytorch_lightning": "pytorch",
 }
-_MAIN = b"__main__"
-"""In a pickle that names something of the running script (a false match costs only
-the slower cloudpickle)."""
+_SCRIPTS = ("__main__", "__mp_main__")
+"""The names of the running script's module: in a pickle, they name something of it (a
+false match costs only the slower cloudpickle)."""
+_by_value_lock = threading.Lock()
 
 
 def infer_flavor(model: Any) -> str:
@@ -41,7 +46,7 @@ def infer_flavor(model: Any) -> str:
 
 def serialize(model: Any) -> tuple[bytes, str]:
     """``model``'s bytes and their format: ``pickle``, or ``cloudpickle`` when pickle
-    refuses the model or names code of ``__main__`` in it.
+    refuses the model or names code of the running script in it.
 
     Raises ValueError naming the model's type and the reason when neither can.
     """
@@ -50,14 +55,13 @@ def serialize(model: Any) -> tuple[bytes, str]:
     except Exception as error:  # noqa: BLE001 - any object, any failure
         refused: Exception | None = error
     else:
-        if _MAIN not in payload:
+        if not any(name.encode() in payload for name in _SCRIPTS):
             return payload, "pickle"
         refused = None
     cloudpickle = _cloudpickle()
     if cloudpickle is not None:
         try:
-            by_value: bytes = cloudpickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-            return by_value, "cloudpickle"
+            return _dumps_by_value(cloudpickle, model), "cloudpickle"
         except Exception as error:  # noqa: BLE001
             refused = refused or error
     if refused is None:
@@ -96,6 +100,26 @@ def unsaveable(
         format=ModelArtifact.UNSAVEABLE,
         metadata={**metadata, "reason": reason},
     )
+
+
+def _dumps_by_value(cloudpickle: Any, model: Any) -> bytes:
+    """cloudpickle's bytes of ``model``, the script's code in them by value. cloudpickle
+    carries ``__main__``'s code so by itself, but names ``__mp_main__`` (the script in a
+    spawned process) by reference: that module is registered with it meanwhile."""
+    spawned = sys.modules.get("__mp_main__")
+    if spawned is None or getattr(spawned, "__name__", None) != "__mp_main__":
+        by_value: bytes = cloudpickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        return by_value
+    with _by_value_lock:
+        registered = "__mp_main__" in cloudpickle.list_registry_pickle_by_value()
+        if not registered:
+            cloudpickle.register_pickle_by_value(spawned)
+        try:
+            by_value = cloudpickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            if not registered:
+                cloudpickle.unregister_pickle_by_value(spawned)
+    return by_value
 
 
 def _cloudpickle() -> Any:
