@@ -5,6 +5,7 @@ stored in 6 transactions, its logged model in one of them."""
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from typing import Any
 
@@ -18,8 +19,8 @@ import mlhooks
 from mlhooks import RunInfo
 from mlhooks.backends.memory import MemoryBackend
 from mlhooks.capture import context
-from mlhooks.plugin import StartRun
-from mlhooks_mlflow import MlflowBackend
+from mlhooks.plugin import LogBatch, LogModel, ModelArtifact, StartRun
+from mlhooks_mlflow import MlflowBackend, sql_models
 from mlhooks_mlflow import backend as backend_module
 from mlhooks_mlflow.testing import WriteTransactions, mlflow_run_of, stored_models
 
@@ -159,3 +160,40 @@ def test_an_autologged_fit_is_stored_in_six_write_transactions(
     }
     saved = mlflow.models.get_model_info(uri)
     assert saved.model_uuid == logged.model_id and saved.model_id == logged.model_id
+
+
+def test_a_logged_model_whose_one_transaction_fails_is_stored_once_by_the_retry(
+    client: MlflowClient, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away as the model's one transaction is written (its files are
+    in, it is not): the write is worth retrying, and the retry stores the model once,
+    under the id chosen first, READY, loadable, linked to the run's metrics."""
+    backend = MlflowBackend()
+    run = RunInfo(run_id=uuid.uuid4().hex, name="fit", new=True)
+    backend.apply(StartRun(run))
+    backend.apply(LogBatch(run.run_id, metrics=[("training_r2_score", 0.9, 0, 1)]))
+    X = np.arange(8.0).reshape(4, 2)
+    fitted = Ridge().fit(X, X @ [1.0, 2.0])
+    op = LogModel(run.run_id, ModelArtifact("model", "sklearn", pickle.dumps(fitted)))
+    insert = sql_models.SqlModels.insert
+    tried: list[str] = []
+
+    def away_once(self: Any, model_id: str, *args: Any) -> Any:
+        tried.append(model_id)
+        if len(tried) == 1:
+            raise ConnectionError("the database went away")
+        return insert(self, model_id, *args)
+
+    monkeypatch.setattr(sql_models.SqlModels, "insert", away_once)
+    with pytest.raises(ConnectionError):
+        backend.apply(op)
+    assert backend.is_retryable(ConnectionError())
+    backend.apply(op)  # the retry
+
+    mlflow_id = backend.mlflow_run_id(run.run_id)
+    (model,) = client.search_logged_models(["0"], filter_string=f"source_run_id = '{mlflow_id}'")
+    assert tried == [model.model_id, model.model_id]
+    assert str(model.status) == "READY"
+    assert [(m.key, m.value) for m in model.metrics] == [("training_r2_score", 0.9)]
+    loaded = mlflow.sklearn.load_model(f"models:/{model.model_id}")
+    assert np.allclose(loaded.predict(X), fitted.predict(X))
