@@ -88,13 +88,19 @@ def _count_runs() -> int:
 def _write_counter() -> Any:
     """The store's write transactions from now on (``WriteTransactions`` of this
     checkout's ``mlhooks_mlflow.testing``, loaded by path: the code measured may be
-    another checkout's)."""
-    path = (
-        Path(__file__).resolve().parents[1] / "plugins/mlhooks-mlflow/src/mlhooks_mlflow/testing.py"
-    )
-    spec = importlib.util.spec_from_file_location("bench_write_counter", path)
+    another checkout's). It is loaded as a module of a package of its folder that is
+    not imported (its relative imports, ``servers`` and ``postgres``, need the standard
+    library only; the plugin's ``__init__`` would import the measured code's MLflow)."""
+    import types
+
+    folder = Path(__file__).resolve().parents[1] / "plugins/mlhooks-mlflow/src/mlhooks_mlflow"
+    package = types.ModuleType("bench_counter")
+    package.__path__ = [str(folder)]
+    sys.modules["bench_counter"] = package
+    spec = importlib.util.spec_from_file_location("bench_counter.testing", folder / "testing.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module.WriteTransactions(os.environ["MLFLOW_TRACKING_URI"]).__enter__()
 

@@ -1,10 +1,11 @@
 """What each new run costs the MLflow backend in queries (issue 13, repro 14) and in
 write transactions (issue 15), against a real sqlite store: no search for a run made up
 here, one experiment lookup while MLflow's settings stay the same, an autologged fit
-stored in 9 transactions."""
+stored in 6 transactions, its logged model in one of them."""
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from typing import Any
 
@@ -18,8 +19,8 @@ import mlhooks
 from mlhooks import RunInfo
 from mlhooks.backends.memory import MemoryBackend
 from mlhooks.capture import context
-from mlhooks.plugin import StartRun
-from mlhooks_mlflow import MlflowBackend
+from mlhooks.plugin import LogBatch, LogModel, ModelArtifact, StartRun
+from mlhooks_mlflow import MlflowBackend, sql_models
 from mlhooks_mlflow import backend as backend_module
 from mlhooks_mlflow.testing import WriteTransactions, mlflow_run_of, stored_models
 
@@ -94,13 +95,15 @@ def test_the_experiment_mlflow_settings_choose_is_looked_up_once_while_they_stay
     assert len(lookups) == 2  # once per setting, not once per run
 
 
-def test_an_autologged_fit_is_stored_in_nine_write_transactions(
+def test_an_autologged_fit_is_stored_in_six_write_transactions(
     client: MlflowClient, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A small fit, its own run with its model, into a sqlite store: 9 write
+    """A small fit, its own run with its model, into a sqlite store: 6 write
     transactions (the run created with every tag, its params, its two datasets in one,
-    its metrics, the logged model's four, its end), and every value lands: what the
-    in-memory store beside it got, MLflow has."""
+    its metrics, its logged model whole in one, its end), and every value lands: what
+    the in-memory store beside it got, MLflow has, and the logged model is READY with
+    the run as its source and output, its params, the run's metrics linked with their
+    dataset, its id in its MLmodel, loadable."""
     # The fit's operations reach the writer together (at the flush), as they do when
     # fits follow each other; the journal's own rounds could cut a run anywhere.
     monkeypatch.setenv("MLHOOKS_JOURNAL_INTERVAL", "600")
@@ -120,8 +123,15 @@ def test_an_autologged_fit_is_stored_in_nine_write_transactions(
     with WriteTransactions(tracking_uri) as writes:
         model = Ridge(alpha=0.5).fit(X, y)
         assert mlhooks.flush(60)
-    assert len(writes) == 9, writes.transactions
+    assert len(writes) == 6, writes.transactions
     assert writes.transactions[0] == ("INSERT runs", "INSERT tags")  # create_run
+    assert (
+        "INSERT inputs",  # the run's output
+        "INSERT logged_model_metrics",
+        "INSERT logged_model_params",
+        "INSERT logged_model_tags",
+        "INSERT logged_models",
+    ) in writes.transactions
 
     [reported] = [r for r in reference.runs.values() if r.params.get("alpha") == "0.5"]
     stored = mlflow_run_of(client, reported.info.run_id)
@@ -139,3 +149,54 @@ def test_an_autologged_fit_is_stored_in_nine_write_transactions(
     uri = stored_models(client, mlflow_id)["model"]
     assert uri.startswith("models:/")
     assert np.allclose(mlflow.sklearn.load_model(uri).predict(X), model.predict(X))
+    assert np.allclose(mlflow.pyfunc.load_model(uri).predict(X), model.predict(X))
+    logged = client.get_logged_model(uri.removeprefix("models:/"))
+    assert str(logged.status) == "READY" and logged.source_run_id == mlflow_id
+    assert [o.model_id for o in stored.outputs.model_outputs] == [logged.model_id]
+    assert logged.params == reported.params
+    assert logged.tags["mlhooks.run_id"] == reported.info.run_id
+    linked = {m.key: (m.value, m.run_id, m.dataset_digest) for m in logged.metrics}
+    train = next(d.digest for d in reported.datasets if d.context == "train")
+    assert linked == {
+        key: (points[-1].value, mlflow_id, train if key.startswith("train") else None)
+        for key, points in reported.metrics.items()
+    }
+    saved = mlflow.models.get_model_info(uri)
+    assert saved.model_uuid == logged.model_id and saved.model_id == logged.model_id
+
+
+def test_a_logged_model_whose_one_transaction_fails_is_stored_once_by_the_retry(
+    client: MlflowClient, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away as the model's one transaction is written (its files are
+    in, it is not): the write is worth retrying, and the retry stores the model once,
+    under the id chosen first, READY, loadable, linked to the run's metrics."""
+    backend = MlflowBackend()
+    run = RunInfo(run_id=uuid.uuid4().hex, name="fit", new=True)
+    backend.apply(StartRun(run))
+    backend.apply(LogBatch(run.run_id, metrics=[("training_r2_score", 0.9, 0, 1)]))
+    X = np.arange(8.0).reshape(4, 2)
+    fitted = Ridge().fit(X, X @ [1.0, 2.0])
+    op = LogModel(run.run_id, ModelArtifact("model", "sklearn", pickle.dumps(fitted)))
+    insert = sql_models.SqlModels.insert
+    tried: list[str] = []
+
+    def away_once(self: Any, model_id: str, *args: Any) -> Any:
+        tried.append(model_id)
+        if len(tried) == 1:
+            raise ConnectionError("the database went away")
+        return insert(self, model_id, *args)
+
+    monkeypatch.setattr(sql_models.SqlModels, "insert", away_once)
+    with pytest.raises(ConnectionError):
+        backend.apply(op)
+    assert backend.is_retryable(ConnectionError())
+    backend.apply(op)  # the retry
+
+    mlflow_id = backend.mlflow_run_id(run.run_id)
+    (model,) = client.search_logged_models(["0"], filter_string=f"source_run_id = '{mlflow_id}'")
+    assert tried == [model.model_id, model.model_id]
+    assert str(model.status) == "READY"
+    assert [(m.key, m.value) for m in model.metrics] == [("training_r2_score", 0.9)]
+    loaded = mlflow.sklearn.load_model(f"models:/{model.model_id}")
+    assert np.allclose(loaded.predict(X), fitted.predict(X))

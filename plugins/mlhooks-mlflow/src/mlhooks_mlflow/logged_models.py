@@ -23,6 +23,11 @@ in this process or, found by its tags, in another (``mlhooks sync``); one that f
 for good is marked FAILED. A READY model is never stored twice; a READY model still
 waiting to be registered is only registered by the retry.
 
+In MLflow's own database store (sqlite, PostgreSQL... in this process), steps 1 to 4
+are one transaction after the model's files are written where its id places them
+(:mod:`.sql_models`): the same rows, no PENDING state to take up (a failure before the
+commit leaves no model; the retry takes the same id), three commits fewer.
+
 MLflow names a logged model without ``/``, ``:``, ``.``, ``%`` and quotes: the mlhooks
 name is kept in the tag ``mlhooks.model_name`` (``checkpoints/epoch=0-step=4``), the
 MLflow name is that with ``/`` as ``-`` and the others as ``_``.
@@ -30,6 +35,7 @@ MLflow name is that with ``/`` as ``-`` and the others as ``_``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +50,7 @@ from mlhooks.plugin import BackendError, LogModel, ModelArtifact
 
 from . import models, registry
 from .facts import Linked, RunFacts
+from .sql_models import SqlModels, new_model_id, sql_models_of
 
 SUPPORTED: bool = hasattr(MlflowClient, "create_logged_model")
 """Whether the installed MLflow has logged models (MLflow 3); nothing of MLflow 3 is
@@ -102,7 +109,8 @@ class LoggedModels:
         self._registry_retryable = registry_retryable
         self._tracking_uri = tracking_uri
         self._pending: dict[Key, str] = {}
-        """Models created but not yet stored whole, for the retry to take up."""
+        """Models created (or their ids chosen) but not yet stored whole, for the retry
+        to take up."""
 
     def store(self, op: LogModel, mlflow_id: str, facts: RunFacts) -> str:
         """Store ``op``'s model as a logged model of run ``mlflow_id``; its id."""
@@ -110,10 +118,14 @@ class LoggedModels:
         key: Key = (mlflow_id, artifact.name, artifact.step)
         try:
             resumed = self._resume(key, facts)
-            model = resumed or self._create(op, mlflow_id, facts)
-            self._pending[key] = model.model_id
-            if model.status != READY:
-                self._finish(model, artifact, mlflow_id, facts, resumed is not None)
+            at_once = self._at_once if resumed is None else None
+            if at_once is not None:
+                model = self._store_at_once(at_once, op, key, mlflow_id, facts)
+            else:
+                model = resumed or self._create(op, mlflow_id, facts)
+                self._pending[key] = model.model_id
+                if model.status != READY:
+                    self._finish(model, artifact, mlflow_id, facts, resumed is not None)
             wanted = artifact.metadata.get("registered_model_name")
             if isinstance(wanted, str) and wanted and VERSION_TAG not in model.tags:
                 self._register(model, artifact, wanted, mlflow_id)
@@ -156,7 +168,12 @@ class LoggedModels:
         client = self._client()
         known = self._pending.get(key)
         if known is not None:
-            return client.get_logged_model(known)
+            try:
+                return client.get_logged_model(known)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                return None  # its one transaction did not commit (or it was deleted)
         if facts.whole:  # a run this backend created: no one else stored its models
             return None
         mlflow_id, name, step = key
@@ -174,7 +191,46 @@ class LoggedModels:
                 return model
         return None
 
-    def _create(self, op: LogModel, mlflow_id: str, facts: RunFacts) -> Any:
+    @functools.cached_property
+    def _at_once(self) -> SqlModels | None:
+        """The store's one-transaction writer of logged models, for MLflow's own
+        database store; None for any other (see :mod:`.sql_models`)."""
+        return sql_models_of(self._client(), self._tracking_uri)
+
+    def _store_at_once(
+        self, sql: SqlModels, op: LogModel, key: Key, mlflow_id: str, facts: RunFacts
+    ) -> Any:
+        """The model's files written where its id places them, then the model inserted
+        READY with its tags, params, the run's output and the links of the run's
+        metrics, in one transaction. A retry (the insert did not commit) takes the
+        same id, and writes the same files over."""
+        artifact = op.model
+        model_id = self._pending.get(key) or new_model_id()
+        self._pending[key] = model_id
+        location = sql.artifact_location(facts.experiment_id, model_id)
+        with models.temporary_directory() as directory:
+            description = Model(
+                artifact_path=location, run_id=mlflow_id, model_uuid=model_id, model_id=model_id
+            )
+            sql.write_files(location, models.save_mlflow_model(artifact, directory, description))
+        points = dict(facts.metrics)
+        model = sql.insert(
+            model_id,
+            facts.experiment_id,
+            logged_name(artifact.name),
+            mlflow_id,
+            artifact.step or 0,
+            self._tags(op),
+            dict(facts.params),
+            _links(model_id, mlflow_id, facts, points),
+        )
+        if artifact.step is None:
+            linked = {k: point[1:] for k, point in points.items()}
+            facts.models.append(Linked(model_id, linked, dict(facts.params)))
+        return model
+
+    def _tags(self, op: LogModel) -> dict[str, str]:
+        """What mlhooks knows of the model, as its tags."""
         artifact = op.model
         tags = {
             self._run_id_tag: op.run_id,
@@ -190,11 +246,14 @@ class LoggedModels:
         wanted = artifact.metadata.get("registered_model_name")
         if isinstance(wanted, str) and wanted:
             tags[REGISTERED_TAG] = wanted
+        return tags
+
+    def _create(self, op: LogModel, mlflow_id: str, facts: RunFacts) -> Any:
         return self._client().create_logged_model(
             facts.experiment_id,
-            name=logged_name(artifact.name),
+            name=logged_name(op.model.name),
             source_run_id=mlflow_id,
-            tags=tags,
+            tags=self._tags(op),
             params=dict(facts.params) or None,
         )
 
@@ -249,21 +308,7 @@ class LoggedModels:
         after a failed insert); a database store is asked to insert the links alone,
         which takes one commit where ``log_batch`` takes several (a third of what a
         logged model adds to a small fit's writing)."""
-        metrics = []
-        for key, (value, step, timestamp) in points.items():
-            dataset = facts.dataset_of(key)
-            metrics.append(
-                Metric(
-                    key,
-                    value,
-                    timestamp,
-                    step,
-                    model_id=model_id,
-                    dataset_name=dataset.name if dataset else None,
-                    dataset_digest=dataset.digest if dataset else None,
-                    run_id=mlflow_id,
-                )
-            )
+        metrics = _links(model_id, mlflow_id, facts, points)
         if _insert_links(client, mlflow_id, metrics, facts.experiment_id):
             return
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
@@ -290,6 +335,29 @@ class LoggedModels:
             client.finalize_logged_model(model_id, "FAILED")
         except Exception:  # noqa: BLE001 - the store refuses the model: it says so itself
             return
+
+
+def _links(
+    model_id: str, mlflow_id: str, facts: RunFacts, points: dict[str, tuple[float, int, int]]
+) -> list[Metric]:
+    """The run's ``points`` as metrics linked to model ``model_id``, each with the
+    dataset it was computed on."""
+    metrics = []
+    for key, (value, step, timestamp) in points.items():
+        dataset = facts.dataset_of(key)
+        metrics.append(
+            Metric(
+                key,
+                value,
+                timestamp,
+                step,
+                model_id=model_id,
+                dataset_name=dataset.name if dataset else None,
+                dataset_digest=dataset.digest if dataset else None,
+                run_id=mlflow_id,
+            )
+        )
+    return metrics
 
 
 def _insert_links(client: Any, mlflow_id: str, metrics: list[Metric], experiment_id: str) -> bool:
