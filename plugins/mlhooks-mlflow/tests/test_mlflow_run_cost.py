@@ -6,6 +6,7 @@ stored in 6 transactions, its logged model in one of them."""
 from __future__ import annotations
 
 import pickle
+import sqlite3
 import uuid
 from typing import Any
 
@@ -196,6 +197,43 @@ def test_a_logged_model_whose_one_transaction_fails_is_stored_once_by_the_retry(
     mlflow_id = backend.mlflow_run_id(run.run_id)
     (model,) = client.search_logged_models(["0"], filter_string=f"source_run_id = '{mlflow_id}'")
     assert tried == [model.model_id, model.model_id]
+    assert str(model.status) == "READY"
+    assert [(m.key, m.value) for m in model.metrics] == [("training_r2_score", 0.9)]
+    loaded = mlflow.sklearn.load_model(f"models:/{model.model_id}")
+    assert np.allclose(loaded.predict(X), fitted.predict(X))
+
+
+def test_tables_that_refuse_the_one_transaction_leave_the_model_to_mlflows_calls(
+    client: MlflowClient, tracking_uri: str
+) -> None:
+    """Tables of another MLflow than the one-transaction insert was written for (here a
+    trigger refuses a model inserted READY at once, which MLflow's own calls never do):
+    the write is worth retrying, and the retry goes through MLflow's public calls, which
+    store the model once, READY, loadable, linked to the run's metrics."""
+    from mlflow.entities import LoggedModelStatus
+
+    from mlhooks.plugin import BackendError
+
+    backend = MlflowBackend()
+    run = RunInfo(run_id=uuid.uuid4().hex, name="fit", new=True)
+    backend.apply(StartRun(run))
+    backend.apply(LogBatch(run.run_id, metrics=[("training_r2_score", 0.9, 0, 1)]))
+    with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as db:
+        db.execute(
+            "CREATE TRIGGER another_schema BEFORE INSERT ON logged_models "
+            f"WHEN NEW.status = {LoggedModelStatus.READY.to_int()} "
+            "BEGIN SELECT RAISE(ABORT, 'not the tables this insert knows'); END"
+        )
+    X = np.arange(8.0).reshape(4, 2)
+    fitted = Ridge().fit(X, X @ [1.0, 2.0])
+    op = LogModel(run.run_id, ModelArtifact("model", "sklearn", pickle.dumps(fitted)))
+    with pytest.raises(BackendError) as refused:
+        backend.apply(op)
+    assert backend.is_retryable(refused.value)
+    backend.apply(op)  # the retry, through MLflow's calls
+
+    mlflow_id = backend.mlflow_run_id(run.run_id)
+    (model,) = client.search_logged_models(["0"], filter_string=f"source_run_id = '{mlflow_id}'")
     assert str(model.status) == "READY"
     assert [(m.key, m.value) for m in model.metrics] == [("training_r2_score", 0.9)]
     loaded = mlflow.sklearn.load_model(f"models:/{model.model_id}")

@@ -214,16 +214,29 @@ class LoggedModels:
             )
             sql.write_files(location, models.save_mlflow_model(artifact, directory, description))
         points = dict(facts.metrics)
-        model = sql.insert(
-            model_id,
-            facts.experiment_id,
-            logged_name(artifact.name),
-            mlflow_id,
-            artifact.step or 0,
-            self._tags(op),
-            dict(facts.params),
-            _links(model_id, mlflow_id, facts, points),
-        )
+        try:
+            model = sql.insert(
+                model_id,
+                facts.experiment_id,
+                logged_name(artifact.name),
+                mlflow_id,
+                artifact.step or 0,
+                self._tags(op),
+                dict(facts.params),
+                _links(model_id, mlflow_id, facts, points),
+            )
+        except Exception as error:
+            if self._retryable(error):
+                raise
+            # Tables of another MLflow than the one this was written for, or a refusal
+            # the public calls would give too: from now on they decide (the retry takes
+            # them), and nothing is lost for an insert this version does not take.
+            self.__dict__["_at_once"] = None
+            raise BackendError(
+                f"logged model {model_id!r}: one-transaction insert failed "
+                f"({type(error).__name__}: {error}); storing it through MLflow's API",
+                retryable=True,
+            ) from error
         if artifact.step is None:
             linked = {k: point[1:] for k, point in points.items()}
             facts.models.append(Linked(model_id, linked, dict(facts.params)))
