@@ -65,6 +65,10 @@ CURSOR_WAIT = 10.0
 """Seconds a new service waits for a dead one's hold on a journal's cursor to go."""
 HELLO_WAIT = 10.0
 """Seconds a process that attaches gets to say hello."""
+NICENESS = 10
+"""How much lower than its training process's the service's CPU priority is: on a
+machine whose cores the training keeps busy, tracking waits (its journal holds what
+it has not stored), not the training."""
 CLOSE_SLACK = 15.0
 """Seconds past ``MLHOOKS_EXIT_TIMEOUT`` a lane's close gets to spool what is left
 (it lets an operation being stored finish first), before the service gives it up."""
@@ -628,6 +632,8 @@ def main(argv: list[str]) -> int:
     a copy of the starter's stderr (this process's stderr from here on, until the
     starter's journals are finished)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the training's
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)  # where cores are short, the training goes first
     become_writer_service()
     sock = socket.socket(fileno=int(argv[1]))
     fds = dict(arg.split("=", 1) for arg in argv[2:])
