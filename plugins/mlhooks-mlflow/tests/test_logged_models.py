@@ -24,11 +24,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import mlhooks
 from mlhooks_mlflow import RUN_ID_TAG
-from mlhooks_mlflow.testing import also_on_team_server
+from mlhooks_mlflow.testing import also_on_team_server, requires_mlflow3
 
-mlflow3 = pytest.mark.skipif(
-    not hasattr(MlflowClient, "create_logged_model"), reason="logged models need MLflow 3"
-)
+mlflow3 = requires_mlflow3("logged models")
 torch.set_num_threads(1)
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
 

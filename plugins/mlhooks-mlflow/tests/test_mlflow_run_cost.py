@@ -21,9 +21,14 @@ from mlhooks import RunInfo
 from mlhooks.backends.memory import MemoryBackend
 from mlhooks.capture import context
 from mlhooks.plugin import LogBatch, LogModel, ModelArtifact, StartRun
-from mlhooks_mlflow import MlflowBackend, sql_models
+from mlhooks_mlflow import MlflowBackend
 from mlhooks_mlflow import backend as backend_module
-from mlhooks_mlflow.testing import WriteTransactions, mlflow_run_of, stored_models
+from mlhooks_mlflow.testing import (
+    WriteTransactions,
+    mlflow_run_of,
+    requires_mlflow3,
+    stored_models,
+)
 
 
 @pytest.fixture
@@ -96,6 +101,7 @@ def test_the_experiment_mlflow_settings_choose_is_looked_up_once_while_they_stay
     assert len(lookups) == 2  # once per setting, not once per run
 
 
+@requires_mlflow3("the logged model (one of the fit's six write transactions)")
 def test_an_autologged_fit_is_stored_in_six_write_transactions(
     client: MlflowClient, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,6 +172,7 @@ def test_an_autologged_fit_is_stored_in_six_write_transactions(
     assert saved.model_uuid == logged.model_id and saved.model_id == logged.model_id
 
 
+@requires_mlflow3("logged models")
 def test_a_logged_model_whose_one_transaction_fails_is_stored_once_by_the_retry(
     client: MlflowClient, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -179,6 +186,8 @@ def test_a_logged_model_whose_one_transaction_fails_is_stored_once_by_the_retry(
     X = np.arange(8.0).reshape(4, 2)
     fitted = Ridge().fit(X, X @ [1.0, 2.0])
     op = LogModel(run.run_id, ModelArtifact("model", "sklearn", pickle.dumps(fitted)))
+    from mlhooks_mlflow import sql_models  # MLflow 3's entities
+
     insert = sql_models.SqlModels.insert
     tried: list[str] = []
 
@@ -203,6 +212,7 @@ def test_a_logged_model_whose_one_transaction_fails_is_stored_once_by_the_retry(
     assert np.allclose(loaded.predict(X), fitted.predict(X))
 
 
+@requires_mlflow3("logged models")
 def test_tables_that_refuse_the_one_transaction_leave_the_model_to_mlflows_calls(
     client: MlflowClient, tracking_uri: str
 ) -> None:

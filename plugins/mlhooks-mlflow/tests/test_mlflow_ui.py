@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 
 import mlhooks
 from mlhooks_mlflow import MlflowBackend
-from mlhooks_mlflow.testing import MlflowServer
+from mlhooks_mlflow.testing import MlflowServer, requires_mlflow3
 
 pytestmark = pytest.mark.browser
 
@@ -88,6 +88,7 @@ def rentals(rows: int = 600) -> tuple[pd.DataFrame, pd.Series]:
     return frame, pd.Series(rng.poisson(np.clip(demand, 1, None)), name="rentals")
 
 
+@requires_mlflow3("the UI's logged model and model-training view")
 def test_a_tracked_fit_shows_in_the_mlflow_ui(
     server: MlflowServer, browser: HeadlessChromium, screenshots: Path
 ) -> None:

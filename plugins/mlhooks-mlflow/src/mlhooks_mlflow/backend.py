@@ -73,6 +73,7 @@ class _OnFirstUse:
 logged_models = _OnFirstUse(".logged_models")
 reading = _OnFirstUse(".reading")
 registry = _OnFirstUse(".registry")
+run_artifacts = _OnFirstUse(".run_artifacts")
 facts = _OnFirstUse(".facts")
 
 RUN_ID_TAG = "mlhooks.run_id"
@@ -423,10 +424,9 @@ class MlflowBackend(Backend):
 
     def log_artifact(self, op: LogArtifact) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)
-        if os.path.isdir(op.local_path):
-            self.client.log_artifacts(mlflow_id, op.local_path, op.artifact_path)
-        else:
-            self.client.log_artifact(mlflow_id, op.local_path, op.artifact_path)
+        run_artifacts.upload(
+            self.client, self.tracking_uri, mlflow_id, op.local_path, op.artifact_path
+        )
 
     def log_model(self, op: LogModel) -> None:
         """An MLflow 3 logged model created from the run (see :mod:`.logged_models`);
@@ -447,7 +447,7 @@ class MlflowBackend(Backend):
                 )
         with models.temporary_directory() as directory:
             folder = models.save_mlflow_model(op.model, directory)
-            self.client.log_artifacts(mlflow_id, folder, op.model.name)
+            run_artifacts.upload(self.client, self.tracking_uri, mlflow_id, folder, op.model.name)
         registered = op.model.metadata.get("registered_model_name")
         if registered:
             source = f"runs:/{mlflow_id}/{op.model.name}"
@@ -539,7 +539,11 @@ class MlflowBackend(Backend):
         if found is not None:  # its location: MLflow resolves models:/ by its own URI
             return reading.load_from(found.artifact_location, self.tracking_uri)
         try:
-            return reading.load_from(f"runs:/{mlflow_id}/{name}", self.tracking_uri)
+            return reading.load_with(
+                lambda folder: run_artifacts.download(
+                    self.client, self.tracking_uri, mlflow_id, name, folder
+                )
+            )
         except mlf.MlflowException as error:
             raise KeyError(
                 f"run {run_id!r} has no model {name!r} in {self.describe()} ({error.message})"

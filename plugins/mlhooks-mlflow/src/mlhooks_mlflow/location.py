@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -30,10 +31,8 @@ def current_tracking_uri() -> str:
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None and hasattr(mlflow, "get_tracking_uri"):
         return str(mlflow.get_tracking_uri())
-    if _major_version() < 3:
-        import mlflow as imported
-
-        return str(imported.get_tracking_uri())
+    if _major_version() < 3:  # MLflow 2's default: the file store ./mlruns, as it says it
+        return os.environ.get("MLFLOW_TRACKING_URI") or Path(os.path.abspath("mlruns")).as_uri()
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 

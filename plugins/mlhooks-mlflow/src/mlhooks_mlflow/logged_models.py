@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
@@ -50,7 +50,9 @@ from mlhooks.plugin import BackendError, LogModel, ModelArtifact
 
 from . import models, registry
 from .facts import Linked, RunFacts
-from .sql_models import SqlModels, new_model_id, sql_models_of
+
+if TYPE_CHECKING:  # MLflow 3 only: imported when logged models are stored
+    from .sql_models import SqlModels
 
 SUPPORTED: bool = hasattr(MlflowClient, "create_logged_model")
 """Whether the installed MLflow has logged models (MLflow 3); nothing of MLflow 3 is
@@ -195,6 +197,8 @@ class LoggedModels:
     def _at_once(self) -> SqlModels | None:
         """The store's one-transaction writer of logged models, for MLflow's own
         database store; None for any other (see :mod:`.sql_models`)."""
+        from .sql_models import sql_models_of  # MLflow 3's entities: not on MLflow 2
+
         return sql_models_of(self._client(), self._tracking_uri)
 
     def _store_at_once(
@@ -205,6 +209,8 @@ class LoggedModels:
         metrics, in one transaction. A retry (the insert did not commit) takes the
         same id, and writes the same files over."""
         artifact = op.model
+        from .sql_models import new_model_id
+
         model_id = self._pending.get(key) or new_model_id()
         self._pending[key] = model_id
         location = sql.artifact_location(facts.experiment_id, model_id)

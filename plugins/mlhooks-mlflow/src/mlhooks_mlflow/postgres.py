@@ -8,12 +8,15 @@ Debian's ``postgresql`` package creates) through ``runuser``. Clients connect as
 superuser ``postgres``, trusted on that port. Its programs are found on ``PATH``, else
 under ``/usr/lib/postgresql/<version>/bin`` (where Debian keeps them), the newest.
 
-Needs ``psycopg`` (``pip install 'psycopg[binary]'``), which MLflow's
-``postgresql+psycopg://`` URIs use too.
+Needs ``psycopg`` (``pip install 'psycopg[binary]'``), which MLflow 3's
+``postgresql+psycopg://`` URIs use too. MLflow 2's store compares its integer experiment
+ids with strings, which psycopg 3 sends typed (PostgreSQL then refuses the query): with
+MLflow 2, :meth:`Postgres.url` names psycopg2 (``pip install psycopg2-binary``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import pwd
@@ -29,6 +32,13 @@ from .servers import free_port
 PROGRAMS = ("initdb", "pg_ctl")
 SERVICE_USER = "postgres"
 """The user PostgreSQL runs as when the caller is root."""
+
+
+def mlflow_driver() -> str:
+    """The SQLAlchemy driver an MLflow store on PostgreSQL uses here: psycopg 3 with
+    MLflow 3, psycopg2 with MLflow 2 (see the module's docstring)."""
+    major = int(importlib.metadata.version("mlflow").split(".")[0])
+    return "postgresql+psycopg" if major >= 3 else "postgresql+psycopg2"
 
 
 def programs_folder() -> Path | None:
@@ -60,6 +70,8 @@ def unavailable() -> str | None:
         )
     if importlib.util.find_spec("psycopg") is None:
         return "psycopg is not installed (pip install 'psycopg[binary]')"
+    if mlflow_driver().endswith("psycopg2") and importlib.util.find_spec("psycopg2") is None:
+        return "MLflow 2 on PostgreSQL needs psycopg2 (pip install psycopg2-binary)"
     if os.geteuid() == 0:
         if shutil.which("runuser") is None:
             return "PostgreSQL does not run as root, and runuser (to run it as another) is missing"
@@ -134,9 +146,10 @@ class Postgres:
         path = self.root / "server.log" if self.root is not None else None
         return path.read_text(errors="replace") if path is not None and path.exists() else ""
 
-    def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
-        """The URI of ``database`` on this server, as SQLAlchemy (and MLflow) take it."""
-        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, driver: str | None = None) -> str:
+        """The URI of ``database`` on this server, as SQLAlchemy (and MLflow) take it;
+        by default with the driver of the installed MLflow (:func:`mlflow_driver`)."""
+        return f"{driver or mlflow_driver()}://postgres@127.0.0.1:{self.port}/{database}"
 
     def connect(self, database: str = "postgres") -> Any:
         """A psycopg connection to ``database`` in autocommit mode."""

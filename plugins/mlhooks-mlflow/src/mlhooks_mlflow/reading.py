@@ -15,6 +15,7 @@ import importlib
 import pickle
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,20 @@ def find_logged_model(client: Any, mlflow_id: str, name: str) -> Any:
 def load_from(uri: str, tracking_uri: str) -> Any:
     """The model at ``uri`` (a logged model's artifact location, or
     ``runs:/<run>/<name>``) of the store at ``tracking_uri``, loaded."""
+    return load_with(
+        lambda folder: mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=folder, tracking_uri=tracking_uri
+        )
+    )
+
+
+def load_with(download: Callable[[str], str]) -> Any:
+    """The model ``download(folder)`` puts into a new temporary folder (returning its
+    local path), loaded."""
     folder = Path(tempfile.mkdtemp(prefix="mlhooks-model-"))
     keep = False
     try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=str(folder), tracking_uri=tracking_uri
-            )
-        )
+        local = Path(download(str(folder)))
         if (local / "MLmodel").is_file():
             return _load_flavor(local)
         if (local / "model.pkl").is_file():

@@ -27,10 +27,13 @@ test session that does not ask for it.
   the run's artifacts).
 * :class:`WriteTransactions`: the write transactions of a SQL store (a sqlite store's
   commits that wrote), counted with SQLAlchemy's events in this process.
+* :func:`requires_mlflow3`: skips a test of an MLflow 3 feature under MLflow 2 (the
+  plugin is also tested on its oldest supported MLflow, 2.14), naming the feature.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import sqlite3
@@ -51,6 +54,7 @@ __all__ = [
     "free_port",
     "mlflow_run_of",
     "on_team_server",
+    "requires_mlflow3",
     "stored_models",
 ]
 
@@ -60,6 +64,17 @@ also_on_team_server = pytest.mark.parametrize("mlflow_store", ["sqlite", _TEAM])
 """Run the test twice: on a sqlite store and on the session's team server."""
 on_team_server = pytest.mark.parametrize("mlflow_store", [_TEAM])
 """Run the test on the session's team server only."""
+
+MLFLOW_VERSION = importlib.metadata.version("mlflow")
+"""The installed MLflow's version, read without importing MLflow."""
+
+
+def requires_mlflow3(feature: str) -> pytest.MarkDecorator:
+    """Skip the test under MLflow 2: ``feature`` (what the test is about) is MLflow 3's."""
+    return pytest.mark.skipif(
+        int(MLFLOW_VERSION.split(".")[0]) < 3,
+        reason=f"{feature} needs MLflow 3 (MLflow {MLFLOW_VERSION} is installed)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
