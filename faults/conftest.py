@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from disks import SmallDisk
+from mlhooks.core import settings
 from mlhooks.testing import run_script
 
 os.environ.setdefault("MLHOOKS_STRICT", "1")
@@ -38,10 +39,11 @@ class StoredRun:
     """The name of the parent run, for a child run."""
 
 
-SERVICE = os.environ.get("MLHOOKS_SERVICE", "").strip().lower() not in ("", "0", "false", "no")
-"""The suite runs with the writer service (``MLHOOKS_SERVICE=1 pytest faults``): the
-backends that run there (MLflow, TensorBoard) are written by a child process of each
-script, which may still be storing when the script has exited."""
+SERVICE = bool(settings.get("MLHOOKS_SERVICE"))
+"""The suite runs with the writer service (the default; ``MLHOOKS_SERVICE=0 pytest
+faults`` runs it without): the backends that run there (MLflow, TensorBoard) are
+written by a child process of each script, which may still be storing when the script
+has exited."""
 
 
 @dataclass

@@ -80,6 +80,15 @@ Key = tuple[str, str, int | None]
 """A model of a run: (MLflow run id, mlhooks name, step)."""
 
 
+_REFUSALS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "INVALID_STATE")
+"""What MLflow's own calls would answer too (a model deleted at once, a run that is not
+active): a refusal of the model, not of the one-transaction insert."""
+
+
+def _refusal(error: BaseException) -> bool:
+    return isinstance(error, MlflowException) and error.error_code in _REFUSALS
+
+
 def logged_name(name: str) -> str:
     """The MLflow name of the logged model for mlhooks model ``name``."""
     return _REFUSED_IN_NAMES.sub("_", _SLASH.sub("-", name.strip("/"))) or "model"
@@ -232,11 +241,11 @@ class LoggedModels:
                 _links(model_id, mlflow_id, facts, points),
             )
         except Exception as error:
-            if self._retryable(error):
+            if self._retryable(error) or _refusal(error):
                 raise
-            # Tables of another MLflow than the one this was written for, or a refusal
-            # the public calls would give too: from now on they decide (the retry takes
-            # them), and nothing is lost for an insert this version does not take.
+            # Tables of another MLflow than the one this was written for: from now on
+            # MLflow's public calls store models (the retry takes them), and nothing is
+            # lost for an insert this version of the tables does not take.
             self.__dict__["_at_once"] = None
             raise BackendError(
                 f"logged model {model_id!r}: one-transaction insert failed "
