@@ -49,14 +49,16 @@ def _script(tmp_path: Path, body: str) -> Path:
     return path
 
 
-def _run_to_exit(script: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run_to_exit(
+    script: Path, env: dict[str, str], cwd: Path, timeout: float = SLOW
+) -> subprocess.CompletedProcess[str]:
     """Run ``script`` until its process exits. Its stderr goes to a file: a pipe read to
     its end would also wait for the service, which holds a copy of it until it has
     finished what the script left."""
     with open(cwd / "stderr.txt", "w+") as err:
         done = subprocess.run(
             [sys.executable, str(script)], env=env, cwd=cwd, stdout=subprocess.PIPE,
-            stderr=err, text=True, timeout=SLOW,
+            stderr=err, text=True, timeout=timeout,
         )  # fmt: skip
         err.seek(0)
         done.stderr = err.read()
@@ -495,7 +497,7 @@ def test_autolog_starts_the_service_which_imports_mlflow_before_the_first_fit(
         from sklearn.linear_model import Ridge
 
         mlhooks.autolog()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded machine: the service is niced
         while client.describe()["warmed"] != ["mlflow"] and time.monotonic() < deadline:
             time.sleep(0.02)
         print("WARMED", client.describe()["warmed"], "mlflow" in sys.modules)
@@ -507,11 +509,11 @@ def test_autolog_starts_the_service_which_imports_mlflow_before_the_first_fit(
         print("IMPORTED", "mlflow" in sys.modules)
         """,
     )
-    done = _run_to_exit(script, _env(tmp_path), tmp_path)
+    done = _run_to_exit(script, _env(tmp_path), tmp_path, timeout=3 * SLOW)
     assert done.returncode == 0, done.stderr
     assert "WARMED ['mlflow'] False" in done.stdout, done.stdout + done.stderr
     assert "IMPORTED False" in done.stdout
-    assert "NICER BY 10" in done.stdout  # where cores are short, the training goes first
+    assert "NICER BY 5" in done.stdout  # where cores are short, the training goes first
     wait_for_services(tmp_path / "mlhooks-runs", SLOW)
     run = _runs(tmp_path)["Ridge"]
     assert run.info.status == "FINISHED" and run.data.params["alpha"] == "1.0"
@@ -533,7 +535,7 @@ def test_a_warm_service_is_replaced_when_the_environment_changed_before_the_firs
         from sklearn.linear_model import Ridge
 
         mlhooks.autolog()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded machine: the service is niced
         while client.describe()["pid"] is None and time.monotonic() < deadline:
             time.sleep(0.02)
         early = client.describe()["pid"]
@@ -545,7 +547,7 @@ def test_a_warm_service_is_replaced_when_the_environment_changed_before_the_firs
         print("PIDS", early, serving, b"MLHOOKS_TEST_SET_LATE=yes" in environ)
         """,
     )
-    done = _run_to_exit(script, _env(tmp_path), tmp_path)
+    done = _run_to_exit(script, _env(tmp_path), tmp_path, timeout=3 * SLOW)
     assert done.returncode == 0, done.stderr
     early, serving, has_it = done.stdout.split("PIDS ", 1)[1].split()
     assert early != "None" and early != serving and has_it == "True", done.stdout

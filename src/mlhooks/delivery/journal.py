@@ -270,7 +270,7 @@ def services_delivering(root: Path) -> list[int]:
         markers = []  # removed meanwhile, with the last journal in it
     for marker in markers:
         journal = marker.with_suffix("")
-        if not owner_alive(journal):
+        if not _writer_alive(journal):
             pids.add(service_of(journal))
     for spool in [*find_spools(root / ".spool"), *find_spools(root / ".spool" / "rejected")]:
         with contextlib.suppress(OSError, ValueError, KeyError):
@@ -278,6 +278,15 @@ def services_delivering(root: Path) -> list[int]:
             if header.service and spool.being_written():
                 pids.add(header.pid)
     return sorted(pid for pid in pids if pid is not None)
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process that writes the journal at ``path`` still runs, read from its
+    header (not by its lock, which a probe would hold for a moment)."""
+    try:
+        return header_process_alive(JournalFile(path).header())
+    except (OSError, ValueError, KeyError):
+        return False  # gone, or not readable: not a live writer's
 
 
 def wait_for_services(root: Path, timeout: float | None = None) -> bool:

@@ -65,7 +65,7 @@ CURSOR_WAIT = 10.0
 """Seconds a new service waits for a dead one's hold on a journal's cursor to go."""
 HELLO_WAIT = 10.0
 """Seconds a process that attaches gets to say hello."""
-NICENESS = 10
+NICENESS = 5
 """How much lower than its training process's the service's CPU priority is: on a
 machine whose cores the training keeps busy, tracking waits (its journal holds what
 it has not stored), not the training."""
