@@ -195,6 +195,45 @@ def test_symlinks_are_stored_as_their_targets_and_dangling_ones_skipped(
     assert stored.read_text() == "the target" and not stored.is_symlink()
 
 
+def test_an_experiment_name_mlflow_refuses_is_one_warning_and_nothing_is_lost(
+    tmp_path: Path, mlflow_tracking_uri: str
+) -> None:
+    """``MLFLOW_EXPERIMENT_NAME`` names an experiment MLflow refuses (longer than its 500
+    characters), read as each run starts and taken to wherever MLflow is written (the
+    writer service in a session that runs it): one warning, and each run is stored
+    whole, FINISHED, in MLflow's default experiment."""
+    root = tmp_path / "mlhooks-runs"
+    env = {
+        "MLHOOKS_LOCAL_DIR": str(root),
+        "MLHOOKS_BACKENDS": "mlflow",
+        "MLFLOW_TRACKING_URI": mlflow_tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": "x" * 600,
+        "MLHOOKS_STRICT": "0",
+    }
+    done = Store("mlflow", env, root).script(
+        """
+        import mlhooks
+        for name in ("first", "second"):
+            with mlhooks.start_run(name):
+                for step in range(100):
+                    mlhooks.log_metric("loss", step / 100, step=step)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("MLflow refuses the experiment") == 1, done.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted((r.info.run_name, r.info.experiment_id, r.info.status) for r in runs) == [
+        ("first", "0", "FINISHED"),
+        ("second", "0", "FINISHED"),
+    ]
+    for run in runs:
+        points = client.get_metric_history(run.info.run_id, "loss")
+        assert sorted((m.step, m.value) for m in points) == [(s, s / 100) for s in range(100)]
+
+
 def _assert_nothing_outside(tmp_path: Path) -> None:
     """Files named X or Y exist only inside a run's artifacts (sanitized), never where
     ``../../../../X`` or ``/srv/elsewhere/Y`` pointed."""

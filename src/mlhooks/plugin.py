@@ -23,6 +23,9 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
   through :func:`redact_text`; params and tags are masked by the recorder.
 * Errors: report your own problems with :func:`report_internal_error` (training
   thread) or :func:`warn_background` (writer thread); never raise into training.
+* Processes: :func:`in_writer_service` says whether this process is the writer
+  service, where no user code runs (a backend may set its library's process-wide
+  state there; anywhere else that state is the user's).
 * Settings and lifetime: declare your own ``MLHOOKS_*`` variables with
   :func:`declare_setting` and read them with :func:`setting`; close what you hold open
   at exit with :func:`at_exit` (before mlhooks ends runs and stores what is queued)
@@ -70,6 +73,7 @@ from mlhooks.core.errors import (
 )
 from mlhooks.core.hookspecs import hookimpl
 from mlhooks.core.options import FrameworkOptions
+from mlhooks.core.processes import is_writer_service as in_writer_service
 from mlhooks.core.redaction import redact_text
 from mlhooks.core.shutdown import at_exit, in_forked_child
 from mlhooks.core.types import (
@@ -139,6 +143,7 @@ __all__ = [
     "helper_thread_of_a_fit",
     "hookimpl",
     "in_forked_child",
+    "in_writer_service",
     "notice_once",
     "open_run",
     "redact_text",

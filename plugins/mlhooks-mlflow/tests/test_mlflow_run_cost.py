@@ -20,7 +20,7 @@ import mlhooks
 from mlhooks import RunInfo
 from mlhooks.backends.memory import MemoryBackend
 from mlhooks.capture import context
-from mlhooks.plugin import LogBatch, LogModel, ModelArtifact, StartRun
+from mlhooks.plugin import LogBatch, LogModel, ModelArtifact, StartRun, setting
 from mlhooks_mlflow import MlflowBackend
 from mlhooks_mlflow import backend as backend_module
 from mlhooks_mlflow.testing import (
@@ -98,7 +98,38 @@ def test_the_experiment_mlflow_settings_choose_is_looked_up_once_while_they_stay
         for run_id in [*ids, moved.run_id]
     ]
     assert names == ["churn", "churn", "churn", "retention"]
-    assert len(lookups) == 2  # once per setting, not once per run
+    if not setting("MLHOOKS_SERVICE"):  # else the writer service looks them up (see below)
+        assert len(lookups) == 2  # once per setting, not once per run
+
+
+def test_the_writer_service_looks_the_experiment_of_pinned_settings_up_once_too(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer service rebuilds the backend from its spec, in a process whose MLflow
+    settings are not the program's: each start carries the settings pinned as the run
+    started, and the experiment they name is looked up once per name."""
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "churn")
+    training = MlflowBackend()  # follows MLflow's settings
+    service = MlflowBackend(**training.spec())
+    lookups: list[str] = []
+    real = service.client.get_experiment_by_name
+    monkeypatch.setattr(
+        service.client, "get_experiment_by_name", lambda name: lookups.append(name) or real(name)
+    )
+    ids = {}
+    for name, chosen in [("a", "churn"), ("b", "churn"), ("c", "churn"), ("d", "retention")]:
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", chosen)
+        run = RunInfo(run_id=uuid.uuid4().hex, name=name, new=True)
+        start = StartRun(run, training.pin(run))
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "the service's own")
+        service.apply(start)
+        ids[name] = service.mlflow_run_id(run.run_id)
+    names = {
+        name: client.get_experiment(client.get_run(mlflow_id).info.experiment_id).name
+        for name, mlflow_id in ids.items()
+    }
+    assert names == {"a": "churn", "b": "churn", "c": "churn", "d": "retention"}
+    assert lookups == ["churn", "retention"]
 
 
 @requires_mlflow3("the logged model (one of the fit's six write transactions)")

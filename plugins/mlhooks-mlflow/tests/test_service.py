@@ -329,6 +329,55 @@ def test_both_modes_store_the_same(tmp_path: Path, mode: str) -> None:
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.parametrize("mode", ["0", "1"])
+def test_each_run_lands_in_the_experiment_mlflow_settings_chose_as_it_started(
+    tmp_path: Path, mode: str
+) -> None:
+    """MLflow's settings change between runs: ``MLFLOW_EXPERIMENT_NAME`` set, then
+    changed; ``mlflow.set_experiment("a")``, a fit, ``set_experiment("b")``, a fit. Each
+    run lands in the experiment the settings chose as it started, in the writer service
+    (a process started before they changed, with its own MLflow) as in process."""
+    script = _script(
+        tmp_path,
+        """
+        import os
+        import mlflow
+        import mlhooks
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+
+        mlhooks.autolog()
+        X, y = load_iris(return_X_y=True)
+        for name, variable in [("default", None), ("nightly", "nightly"), ("weekly", "weekly")]:
+            if variable:
+                os.environ["MLFLOW_EXPERIMENT_NAME"] = variable
+            with mlhooks.start_run(name):
+                mlhooks.log_metric("loss", 1.0)
+        mlflow.set_experiment("a")  # MLflow's choice wins over the variable
+        LogisticRegression(max_iter=201).fit(X, y)
+        mlflow.set_experiment("b")
+        LogisticRegression(max_iter=202).fit(X, y)
+        """,
+    )
+    done = _run_to_exit(script, _env(tmp_path, MLHOOKS_SERVICE=mode), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert wait_for_services(tmp_path / "mlhooks-runs", SLOW)  # it stores after the exit
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    landed = {}
+    for run in client.search_runs(list(experiments)):
+        name = run.data.params.get("max_iter", run.info.run_name)
+        landed[name] = experiments[run.info.experiment_id]
+    assert landed == {
+        "default": "Default",
+        "nightly": "nightly",
+        "weekly": "weekly",
+        "201": "a",
+        "202": "b",
+    }
+    assert "mlhooks" not in done.stderr.replace("mlhooks-runs", "")  # no warning of ours
+
+
 def test_the_batch_size_is_mlflows() -> None:
     from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 

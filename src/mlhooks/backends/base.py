@@ -19,6 +19,10 @@ from mlhooks.core.types import ALL_CAPABILITIES, Capability, DatasetInfo, ModelA
 @dataclass
 class StartRun:
     run: RunInfo
+    pinned: dict[str, Any] | None = None
+    """What the backend's :meth:`Backend.pin` returned for the run in the process that
+    started it, carried to wherever the backend stores it (the writer service,
+    ``mlhooks sync``); None when it pinned nothing."""
 
 
 #: A metric point in a batch: (key, value, step, timestamp in ms). Plain tuples keep the
@@ -124,8 +128,16 @@ class Backend(abc.ABC):
 
     Subclasses set ``name`` and ``capabilities`` and implement the ``start_run`` ...
     ``end_run`` methods. All methods are called from one writer thread per backend, in
-    the order the operations were reported. Raise on failure: the writer retries,
-    then spools the operation to disk and replays it when the backend answers again.
+    the order the operations were reported (but :meth:`pin`, called on the training
+    thread). Raise on failure: the writer retries, then spools the operation to disk
+    and replays it when the backend answers again.
+
+    A backend that reads settings of the training process when it creates a run (an
+    environment variable, a global of its library the user set) reads them in
+    :meth:`pin` instead, as a run starts: what it returns travels with the run's
+    :class:`StartRun` through the journal and the spools, and comes back to
+    :meth:`start_pinned_run` in whichever process stores the run (this one, the writer
+    service, ``mlhooks sync``), which may not see the settings as they were then.
     """
 
     name: ClassVar[str] = "backend"
@@ -158,6 +170,23 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def start_run(self, run: RunInfo) -> None:
         """Create ``run`` (its parent, when it has one, was created before)."""
+
+    def pin(self, run: RunInfo) -> dict[str, Any] | None:
+        """Called on the training thread as ``run`` starts (before its
+        :class:`StartRun` is queued for this backend): the settings of this process that
+        :meth:`start_pinned_run` will need, as plain JSON data (str keys; str, number,
+        bool, None, lists and dicts of them), or None when it needs none (the default).
+        Keep it as cheap as reading a few variables: no I/O, no import of a library the
+        user's program did not import. An exception is one warning; the run then
+        starts without what it would have pinned."""
+        return None
+
+    def start_pinned_run(self, run: RunInfo, pinned: dict[str, Any]) -> None:
+        """Create ``run`` with what :meth:`pin` returned for it in the process that
+        started it (called instead of :meth:`start_run` when that was not None). A start
+        recorded by an mlhooks that did not pin arrives at :meth:`start_run`. The
+        default ignores ``pinned``."""
+        self.start_run(run)
 
     @abc.abstractmethod
     def log_batch(self, batch: LogBatch) -> None:
@@ -247,7 +276,10 @@ class Backend(abc.ABC):
         if isinstance(op, LogBatch):
             self.log_batch(op)
         elif isinstance(op, StartRun):
-            self.start_run(op.run)
+            if op.pinned is None:
+                self.start_run(op.run)
+            else:
+                self.start_pinned_run(op.run, op.pinned)
         elif isinstance(op, EndRun):
             self.end_run(op)
         elif isinstance(op, LogArtifact):

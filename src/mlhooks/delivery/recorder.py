@@ -32,7 +32,7 @@ from mlhooks.backends.base import (
 )
 from mlhooks.backends.local import default_root
 from mlhooks.core import redaction, settings
-from mlhooks.core.errors import notice_once
+from mlhooks.core.errors import notice_once, report_internal_error
 from mlhooks.core.hookspecs import hookimpl
 from mlhooks.core.shutdown import Stage, in_forked_child
 from mlhooks.core.types import Capability, DatasetInfo, ModelArtifact, RunInfo, RunStatus, now_ms
@@ -223,7 +223,10 @@ class Recorder:
         snapshot.tags = redaction.redact(snapshot.tags)
         if snapshot.description:
             snapshot.description = redaction.redact_text(snapshot.description)
-        self._put(run, StartRun(snapshot))
+        lanes = self._lanes_for(run.run_id)  # every backend stores a start
+        starts = [_pinned(lane.backend, StartRun(snapshot)) for lane in lanes]
+        for lane, start in zip(lanes, starts, strict=True):
+            lane.put(start)
 
     @hookimpl(tryfirst=True)
     def on_params(self, run: RunInfo, params: Mapping[str, Any]) -> None:
@@ -288,6 +291,17 @@ class Recorder:
                 self._held_ends[run.run_id] = (run, op)
             else:
                 self._end(run, op)
+
+
+def _pinned(backend: Backend, start: StartRun) -> StartRun:
+    """``start`` with what ``backend`` pins for its run in this process
+    (:meth:`Backend.pin`); as it is when the backend pins nothing or fails to."""
+    try:
+        pinned = backend.pin(start.run)
+    except Exception as error:  # noqa: BLE001 - one warning; strict mode raises
+        report_internal_error(f"backend {backend.name!r} pinning its settings", error)
+        return start
+    return start if pinned is None else StartRun(start.run, pinned)
 
 
 def _what(op: Operation, needed: Capability) -> str:

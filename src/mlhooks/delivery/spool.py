@@ -55,7 +55,10 @@ def encode(op: Operation) -> dict[str, Any]:
             "tags": op.tags,
         }
     if isinstance(op, StartRun):
-        return {"op": "start", "run": op.run.to_dict()}
+        encoded: dict[str, Any] = {"op": "start", "run": op.run.to_dict()}
+        if op.pinned is not None:
+            encoded["pinned"] = op.pinned
+        return encoded
     if isinstance(op, EndRun):
         return {"op": "end", "run_id": op.run_id, "status": op.status, "end_time": op.end_time}
     if isinstance(op, LogArtifact):
@@ -89,7 +92,8 @@ def decode(data: dict[str, Any]) -> Operation:
         metrics = [(k, _float_in(v), s, t) for k, v, s, t in data["metrics"]]
         return LogBatch(data["run_id"], metrics, data["params"], data["tags"])
     if kind == "start":
-        return StartRun(RunInfo.from_dict(data["run"]))
+        # Starts journaled or spooled before backends pinned anything have no "pinned".
+        return StartRun(RunInfo.from_dict(data["run"]), data.get("pinned"))
     if kind == "end":
         return EndRun(data["run_id"], data["status"], data["end_time"])
     if kind == "artifact":

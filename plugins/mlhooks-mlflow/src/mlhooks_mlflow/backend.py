@@ -40,10 +40,10 @@ from . import models
 from .bundling import Folded
 from .connection import answers, bounded_requests, is_served
 from .location import (
+    ExperimentSettings,
     active_experiment_id,
     offline_experiment_id,
     resolve_tracking_uri,
-    set_experiment_id,
 )
 from .races import is_transient_race, store_creation_lock
 
@@ -119,8 +119,10 @@ class MlflowBackend(Backend):
         self._ids: dict[str, str] = {}
         self._experiment_ids: dict[str, str] = {}
         self._kinds_checked: set[str] = set()
-        self._followed: dict[tuple[str | None, ...], str] = {}
+        self._followed: dict[ExperimentSettings, str] = {}
         """Experiment ids MLflow's settings chose, by the settings."""
+        self._refused: set[str] = set()
+        """Experiment names of MLflow's settings that MLflow refused."""
         self._lock = threading.Lock()
         self._forked = False
 
@@ -168,7 +170,7 @@ class MlflowBackend(Backend):
         that MLflow's settings select now is written down, since the shell that syncs
         may not set them. Nothing here asks the (perhaps unreachable) server."""
         spec: dict[str, Any] = {"tracking_uri": self.tracking_uri, "experiment": self.experiment}
-        if self.experiment is None and self._follows_mlflow:
+        if self.experiment is None and self.experiment_id is None and self._follows_mlflow:
             spec["experiment"] = os.environ.get("MLFLOW_EXPERIMENT_NAME") or None
             chosen = offline_experiment_id()
             if spec["experiment"] is None and chosen is not None:
@@ -233,13 +235,34 @@ class MlflowBackend(Backend):
 
     # -- runs -------------------------------------------------------------------------------
 
+    def pin(self, run: RunInfo) -> dict[str, Any] | None:
+        """MLflow's experiment settings in this process as ``run`` starts, when they are
+        what chooses its experiment (neither the run nor this backend names one):
+        ``mlflow.set_experiment``'s choice (if the program imported MLflow) and
+        ``MLFLOW_EXPERIMENT_NAME``/``_ID``, read without importing MLflow. The run then
+        goes where they say wherever it is stored (the writer service, whose own
+        settings are not the program's; ``mlhooks sync`` from another shell)."""
+        if run.experiment is not None or self.experiment is not None or self.experiment_id:
+            return None
+        return self._settings_now().to_dict()
+
     def start_run(self, run: RunInfo) -> None:
         self._start(run, {})
 
-    def _start(self, run: RunInfo, logged_tags: dict[str, str]) -> bool:
+    def start_pinned_run(self, run: RunInfo, pinned: dict[str, Any]) -> None:
+        self._start(run, {}, ExperimentSettings.from_dict(pinned))
+
+    def _start(
+        self,
+        run: RunInfo,
+        logged_tags: dict[str, str],
+        pinned: ExperimentSettings | None = None,
+    ) -> bool:
         """Create ``run`` with ``logged_tags`` (tags it logged, clean and within
-        MLflow's limits) among its own; False when it was not created here (adopted,
-        continued, replayed), so that they are still to be written."""
+        MLflow's limits) among its own, in the experiment ``pinned`` (MLflow's settings
+        as it started, see :meth:`pin`) chooses when nothing names one; False when it
+        was not created here (adopted, continued, replayed), so that they are still to
+        be written."""
         adopted = run.backend_ids.get(self.name)
         if adopted is not None:  # opened with mlflow.start_run(): log into it
             self._ids[run.run_id] = adopted
@@ -257,7 +280,7 @@ class MlflowBackend(Backend):
             tags["mlflow.note.content"] = run.description
         if run.parent_id is not None:
             tags["mlflow.parentRunId"] = self.mlflow_run_id(run.parent_id)
-        experiment_id = self._experiment_id(run)
+        experiment_id = self._experiment_id(run, pinned)
         self._open_in_model_training_view(experiment_id)
         own = {k: v[: mlf.MAX_TAG_VAL_LENGTH] for k, v in self._clean(tags, "tag").items()}
         created = self.client.create_run(
@@ -294,17 +317,72 @@ class MlflowBackend(Backend):
         if ended is not None and run.start_time > ended:
             self.client.update_run(mlflow_id, status=mlf.RunStatus.to_string(mlf.RunStatus.RUNNING))
 
-    def _experiment_id(self, run: RunInfo) -> str:
-        if run.experiment is None and self.experiment is None and self.experiment_id:
+    def _experiment_id(self, run: RunInfo, pinned: ExperimentSettings | None) -> str:
+        """The experiment ``run`` names, else the one MLflow's settings ``pinned`` as it
+        started choose (they were what chose it then), else this backend's, else the
+        one MLflow's settings choose now (a start recorded before starts were pinned)."""
+        if run.experiment is not None:
+            return self._named_experiment_id(run.experiment)
+        if pinned is None and self.experiment is not None:
+            return self._named_experiment_id(self.experiment)
+        if pinned is None and self.experiment_id:
             return self.experiment_id
-        name = run.experiment or self.experiment
-        if name is None and self._follows_mlflow:
-            found = self._followed_experiment_id()
+        settings = pinned or self._settings_now()
+        if self._follows_mlflow:
+            found = self._followed_experiment_id(settings)
             if found is not None:
                 return found
-        name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME")
-        if name is None:
-            return os.environ.get("MLFLOW_EXPERIMENT_ID") or "0"
+        return self._experiment_of(settings)
+
+    def _settings_now(self) -> ExperimentSettings:
+        """MLflow's settings that this backend follows, in this process now:
+        ``mlflow.set_experiment`` too when it also follows MLflow's tracking URI."""
+        return ExperimentSettings.now(fluent=self._follows_mlflow)
+
+    def _followed_experiment_id(self, settings: ExperimentSettings) -> str | None:
+        """The experiment MLflow's ``settings`` choose, as :func:`active_experiment_id`
+        finds it while they are this process's settings (else None). With
+        ``MLFLOW_EXPERIMENT_NAME`` or ``_ID`` set, that is a query (and a new client)
+        per run: kept for as long as the settings stay the same."""
+        if settings != self._settings_now():  # changed since the run started
+            return None
+        if settings.name is None and settings.experiment_id is None:
+            return active_experiment_id()  # mlflow.set_experiment or the default: no query
+        with self._lock:
+            found = self._followed.get(settings)
+            if found is None:
+                found = active_experiment_id()
+                if found is not None:
+                    self._followed[settings] = found
+            return found
+
+    def _experiment_of(self, settings: ExperimentSettings) -> str:
+        """The experiment MLflow's ``settings`` choose, as MLflow would in the process
+        they come from: ``mlflow.set_experiment``'s, else ``MLFLOW_EXPERIMENT_NAME``'s
+        (created if needed), else ``MLFLOW_EXPERIMENT_ID``, else the default. A name
+        MLflow refuses is told once, and its runs go to the default experiment."""
+        if settings.chosen_id is not None:
+            return settings.chosen_id
+        if settings.name is None:
+            return settings.experiment_id or "0"
+        if settings.name in self._refused:
+            return "0"
+        try:
+            return self._named_experiment_id(settings.name)
+        except Exception as error:
+            if self.is_retryable(error):
+                raise
+            self._refused.add(settings.name)  # for good: not asked again
+            warn_background(
+                f"mlflow-experiment-refused:{settings.name}",
+                f"mlhooks: MLflow refuses the experiment {_shown(settings.name)} that "
+                f"MLFLOW_EXPERIMENT_NAME names ({type(error).__name__}: "
+                f"{_shown(str(error))}); its runs go to MLflow's default experiment",
+            )
+            return "0"
+
+    def _named_experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created if needed (asked once per name)."""
         with self._lock:
             cached = self._experiment_ids.get(name)
             if cached is None:
@@ -316,25 +394,6 @@ class MlflowBackend(Backend):
                 )
                 self._experiment_ids[name] = cached
             return cached
-
-    def _followed_experiment_id(self) -> str | None:
-        """The experiment MLflow's settings choose, as :func:`active_experiment_id`
-        finds it. With ``MLFLOW_EXPERIMENT_NAME`` or ``_ID`` set, that is a query (and a
-        new client) per run: kept for as long as the variables stay the same."""
-        key = (
-            set_experiment_id(),
-            os.environ.get("MLFLOW_EXPERIMENT_NAME"),
-            os.environ.get("MLFLOW_EXPERIMENT_ID"),
-        )
-        if key[1:] == (None, None):  # mlflow.set_experiment or the default: no query
-            return active_experiment_id()
-        with self._lock:
-            found = self._followed.get(key)
-            if found is None:
-                found = active_experiment_id()
-                if found is not None:
-                    self._followed[key] = found
-            return found
 
     def end_run(self, op: EndRun) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)
@@ -393,7 +452,9 @@ class MlflowBackend(Backend):
         }
         if folded.start is not None:
             at_start = {k: v for k, v in tags.items() if folded.creation_takes(k)}
-            if self._start(folded.start.run, at_start):
+            start = folded.start
+            pinned = ExperimentSettings.from_dict(start.pinned) if start.pinned else None
+            if self._start(start.run, at_start, pinned):
                 tags = {k: v for k, v in tags.items() if k not in at_start}
         mlflow_id = self.mlflow_run_id(folded.run_id)
         params = [
@@ -609,6 +670,11 @@ def _row(run: Any) -> dict[str, Any]:
     row.update({f"params.{k}": v for k, v in data.params.items()})
     row.update({f"tags.{k}": v for k, v in data.tags.items()})
     return row
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """``text`` quoted for a message, cut at ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def _status(status: str) -> int:

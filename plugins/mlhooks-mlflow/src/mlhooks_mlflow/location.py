@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -85,3 +87,47 @@ def offline_experiment_id() -> str | None:
     """The experiment id ``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_ID`` chose,
     read without asking the tracking server (None when neither did)."""
     return set_experiment_id() or os.environ.get("MLFLOW_EXPERIMENT_ID") or None
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What chooses the experiment of a run that names none: MLflow's settings in the
+    process that started it, read without importing MLflow (nor asking a server).
+    Pinned as a run starts (``MlflowBackend.pin``), so that the writer service or
+    ``mlhooks sync`` puts the run where the training process's MLflow would."""
+
+    chosen_id: str | None = None
+    """The experiment id ``mlflow.set_experiment`` chose."""
+    name: str | None = None
+    """``MLFLOW_EXPERIMENT_NAME``."""
+    experiment_id: str | None = None
+    """``MLFLOW_EXPERIMENT_ID``."""
+
+    @classmethod
+    def now(cls, *, fluent: bool = True) -> ExperimentSettings:
+        """This process's settings; ``fluent``: ``mlflow.set_experiment``'s choice too."""
+        return cls(
+            set_experiment_id() if fluent else None,
+            os.environ.get("MLFLOW_EXPERIMENT_NAME") or None,
+            os.environ.get("MLFLOW_EXPERIMENT_ID") or None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "set_experiment": self.chosen_id,
+            "MLFLOW_EXPERIMENT_NAME": self.name,
+            "MLFLOW_EXPERIMENT_ID": self.experiment_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExperimentSettings:
+        """What :meth:`to_dict` gave; a value that is not text counts as not set."""
+        values = data if isinstance(data, dict) else {}
+
+        def text(key: str) -> str | None:
+            value = values.get(key)
+            return value if isinstance(value, str) and value else None
+
+        return cls(
+            text("set_experiment"), text("MLFLOW_EXPERIMENT_NAME"), text("MLFLOW_EXPERIMENT_ID")
+        )

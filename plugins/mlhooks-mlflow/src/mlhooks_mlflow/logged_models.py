@@ -345,8 +345,8 @@ class LoggedModels:
     def _register(self, model: Any, artifact: ModelArtifact, wanted: str, mlflow_id: str) -> None:
         client = self._client()
         try:
-            source = registry.source_of(model, self._tracking_uri)
-            version = registry.register(client, wanted, source, mlflow_id, model.model_id)
+            with registry.model_source(model, self._tracking_uri) as source:
+                version = registry.register(client, wanted, source, mlflow_id, model.model_id)
         except Exception as error:
             if self._registry_retryable(error):
                 raise
