@@ -291,13 +291,19 @@ def test_a_final_model_whose_server_dies_while_it_is_stored_is_finished_by_sync(
 
 
 def test_the_process_storing_a_final_model_killed_midway_leaves_it_stored_once(
-    tmp_path: Path, mlflow_tracking_uri: str
+    tmp_path: Path, new_mlflow_server: Callable[[], MlflowServer]
 ) -> None:
     """SIGKILL of the process saving the final model as a logged model (created, its
     files not yet in): the training process itself, or with the writer service, the
     service. The model is finished from the journal (by `mlhooks sync`, or by the
     service the training process starts again), that same logged model, once: READY,
-    linked, loadable; no staged folder is left."""
+    linked, loadable; no staged folder is left. Through a tracking server, whose
+    logged models are stored by MLflow's calls, one after the other (a database store
+    written from this machine takes a model in one transaction: nothing half-stored
+    to interrupt there)."""
+    server = new_mlflow_server()
+    server.start()
+    mlflow_tracking_uri = server.uri
     local_dir = tmp_path / "mlhooks-runs"
     env = {
         **AS_USERS_RUN_IT,
@@ -308,7 +314,7 @@ def test_the_process_storing_a_final_model_killed_midway_leaves_it_stored_once(
     work = tmp_path / "work"
     work.mkdir()
     process = start(WITH_A_TOKENIZER, env, work)
-    pending = pending_model(Path(mlflow_tracking_uri[len("sqlite:///") :]), process)
+    pending = pending_model(server.root / "server.db", process)
     if SERVICE:
         (service,) = services_alive(local_dir)
         os.kill(service, signal.SIGKILL)
@@ -326,7 +332,8 @@ def test_the_process_storing_a_final_model_killed_midway_leaves_it_stored_once(
         assert synced.returncode == 0, synced.stdout + synced.stderr
 
     client = MlflowClient(mlflow_tracking_uri)
-    run = the_model_landed_once(client, pending, trained["probabilities"])
+    with tracking_uri(mlflow_tracking_uri):
+        run = the_model_landed_once(client, pending, trained["probabilities"])
     # Its end was stored if it was journaled before the kill; recovery ends it otherwise.
     assert run.info.status in ("FINISHED", "KILLED")
     assert not list(local_dir.glob(".spool/**/*.jsonl")) and not list(local_dir.glob(".staging/*"))

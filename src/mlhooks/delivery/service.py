@@ -454,8 +454,8 @@ class Service:
         ).start()
         self._serve(owner, read_messages(self.sock))
         self._ended.wait()
-        _let_go_of_stderr()
         _discard_snapshots(self.roots, self.leftover_snapshots)
+        _let_go_of_stderr()  # last: whoever waits for it finds everything tidied
 
     def _accept(self) -> None:
         listener = self.listener
