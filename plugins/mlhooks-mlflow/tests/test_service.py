@@ -603,3 +603,38 @@ def test_a_warm_service_is_replaced_when_the_environment_changed_before_the_firs
     wait_until(lambda: not Path(f"/proc/{early}").exists(), timeout=SLOW)  # it ended
     wait_for_services(tmp_path / "mlhooks-runs", SLOW)
     assert _runs(tmp_path)["Ridge"].info.status == "FINISHED"
+
+
+def test_a_warm_up_the_trees_service_refuses_is_done_by_a_service_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """A script whose service runs starts a child with another environment; the child's
+    ``autolog()`` asks the tree's service, which refuses it (another environment), and
+    warms up a service of its own (before, the refusal left it with none until a fit)."""
+    script = _script(
+        tmp_path,
+        '''
+        import os, subprocess, sys
+        import mlhooks
+
+        with mlhooks.start_run("parent"):
+            mlhooks.log_metric("loss", 1.0)
+        assert mlhooks.flush(120)
+        child = """
+        import time, mlhooks
+        from mlhooks.delivery.service_client import client
+        mlhooks.autolog()
+        deadline = time.monotonic() + 300
+        while client.describe()["warmed"] != ["mlflow"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("CHILD", client.describe()["warmed"])
+        """
+        env = {**os.environ, "MLHOOKS_TEST_CHILD": "1"}
+        done = subprocess.run([sys.executable, "-c", child.replace("\\n        ", "\\n")],
+                              env=env, capture_output=True, text=True, timeout=360)
+        print(done.stdout, done.stderr[-2000:])
+        ''',
+    )
+    done = _run_to_exit(script, _env(tmp_path), tmp_path, timeout=3 * SLOW)
+    assert done.returncode == 0, done.stderr
+    assert "CHILD ['mlflow']" in done.stdout, done.stdout + done.stderr

@@ -102,6 +102,8 @@ class ServiceClient:
         """In a forked child: the address of the parent's service."""
         self._refused: set[str] = set()
         """Addresses of services that would not serve this process."""
+        self._warm: set[str] = set()
+        """The backends whose libraries a service should import ahead of their journals."""
         self.warmed: set[str] = set()
         """The backends whose libraries the service imported ahead of their first
         journal (see :meth:`warm_up`)."""
@@ -120,6 +122,7 @@ class ServiceClient:
         with self._lock:
             if self.failed:
                 return
+            self._warm.update(backends)
             if self._sock is None:
                 self._start()
         for name in backends:
@@ -395,11 +398,14 @@ class ServiceClient:
             self.attached = False
             self.warmed.clear()
             service_tree.close_quietly(sock)
-            if not self._attached:
+            if not self._attached and not self._warm:
                 return
             self._start()
             entries = list(self._attached.values())
             waiters = list(self._waiters.items())
+            warm = sorted(self._warm)
+        for name in warm:  # a warm-up the tree's service would not take: this one's
+            self._send({"op": "warm", "backend": name})
         for entry in entries:
             self._send({"op": "tail", "journal": str(entry.journal)})
             if entry.ended is not None:
