@@ -74,6 +74,12 @@ class Service(Protocol):
     def state(self, lane: Lane) -> tuple[bool, float | None]:
         """Whether the lane's backend is down, and since when it is unreachable."""
 
+    failed: bool
+    """True once the service was given up: lanes deliver in this process."""
+
+    def settle(self, timeout: float) -> None:
+        """Wait until the service was started (or attached to), or given up."""
+
     def stores_before_exit(self) -> bool:
         """Whether this process's exit waits for the service to store what it left:
         a worker's does (its parent reads what it stored once it joined it); the
@@ -159,6 +165,7 @@ class Lane:
         if self._journal is not None:
             self._journal.remote = self.service is not None
         self._intake = journaler.wake if self._journal is not None else self._wake
+        self._going_local = threading.Lock()
         self._delivering = threading.Lock()
         """Held by a journaled lane's writer while it stores one operation."""
         """Woken when the queue holds a full batch: the journal thread, or the writer."""
@@ -254,12 +261,14 @@ class Lane:
 
     def go_local(self, timeout: float = 5.0) -> None:
         """Deliver this lane's journal in this process from now on (the writer service
-        cannot be used), from the service's cursor."""
-        part = self._journal
-        if self.service is None or part is None:
-            return
-        part.go_local(timeout)
-        self.service = None
+        cannot be used), from the service's cursor. Once: a second call (the exit's,
+        while the service client's is under way) waits for the first."""
+        with self._going_local:
+            part = self._journal
+            if self.service is None or part is None:
+                return
+            part.go_local(timeout)
+            self.service = None
         with self._lock:
             started = self._started and self._thread is None
         if started:
@@ -520,6 +529,9 @@ class Lane:
         deadline = time.monotonic() + timeout
         if self.service is not None and self._journal is not None:
             self._journal_queued(timeout)  # what it cannot take is spooled below
+            self.service.settle(min(timeout, SETTLE_WAIT))
+        if self.service is not None and self.service.failed:
+            self.go_local()  # no service after all: this process delivers, as in process
         flushed = False
         if self.service is None or self._journal is None:  # in process (or it went local)
             flushed = self.flush(max(0.0, deadline - time.monotonic()), unless_unreachable=True)
@@ -622,6 +634,10 @@ def flush_lanes(lanes: Iterable[Lane], timeout: float | None = None) -> bool:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         ok = lane.flush(left) and ok
     return ok
+
+
+SETTLE_WAIT = 10.0
+"""Seconds a closing lane waits to learn whether its service could be started."""
 
 
 def _exit_timeout() -> float:

@@ -187,6 +187,13 @@ class ServiceClient:
         self._launched.wait(LAUNCH_WAIT)
         self._send({"op": "bye", "journal": str(entry.journal), "end": end})
 
+    def settle(self, timeout: float) -> None:
+        """Wait until the service was started (or the tree's said it serves this
+        process), or given up (:attr:`failed`): a lane closing at exit then knows who
+        delivers it. At once when no service was asked for."""
+        if self._sock is not None:
+            self._launched.wait(timeout)
+
     def stores_before_exit(self) -> bool:
         """A process attached to another one's service (a worker, a forked child, a
         rank) waits at exit for what it left to be stored; the process that started
