@@ -399,11 +399,7 @@ class ServiceClient:
         with self._lock:
             if self._sock is not sock:
                 return
-            self._sock = None
-            self._process = None
-            self.pid = None
-            self.attached = False
-            self.warmed.clear()
+            self._forget_service()
             service_tree.close_quietly(sock)
             if not self._attached and not self._warm:
                 return
@@ -424,14 +420,19 @@ class ServiceClient:
                     {"op": "flush", "journal": str(found.journal), "upto": waiter.upto, "id": ident}
                 )
 
-    def _retire(self) -> None:
-        """Let go of a service this process has not used yet (its end of the socket
-        closes: it ends); the next :meth:`_start` begins anew."""
-        sock, self._sock = self._sock, None
+    def _forget_service(self) -> None:
+        """No service from now on (until the next :meth:`_start`)."""
+        self._sock = None
         self._process = None
         self.pid = None
         self.attached = False
         self.warmed.clear()
+
+    def _retire(self) -> None:
+        """Let go of a service this process has not used yet (its end of the socket
+        closes: it ends); the next :meth:`_start` begins anew."""
+        sock = self._sock
+        self._forget_service()
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes the reader, which sees it superseded
