@@ -86,3 +86,28 @@ def test_sync_removes_the_snapshots_it_stored(tmp_path: Path) -> None:
     (run,) = list(store.iterdir())
     assert (run / "artifacts" / "notes.txt").read_text() == "kept"
     assert not any((root / ".staging").glob("*/*"))
+
+
+def test_a_service_that_stores_after_the_process_exited_leaves_only_mlflows_store(
+    tmp_path: Path,
+) -> None:
+    # The run is left open: the process hands its journal over at exit and leaves while
+    # the service still creates the store and stores the staged model. The service
+    # removes the emptied ./mlhooks-runs before it lets go of the script's stderr (what
+    # ``run_script`` reads to its end); before, only its own exit did, after letting go,
+    # and a CI run of the demo listed the folder in between.
+    script = """
+        import mlhooks
+
+        mlhooks.start_run("left-open")
+        for step in range(200):
+            mlhooks.log_metric("loss", 1 / (step + 1), step=step)
+        mlhooks.log_model({"w": 1}, name="model")  # staged: the service stores it
+    """
+    result = run_script(
+        script,
+        env={"MLHOOKS_BACKENDS": "mlflow", "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"},
+        cwd=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns"]

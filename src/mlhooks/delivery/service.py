@@ -515,14 +515,15 @@ class Service:
     def _leave(self, client: Client) -> None:
         """``client`` is gone and its journals are finished (their lanes closed whole,
         spools let go of): the snapshots stored for it go (those nothing left to replay
-        names), then the journals' markers (what ``mlhooks sync`` waited for) and the
-        journal folders left empty; its lanes and backends go; the service ends with
-        the last process it served."""
+        names), then the journals' markers (what ``mlhooks sync`` waited for), and the
+        journal folders and roots left empty (the process could not remove its root
+        while the service stored from it); its lanes and backends go; the service
+        ends with the last process it served."""
         roots = {tail.path.parent.parent for tail in client.tails.values()}
         _discard_snapshots(roots, client.snapshots)
         for tail in client.tails.values():
             tail.unmark()
-        for folder in {tail.path.parent for tail in client.tails.values()}:
+        for folder in [*{tail.path.parent for tail in client.tails.values()}, *roots]:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: a journal kept for sync stays
         with self._lock:
