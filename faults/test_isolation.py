@@ -182,7 +182,7 @@ def test_a_value_mlflow_refuses_inside_a_bundle_is_set_aside_and_the_rest_stored
     mlhooks_clean: None, mlflow_tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resumed run's start, params (one of which changes a stored value, which MLflow
-    refuses), tags and two datasets reach the MLflow backend as one bundle: the bundle
+    refuses), tags, two datasets and its end reach the MLflow backend as one bundle: the bundle
     fails, is stored again one operation at a time, and only the refused param is set
     aside, with one warning; every other value lands once."""
     monkeypatch.setenv("MLHOOKS_STRICT", "0")  # the warning users see, not an error
@@ -209,7 +209,7 @@ def test_a_value_mlflow_refuses_inside_a_bundle_is_set_aside_and_the_rest_stored
         mlhooks.log_dataset(np.zeros((10, 2)), name="X")
         mlhooks.log_dataset(np.ones(10), name="y")
     assert len([w for w in warned if "rejected" in str(w.message)]) == 1
-    assert ["StartRun", "LogBatch", "LogDataset", "LogDataset"] in bundles
+    assert ["StartRun", "LogBatch", "LogDataset", "LogDataset", "EndRun"] in bundles
 
     client = MlflowClient(mlflow_tracking_uri)
     stored = mlflow_run_of(client, run.run_id)

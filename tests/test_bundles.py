@@ -19,6 +19,7 @@ from mlhooks.backends import (
     LogArtifact,
     LogBatch,
     LogDataset,
+    LogModel,
     Operation,
     StartRun,
 )
@@ -29,6 +30,7 @@ from mlhooks.delivery.deliverer import Deliverer
 from mlhooks.delivery.lanes import Lane
 from mlhooks.delivery.spool import find_spools
 from mlhooks.delivery.spooler import Spooler
+from mlhooks.plugin import ModelArtifact
 
 
 class Bundling(MemoryBackend):
@@ -124,6 +126,33 @@ def test_bundles_keep_to_one_run_the_size_limit_and_flush_markers() -> None:
         ["LogBatch", "LogDataset"],
         "LogDataset",
     ]
+
+
+class BundlingModels(Bundling):
+    """Takes a run's models and its end together too."""
+
+    def bundles(self, op: Operation) -> bool:
+        return super().bundles(op) or isinstance(op, LogModel | EndRun)
+
+
+def model(name: str) -> LogModel:
+    return LogModel("a", ModelArtifact(name, "sklearn", b"weights"))
+
+
+def test_a_model_is_bundled_only_last_or_just_before_its_runs_end() -> None:
+    """What follows a model in a bundle would be stored after it, and a death in
+    between would have the journal's replay store it again: only the run's end may
+    (stored with it), and nothing after that end."""
+    end = EndRun("a", "FINISHED", 1)
+    items = [*a_fit()[:3], model("first"), dataset("X"), model("second"), end]
+    [(ops, _)] = list(Batcher.for_backend(BundlingModels()).segments(items))
+    assert kinds(ops) == [
+        ["StartRun", "LogBatch", "LogModel"],
+        ["LogDataset", "LogModel", "EndRun"],
+    ]
+    after_end = [model("m"), EndRun("a", "FINISHED", 1), dataset("late")]
+    [(ops, _)] = list(Batcher.for_backend(BundlingModels()).segments(after_end))
+    assert kinds(ops) == [["LogModel", "EndRun"], "LogDataset"]
 
 
 def test_what_goes_to_a_spool_is_never_bundled() -> None:

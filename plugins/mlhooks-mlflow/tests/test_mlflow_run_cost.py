@@ -1,7 +1,7 @@
 """What each new run costs the MLflow backend in queries (issue 13, repro 14) and in
 write transactions (issue 15), against a real sqlite store: no search for a run made up
 here, one experiment lookup while MLflow's settings stay the same, an autologged fit
-stored in 6 transactions, its logged model in one of them."""
+stored in 5 transactions, its logged model and its end in one of them."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import mlhooks
 from mlhooks import RunInfo
 from mlhooks.backends.memory import MemoryBackend
 from mlhooks.capture import context
-from mlhooks.plugin import LogBatch, LogModel, ModelArtifact, StartRun, setting
+from mlhooks.delivery.batching import Batcher
+from mlhooks.plugin import Bundle, EndRun, LogBatch, LogModel, ModelArtifact, StartRun, setting
 from mlhooks_mlflow import MlflowBackend
 from mlhooks_mlflow import backend as backend_module
 from mlhooks_mlflow.testing import (
@@ -132,13 +133,14 @@ def test_the_writer_service_looks_the_experiment_of_pinned_settings_up_once_too(
     assert lookups == ["churn", "retention"]
 
 
-@requires_mlflow3("the logged model (one of the fit's six write transactions)")
-def test_an_autologged_fit_is_stored_in_six_write_transactions(
+@requires_mlflow3("the logged model (in one of the fit's five write transactions)")
+def test_an_autologged_fit_is_stored_in_five_write_transactions(
     client: MlflowClient, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A small fit, its own run with its model, into a sqlite store: 6 write
+    """A small fit, its own run with its model, into a sqlite store: 5 write
     transactions (the run created with every tag, its params, its two datasets in one,
-    its metrics, its logged model whole in one, its end), and every value lands: what
+    its metrics, its logged model whole with the run's end in one), and every value
+    lands: what
     the in-memory store beside it got, MLflow has, and the logged model is READY with
     the run as its source and output, its params, the run's metrics linked with their
     dataset, its id in its MLmodel, loadable."""
@@ -161,15 +163,16 @@ def test_an_autologged_fit_is_stored_in_six_write_transactions(
     with WriteTransactions(tracking_uri) as writes:
         model = Ridge(alpha=0.5).fit(X, y)
         assert mlhooks.flush(60)
-    assert len(writes) == 6, writes.transactions
+    assert len(writes) == 5, writes.transactions
     assert writes.transactions[0] == ("INSERT runs", "INSERT tags")  # create_run
-    assert (
+    assert writes.transactions[-1] == (
         "INSERT inputs",  # the run's output
         "INSERT logged_model_metrics",
         "INSERT logged_model_params",
         "INSERT logged_model_tags",
         "INSERT logged_models",
-    ) in writes.transactions
+        "UPDATE runs",  # its end
+    )
 
     [reported] = [r for r in reference.runs.values() if r.params.get("alpha") == "0.5"]
     stored = mlflow_run_of(client, reported.info.run_id)
@@ -279,3 +282,57 @@ def test_tables_that_refuse_the_one_transaction_leave_the_model_to_mlflows_calls
     assert [(m.key, m.value) for m in model.metrics] == [("training_r2_score", 0.9)]
     loaded = mlflow.sklearn.load_model(f"models:/{model.model_id}")
     assert np.allclose(loaded.predict(X), fitted.predict(X))
+
+
+@requires_mlflow3("logged models")
+def test_a_bundle_stored_again_after_its_model_was_stored_stores_it_once(
+    client: MlflowClient, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit's model (to be registered) and its run's end reach the writer together,
+    as one bundle, stored in one transaction; then the registry does not answer. The
+    writer stores the bundle again: the model, stored already, is taken up by its id
+    and registered (not stored twice), and the run ends once."""
+    from mlhooks_mlflow import registry, sql_models  # MLflow 3's entities
+
+    backend = MlflowBackend()
+    run = RunInfo(run_id=uuid.uuid4().hex, name="fit", new=True)
+    backend.apply(StartRun(run))
+    backend.apply(LogBatch(run.run_id, metrics=[("training_r2_score", 0.9, 0, 1)]))
+    X = np.arange(8.0).reshape(4, 2)
+    fitted = Ridge().fit(X, X @ [1.0, 2.0])
+    artifact = ModelArtifact("model", "sklearn", pickle.dumps(fitted))
+    artifact.metadata["registered_model_name"] = "ridge"
+    bundle = [LogModel(run.run_id, artifact), EndRun(run.run_id, "FINISHED", 2)]
+    [(ops, _)] = list(Batcher.for_backend(backend).segments(bundle))
+    assert [type(op) for op in ops] == [Bundle]
+    inserts: list[object] = []
+    insert, register = sql_models.SqlModels.insert, registry.register
+
+    def counted(self: Any, *args: Any) -> Any:
+        inserts.append(args[-1])  # the run's end, inserted with the model
+        return insert(self, *args)
+
+    outage = [ConnectionError("the registry went away")]
+
+    def away_once(*args: Any, **kwargs: Any) -> str:
+        if outage:
+            raise outage.pop()
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(sql_models.SqlModels, "insert", counted)
+    monkeypatch.setattr(registry, "register", away_once)
+    with pytest.raises(ConnectionError):
+        backend.apply(ops[0])
+    assert backend.is_retryable(ConnectionError())
+    backend.apply(ops[0])  # the writer's retry
+
+    assert inserts == [("FINISHED", 2)]  # one transaction, not made again
+    mlflow_id = backend.mlflow_run_id(run.run_id)
+    stored = client.get_run(mlflow_id)
+    assert stored.info.status == "FINISHED" and stored.info.end_time == 2
+    (model,) = client.search_logged_models(["0"], filter_string=f"source_run_id = '{mlflow_id}'")
+    assert str(model.status) == "READY"
+    assert [o.model_id for o in stored.outputs.model_outputs] == [model.model_id]
+    (version,) = client.search_model_versions("name = 'ridge'")  # registered once
+    assert version.source == f"models:/{model.model_id}"
+    assert client.get_logged_model(model.model_id).tags["mlhooks.model_version"] == "ridge/1"

@@ -214,7 +214,10 @@ class Backend(abc.ABC):
         operations that are harmless to store twice: when a bundle fails, its
         operations are stored again one by one (so that a value the backend refuses
         is set aside alone, and the rest lands), and a retry or a replay of the journal
-        stores the whole bundle again. None by default."""
+        stores the whole bundle again. A model joins a bundle only as its last
+        operation or just before its run's end (then the last): a bundle stored again
+        finds it stored (the backend must take it up, not store it twice), and nothing
+        stored after it can make a replay store it again. None by default."""
         return False
 
     def apply_bundle(self, ops: list[Operation]) -> None:

@@ -17,7 +17,15 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from mlhooks.backends.base import Backend, Bundle, LogBatch, Operation, run_of
+from mlhooks.backends.base import (
+    Backend,
+    Bundle,
+    EndRun,
+    LogBatch,
+    LogModel,
+    Operation,
+    run_of,
+)
 
 #: A metric point as the training thread enqueues it: (run_id, key, value, step, timestamp).
 MetricItem = tuple[str, str, float, int, int]
@@ -127,24 +135,35 @@ class Batcher:
 
     def _bundled(self, ops: list[Operation], op: Operation) -> bool:
         """Put ``op`` in a bundle with the operation before it, when the backend takes
-        both together; False when it stays an operation of its own."""
+        both together; False when it stays an operation of its own. A model is stored
+        whole before what follows it in a bundle, and a replay of the journal after a
+        death in between would store it again: it is followed in its bundle only by
+        its run's end (which a backend may store with it), and that end by nothing."""
         last = ops[-1] if ops else None
         if last is None or run_of(last) != run_of(op):
             return False
         if _size(last) + _size(op) > self.max_batch_size:
             return False
         if isinstance(last, Bundle):
-            if not self._takes(op):
+            if not self._takes(op) or not _may_follow(last.ops, op):
                 return False
             last.ops.append(op)
             return True
-        if not (self._takes(last) and self._takes(op)):
+        if not (self._takes(last) and self._takes(op) and _may_follow([last], op)):
             return False
         ops[-1] = Bundle(run_of(op), [last, op])
         return True
 
     def _takes(self, op: Operation) -> bool:
         return self._bundles is not None and self._bundles(op)
+
+
+def _may_follow(ops: list[Operation], op: Operation) -> bool:
+    """Whether ``op`` may follow ``ops`` in a bundle: not after a model, unless it is
+    the run's end; nothing after a model and its run's end."""
+    if isinstance(ops[-1], LogModel):
+        return isinstance(op, EndRun)
+    return not (isinstance(ops[-1], EndRun) and len(ops) > 1 and isinstance(ops[-2], LogModel))
 
 
 def _size(op: Operation) -> int:

@@ -428,20 +428,90 @@ class MlflowBackend(Backend):
             self._facts.batch(batch.run_id, metrics, params, model)
 
     def bundles(self, op: Operation) -> bool:
-        """A run's start, params and tags, datasets and files are stored together: each
-        is harmless to store twice (a start tried again looks for its run, a param or
-        tag of the same value and a dataset already there are left as they are, a file
-        is written over). Metric points and models are not."""
+        """A run's start, params and tags, datasets, files, logged models and end are
+        stored together: each is harmless to store twice (a start tried again looks for
+        its run, a param or tag of the same value and a dataset already there are left
+        as they are, a file is written over, a run ended again ends once, and a bundle
+        stored again takes up the logged models it stored by their ids: see
+        :meth:`.LoggedModels.holding`). Metric points are not, nor models stored among
+        a run's artifacts (MLflow 2), whose registration would be made twice."""
         if isinstance(op, LogBatch):
             return not op.metrics
-        return isinstance(op, StartRun | LogDataset | LogArtifact)
+        if isinstance(op, LogModel):
+            return self._logged_models
+        return isinstance(op, StartRun | LogDataset | LogArtifact | EndRun)
 
     def apply_bundle(self, ops: list[Operation]) -> None:
         """In as few writes as MLflow's API allows (each a transaction of a SQL store, a
         request to a server): a new run created with the bundle's tags, its params (and
         the tags creating it could not take) in one ``log_batch``, its datasets in one
-        ``log_inputs``, then its files. A bundle that cannot be folded (a param given
-        two values, a second start) is stored one by one."""
+        ``log_inputs``, then its files; a run's last logged model and its end in one
+        transaction of MLflow's own database store. Models in between are stored one
+        by one. A part that cannot be folded (a param given two values, a second
+        start) is stored one by one."""
+        if not any(isinstance(op, LogModel | EndRun) for op in ops):
+            self._apply_folded(ops)
+            return
+        models = self._models if self._logged_models else None
+        if models is None:
+            self._apply_in_parts(ops)
+            return
+        models.holding(True)
+        try:
+            self._apply_in_parts(ops)
+        except BaseException:
+            models.holding(False, forget=False)  # the bundle is stored again from its start
+            raise
+        models.holding(False)
+
+    def _apply_in_parts(self, ops: list[Operation]) -> None:
+        """``ops`` with models or an end among them: the parts between them folded,
+        each model alone, a model followed by the run's end with it."""
+        part: list[Operation] = []
+        index = 0
+        while index < len(ops):
+            op = ops[index]
+            index += 1
+            if not isinstance(op, LogModel | EndRun):
+                part.append(op)
+                continue
+            if part:
+                self._apply_folded(part)
+                part = []
+            following = ops[index] if index < len(ops) else None
+            if isinstance(op, LogModel) and isinstance(following, EndRun):
+                self._store_model_and_end(op, following)
+                index += 1
+            else:
+                self.apply(op)
+        if part:
+            self._apply_folded(part)
+
+    def _store_model_and_end(self, op: LogModel, end: EndRun) -> None:
+        """Store model ``op`` and end its run: in one transaction where the store takes
+        both (MLflow's own database store), else one after the other."""
+        if not self._logged_models or op.model.format == op.model.UNSAVEABLE:
+            self.apply(op)
+            self.apply(end)
+            return
+        mlflow_id = self.mlflow_run_id(op.run_id)
+        self._link_final_values(op.run_id, mlflow_id)  # to the run's earlier models
+        status = mlf.RunStatus.to_string(_status(end.status))
+        facts = self._facts_of(op.run_id, mlflow_id)
+        try:
+            ended = self._models.store_and_end(op, mlflow_id, facts, (status, end.end_time))
+        except mlf.MlflowException as error:
+            if not logged_models.is_unsupported(error):
+                raise
+            self.apply(op)  # an MLflow 2 server: among the run's artifacts
+            ended = False
+        if not ended:
+            self.apply(end)
+
+    def _apply_folded(self, ops: list[Operation]) -> None:
+        if len(ops) == 1:
+            self.apply(ops[0])
+            return
         folded = Folded.of(ops)
         if folded is None:
             super().apply_bundle(ops)

@@ -26,7 +26,11 @@ waiting to be registered is only registered by the retry.
 In MLflow's own database store (sqlite, PostgreSQL... in this process), steps 1 to 4
 are one transaction after the model's files are written where its id places them
 (:mod:`.sql_models`): the same rows, no PENDING state to take up (a failure before the
-commit leaves no model; the retry takes the same id), three commits fewer.
+commit leaves no model; the retry takes the same id), three commits fewer. A model that
+reaches the writer with its run's end (a fit's model, in one bundle) ends the run in
+that transaction too: a fit with its model costs the store no more commits than one
+with its model among the run's artifacts. A bundle stored again (a later part of it
+failed) takes up the models it stored by their ids (:meth:`LoggedModels.holding`).
 
 MLflow names a logged model without ``/``, ``:``, ``.``, ``%`` and quotes: the mlhooks
 name is kept in the tag ``mlhooks.model_name`` (``checkpoints/epoch=0-step=4``), the
@@ -122,21 +126,55 @@ class LoggedModels:
         self._pending: dict[Key, str] = {}
         """Models created (or their ids chosen) but not yet stored whole, for the retry
         to take up."""
+        self._stored: dict[int, tuple[LogModel, str]] = {}
+        """The models stored so far of the bundle being stored (see :meth:`holding`),
+        by their operation's id (the operation kept, so that the id stays its own): a
+        bundle stored again after a later part of it failed takes each of them up by
+        its id (registering it, if that is what failed) instead of storing it twice."""
+        self._holding = False
+
+    def holding(self, on: bool, forget: bool = True) -> None:
+        """While on (a bundle is being stored), remember the models stored; turned off,
+        forget them once the bundle is stored whole (``forget``), else keep them for
+        the bundle's next try (or, one by one, its operations'). A model stored
+        outside a bundle is forgotten as soon as it is stored whole."""
+        self._holding = on
+        if not on and forget:
+            self._stored.clear()
 
     def store(self, op: LogModel, mlflow_id: str, facts: RunFacts) -> str:
         """Store ``op``'s model as a logged model of run ``mlflow_id``; its id."""
+        return self._store(op, mlflow_id, facts, None)[0]
+
+    def store_and_end(
+        self, op: LogModel, mlflow_id: str, facts: RunFacts, end: tuple[str, int]
+    ) -> bool:
+        """Store ``op``'s model, and end the run (``end``: its status and end time) in
+        the model's own transaction where the store takes both at once; whether it
+        did (if not, the run is still to be ended)."""
+        return self._store(op, mlflow_id, facts, end)[1]
+
+    def _store(
+        self, op: LogModel, mlflow_id: str, facts: RunFacts, end: tuple[str, int] | None
+    ) -> tuple[str, bool]:
         artifact = op.model
         key: Key = (mlflow_id, artifact.name, artifact.step)
+        ended = False
+        stored = self._stored.get(id(op))
+        if stored is not None and stored[0] is op:
+            self._pending[key] = stored[1]  # taken up by its id
         try:
             resumed = self._resume(key, facts)
             at_once = self._at_once if resumed is None else None
             if at_once is not None:
-                model = self._store_at_once(at_once, op, key, mlflow_id, facts)
+                model = self._store_at_once(at_once, op, key, mlflow_id, facts, end)
+                ended = end is not None
             else:
                 model = resumed or self._create(op, mlflow_id, facts)
                 self._pending[key] = model.model_id
                 if model.status != READY:
                     self._finish(model, artifact, mlflow_id, facts, resumed is not None)
+            self._stored[id(op)] = (op, str(model.model_id))
             wanted = artifact.metadata.get("registered_model_name")
             if isinstance(wanted, str) and wanted and VERSION_TAG not in model.tags:
                 self._register(model, artifact, wanted, mlflow_id)
@@ -144,6 +182,8 @@ class LoggedModels:
             if self._retryable(error) or is_unsupported(error):
                 raise
             self._pending.pop(key, None)
+            if not self._holding:
+                self._stored.pop(id(op), None)
             if isinstance(error, BackendError):
                 raise
             raise BackendError(
@@ -152,7 +192,9 @@ class LoggedModels:
                 retryable=False,
             ) from error
         self._pending.pop(key, None)
-        return str(model.model_id)
+        if not self._holding:
+            self._stored.pop(id(op), None)
+        return str(model.model_id), ended
 
     def run_ended(self, mlflow_id: str, facts: RunFacts) -> None:
         """Link what the run logged after its models were stored (its final values
@@ -211,12 +253,18 @@ class LoggedModels:
         return sql_models_of(self._client(), self._tracking_uri)
 
     def _store_at_once(
-        self, sql: SqlModels, op: LogModel, key: Key, mlflow_id: str, facts: RunFacts
+        self,
+        sql: SqlModels,
+        op: LogModel,
+        key: Key,
+        mlflow_id: str,
+        facts: RunFacts,
+        end: tuple[str, int] | None,
     ) -> Any:
         """The model's files written where its id places them, then the model inserted
         READY with its tags, params, the run's output and the links of the run's
-        metrics, in one transaction. A retry (the insert did not commit) takes the
-        same id, and writes the same files over."""
+        metrics (and the run's ``end``, if given), in one transaction. A retry (the
+        insert did not commit) takes the same id, and writes the same files over."""
         artifact = op.model
         from .sql_models import new_model_id
 
@@ -239,6 +287,7 @@ class LoggedModels:
                 self._tags(op),
                 dict(facts.params),
                 _links(model_id, mlflow_id, facts, points),
+                end,
             )
         except Exception as error:
             if self._retryable(error) or _refusal(error):

@@ -84,12 +84,15 @@ class SqlModels:
         tags: dict[str, str],
         params: dict[str, str],
         links: list[Metric],
+        end: tuple[str, int] | None = None,
     ) -> LoggedModel:
         """Insert the model READY, with ``tags``, ``params``, the run's output at
         ``step`` and the metric ``links`` (one point per key), in one transaction; the
-        model as stored. A run that is not active is refused as ``log_outputs`` refuses
-        it; a model the store hides as soon as it is inserted (deleted) is refused as
-        MLflow's next call would refuse it ("not found"), and left FAILED."""
+        model as stored. With ``end`` (a status and an end time), the run ends in the
+        same transaction, as ``set_terminated`` ends it. A run that is not active is
+        refused as ``log_outputs`` refuses it; a model the store hides as soon as it is
+        inserted (deleted) is refused as MLflow's next call would refuse it ("not
+        found"), left FAILED, and the run not ended."""
         t = self._tables
         now = int(time.time() * 1000)
         location = self.artifact_location(experiment_id, model_id)
@@ -156,6 +159,9 @@ class SqlModels:
                 session.query(t.SqlLoggedModel).filter(
                     t.SqlLoggedModel.model_id == model_id
                 ).update({"status": LoggedModelStatus.FAILED.to_int()})
+            elif end is not None:
+                run.status, run.end_time = end
+                session.add(run)
         if refused:
             raise MlflowException(
                 f"Logged model with ID '{model_id}' not found.", RESOURCE_DOES_NOT_EXIST
