@@ -101,11 +101,7 @@ def mlflow2(session: nox.Session) -> None:
     editable = [arg for name in plugins for arg in ("-e", f"plugins/{name}")]
     session.install("-e", ".[test]", *editable, TORCH, "lightning", *MLFLOW2)
     env = {"MLHOOKS_STRICT": "1", **SINGLE_THREADED}
-    # Not run on MLflow 2: the race of four processes registering one dataset through
-    # an MLflow 2.14 server, where a writer exits early (cause not found yet; MLflow 3
-    # runs it in the tests session).
-    race = "not test_runs_registering_one_dataset_at_the_same_moment_all_land"
-    session.run("pytest", "plugins/mlhooks-mlflow/tests", "-k", race, *session.posargs, env=env)
+    session.run("pytest", "plugins/mlhooks-mlflow/tests", *session.posargs, env=env)
 
 
 def cpu_count() -> int:

@@ -8,8 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+from mlflow.entities import Dataset, DatasetInput
 from mlflow.tracking import MlflowClient
 
 from mlhooks_mlflow.testing import TeamServer, on_team_server
@@ -89,6 +93,39 @@ def refused_dataset_inserts(server: TeamServer) -> int:
     return log.count('"POST /api/2.0/mlflow/runs/log-inputs HTTP/1.1" 400')
 
 
+def test_a_request_waiting_on_the_database_holds_up_no_other(
+    team_server: TeamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the race below stands on: while one request waits on a lock of the database,
+    the server answers the others, ``/health`` included. A server answering one request
+    at a time (gunicorn's default worker, which MLflow 2 runs) would not: mlhooks would
+    take it for down and spool (see ``servers.GUNICORN_THREADS``)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(SLOW)))  # it waits on the lock
+    client = MlflowClient(team_server.uri)
+    run_id = client.create_run("0").info.run_id
+    dataset = Dataset(name="table", digest="d1g3st", source_type="code", source="{}")
+    with ThreadPoolExecutor(1) as pool:
+        with team_server.postgres.connect(team_server.database) as lock:
+            with lock.transaction():
+                lock.execute("LOCK TABLE datasets IN EXCLUSIVE MODE")
+                waiting = pool.submit(client.log_inputs, run_id, [DatasetInput(dataset)])
+                deadline = time.monotonic() + SLOW
+                while waiting_dataset_inserts(team_server) < 1:
+                    assert time.monotonic() < deadline, "the insert never met the lock"
+                    assert not waiting.done(), waiting.exception()
+                    time.sleep(0.05)
+                try:
+                    with urllib.request.urlopen(f"{team_server.uri}/health", timeout=10) as answer:
+                        assert answer.status == 200
+                except OSError as error:
+                    pytest.fail(f"/health unanswered while a request waits: {error!r}")
+                assert client.get_run(run_id).info.status == "RUNNING"
+                assert not waiting.done()
+        waiting.result(timeout=SLOW)
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("table", "d1g3st")]
+
+
 def test_runs_registering_one_dataset_at_the_same_moment_all_land(
     tmp_path: Path, team_server: TeamServer
 ) -> None:
@@ -109,7 +146,8 @@ def test_runs_registering_one_dataset_at_the_same_moment_all_land(
             deadline = time.monotonic() + SLOW
             while waiting_dataset_inserts(team_server) < count:
                 assert time.monotonic() < deadline, "the writers' inserts never met at the lock"
-                assert all(p.poll() is None for p, _ in writers), "a writer exited early"
+                early = [p for p, _ in writers if p.poll() is not None]
+                assert not early, f"a writer exited early:\n{early[0].communicate()[1]}"
                 time.sleep(0.05)
     run_ids = []
     for process, local in writers:

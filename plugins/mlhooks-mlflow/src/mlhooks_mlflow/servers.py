@@ -7,6 +7,10 @@
   team runs it: clients see ``mlflow-artifacts:`` URIs and upload through the server.
   :meth:`TeamServer.reset` empties its store between tests, as a fresh store would be.
 
+Where ``mlflow server`` runs on gunicorn (MLflow 2), its workers are given threads and
+log each request (:data:`GUNICORN_ARGS`), so that a server behaves as on MLflow 3's
+uvicorn: each worker answers many requests at once, and its log shows them.
+
 Nothing here imports pytest or MLflow.
 """
 
@@ -26,6 +30,16 @@ if TYPE_CHECKING:
     from .postgres import Postgres
 
 
+GUNICORN_THREADS = 40
+"""Threads of each gunicorn worker: as many requests at once as a uvicorn worker of
+MLflow 3 takes (it runs MLflow's Flask app on anyio's 40 threads). gunicorn's default,
+one request at a time, lets a request that waits on a lock of the database hold up every
+other one, ``/health`` included: clients then see the server as down."""
+GUNICORN_ARGS = f"--threads {GUNICORN_THREADS} --access-logfile -"
+"""gunicorn's options, read from ``GUNICORN_CMD_ARGS`` (uvicorn ignores it): threads,
+and each request logged to the server's log as uvicorn does."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -36,10 +50,10 @@ def free_port() -> int:
 class MlflowServer:
     """A real ``mlflow server`` on 127.0.0.1, with its artifacts (and its sqlite store,
     unless ``backend_store_uri`` names another) under ``root``; it can be stopped and
-    started again on the same port. ``workers``: its uvicorn worker processes;
-    ``jobs``: whether it runs MLflow's job runners (GenAI scorers and trace rollups:
-    half a dozen processes that tracking does not need, which take seconds of CPU to
-    start and stop)."""
+    started again on the same port. ``workers``: its uvicorn (MLflow 2: gunicorn)
+    worker processes; ``jobs``: whether it runs MLflow's job runners (GenAI scorers and
+    trace rollups: half a dozen processes that tracking does not need, which take
+    seconds of CPU to start and stop)."""
 
     def __init__(
         self,
@@ -66,6 +80,7 @@ class MlflowServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
         ]  # fmt: skip
         env = dict(os.environ)
+        env["GUNICORN_CMD_ARGS"] = GUNICORN_ARGS
         if not self.jobs:
             env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         log_path = self.root / "server.log"
