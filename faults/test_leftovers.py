@@ -24,14 +24,20 @@ SCRIPT = """
 """
 
 
-def test_a_process_that_uses_only_mlflow_leaves_only_mlflows_store(tmp_path: Path) -> None:
+def run_with_mlflow_only(script: str, folder: Path) -> list[str]:
+    """Run ``script`` in ``folder`` with only MLflow's sqlite store, reading its stderr
+    to its end (so its writer service has let go of it); what the folder then holds."""
     result = run_script(
-        SCRIPT,
+        script,
         env={"MLHOOKS_BACKENDS": "mlflow", "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"},
-        cwd=str(tmp_path),
+        cwd=str(folder),
     )
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns"]
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_process_that_uses_only_mlflow_leaves_only_mlflows_store(tmp_path: Path) -> None:
+    assert run_with_mlflow_only(SCRIPT, tmp_path) == ["mlflow.db", "mlruns"]
 
 
 def test_the_local_store_keeps_no_staged_snapshot_after_exit(tmp_path: Path) -> None:
@@ -104,10 +110,4 @@ def test_a_service_that_stores_after_the_process_exited_leaves_only_mlflows_stor
             mlhooks.log_metric("loss", 1 / (step + 1), step=step)
         mlhooks.log_model({"w": 1}, name="model")  # staged: the service stores it
     """
-    result = run_script(
-        script,
-        env={"MLHOOKS_BACKENDS": "mlflow", "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"},
-        cwd=str(tmp_path),
-    )
-    assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns"]
+    assert run_with_mlflow_only(script, tmp_path) == ["mlflow.db", "mlruns"]

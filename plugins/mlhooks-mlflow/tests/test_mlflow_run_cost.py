@@ -206,6 +206,15 @@ def test_an_autologged_fit_is_stored_in_five_write_transactions(
     assert saved.model_uuid == logged.model_id and saved.model_id == logged.model_id
 
 
+def a_run_with_a_score() -> tuple[MlflowBackend, RunInfo]:
+    """A new MLflow backend, and a run it started with one metric point."""
+    backend = MlflowBackend()
+    run = RunInfo(run_id=uuid.uuid4().hex, name="fit", new=True)
+    backend.apply(StartRun(run))
+    backend.apply(LogBatch(run.run_id, metrics=[("training_r2_score", 0.9, 0, 1)]))
+    return backend, run
+
+
 @requires_mlflow3("logged models")
 def test_a_logged_model_whose_one_transaction_fails_is_stored_once_by_the_retry(
     client: MlflowClient, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
@@ -213,10 +222,7 @@ def test_a_logged_model_whose_one_transaction_fails_is_stored_once_by_the_retry(
     """The database goes away as the model's one transaction is written (its files are
     in, it is not): the write is worth retrying, and the retry stores the model once,
     under the id chosen first, READY, loadable, linked to the run's metrics."""
-    backend = MlflowBackend()
-    run = RunInfo(run_id=uuid.uuid4().hex, name="fit", new=True)
-    backend.apply(StartRun(run))
-    backend.apply(LogBatch(run.run_id, metrics=[("training_r2_score", 0.9, 0, 1)]))
+    backend, run = a_run_with_a_score()
     X = np.arange(8.0).reshape(4, 2)
     fitted = Ridge().fit(X, X @ [1.0, 2.0])
     op = LogModel(run.run_id, ModelArtifact("model", "sklearn", pickle.dumps(fitted)))
@@ -258,10 +264,7 @@ def test_tables_that_refuse_the_one_transaction_leave_the_model_to_mlflows_calls
 
     from mlhooks.plugin import BackendError
 
-    backend = MlflowBackend()
-    run = RunInfo(run_id=uuid.uuid4().hex, name="fit", new=True)
-    backend.apply(StartRun(run))
-    backend.apply(LogBatch(run.run_id, metrics=[("training_r2_score", 0.9, 0, 1)]))
+    backend, run = a_run_with_a_score()
     with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as db:
         db.execute(
             "CREATE TRIGGER another_schema BEFORE INSERT ON logged_models "
@@ -294,10 +297,7 @@ def test_a_bundle_stored_again_after_its_model_was_stored_stores_it_once(
     and registered (not stored twice), and the run ends once."""
     from mlhooks_mlflow import registry, sql_models  # MLflow 3's entities
 
-    backend = MlflowBackend()
-    run = RunInfo(run_id=uuid.uuid4().hex, name="fit", new=True)
-    backend.apply(StartRun(run))
-    backend.apply(LogBatch(run.run_id, metrics=[("training_r2_score", 0.9, 0, 1)]))
+    backend, run = a_run_with_a_score()
     X = np.arange(8.0).reshape(4, 2)
     fitted = Ridge().fit(X, X @ [1.0, 2.0])
     artifact = ModelArtifact("model", "sklearn", pickle.dumps(fitted))
