@@ -452,17 +452,8 @@ class MlflowBackend(Backend):
         if not any(isinstance(op, LogModel | EndRun) for op in ops):
             self._apply_folded(ops)
             return
-        models = self._models if self._logged_models else None
-        if models is None:
+        with self._models.holding() if self._logged_models else nullcontext():
             self._apply_in_parts(ops)
-            return
-        models.holding(True)
-        try:
-            self._apply_in_parts(ops)
-        except BaseException:
-            models.holding(False, forget=False)  # the bundle is stored again from its start
-            raise
-        models.holding(False)
 
     def _apply_in_parts(self, ops: list[Operation]) -> None:
         """``ops`` with models or an end among them: the parts between them folded,
@@ -490,23 +481,11 @@ class MlflowBackend(Backend):
     def _store_model_and_end(self, op: LogModel, end: EndRun) -> None:
         """Store model ``op`` and end its run: in one transaction where the store takes
         both (MLflow's own database store), else one after the other."""
-        if not self._logged_models or op.model.format == op.model.UNSAVEABLE:
-            self.apply(op)
-            self.apply(end)
+        if op.model.format == op.model.UNSAVEABLE:
+            self.apply(op)  # refused, with its reason
+        elif self._store_model(op, end):
             return
-        mlflow_id = self.mlflow_run_id(op.run_id)
-        self._link_final_values(op.run_id, mlflow_id)  # to the run's earlier models
-        status = mlf.RunStatus.to_string(_status(end.status))
-        facts = self._facts_of(op.run_id, mlflow_id)
-        try:
-            ended = self._models.store_and_end(op, mlflow_id, facts, (status, end.end_time))
-        except mlf.MlflowException as error:
-            if not logged_models.is_unsupported(error):
-                raise
-            self.apply(op)  # an MLflow 2 server: among the run's artifacts
-            ended = False
-        if not ended:
-            self.apply(end)
+        self.apply(end)
 
     def _apply_folded(self, ops: list[Operation]) -> None:
         if len(ops) == 1:
@@ -562,11 +541,21 @@ class MlflowBackend(Backend):
     def log_model(self, op: LogModel) -> None:
         """An MLflow 3 logged model created from the run (see :mod:`.logged_models`);
         with MLflow 2, an MLflow model among the run's artifacts."""
+        self._store_model(op, None)
+
+    def _store_model(self, op: LogModel, end: EndRun | None) -> bool:
+        """Store model ``op`` (see :meth:`log_model`); with the run's ``end`` in the
+        logged model's own transaction where the store takes both. Whether the end was
+        stored."""
         mlflow_id = self.mlflow_run_id(op.run_id)
         if self._logged_models:
+            ending = None
+            if end is not None:
+                self._link_final_values(op.run_id, mlflow_id)  # to the run's earlier models
+                ending = (mlf.RunStatus.to_string(_status(end.status)), end.end_time)
             try:
-                self._models.store(op, mlflow_id, self._facts_of(op.run_id, mlflow_id))
-                return
+                facts = self._facts_of(op.run_id, mlflow_id)
+                return self._models.store(op, mlflow_id, facts, ending)
             except mlf.MlflowException as error:
                 if not logged_models.is_unsupported(error):
                     raise
@@ -583,6 +572,7 @@ class MlflowBackend(Backend):
         if registered:
             source = f"runs:/{mlflow_id}/{op.model.name}"
             registry.register(self.client, registered, source, mlflow_id)
+        return False
 
     def _facts_of(self, run_id: str, mlflow_id: str) -> RunFacts:
         """What a logged model of ``run_id`` is created from: what this backend wrote

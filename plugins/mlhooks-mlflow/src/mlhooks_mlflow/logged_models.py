@@ -39,9 +39,10 @@ MLflow name is that with ``/`` as ``-`` and the others as ``_``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric
@@ -133,30 +134,30 @@ class LoggedModels:
         its id (registering it, if that is what failed) instead of storing it twice."""
         self._holding = False
 
-    def holding(self, on: bool, forget: bool = True) -> None:
-        """While on (a bundle is being stored), remember the models stored; turned off,
-        forget them once the bundle is stored whole (``forget``), else keep them for
-        the bundle's next try (or, one by one, its operations'). A model stored
-        outside a bundle is forgotten as soon as it is stored whole."""
-        self._holding = on
-        if not on and forget:
-            self._stored.clear()
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """While a bundle is stored: remember the models stored, and forget them once the
+        bundle is stored whole; after a failure keep them for the bundle's next try (or,
+        one by one, its operations'). A model stored outside a bundle is forgotten as
+        soon as it is stored whole."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        self._stored.clear()  # reached only when the bundle was stored whole
 
-    def store(self, op: LogModel, mlflow_id: str, facts: RunFacts) -> str:
-        """Store ``op``'s model as a logged model of run ``mlflow_id``; its id."""
-        return self._store(op, mlflow_id, facts, None)[0]
-
-    def store_and_end(
-        self, op: LogModel, mlflow_id: str, facts: RunFacts, end: tuple[str, int]
+    def store(
+        self,
+        op: LogModel,
+        mlflow_id: str,
+        facts: RunFacts,
+        end: tuple[str, int] | None = None,
     ) -> bool:
-        """Store ``op``'s model, and end the run (``end``: its status and end time) in
-        the model's own transaction where the store takes both at once; whether it
-        did (if not, the run is still to be ended)."""
-        return self._store(op, mlflow_id, facts, end)[1]
-
-    def _store(
-        self, op: LogModel, mlflow_id: str, facts: RunFacts, end: tuple[str, int] | None
-    ) -> tuple[str, bool]:
+        """Store ``op``'s model as a logged model of run ``mlflow_id``; with ``end`` (a
+        status and an end time), end the run in the model's own transaction where the
+        store takes both at once. Whether it did (if not, the run is still to be
+        ended)."""
         artifact = op.model
         key: Key = (mlflow_id, artifact.name, artifact.step)
         ended = False
@@ -194,7 +195,7 @@ class LoggedModels:
         self._pending.pop(key, None)
         if not self._holding:
             self._stored.pop(id(op), None)
-        return str(model.model_id), ended
+        return ended
 
     def run_ended(self, mlflow_id: str, facts: RunFacts) -> None:
         """Link what the run logged after its models were stored (its final values
