@@ -206,3 +206,78 @@ def test_processes_sharing_a_storage_share_the_studys_run(
     assert parent.data.tags["optuna.best_trial.number"] == str(best.number)
     assert best.value in [value for _, value in store.history(parent, "best_value")]
     assert mlhooks.flush(10)
+
+
+SLOW_TO_STORE = """
+import pathlib, sys, time
+import optuna
+import mlhooks
+from mlhooks.backends.base import Bundle, LogBatch
+from mlhooks_mlflow import MlflowBackend
+
+class SlowToStoreTheBest(MlflowBackend):
+    \"\"\"The store of the first process: its best takes 10 s to land.\"\"\"
+
+    out_of_process = False  # this class, not the MLflow backend rebuilt in a service
+
+    def apply(self, op):
+        ops = op.ops if isinstance(op, Bundle) else [op]
+        if any(isinstance(o, LogBatch) and "optuna.best_trial.number" in o.tags for o in ops):
+            time.sleep(10)
+        super().apply(op)
+
+storage, role = sys.argv[1], sys.argv[2]
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+mlhooks.autolog(backends=[SlowToStoreTheBest()] if role == "first" else None)
+study = optuna.load_study(study_name="shared", storage=storage)
+
+def objective(trial):
+    trial.suggest_float("x", 0, 1)
+    if role == "first":
+        return 5.0
+    while not study.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
+        time.sleep(0.005)  # the first process's trial is stored: beat it
+    return 1.0
+
+study.optimize(objective, n_trials=1)
+"""
+
+
+def test_a_process_storing_an_older_best_late_does_not_overwrite_a_newer_one(
+    tmp_path: Path, tracking_uri: str, store: Store
+) -> None:
+    """The first process's best takes 10 s to be stored; a second process's better
+    trial finishes meanwhile: the second process's trial stays tagged the best."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="shared", storage=storage)
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(SLOW_TO_STORE))
+    env = {
+        **os.environ,
+        "MLHOOKS_LOCAL_DIR": str(tmp_path / "runs"),
+        "MLHOOKS_STRICT": "1",
+        "MLHOOKS_EXIT_TIMEOUT": "60",  # the first process waits for its slow store
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), storage, role],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role in ("first", "second")
+    ]
+    for worker in workers:
+        _, errors = worker.communicate(timeout=240)
+        assert worker.returncode == 0, errors[-3000:]
+        assert "MlhooksWarning" not in errors, errors[-3000:]
+
+    study = optuna.load_study(study_name="shared", storage=storage)
+    best = study.best_trial  # the second process's (either may have taken number 0)
+    assert sorted(trial.value for trial in study.trials) == [1.0, 5.0] and best.value == 1.0
+    parent = store.study_run()
+    assert parent.data.tags["optuna.best_trial.number"] == str(best.number)
+    assert parent.data.metrics["best_value"] == 1.0  # MLflow's latest: never a step back
+    assert [value for _, value in store.history(parent, "best_value")] == [5.0, 1.0]
+    assert study.user_attrs["mlhooks.best_step"] == 1

@@ -10,6 +10,11 @@ backends stored the run's start, on a thread of its own: another process continu
 run only once its backends can find it (else each would create one of its own), and
 the creator's trials do not wait for it. Calls running at the same time in one process
 share the run they found open; the last one to finish ends it.
+
+The same lock orders the processes' updates of the study's best (see
+:meth:`.tracker.StudyTracker.check_best`): each process's writers store them
+asynchronously, so without it a process's stale best could be stored after another's
+newer one.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from mlhooks.plugin import RunInfo, RunStatus, open_run, report_background_error
 
 RUN_ID_ATTR = "mlhooks.run_id"
 """The study's user attribute that names its run."""
+BEST_STEP_ATTR = "mlhooks.best_step"
+"""The study's user attribute with the step of the last best value logged, by any
+process sharing the study (see :meth:`.tracker.StudyTracker.check_best`)."""
 STORED_TIMEOUT = 60.0
 """How long other processes may wait for the creator's backends to store the run's start."""
 
@@ -50,7 +58,7 @@ def acquire(study: Any, tags: Mapping[str, Any]) -> StudyRun:
     """The run of ``study`` for one ``optimize`` call: the one open in this process,
     else the one the storage names (continued), else a new one, named in the storage."""
     with _lock:
-        claim = _MachineLock(study.study_name)
+        claim = MachineLock(study.study_name)
         try:
             run_id = study.user_attrs.get(RUN_ID_ATTR)
             if isinstance(run_id, str) and run_id in _open:
@@ -68,7 +76,7 @@ def acquire(study: Any, tags: Mapping[str, Any]) -> StudyRun:
                 except BaseException:
                     mlhooks.end_run(RunStatus.FAILED, run=info)  # the study runs untracked
                     raise
-                if _shareable(study):
+                if shareable(study):
                     claim.release_once_stored()
             _open[info.run_id] = shared
             return shared
@@ -86,17 +94,18 @@ def release(shared: StudyRun, error: BaseException | None) -> None:
     mlhooks.end_run(RunStatus.for_exception(error), run=shared.info)
 
 
-def _shareable(study: Any) -> bool:
+def shareable(study: Any) -> bool:
     """Whether other processes may open ``study`` (its storage is not in memory)."""
     from optuna.storages import InMemoryStorage
 
     return not isinstance(getattr(study, "_storage", None), InMemoryStorage)
 
 
-class _MachineLock:
+class MachineLock:
     """An exclusive lock, among the processes of this machine, for studies named
     ``study_name`` (studies of the same name in other storages share it: they only take
-    turns). Without ``fcntl`` (Windows), the thread lock alone."""
+    turns). Without ``fcntl`` (Windows), no lock. Also a second instance in the same
+    process waits for the first."""
 
     def __init__(self, study_name: str) -> None:
         self._handle: IO[str] | None = None

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mlhooks.plugin import FitSession, report_internal_error, user_code
 
+from . import studies
 from .options import OptunaOptions
 from .trials import Outcome, TrialRun, value_names
 
@@ -58,6 +59,7 @@ class StudyTracker:
         self._best_step = -1
         self._untagged: int | None = None
         """The study's best trial when it is not tagged yet (its callback not yet run)."""
+        self._shared = studies.shareable(study)
 
     # -- the objective ----------------------------------------------------------------
 
@@ -125,26 +127,49 @@ class StudyTracker:
         asked about when this one improves on the best known here (a few times per
         study). The value goes at step = the trial's number, or at the last step logged
         when an earlier trial finishes last (trials side by side): the steps never go
-        back, so that the last point, MLflow's latest value, is the best."""
+        back, so that the last point, MLflow's latest value, is the best.
+
+        A storage other processes may share is asked, and the best logged, under the
+        study's machine lock, held until the backends stored it: a process with an
+        older best cannot store it after a newer one. The step, then, also never goes
+        back from one process to the next: the last one logged is kept in the study's
+        user attribute ``mlhooks.best_step``."""
         value = float(frozen.values[0])
         with self._lock:
             known = self._best
             improves = known is None or (value > known if self.maximize else value < known)
             if not improves and frozen.number != self._untagged:
                 return
-            best = self.study.best_trial
-            self._best = float(best.value)
-            if best.number != frozen.number:
-                # trials side by side: the best may be one whose callback comes later
-                self._untagged = best.number
+            if not self._shared:
+                self._log_best(frozen, trial_run)
                 return
-            self._untagged = None
-            self._best_step = max(self._best_step, frozen.number)
-            self.session.log_metrics({"best_value": value}, step=self._best_step)
-            tags: dict[str, Any] = {"optuna.best_trial.number": frozen.number}
-            if trial_run is not None:
-                tags["optuna.best_trial.run_id"] = trial_run.run.run_id
-            self.session.set_tags(tags)
+            claim = studies.MachineLock(self.study.study_name)
+            try:
+                last = self.study.user_attrs.get(studies.BEST_STEP_ATTR)
+                if isinstance(last, int):
+                    self._best_step = max(self._best_step, last)
+                if self._log_best(frozen, trial_run):
+                    self.study.set_user_attr(studies.BEST_STEP_ATTR, self._best_step)
+                    claim.release_once_stored()
+            finally:
+                claim.release()
+
+    def _log_best(self, frozen: FrozenTrial, trial_run: TrialRun | None) -> bool:
+        """Log ``frozen`` as the best if the storage has it so; whether it did."""
+        best = self.study.best_trial
+        self._best = float(best.value)
+        if best.number != frozen.number:
+            # trials side by side: the best may be one whose callback comes later
+            self._untagged = best.number
+            return False
+        self._untagged = None
+        self._best_step = max(self._best_step, frozen.number)
+        self.session.log_metrics({"best_value": self._best}, step=self._best_step)
+        tags: dict[str, Any] = {"optuna.best_trial.number": frozen.number}
+        if trial_run is not None:
+            tags["optuna.best_trial.run_id"] = trial_run.run.run_id
+        self.session.set_tags(tags)
+        return True
 
     # -- the end of optimize ----------------------------------------------------------
 
