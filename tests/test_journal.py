@@ -17,6 +17,7 @@ from mlhooks.backends.local import LocalBackend, LocalStore
 from mlhooks.core.types import ModelArtifact, RunInfo, RunStatus
 from mlhooks.delivery import journaling
 from mlhooks.delivery.journal import (
+    CursorFile,
     JournalFile,
     JournalWriter,
     find_journals,
@@ -25,6 +26,7 @@ from mlhooks.delivery.journal import (
     recover,
 )
 from mlhooks.delivery.lanes import Lane
+from mlhooks.delivery.spool import decode, encode
 
 
 def _ops() -> list:
@@ -56,6 +58,39 @@ def test_every_operation_comes_back_as_written(tmp_path: Path) -> None:
     assert back[2].params == {"lr": "0.1"} and back[2].tags == {"t": "v"}
     assert back[4].model.payload == b"\x00bytes"
     assert [index for index, _, _ in JournalFile(writer.path).records()] == list(range(6))
+
+
+def test_only_the_first_deliverer_of_a_journal_reads_its_new_runs_as_new(
+    tmp_path: Path,
+) -> None:
+    """A run this process made up is journaled as new. The writer service that takes
+    the journal first creates it without looking for it; a later deliverer (the
+    service died, the process delivers it itself, a recovery, a spool's replay) may
+    find it stored, and reads it as not new."""
+    made_up, continued = RunInfo(run_id="r1", name="one"), RunInfo(run_id="r2", name="two")
+    made_up.new = True
+    writer = JournalWriter(tmp_path, LocalBackend(tmp_path / "store"), deliver_here=False)
+    writer.append([StartRun(made_up), StartRun(continued)])
+    journal = JournalFile(writer.path)
+
+    def news(first_reading: bool) -> list[bool]:
+        return [op.run.new for _, op, _ in journal.records(None, first_reading)]
+
+    assert news(first_reading=False) == [False, False]  # the default: a replay's
+    assert news(first_reading=True) == [True, False]
+
+    cursor = CursorFile(journal.cursor_path)
+    assert cursor.take_first()
+    cursor.save(1)
+    cursor.close()
+    assert journal.delivered() == 1  # the cursor reads as before
+    again = CursorFile(journal.cursor_path)  # the next deliverer (the first one died)
+    assert not again.take_first()
+    again.close()
+
+    here = JournalWriter(tmp_path, LocalBackend(tmp_path / "store"))  # delivered here
+    assert JournalFile(here.path).cursor_path.read_bytes().count(b"\n") == 1  # no mark
+    assert decode(encode(StartRun(made_up))).run.new is False  # a spool never trusts it
 
 
 def test_a_record_torn_by_a_death_ends_the_journal(tmp_path: Path) -> None:

@@ -42,6 +42,9 @@ from mlhooks.delivery.spool import decode, encode, find_spools
 JOURNAL_SUFFIX = ".journal"
 _RECORD = struct.Struct("<IIQ")  # payload length, crc32 of the payload, operation index
 _CURSOR_WIDTH = 20
+_FIRST = b"unread\n"
+"""The cursor file's second line while no deliverer took the journal yet (the writer
+service reads it first: see :meth:`CursorFile.take_first`)."""
 
 
 def journal_dir(root: Path) -> Path:
@@ -82,12 +85,12 @@ def _pack(op: Operation) -> bytes:
         return marshal.dumps(("o", json.loads(json.dumps(data, default=str))))
 
 
-def _unpack(payload: bytes) -> Operation:
+def _unpack(payload: bytes, first_reading: bool = False) -> Operation:
     data = marshal.loads(payload)  # checked by its crc32 first; our own file
     if data[0] == "b":
         _, run_id, metrics, params, tags = data
         return LogBatch(run_id, [tuple(point) for point in metrics], params, tags)
-    return decode(data[1])
+    return decode(data[1], first_reading)
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -139,7 +142,9 @@ class JournalWriter:
             try:
                 if self.deliver_here:
                     fcntl.flock(cursor_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: never contended
-                os.pwrite(cursor_fd, b"%0*d\n" % (_CURSOR_WIDTH, self.written), 0)
+                    os.pwrite(cursor_fd, b"%0*d\n" % (_CURSOR_WIDTH, self.written), 0)
+                else:  # nothing delivered it yet: its first deliverer may trust it
+                    os.pwrite(cursor_fd, b"%0*d\n%s" % (_CURSOR_WIDTH, self.written, _FIRST), 0)
             except BaseException:
                 os.close(cursor_fd)
                 raise
@@ -355,13 +360,16 @@ class JournalFile:
     def delivered(self) -> int:
         """The cursor: how many operations were delivered (0 without one)."""
         try:
-            return int(self.cursor_path.read_bytes().strip() or 0)
+            return int(self.cursor_path.read_bytes().split(b"\n", 1)[0].strip() or 0)
         except (FileNotFoundError, ValueError):
             return 0
 
-    def records(self, offset: int | None = None) -> Iterator[tuple[int, Operation, int]]:
+    def records(
+        self, offset: int | None = None, first_reading: bool = False
+    ) -> Iterator[tuple[int, Operation, int]]:
         """(index, operation, offset after it) for each whole record, from ``offset``
-        (the first record by default). A torn record ends the journal."""
+        (the first record by default). A torn record ends the journal. Runs' starts
+        keep ``RunInfo.new`` only on the ``first_reading`` (see :func:`.spool.decode`)."""
         with open(self.path, "rb") as f:
             if offset is None:
                 f.readline()
@@ -375,7 +383,7 @@ class JournalFile:
                 payload = f.read(length)
                 if len(payload) < length or zlib.crc32(payload) != crc:
                     return  # torn by a death half-way through the write
-                yield index, _unpack(payload), f.tell()
+                yield index, _unpack(payload, first_reading), f.tell()
 
     def offset_of(self, index: int) -> int | None:
         """Where the record of operation ``index`` starts (None: not in the file)."""
@@ -541,12 +549,23 @@ class CursorFile:
     BlockingIOError while another process does."""
 
     def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
             os.close(self._fd)
             raise
+
+    def take_first(self) -> bool:
+        """Whether this holder is the journal's first deliverer (the training process
+        journals for the writer service and nothing read the journal yet); from now on
+        no one else is. The first deliverer may trust that the runs the journal starts
+        as new (``RunInfo.new``) exist in no store, and create them without looking
+        for them first; a later one (after a service died) may find them stored."""
+        first = os.pread(self._fd, 64, _CURSOR_WIDTH + 1).startswith(_FIRST)
+        if first:
+            os.ftruncate(self._fd, _CURSOR_WIDTH + 1)
+        return first
 
     def save(self, delivered: int) -> None:
         if self._fd >= 0:

@@ -87,6 +87,9 @@ class TailPart(JournalPart):
         super().__init__(lane, journal.path.parent, lane.queue_limit)
         self.journal = journal
         self.cursor = cursor
+        self.first_reading = cursor.take_first()
+        """Whether nothing delivered the journal before this service: the runs it
+        starts as new are created without being looked for (see :func:`.spool.decode`)."""
         header = journal.header()
         self.open_runs = dict.fromkeys(header.open_runs)
         start = max(journal.delivered(), header.first)
@@ -135,7 +138,7 @@ class TailPart(JournalPart):
 
     def _records(self) -> Iterator[tuple[int, Operation, int]]:
         try:
-            yield from self.journal.records(self.offset)
+            yield from self.journal.records(self.offset, self.first_reading)
         except FileNotFoundError:
             return  # removed by its writer: everything in it was stored
 

@@ -58,6 +58,8 @@ def encode(op: Operation) -> dict[str, Any]:
         encoded: dict[str, Any] = {"op": "start", "run": op.run.to_dict()}
         if op.pinned is not None:
             encoded["pinned"] = op.pinned
+        if op.run.new:
+            encoded["new"] = True  # read back as such only by the journal's first reader
         return encoded
     if isinstance(op, EndRun):
         return {"op": "end", "run_id": op.run_id, "status": op.status, "end_time": op.end_time}
@@ -85,15 +87,20 @@ def encode(op: Operation) -> dict[str, Any]:
     raise TypeError(f"cannot encode operation {op!r}")
 
 
-def decode(data: dict[str, Any]) -> Operation:
-    """The operation that :func:`encode` turned into ``data``."""
+def decode(data: dict[str, Any], first_reading: bool = False) -> Operation:
+    """The operation that :func:`encode` turned into ``data``. A run's start keeps
+    ``RunInfo.new`` only on the ``first_reading`` of a journal, by a reader that knows
+    nothing delivered any of it before (see :meth:`.journal.CursorFile.take_first`):
+    anywhere else the run may have been created already, and is looked for."""
     kind = data["op"]
     if kind == "batch":
         metrics = [(k, _float_in(v), s, t) for k, v, s, t in data["metrics"]]
         return LogBatch(data["run_id"], metrics, data["params"], data["tags"])
     if kind == "start":
         # Starts journaled or spooled before backends pinned anything have no "pinned".
-        return StartRun(RunInfo.from_dict(data["run"]), data.get("pinned"))
+        run = RunInfo.from_dict(data["run"])
+        run.new = first_reading and bool(data.get("new"))
+        return StartRun(run, data.get("pinned"))
     if kind == "end":
         return EndRun(data["run_id"], data["status"], data["end_time"])
     if kind == "artifact":
