@@ -185,11 +185,23 @@ def versions() -> dict[str, str]:
 
 @cache
 def _plugin_versions() -> dict[str, str]:
+    """The distributions offering mlhooks plugins, with their versions: those found as
+    the plugins were loaded (else scanned for), read from the names of their metadata
+    folders where installers wrote them so (as
+    :func:`requirements` does), the metadata parsed only where not (its e-mail format
+    parser holds the interpreter lock for milliseconds per distribution)."""
     found: dict[str, str] = {}
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = entry_point.dist
-        if dist is not None:
-            found[dist.metadata["Name"]] = dist.version
+    if host.loaded:
+        dists = list(host.offered_by)  # found as the plugins were loaded
+    else:
+        points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        dists = [point.dist for point in points if point.dist is not None]
+    for dist in dists:
+        folder = getattr(dist, "_path", None)
+        pin = _pin_of(folder.name, str(folder)) if isinstance(folder, Path) else None
+        if pin is None:
+            pin = dist.metadata["Name"], dist.version
+        found[pin[0]] = pin[1]
     return found
 
 

@@ -87,6 +87,9 @@ class PluginHost:
         self._backend_owners: dict[str, str] = {}
         self.failed: dict[str, str] = {}
         """Entry points that failed to load, with why."""
+        self.offered_by: list[importlib.metadata.Distribution] = []
+        """The distributions of the entry points found (loaded or not), once loaded:
+        the run context names them with their versions without scanning again."""
         self._listeners: dict[str, list[Listener]] = {}
         self._calls: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
         self._loaded = False
@@ -115,6 +118,11 @@ class PluginHost:
                 self._loading = False
                 self._loaded = True
 
+    @property
+    def loaded(self) -> bool:
+        """Whether :meth:`load` ran (the entry points were read)."""
+        return self._loaded
+
     def _is_loaded(self) -> bool:
         return self._loaded
 
@@ -122,6 +130,8 @@ class PluginHost:
         allowed = set(settings.get("MLHOOKS_PLUGINS"))
         disabled = set(settings.get("MLHOOKS_DISABLE_PLUGINS"))
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if entry_point.dist is not None:
+                self.offered_by.append(entry_point.dist)
             name = entry_point.name
             if (allowed and name not in allowed) or name in disabled:
                 continue
