@@ -3,6 +3,7 @@ a real sqlite store (issue 13, repro 12)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import threading
@@ -12,6 +13,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow.utils import environment
 from sklearn.datasets import load_iris
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -20,6 +22,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 import mlhooks
 from mlhooks import MlhooksWarning
+from mlhooks.capture.models import capture
 from mlhooks.plugin import BackendError, ModelArtifact
 from mlhooks_mlflow import MlflowBackend
 from mlhooks_mlflow.models import save_mlflow_model
@@ -108,3 +111,26 @@ def test_a_transformers_model_whose_folder_is_gone_is_refused_for_good(tmp_path:
     with pytest.raises(BackendError, match="has no folder to store") as caught:
         save_mlflow_model(artifact, str(tmp_path / "out"))
     assert not MlflowBackend().is_retryable(caught.value)
+
+
+def test_mlhooks_saves_skip_mlflows_requirement_check_and_others_keep_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MLflow checks a saved model's requirements against the environment on every
+    save. mlhooks' requirements are what is installed here: its saves skip the check
+    (what they write is unchanged: every requirement pinned to the installed version),
+    a save of the program's own still warns of a mismatch."""
+    X, y = load_iris(return_X_y=True)
+    artifact = capture(LogisticRegression(max_iter=500).fit(X, y), name="model")
+    target = Path(save_mlflow_model(artifact, str(tmp_path / "ours")))
+    pins = dict(
+        line.split("==", 1)
+        for line in (target / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    )
+    assert pins["scikit-learn"] == importlib.metadata.version("scikit-learn")
+    assert pins["mlflow"] == importlib.metadata.version("mlflow")
+
+    with caplog.at_level("WARNING", logger="mlflow"):
+        environment.warn_dependency_requirement_mismatches(["scikit-learn==0.0.1"])
+    assert "Detected one or more mismatches" in caplog.text

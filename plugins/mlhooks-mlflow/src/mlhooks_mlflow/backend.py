@@ -117,6 +117,9 @@ class MlflowBackend(Backend):
         self._follows_mlflow = tracking_uri is None
         self._client: MlflowClient | None = None
         self._ids: dict[str, str] = {}
+        self._locations: dict[str, str] = {}
+        """The artifact location of each MLflow run created here, by its MLflow id (for
+        uploads that need not ask the store for it)."""
         self._experiment_ids: dict[str, str] = {}
         self._kinds_checked: set[str] = set()
         self._followed: dict[ExperimentSettings, str] = {}
@@ -290,6 +293,8 @@ class MlflowBackend(Backend):
             run_name=run.name,
         )
         self._ids[run.run_id] = created.info.run_id
+        if created.info.artifact_uri:
+            self._locations[created.info.run_id] = str(created.info.artifact_uri)
         if self._logged_models:
             self._facts.started(run.run_id, experiment_id)
         return True
@@ -535,7 +540,12 @@ class MlflowBackend(Backend):
     def log_artifact(self, op: LogArtifact) -> None:
         mlflow_id = self.mlflow_run_id(op.run_id)
         run_artifacts.upload(
-            self.client, self.tracking_uri, mlflow_id, op.local_path, op.artifact_path
+            self.client,
+            self.tracking_uri,
+            mlflow_id,
+            op.local_path,
+            op.artifact_path,
+            self._locations.get(mlflow_id),
         )
 
     def log_model(self, op: LogModel) -> None:
@@ -567,7 +577,14 @@ class MlflowBackend(Backend):
                 )
         with models.temporary_directory() as directory:
             folder = models.save_mlflow_model(op.model, directory)
-            run_artifacts.upload(self.client, self.tracking_uri, mlflow_id, folder, op.model.name)
+            run_artifacts.upload(
+                self.client,
+                self.tracking_uri,
+                mlflow_id,
+                folder,
+                op.model.name,
+                self._locations.get(mlflow_id),
+            )
         registered = op.model.metadata.get("registered_model_name")
         if registered:
             source = f"runs:/{mlflow_id}/{op.model.name}"

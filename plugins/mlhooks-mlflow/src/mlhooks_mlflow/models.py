@@ -215,6 +215,31 @@ _SAY_ONCE = {name: _SayOnce() for name in ("mlflow.sklearn", "mlflow.pytorch", "
 def _quiet_repeats() -> None:
     for name, once in _SAY_ONCE.items():
         logging.getLogger(name).addFilter(once)  # added once: a logger's filters are a set
+    _skip_our_requirement_checks()
+
+
+def _skip_our_requirement_checks() -> None:
+    """On every save, MLflow checks the model's requirements against this environment
+    (``warn_dependency_requirement_mismatches``: several milliseconds per model, mapping
+    every installed distribution to its modules), to warn about a mismatch. The
+    requirements mlhooks gives are MLflow's defaults pinned to what is installed here
+    (:func:`pip_requirements`): nothing to find. Skipped for mlhooks' own saves; other
+    saves keep the check. (A wrapper of MLflow's module attribute, once per process;
+    where MLflow has no such function, nothing is changed.)"""
+    from mlflow.utils import environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None or getattr(check, "_mlhooks_skips_own", False):
+        return
+
+    @functools.wraps(check)
+    def checked_unless_ours(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_saving, "active", False):
+            return None
+        return check(*args, **kwargs)
+
+    checked_unless_ours._mlhooks_skips_own = True  # type: ignore[attr-defined]
+    setattr(environment, "warn_dependency_requirement_mismatches", checked_unless_ours)  # noqa: B010
 
 
 def temporary_directory() -> tempfile.TemporaryDirectory[str]:

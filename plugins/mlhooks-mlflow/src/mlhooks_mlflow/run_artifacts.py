@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import urllib.parse
 from typing import Any
 
 import mlflow
@@ -27,11 +28,17 @@ CLIENT_RESOLVES = int(importlib.metadata.version("mlflow").split(".")[0]) >= 3
 
 
 def upload(
-    client: Any, tracking_uri: str, run_id: str, local_path: str, artifact_path: str | None
+    client: Any,
+    tracking_uri: str,
+    run_id: str,
+    local_path: str,
+    artifact_path: str | None,
+    location: str | None = None,
 ) -> None:
     """Store the file or folder ``local_path`` among run ``run_id``'s artifacts, under
-    ``artifact_path``."""
-    repository = _own_repository(client, tracking_uri, run_id)
+    ``artifact_path``. ``location``: the run's artifact location, when known (its
+    creation said it), so that a local one is written without asking the store."""
+    repository = _local_repository(location) or _own_repository(client, tracking_uri, run_id)
     folder = os.path.isdir(local_path)
     if repository is None:
         if folder:
@@ -56,6 +63,20 @@ def download(client: Any, tracking_uri: str, run_id: str, path: str, destination
             )
         )
     return str(repository.download_artifacts(path, destination))
+
+
+def _local_repository(location: str | None) -> Any:
+    """The repository of an artifact ``location`` on this machine's file system (a
+    path, or a ``file:`` URI); None for any other (a server's, a cloud bucket's), which
+    MLflow's own calls reach."""
+    if not location:
+        return None
+    scheme = urllib.parse.urlparse(location).scheme
+    if scheme not in ("", "file") and not (len(scheme) == 1 and os.name == "nt"):
+        return None
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    return LocalArtifactRepository(location)
 
 
 def _own_repository(client: Any, tracking_uri: str, run_id: str) -> Any:
