@@ -290,23 +290,30 @@ KILL_IN_A_BUNDLE = """
             die()  # before the datasets' transaction is committed
         if WHEN == "between" and "INSERT INTO params" in str(connection.info.get("last")):
             committed.append(True)
+        if connection.info.pop("run_inserted", False):
+            committed.append(True)  # the run's creation is committed: die next
 
     @event.listens_for(Engine, "after_cursor_execute")
     def remembered(connection, cursor, statement, *args):
         connection.info["last"] = statement
+        if WHEN == "created" and statement.startswith("INSERT INTO runs"):
+            connection.info["run_inserted"] = True
 """
 
 
-@pytest.mark.parametrize("when", ["between", "within"])
+@pytest.mark.parametrize("when", ["created", "between", "within"])
 def test_a_writer_killed_inside_a_bundle_stores_it_once_later(
     when: str, tmp_path: Path, mlflow_tracking_uri: str
 ) -> None:
     """The MLflow backend stores a fit's start, tags, params, datasets and file as one
     bundle, in three writes. The process writing the store (the script, or its writer
-    service) is SIGKILLed between two of them (after the params, before the datasets)
-    or within one (the datasets' transaction torn): what comes after it (``mlhooks
-    sync``, or the next service) stores the bundle again from the journal, and the run
-    has each param, tag, dataset, metric point and its logged model once."""
+    service) is SIGKILLed just after the run's creation was committed (before the
+    writer learned its id: the first service creates a new run without looking for it,
+    the next one must look), between two writes (after the params, before the
+    datasets) or within one (the datasets' transaction torn): what comes after it
+    (``mlhooks sync``, or the next service) stores the bundle again from the journal,
+    and there is one run, with each param, tag, dataset, metric point and its logged
+    model once."""
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(textwrap.dedent(KILL_IN_A_BUNDLE))
