@@ -117,6 +117,19 @@ def test_the_setting_extends_the_patterns(
         redaction.add_redaction_patterns(3)  # type: ignore[arg-type]
 
 
+def test_a_remembered_redaction_follows_the_patterns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`redaction.redact` remembers the outcome of short items (the same tags come
+    with every run of a loop): a setting or a pattern added later still takes effect."""
+    items = {"card_pin": "1234", "license": "L", "note": "pin=1234", "n": "1"}
+    assert redaction.redact(items) == items  # remembered now
+    monkeypatch.setenv("MLHOOKS_REDACT_KEYS", "pin")
+    assert redaction.redact(items) == {**items, "card_pin": MASK, "note": f"pin={MASK}"}
+    redaction.add_redaction_patterns("license")
+    assert redaction.redact(items)["license"] == MASK
+    long_value = "token=" + "x" * 1000  # not remembered: redacted every time
+    assert redaction.redact({"v": long_value}) == {"v": f"token={MASK}"}
+
+
 def test_argv_is_masked() -> None:
     argv = ["train.py", "--token", "abc", "--password=pw", "--lr", "0.1", "https://u:p@h/"]
     assert redact_argv(argv) == [

@@ -93,6 +93,7 @@ def add_redaction_patterns(*patterns: str | re.Pattern[str]) -> None:
         else:
             raise TypeError(f"a redaction pattern is a string or re.Pattern, not {pattern!r}")
     _key_is_secret.cache_clear()
+    _redacted_item.cache_clear()
 
 
 def reset_redaction_patterns() -> None:
@@ -100,6 +101,7 @@ def reset_redaction_patterns() -> None:
     _extra_words.clear()
     _extra_patterns.clear()
     _key_is_secret.cache_clear()
+    _redacted_item.cache_clear()
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -188,8 +190,27 @@ def redact_value(key: str, value: str) -> str:
 
 
 def redact(values: Mapping[str, str]) -> dict[str, str]:
-    """:func:`redact_value` applied to every item of ``values``."""
-    return {key: redact_value(key, value) for key, value in values.items()}
+    """:func:`redact_value` applied to every item of ``values``. The same short items
+    come again and again (a loop of small fits reports the same context tags and
+    params per run): their outcome is remembered."""
+    from_env = setting_or_default("MLHOOKS_REDACT_KEYS")
+    out = {}
+    for key, value in values.items():
+        if len(value) <= _REMEMBERED_LENGTH:
+            out[key] = _redacted_item(key, value, from_env)
+        else:
+            out[key] = MASK if _key_is_secret(key, from_env) else redact_text(value)
+    return out
+
+
+_REMEMBERED_LENGTH = 512
+"""The longest value whose redaction :func:`redact` remembers."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _redacted_item(key: str, value: str, from_env: tuple[str, ...]) -> str:
+    # ``from_env`` is part of the cache key, so that a changed variable takes effect.
+    return MASK if _key_is_secret(key, from_env) else redact_text(value)
 
 
 def redact_argv(argv: Iterable[str]) -> list[str]:
