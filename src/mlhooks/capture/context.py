@@ -186,10 +186,10 @@ def versions() -> dict[str, str]:
 @cache
 def _plugin_versions() -> dict[str, str]:
     """The distributions offering mlhooks plugins, with their versions: those found as
-    the plugins were loaded (else scanned for), read from the names of their metadata
-    folders where installers wrote them so (as
-    :func:`requirements` does), the metadata parsed only where not (its e-mail format
-    parser holds the interpreter lock for milliseconds per distribution)."""
+    the plugins were loaded (else scanned for), their versions read from the names of
+    their metadata folders as :func:`requirements` does, the metadata parsed only where
+    a name carries none (its e-mail parser holds the interpreter lock for milliseconds
+    per distribution)."""
     found: dict[str, str] = {}
     if host.loaded:
         dists = list(host.offered_by)  # found as the plugins were loaded

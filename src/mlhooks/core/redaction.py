@@ -196,10 +196,10 @@ def redact(values: Mapping[str, str]) -> dict[str, str]:
     from_env = setting_or_default("MLHOOKS_REDACT_KEYS")
     out = {}
     for key, value in values.items():
-        if len(value) <= _REMEMBERED_LENGTH:
-            out[key] = _redacted_item(key, value, from_env)
-        else:
-            out[key] = MASK if _key_is_secret(key, from_env) else redact_text(value)
+        remembered = len(value) <= _REMEMBERED_LENGTH
+        out[key] = (_redacted_item if remembered else _redacted_item.__wrapped__)(
+            key, value, from_env
+        )
     return out
 
 
