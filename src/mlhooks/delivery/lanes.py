@@ -527,15 +527,19 @@ class Lane:
                 return
             self._closed = True
         deadline = time.monotonic() + timeout
-        if self.service is not None and self._journal is not None:
+        # Read once per use: the thread that gives the service up sets it to None.
+        service = self.service
+        if service is not None and self._journal is not None:
             self._journal_queued(timeout)  # what it cannot take is spooled below
-            self.service.settle(min(timeout, SETTLE_WAIT))
-        if self.service is not None and self.service.failed:
+            service.settle(min(timeout, SETTLE_WAIT))
+        service = self.service
+        if service is not None and service.failed:
             self.go_local()  # no service after all: this process delivers, as in process
         flushed = False
-        if self.service is None or self._journal is None:  # in process (or it went local)
+        service = self.service
+        if service is None or self._journal is None:  # in process (or it went local)
             flushed = self.flush(max(0.0, deadline - time.monotonic()), unless_unreachable=True)
-        elif self.service.stores_before_exit():
+        elif service.stores_before_exit():
             self.flush(max(0.0, deadline - time.monotonic()), unless_unreachable=True)
         with self._lock:
             self._closing.set()
