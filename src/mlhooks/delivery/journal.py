@@ -47,6 +47,12 @@ _FIRST = b"unread\n"
 service reads it first: see :meth:`CursorFile.take_first`)."""
 
 
+def _cursor_line(delivered: int) -> bytes:
+    """A cursor file's first line: how many operations were delivered, at full width
+    (written in place)."""
+    return b"%0*d\n" % (_CURSOR_WIDTH, delivered)
+
+
 def journal_dir(root: Path) -> Path:
     return root / ".journal"
 
@@ -142,9 +148,9 @@ class JournalWriter:
             try:
                 if self.deliver_here:
                     fcntl.flock(cursor_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: never contended
-                    os.pwrite(cursor_fd, b"%0*d\n" % (_CURSOR_WIDTH, self.written), 0)
-                else:  # nothing delivered it yet: its first deliverer may trust it
-                    os.pwrite(cursor_fd, b"%0*d\n%s" % (_CURSOR_WIDTH, self.written, _FIRST), 0)
+                # Delivered by the service: unread, so its first deliverer may trust it.
+                unread = b"" if self.deliver_here else _FIRST
+                os.pwrite(cursor_fd, _cursor_line(self.written) + unread, 0)
             except BaseException:
                 os.close(cursor_fd)
                 raise
@@ -184,7 +190,7 @@ class JournalWriter:
 
     def save_cursor(self, delivered: int) -> None:
         """Everything before index ``delivered`` is stored (or safely elsewhere)."""
-        os.pwrite(self._cursor_fd, b"%0*d\n" % (_CURSOR_WIDTH, delivered), 0)
+        os.pwrite(self._cursor_fd, _cursor_line(delivered), 0)
 
     def take_delivery(self, timeout: float) -> bool:
         """Become the journal's deliverer (the writer service gave it up or died):
@@ -569,7 +575,7 @@ class CursorFile:
 
     def save(self, delivered: int) -> None:
         if self._fd >= 0:
-            os.pwrite(self._fd, b"%0*d\n" % (_CURSOR_WIDTH, delivered), 0)
+            os.pwrite(self._fd, _cursor_line(delivered), 0)
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1

@@ -538,13 +538,17 @@ class MlflowBackend(Backend):
             self._facts.dataset(op.run_id, info.name, info.digest, info.context)
 
     def log_artifact(self, op: LogArtifact) -> None:
-        mlflow_id = self.mlflow_run_id(op.run_id)
+        self._upload(self.mlflow_run_id(op.run_id), op.local_path, op.artifact_path)
+
+    def _upload(self, mlflow_id: str, local_path: str, artifact_path: str | None) -> None:
+        """Store ``local_path`` among MLflow run ``mlflow_id``'s artifacts, straight to
+        its artifact location when this backend created the run and it is local."""
         run_artifacts.upload(
             self.client,
             self.tracking_uri,
             mlflow_id,
-            op.local_path,
-            op.artifact_path,
+            local_path,
+            artifact_path,
             self._locations.get(mlflow_id),
         )
 
@@ -577,14 +581,7 @@ class MlflowBackend(Backend):
                 )
         with models.temporary_directory() as directory:
             folder = models.save_mlflow_model(op.model, directory)
-            run_artifacts.upload(
-                self.client,
-                self.tracking_uri,
-                mlflow_id,
-                folder,
-                op.model.name,
-                self._locations.get(mlflow_id),
-            )
+            self._upload(mlflow_id, folder, op.model.name)
         registered = op.model.metadata.get("registered_model_name")
         if registered:
             source = f"runs:/{mlflow_id}/{op.model.name}"
