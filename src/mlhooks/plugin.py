@@ -27,9 +27,10 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
   service, where no user code runs (a backend may set its library's process-wide
   state there; anywhere else that state is the user's).
 * Settings and lifetime: declare your own ``MLHOOKS_*`` variables with
-  :func:`declare_setting` and read them with :func:`setting`; close what you hold open
-  at exit with :func:`at_exit` (before mlhooks ends runs and stores what is queued)
-  and reset per-process state in a forked child with :func:`in_forked_child`.
+  :func:`declare_setting` (a yes/no one parsed by :func:`parse_flag`) and read them
+  with :func:`setting`; close what you hold open at exit with :func:`at_exit` (before
+  mlhooks ends runs and stores what is queued) and reset per-process state in a forked
+  child with :func:`in_forked_child`.
   :func:`current_config` is what ``autolog()`` was last told (None while it is off),
   for an integration that starts autologging elsewhere as the user asked here (the
   trials of a Ray Tune sweep, in their worker processes).
@@ -92,6 +93,7 @@ if TYPE_CHECKING:
     from mlhooks.testing.contract import IntegrationContract
 
 declare_setting = _settings.declare
+parse_flag = _settings.flag
 setting = _settings.get
 
 _LAZY = {"IntegrationContract": "mlhooks.testing.contract"}
@@ -146,6 +148,7 @@ __all__ = [
     "in_writer_service",
     "notice_once",
     "open_run",
+    "parse_flag",
     "redact_text",
     "report_background_error",
     "report_internal_error",

@@ -35,8 +35,8 @@ from mlhooks.plugin import (
     warn_background,
 )
 
+from . import fresh_store, models
 from . import mlflow_api as mlf
-from . import models
 from .bundling import Folded
 from .connection import answers, bounded_requests, is_served
 from .location import (
@@ -133,7 +133,7 @@ class MlflowBackend(Backend):
     def client(self) -> MlflowClient:
         if self._client is None:
             with store_creation_lock(self.tracking_uri):  # the first process creates it
-                self._client = mlf.MlflowClient(tracking_uri=self.tracking_uri)
+                self._client = _open_client(self.tracking_uri)
         return self._client
 
     @functools.cached_property
@@ -727,6 +727,14 @@ class MlflowBackend(Backend):
             f"{limit}, so it was truncated",
         )
         return value[:limit]
+
+
+def _open_client(tracking_uri: str) -> MlflowClient:
+    """MLflow's client of ``tracking_uri``; a new sqlite store starts from the migrated
+    template (:mod:`.fresh_store`)."""
+    fresh_store.start_from_template(tracking_uri)
+    client: MlflowClient = mlf.MlflowClient(tracking_uri=tracking_uri)
+    return client
 
 
 def _row(run: Any) -> dict[str, Any]:
