@@ -13,12 +13,48 @@ FRAMEWORK = "sklearn"
 
 
 def params_of(model: Any) -> dict[str, Any]:
-    """``get_params(deep=True)``: nested names as sklearn spells them (``regressor__alpha``)."""
+    """``get_params(deep=True)``: nested names as sklearn spells them (``regressor__alpha``).
+
+    For an estimator that keeps ``BaseEstimator``'s ``get_params``, the same values
+    without its reading of the constructor's signature on every call (a quarter of a
+    millisecond, a fifth of what a small fit's tracking costs): the names are read once
+    per class (again if its ``__init__`` changes)."""
     get_params = getattr(model, "get_params", None)
     if get_params is None:
         return {}
-    params: dict[str, Any] = get_params(deep=True)
-    return params
+    names = _param_names(type(model))
+    if names is None:  # its own get_params (a Pipeline, a meta-estimator)
+        params: dict[str, Any] = get_params(deep=True)
+        return params
+    out: dict[str, Any] = {}
+    for key in names:
+        value = getattr(model, key)
+        if hasattr(value, "get_params") and not isinstance(value, type):
+            out.update((f"{key}__{k}", v) for k, v in params_of(value).items())
+        out[key] = value
+    return out
+
+
+_names: dict[type, tuple[Any, list[str]]] = {}
+"""Constructor parameter names by class, with the ``__init__`` they were read from."""
+
+
+def _param_names(kind: type) -> list[str] | None:
+    """``kind._get_param_names()``, read once; None when ``kind`` has its own
+    ``get_params`` or ``_get_param_names``."""
+    from sklearn.base import BaseEstimator
+
+    base: Any = BaseEstimator
+    own: Any = kind
+    if own.get_params is not base.get_params or (
+        getattr(own._get_param_names, "__func__", None) is not base._get_param_names.__func__
+    ):
+        return None
+    init = own.__init__
+    known = _names.get(kind)
+    if known is None or known[0] is not init:
+        known = _names[kind] = (init, list(own._get_param_names()))
+    return known[1]
 
 
 def tags_of(model: Any) -> dict[str, str]:
