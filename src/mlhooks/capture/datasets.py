@@ -219,8 +219,10 @@ def _sample_array_rows(array: Any, sample_rows: int) -> Any:
     if array.ndim == 0:
         return array.reshape(1)
     row_bytes = array.itemsize * _product(array.shape[1:])
-    positions = _sample_positions(array.shape[0], _row_budget(sample_rows, row_bytes))
-    return array if len(positions) == array.shape[0] else array[positions]
+    budget = _row_budget(sample_rows, row_bytes)
+    if array.shape[0] <= budget:  # all of it (no positions to make)
+        return array
+    return array[_sample_positions(array.shape[0], budget)]
 
 
 def _sample_pandas_rows(data: Any, rows: int) -> Any:

@@ -9,6 +9,7 @@ Names follow MLflow's autologging: ``training_accuracy_score``, ``training_r2_sc
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import numpy as np
@@ -131,6 +132,8 @@ def regression(y: Any, predicted: Any) -> dict[str, float]:
         predicted = np.asarray(predicted, dtype=float)
     except (TypeError, ValueError):
         return {}
+    if y.ndim == 1 and y.shape == predicted.shape and len(y):
+        return _one_output(y, predicted)
     if y.ndim == 1:
         y = y[:, None]
     if predicted.ndim == 1:
@@ -147,6 +150,24 @@ def regression(y: Any, predicted: Any) -> dict[str, float]:
         "training_root_mean_squared_error": float(np.sqrt(mse).mean()),
         "training_mean_absolute_error": float(np.abs(error).mean(axis=0).mean()),
         "training_r2_score": float(r2.mean()),
+    }
+
+
+def _one_output(y: Any, predicted: Any) -> dict[str, float]:
+    """:func:`regression` of one output, with dot products: a dozen fewer numpy calls,
+    a tenth of a millisecond of every small fit."""
+    count = len(y)
+    error = y - predicted
+    mse = float(error @ error) / count
+    centered = y - float(y.sum()) / count
+    variance = float(centered @ centered) / count
+    # A constant target scores perfect or nothing, as sklearn's r2_score has it.
+    r2 = 1.0 - mse / variance if variance > 0 else float(mse == 0)
+    return {
+        "training_mean_squared_error": mse,
+        "training_root_mean_squared_error": math.sqrt(mse),
+        "training_mean_absolute_error": float(np.abs(error).sum()) / count,
+        "training_r2_score": r2,
     }
 
 
