@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from disks import SmallDisk
 from mlhooks.testing import run_script, wait_for_services
 from mlhooks_mlflow import fresh_store
 
@@ -121,6 +122,28 @@ def test_a_cache_that_cannot_be_written_leaves_the_store_to_mlflow(
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert _landed(new_store) == {"fit": ("FINISHED", list(range(20)))}
+
+
+@pytest.mark.parametrize("trouble", ["read-only", "full"])
+def test_a_cache_disk_that_takes_nothing_leaves_the_store_to_mlflow_at_once(
+    new_store: dict[str, str], small_disk: Callable[..., SmallDisk], trouble: str
+) -> None:
+    """The cache folder exists on a disk that is read-only or full: the template cannot
+    be made, and MLflow makes the store, without the minute and a half of retries its
+    engine would spend on a file it cannot create."""
+    disk = small_disk()
+    (disk.path / "mlhooks" / "mlflow-stores").mkdir(parents=True)
+    if trouble == "read-only":
+        disk.read_only()
+    else:
+        disk.fill()
+    env = {**new_store, "XDG_CACHE_HOME": str(disk.path)}
+    done = run_script(TRAINING, env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "engine could not be created" not in done.stderr
+    assert _landed(env) == {"fit": ("FINISHED", list(range(20)))}
+    assert not list((disk.path / "mlhooks" / "mlflow-stores").iterdir())
 
 
 def test_processes_creating_one_new_store_at_once_share_it(

@@ -118,11 +118,24 @@ def test_switched_off_no_template_is_made(
     assert migrations == [f"sqlite:///{database}"]
 
 
-def test_other_stores_are_left_to_mlflow(cache: Path) -> None:
-    assert fresh_store.start_from_template("http://127.0.0.1:5000") is None
-    assert fresh_store.start_from_template("sqlite:///:memory:") is None
-    assert fresh_store.start_from_template("postgresql://u@127.0.0.1/db") is None
+def test_other_stores_are_left_to_mlflow(cache: Path, tmp_path: Path) -> None:
+    for uri in (
+        "http://127.0.0.1:5000",
+        "sqlite:///:memory:",
+        "postgresql://u@127.0.0.1/db",
+        f"sqlite:///{tmp_path}/my%20runs.db",  # SQLAlchemy unescapes it: not this path
+        f"sqlite:///{tmp_path}/opts.db?timeout=30",
+        "sqlite:///file:shared?mode=memory&uri=true",  # sqlite's own URI
+    ):
+        assert fresh_store.start_from_template(uri) is None, uri
     assert not cache.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(("my", "opts"))]
+
+
+def test_a_relative_cache_home_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert fresh_store.cache_folder() == tmp_path / "home" / ".cache" / "mlhooks" / "mlflow-stores"
 
 
 def test_a_script_into_a_new_store_through_the_service(tmp_path: Path, cache: Path) -> None:
