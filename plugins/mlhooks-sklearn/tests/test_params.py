@@ -77,3 +77,24 @@ def test_a_class_whose_constructor_changes_is_read_again() -> None:
 
     Tunable.__init__ = wider  # type: ignore[method-assign]
     assert params_of(Tunable(depth=5)) == {"depth": 5, "rate": 0.1}
+
+
+def test_overrides_and_foreign_nested_objects_are_asked_as_sklearn_asks() -> None:
+    """A get_params set on one instance is the one used; a nested object that is not
+    scikit-learn's is asked with ``get_params()``, as ``BaseEstimator`` asks it."""
+
+    class Settings:
+        def get_params(self) -> dict[str, Any]:  # takes no deep=
+            return {"depth": 4}
+
+    class Holder(BaseEstimator):
+        def __init__(self, settings: Any = None, rate: float = 0.5) -> None:
+            self.settings, self.rate = settings, rate
+
+    held = Holder(settings=Settings())
+    assert params_of(held) == held.get_params(deep=True)
+    assert params_of(held)["settings__depth"] == 4
+
+    tuned = Ridge(alpha=2.0)
+    tuned.get_params = lambda deep=True: {"alpha": "instance's own"}  # type: ignore[method-assign]
+    assert params_of(tuned) == {"alpha": "instance's own"}

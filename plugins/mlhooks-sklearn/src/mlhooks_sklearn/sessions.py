@@ -3,6 +3,7 @@ estimator, its params and tags, and the fingerprints of its training data."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from mlhooks.plugin import FitSession
@@ -22,7 +23,7 @@ def params_of(model: Any) -> dict[str, Any]:
     get_params = getattr(model, "get_params", None)
     if get_params is None:
         return {}
-    names = _param_names(type(model))
+    names = _param_names(model, get_params)
     if names is None:  # its own get_params (a Pipeline, a meta-estimator)
         params: dict[str, Any] = get_params(deep=True)
         return params
@@ -30,30 +31,35 @@ def params_of(model: Any) -> dict[str, Any]:
     for key in names:
         value = getattr(model, key)
         if hasattr(value, "get_params") and not isinstance(value, type):
-            out.update((f"{key}__{k}", v) for k, v in params_of(value).items())
+            nested = _param_names(value, value.get_params)
+            deep = value.get_params() if nested is None else params_of(value)  # as sklearn
+            out.update((f"{key}__{k}", v) for k, v in deep.items())
         out[key] = value
     return out
 
 
-_names: dict[type, tuple[Any, list[str]]] = {}
+_names: weakref.WeakKeyDictionary[type, tuple[Any, list[str]]] = weakref.WeakKeyDictionary()
 """Constructor parameter names by class, with the ``__init__`` they were read from."""
 
 
-def _param_names(kind: type) -> list[str] | None:
-    """``kind._get_param_names()``, read once; None when ``kind`` has its own
-    ``get_params`` or ``_get_param_names``."""
+def _param_names(model: Any, get_params: Any) -> list[str] | None:
+    """The constructor's parameter names of ``model``'s class, read once; None when
+    ``get_params`` (the model's bound method) is not ``BaseEstimator``'s, or the class
+    has its own ``_get_param_names``."""
     from sklearn.base import BaseEstimator
 
     base: Any = BaseEstimator
-    own: Any = kind
-    if own.get_params is not base.get_params or (
-        getattr(own._get_param_names, "__func__", None) is not base._get_param_names.__func__
+    kind: Any = type(model)
+    if getattr(get_params, "__func__", None) is not base.get_params or (
+        getattr(getattr(kind, "_get_param_names", None), "__func__", None)
+        is not base._get_param_names.__func__
     ):
         return None
-    init = own.__init__
+    init = kind.__init__
     known = _names.get(kind)
     if known is None or known[0] is not init:
-        known = _names[kind] = (init, list(own._get_param_names()))
+        known = (init, list(kind._get_param_names()))
+        _names[kind] = known
     return known[1]
 
 
