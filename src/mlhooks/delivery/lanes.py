@@ -166,6 +166,9 @@ class Lane:
             self._journal.remote = self.service is not None
         self._intake = journaler.wake if self._journal is not None else self._wake
         self._going_local = threading.Lock()
+        self._handed_over = False
+        """The lane closed with its journal handed to the service (going local after
+        that would deliver a closed journal part)."""
         self._delivering = threading.Lock()
         """Held by a journaled lane's writer while it stores one operation."""
         """Woken when the queue holds a full batch: the journal thread, or the writer."""
@@ -265,7 +268,7 @@ class Lane:
         while the service client's is under way) waits for the first."""
         with self._going_local:
             part = self._journal
-            if self.service is None or part is None:
+            if self.service is None or part is None or self._handed_over:
                 return
             part.go_local(timeout)
             self.service = None
@@ -545,10 +548,15 @@ class Lane:
             self._closing.set()
             self._fast = False  # later puts take the slow path, straight to a spool
         self._wake.set()
-        service = self.service
-        if service is not None and self._journal is not None:
-            self._close_remote(service, self._journal)
-            return
+        with self._going_local:  # the service is given up before this, or not at all
+            service = self.service
+            if service is not None and self._journal is not None:
+                self._close_remote(service, self._journal)
+                self._handed_over = True
+                return
+        # In process (flushed above), or the service given up during this close: then
+        # nothing was flushed, and what the writer go_local started has not stored yet
+        # is spooled, once (see _spool_leftovers).
         spooled = self._spool_late_items() if flushed else self._spool_leftovers()
         if self._journal is not None:
             self._close_journal(self._journal, spooled)
