@@ -79,6 +79,8 @@ def test_a_new_store_is_a_copy_of_the_template_and_the_store_mlflow_makes(
     tmp_path: Path, cache: Path, migrations: list[str]
 ) -> None:
     by_mlflow, first, second = (tmp_path / name / "mlflow.db" for name in ("a", "b", "c"))
+    for database in (by_mlflow, first, second):
+        database.parent.mkdir()  # MLflow 2 makes no folders for a store
     MlflowClient(f"sqlite:///{by_mlflow}").search_experiments()  # MLflow alone
     assert len(migrations) == 1
 
@@ -113,6 +115,7 @@ def test_switched_off_no_template_is_made(
 ) -> None:
     monkeypatch.setenv("MLHOOKS_MLFLOW_STORE_TEMPLATE", "0")
     database = tmp_path / "off" / "mlflow.db"
+    database.parent.mkdir()
     _open_client(f"sqlite:///{database}").search_experiments()
     assert not cache.exists()
     assert migrations == [f"sqlite:///{database}"]
