@@ -26,6 +26,7 @@ import importlib
 import os
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,22 +126,18 @@ def is_current(template: Path) -> bool:
 
 def _migrate_template(template: Path) -> None:
     """Run MLflow's migrations on a file beside ``template``, then put it in place. The
-    file is created first, so that a folder it cannot write fails at once (MLflow's
-    engine would retry for a minute and a half)."""
+    file is created first (MLflow's engine would retry for a minute and a half on a
+    folder it cannot write)."""
     utils = _db_utils()
     template.parent.mkdir(parents=True, exist_ok=True)
-    scratch = template.parent / f".{uuid.uuid4().hex}.db"
-    os.close(os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    try:
+    with _scratch_beside(template) as (scratch, handle):
+        os.close(handle)
         engine = utils.create_sqlalchemy_engine(f"sqlite:///{scratch}")
         try:
             utils._initialize_tables(engine)
         finally:
             engine.dispose()
         os.replace(scratch, template)  # whole or not at all (several may race: all alike)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(scratch)
 
 
 def _db_utils() -> Any:
@@ -150,9 +147,7 @@ def _db_utils() -> Any:
 
 def _copy_new(template: Path, database: Path) -> bool:
     """Copy ``template`` to ``database`` unless a file appeared there; True if copied."""
-    scratch = database.parent / f".{database.name}.{uuid.uuid4().hex}"
-    handle = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # as sqlite's
-    try:
+    with _scratch_beside(database) as (scratch, handle):
         with os.fdopen(handle, "wb") as target, template.open("rb") as source:
             while chunk := source.read(1 << 20):
                 target.write(chunk)
@@ -163,6 +158,17 @@ def _copy_new(template: Path, database: Path) -> bool:
         except FileExistsError:
             return False
         return True
+
+
+@contextlib.contextmanager
+def _scratch_beside(path: Path) -> Iterator[tuple[Path, int]]:
+    """A new file beside ``path`` (made at once, mode 0644 as sqlite makes its files,
+    so that a folder that cannot be written fails here) and its open descriptor;
+    removed afterwards unless it was moved away."""
+    scratch = path.parent / f".{path.name}.{uuid.uuid4().hex}"
+    handle = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        yield scratch, handle
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(scratch)
