@@ -5,6 +5,8 @@ fitted estimator as the model."""
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -135,6 +137,18 @@ def test_a_fit_without_eval_set_logs_params_and_model(
     assert run.data.params["n_estimators"] == "5"
     loaded = mlflow.xgboost.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_array_equal(loaded.predict(data["X_test"]), model.predict(data["X_test"]))
+
+
+def test_feature_importance_of_an_estimator_is_its_boosters(
+    client: MlflowClient, data: dict[str, Any], tmp_path: Path
+) -> None:
+    """Built from the logged estimator's bytes, in the background."""
+    model = xgb.XGBRegressor(n_estimators=5, n_jobs=1).fit(data["X"], data["y"])
+    run = only_run(client)
+    local = client.download_artifacts(run.info.run_id, "feature_importance", str(tmp_path))
+    for kind in ("gain", "weight", "cover"):
+        scores = json.loads((Path(local) / f"{kind}.json").read_text())
+        assert scores == pytest.approx(model.get_booster().get_score(importance_type=kind))
 
 
 def test_with_the_sklearn_plugin_an_xgboost_estimator_is_one_run(

@@ -220,6 +220,19 @@ def test_feature_importance_json_and_charts(
     assert len(bars) == len(gain)
 
 
+def test_feature_importance_without_logged_models(
+    client: MlflowClient, data: dict[str, Any], tmp_path: Path
+) -> None:
+    """With models not logged, importance comes from the booster's own bytes."""
+    mlhooks.autolog(log_models=False)
+    booster = xgb.train(PARAMS, matrices(data)[0], 10)
+    run = only_run(client)
+    assert not client.list_artifacts(run.info.run_id, "model")
+    local = client.download_artifacts(run.info.run_id, "feature_importance", str(tmp_path))
+    gain = json.loads((Path(local) / "gain.json").read_text())
+    assert gain == pytest.approx(booster.get_score(importance_type="gain"))
+
+
 def test_importance_types_are_configurable(client: MlflowClient, data: dict[str, Any]) -> None:
     mlhooks.autolog(xgboost={"importance_types": ["weight"]})
     xgb.train(PARAMS, matrices(data)[0], 3)

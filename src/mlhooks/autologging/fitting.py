@@ -207,8 +207,10 @@ class FitSession:
 
     def log_model(
         self, model: Any, name: str = "model", flavor: str | None = None, **metadata: Any
-    ) -> None:
-        """Capture ``model`` now and report it, when ``log_models`` is on.
+    ) -> ModelArtifact | None:
+        """Capture ``model`` now and report it, when ``log_models`` is on; the captured
+        :class:`ModelArtifact` (None when models are not logged), whose bytes other
+        background work may reuse instead of serializing the model again.
 
         Pass ``sample_input`` (a few rows) for backends to infer a signature from; the
         ``log_input_examples`` and ``log_model_signatures`` settings travel along as
@@ -217,7 +219,7 @@ class FitSession:
         (it holds a lock, a generator, ...) is reported with the reason only, so that
         backends set it aside where ``mlhooks sync --rejected`` lists it."""
         if self.fit is None or not self.settings.log_models:
-            return
+            return None
         metadata.setdefault("log_input_example", self.settings.log_input_examples)
         metadata.setdefault("log_signature", self.settings.log_model_signatures)
         if self.settings.registered_model_name:
@@ -227,6 +229,7 @@ class FitSession:
         except ValueError as error:  # the user's model, not our bug: set aside with why
             artifact = models.unsaveable(model, name, str(error), flavor=flavor, **metadata)
         host.emit("on_model_saved", self.fit.run, artifact)
+        return artifact
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Keep a file with the fit's run (a snapshot is taken now). Safe from any

@@ -26,10 +26,17 @@ from xgboost.training import train as xgboost_train
 
 import mlhooks
 from mlhooks import DatasetInfo
-from mlhooks.plugin import Call, CallHandler, FitHandler, FitSession, settings_for
+from mlhooks.plugin import (
+    Call,
+    CallHandler,
+    FitHandler,
+    FitSession,
+    ModelArtifact,
+    settings_for,
+)
 
 from .callback import RoundLogger, checkpoint_artifact, training_callbacks
-from .importance import write_importance
+from .importance import ModelBytes, write_importance
 from .options import options_of
 
 FRAMEWORK = "xgboost"
@@ -189,14 +196,19 @@ def log_early_stopping(tracking: Tracking, booster: Booster) -> None:
     tracking.session.log_metrics(values, step=best)
 
 
-def log_importance(session: FitSession, booster: Booster) -> None:
-    """Importance JSON and charts, built in the background from the model's bytes."""
+def log_importance(session: FitSession, booster: Booster, model: ModelArtifact | None) -> None:
+    """Importance JSON and charts, built in the background from the model's bytes:
+    those of ``model`` (the logged model, pickled) when there are, so that the booster
+    is serialized once on the training thread; else the booster's own, taken now."""
     types = options_of(session).importance_types
     if not types or booster.num_boosted_rounds() == 0:
         return
-    raw = bytes(booster.save_raw("ubj"))  # the booster as it is now
+    if model is not None and model.payload is not None and model.format == "pickle":
+        saved = ModelBytes(model.payload, pickled=True)
+    else:
+        saved = ModelBytes(bytes(booster.save_raw("ubj")), pickled=False)
     session.in_background(
-        functools.partial(write_importance, raw, types), artifact_path="feature_importance"
+        functools.partial(write_importance, saved, types), artifact_path="feature_importance"
     )
 
 
@@ -225,8 +237,8 @@ class TrainFit(FitHandler):
         if tracking is None or not isinstance(result, Booster):
             return
         log_early_stopping(tracking, result)
-        session.log_model(result, name="model", flavor="xgboost")
-        log_importance(session, result)
+        model = session.log_model(result, name="model", flavor="xgboost")
+        log_importance(session, result, model)
 
     def nested(self, call: Call) -> None:
         """Inside a scikit-learn API fit: add its callback, note the train arguments."""
@@ -308,13 +320,13 @@ class SklearnFit(FitHandler):
             return
         booster = call.instance.get_booster()
         log_early_stopping(tracking, booster)
-        session.log_model(
+        model = session.log_model(
             _without_callbacks(call.instance),
             name="model",
             flavor="xgboost",
             sample_input=call.state["sample"],
         )
-        log_importance(session, booster)
+        log_importance(session, booster, model)
 
     def ended(self, session: FitSession, call: Call, error: BaseException | None) -> None:
         _slot.pending = None  # unused when the fit never called train

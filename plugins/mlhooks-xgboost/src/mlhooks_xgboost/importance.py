@@ -4,8 +4,10 @@ the model's bytes (captured when training ended), never on the training thread."
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from mlhooks.plugin import bar_chart_svg
 
@@ -14,12 +16,28 @@ MAX_BARS = 30
 """Most features drawn in a chart (the JSON has them all)."""
 
 
-def write_importance(raw_model: bytes, types: Sequence[str], directory: Path) -> None:
+class ModelBytes(NamedTuple):
+    """A booster captured when training ended: the logged model's pickle (a Booster
+    or a scikit-learn API estimator), or the booster's own ``save_raw`` bytes."""
+
+    data: bytes
+    pickled: bool
+
+    def booster(self) -> Any:
+        import xgboost
+
+        if not self.pickled:
+            return xgboost.Booster(model_file=bytearray(self.data))
+        model = pickle.loads(self.data)  # noqa: S301 - bytes mlhooks pickled itself
+        return model if isinstance(model, xgboost.Booster) else model.get_booster()
+
+
+def write_importance(saved: ModelBytes, types: Sequence[str], directory: Path) -> None:
     """``<type>.json`` (feature -> score, highest first) and ``<type>.svg`` per type
     the booster defines (a linear booster has no gain or cover)."""
     import xgboost
 
-    booster = xgboost.Booster(model_file=bytearray(raw_model))
+    booster = saved.booster()
     for kind in types:
         try:
             scores = booster.get_score(importance_type=kind)
