@@ -9,9 +9,11 @@ with ``backend="threading"``, where the per-thread nesting guard cannot see them
 
 from __future__ import annotations
 
+import struct
 import sys
 import threading
 import time
+from typing import Protocol
 
 from mlhooks.core.shutdown import Stage, in_forked_child
 
@@ -19,6 +21,18 @@ _lock = threading.Lock()
 _running = 0
 _outer = 0
 """Running fits that started on a thread that is not a pool's worker."""
+_finished = 0
+"""Fits that ended in this process."""
+COUNTS = struct.Struct("<qq")
+"""How :func:`share` writes the counts: fits running, fits ended."""
+
+
+class Writable(Protocol):
+    def __setitem__(self, index: slice, value: bytes) -> None: ...
+
+
+_shared: Writable | None = None
+"""Where the counts are mirrored for another process (the writer service) to read."""
 idle = threading.Event()
 """Set while no tracked fit runs in this process."""
 idle.set()
@@ -33,20 +47,36 @@ def fit_started() -> bool:
         _running += 1
         _outer += outer
         idle.clear()
+        if _shared is not None:
+            _shared[0 : COUNTS.size] = COUNTS.pack(_running, _finished)
     return outer
 
 
 def fit_ended(outer: bool | None = None) -> None:
     """A fit ended; ``outer`` is what :func:`fit_started` returned for it (by default,
     whether this thread is not a pool's worker)."""
-    global _running, _outer
+    global _running, _outer, _finished
     if outer is None:
         outer = not on_pool_thread()
     with _lock:
         _running = max(0, _running - 1)
         _outer = max(0, _outer - outer)
+        _finished += 1
         if _running == 0:
             idle.set()
+        if _shared is not None:
+            _shared[0 : COUNTS.size] = COUNTS.pack(_running, _finished)
+
+
+def share(page: Writable | None) -> None:
+    """Mirror the count of fits running and of fits ended into ``page`` (shared memory
+    that the writer service reads: it holds back its heavy start while training
+    runs), from now on; None stops it."""
+    global _shared
+    with _lock:
+        _shared = page
+        if page is not None:
+            page[0 : COUNTS.size] = COUNTS.pack(_running, _finished)
 
 
 def training() -> bool:
@@ -82,10 +112,12 @@ def wait_until_idle(*hurry: threading.Event, most: float) -> None:
 
 
 def _reset_in_child() -> None:
-    global _lock, _running, _outer
+    global _lock, _running, _outer, _finished, _shared
     _lock = threading.Lock()
     _running = 0
     _outer = 0
+    _finished = 0
+    _shared = None  # the parent's: its service reads the parent's fits only
     idle.set()
 
 

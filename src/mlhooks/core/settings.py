@@ -261,6 +261,15 @@ declare(
     "or GIL from training; `0`: in the training process, on writer threads",
 )
 declare(
+    "MLHOOKS_SERVICE_DEFER",
+    seconds,
+    5.0,
+    "seconds the writer service holds back its start (importing MLflow, opening the "
+    "store) while the process's first fit trains, so that it takes nothing from it; it "
+    "starts sooner once 2 fits ended, no fit ran for 1 s, or something waits for it "
+    "(`flush()`, the exit); `0`: at once",
+)
+declare(
     "MLHOOKS_JOURNAL_INTERVAL",
     positive_seconds,
     0.5,

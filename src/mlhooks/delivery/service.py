@@ -25,7 +25,10 @@ has finished what every process it served left, so a caller that reads the scrip
 stderr to its end (a shell's ``$(...)``, ``subprocess.run``) waits until then: at
 most ``MLHOOKS_EXIT_TIMEOUT`` plus :data:`CLOSE_SLACK` after the last of them exited.
 
-Run as ``python -m mlhooks.delivery.service FD [listener=FD] [stderr=FD]``.
+Its backends start once its training process gives it a moment, or it is needed (see
+:mod:`.service_gate`).
+
+Run as ``python -m mlhooks.delivery.service FD [listener=FD] [stderr=FD] [activity=FD]``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from mlhooks.delivery.journal import (
 )
 from mlhooks.delivery.journaling import JournalPart, _weight
 from mlhooks.delivery.lanes import Lane, retry_policy_from_env
+from mlhooks.delivery.service_gate import StartGate
 from mlhooks.delivery.service_wire import encode, read_messages
 
 log = logging.getLogger(__name__)
@@ -235,6 +239,7 @@ class Tail:
                     raise
                 time.sleep(0.05)
         try:
+            self.service.gate.wait()  # not while the first fit trains (see service_gate)
             header = journal.header()
             backend = selection.backend_named(header.backend, **header.options)
             if header.forked:
@@ -369,9 +374,16 @@ class Service:
     """The service's loop: connections in, their journals delivered, state out. It ends
     once every process it served is gone and their journals are finished."""
 
-    def __init__(self, sock: socket.socket, listener: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        listener: socket.socket | None = None,
+        gate: StartGate | None = None,
+    ) -> None:
         self.sock = sock
         self.listener = listener
+        self.gate = gate or StartGate()
+        """Holds the backends' start back while the first fit trains."""
         self.clients: list[Client] = []
         """The processes served now (one whose journals are all finished leaves)."""
         self.roots: set[Path] = set()
@@ -495,6 +507,7 @@ class Service:
             client.send({"op": "refused", "why": why or "the service ends"})
             service_tree.close_quietly(sock)
             return
+        self.gate.open()  # one process's fits are not all the tree's
         client.send({"op": "ready", "pid": os.getpid()})
         self._serve(client, messages)
 
@@ -506,6 +519,7 @@ class Service:
                 errors.report_background_error("writer service", error)
         # The process closed its end: it exited or died.
         client.gone = True
+        self.gate.open()
         for tail in list(client.tails.values()):
             if tail.end is None:
                 tail.spawn(self._finish, tail, True)
@@ -549,7 +563,10 @@ class Service:
                 self.warmed.add(name)
             if warm:
                 threading.Thread(
-                    target=_warm_up, args=(client, name), name="mlhooks-service-warm", daemon=True
+                    target=_warm_up,
+                    args=(client, name, self.gate),
+                    name="mlhooks-service-warm",
+                    daemon=True,
                 ).start()
         elif kind == "tail":
             path = message["journal"]
@@ -557,6 +574,7 @@ class Service:
                 tail = client.tails[path] = Tail(self, client, Path(path))
                 tail.spawn(self._start, tail)
         elif kind == "flush":
+            self.gate.open()
             tail = client.tails[message["journal"]]
             tail.spawn(tail.flush, int(message["upto"]), int(message["id"]))
         elif kind == "bye":
@@ -564,6 +582,7 @@ class Service:
             if found is None or found.end is not None:
                 return  # said again by a process that replaced its service meanwhile
             found.end = int(message["end"])
+            self.gate.open()
             found.spawn(self._finish, found, False)
 
     def _start(self, tail: Tail) -> None:
@@ -594,11 +613,12 @@ class Service:
             time.sleep(0.1)
 
 
-def _warm_up(client: Client, name: str) -> None:
-    """Import what backend ``name`` needs (its ``prepare``), ahead of its first journal,
-    and tell ``client`` it is done. A backend that cannot be built without options, or
-    whose import fails, is left to its lane, which reports what goes wrong when it has
-    something to store."""
+def _warm_up(client: Client, name: str, gate: StartGate) -> None:
+    """Import what backend ``name`` needs (its ``prepare``), ahead of its first journal
+    (once ``gate`` opens), and tell ``client`` it is done. A backend that cannot be
+    built without options, or whose import fails, is left to its lane, which reports
+    what goes wrong when it has something to store."""
+    gate.wait()
     try:
         selection.backend_named(name).prepare()
     except Exception:
@@ -631,10 +651,11 @@ def _let_go_of_stderr() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``FD [listener=FD] [stderr=FD]``: the socket to the training process that
-    started this service, the one that the processes of its tree attach through, and
-    a copy of the starter's stderr (this process's stderr from here on, until the
-    starter's journals are finished)."""
+    """``FD [listener=FD] [stderr=FD] [activity=FD]``: the socket to the training
+    process that started this service, the one that the processes of its tree attach
+    through, a copy of the starter's stderr (this process's stderr from here on, until
+    the starter's journals are finished), and the page of shared memory where the
+    starter counts its fits (see :mod:`.service_gate`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the training's
     with contextlib.suppress(OSError):
         os.nice(NICENESS)  # where cores are short, the training goes first
@@ -645,7 +666,9 @@ def main(argv: list[str]) -> int:
     if "stderr" in fds:
         os.dup2(int(fds["stderr"]), 2)
         os.close(int(fds["stderr"]))
-    Service(sock, listener).run()
+    activity = int(fds["activity"]) if "activity" in fds else None
+    defer: float = errors.setting_or_default("MLHOOKS_SERVICE_DEFER")
+    Service(sock, listener, StartGate(activity, defer)).run()
     return 0
 
 

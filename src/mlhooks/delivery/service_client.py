@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -33,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlhooks.core import activity
 from mlhooks.core.errors import notice_once, relayed_error, setting_or_default, warn_background
 from mlhooks.core.processes import is_running, is_writer_service
 from mlhooks.core.shutdown import Stage, in_forked_child
-from mlhooks.delivery import service_tree, staging
+from mlhooks.delivery import service_gate, service_tree, staging
 from mlhooks.delivery.journal import mark_delivered_by
 from mlhooks.delivery.service_wire import encode, read_messages
 
@@ -110,6 +112,9 @@ class ServiceClient:
         self._started_as: tuple[str, str, tuple[str, ...]] | None = None
         """This process's working directory, environment and ``sys.path`` when the
         current service was started or attached to."""
+        self._page: tuple[int, mmap.mmap] | None = None
+        """Where this process counts its fits for the services it starts (see
+        :mod:`.service_gate`)."""
 
     # -- what lanes call ----------------------------------------------------------------
 
@@ -265,6 +270,9 @@ class ServiceClient:
             args.append(f"listener={listener.fileno()}")
         if stderr is not None:
             args.append(f"stderr={stderr}")
+        page = self._activity_page()
+        if page is not None:
+            args.append(f"activity={page}")
         fds = [int(arg.rpartition("=")[2]) for arg in args]
         try:
             process = subprocess.Popen(
@@ -304,6 +312,17 @@ class ServiceClient:
                 mark_delivered_by(entry.journal, process.pid)
         self._launched.set()
         self._read(ours, process)
+
+    def _activity_page(self) -> int | None:
+        """The file descriptor of the page where this process counts its fits, made
+        (and shared with :mod:`mlhooks.core.activity`) for the first service it starts
+        and kept for those that replace it."""
+        with self._lock:
+            if self._page is None:
+                self._page = service_gate.new_page()
+                if self._page is not None:
+                    activity.share(self._page[1])
+            return self._page[0] if self._page is not None else None
 
     def _read(self, sock: socket.socket, process: subprocess.Popen[bytes] | None) -> None:
         """The service's messages, until its end closes: then it died, or (attaching)
@@ -503,6 +522,10 @@ class ServiceClient:
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
+        if self._page is not None:  # the parent's (activity no longer writes to it)
+            with contextlib.suppress(OSError):
+                os.close(self._page[0])
+            self._page[1].close()
         self.__init__()  # type: ignore[misc]
         self.inherited = inherited
 

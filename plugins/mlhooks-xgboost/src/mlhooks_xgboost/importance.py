@@ -28,7 +28,7 @@ class ModelBytes(NamedTuple):
 
         if not self.pickled:
             return xgboost.Booster(model_file=bytearray(self.data))
-        model = pickle.loads(self.data)  # noqa: S301 - bytes mlhooks pickled itself
+        model = pickle.loads(self.data)  # bytes mlhooks pickled itself
         return model if isinstance(model, xgboost.Booster) else model.get_booster()
 
 
