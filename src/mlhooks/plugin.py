@@ -25,7 +25,9 @@ and nothing else; the plugins mlhooks ships are held to that by the lint
   thread) or :func:`warn_background` (writer thread); never raise into training.
 * Processes: :func:`in_writer_service` says whether this process is the writer
   service, where no user code runs (a backend may set its library's process-wide
-  state there; anywhere else that state is the user's).
+  state there; anywhere else that state is the user's). :func:`start_writer_service_now`
+  has it start its backends at once, not once the first fit gave it a moment, for a
+  process whose runs must be stored as soon as its fit ends (a Ray Tune worker).
 * Settings and lifetime: declare your own ``MLHOOKS_*`` variables with
   :func:`declare_setting` (a yes/no one parsed by :func:`parse_flag`) and read them
   with :func:`setting`; close what you hold open at exit with :func:`at_exit` (before
@@ -87,6 +89,7 @@ from mlhooks.core.types import (
     RunInfo,
     RunStatus,
 )
+from mlhooks.delivery.service_client import start_now as start_writer_service_now
 from mlhooks.tracking.runs import current_run, open_run
 
 if TYPE_CHECKING:
@@ -154,6 +157,7 @@ __all__ = [
     "report_internal_error",
     "setting",
     "settings_for",
+    "start_writer_service_now",
     "suppressed",
     "user_code",
     "warn_background",

@@ -573,6 +573,8 @@ class Service:
             if path not in client.tails:
                 tail = client.tails[path] = Tail(self, client, Path(path))
                 tail.spawn(self._start, tail)
+        elif kind == "now":
+            self.gate.open()
         elif kind == "flush":
             self.gate.open()
             tail = client.tails[message["journal"]]

@@ -115,6 +115,8 @@ class ServiceClient:
         self._page: tuple[int, mmap.mmap] | None = None
         """Where this process counts its fits for the services it starts (see
         :mod:`.service_gate`)."""
+        self._now = False
+        """True once asked to have the service start its backends at once."""
 
     # -- what lanes call ----------------------------------------------------------------
 
@@ -151,6 +153,13 @@ class ServiceClient:
 
     def wake(self) -> None:
         self._send({"op": "wake"})
+
+    def start_now(self) -> None:
+        """Have the service start its backends now, not after this process's first
+        fit (see :mod:`.service_gate`); said again to each service that replaces it."""
+        with self._lock:
+            self._now = True
+        self._send({"op": "now"})
 
     def wait_stored(
         self, lane: Lane, upto: int, timeout: float | None, unless_unreachable: bool
@@ -237,6 +246,7 @@ class ServiceClient:
             threading.Thread(
                 target=self._read, args=(sock, None), name="mlhooks-service-read", daemon=True
             ).start()
+            self._say_now()
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         own = service_tree.own_address()
@@ -249,6 +259,11 @@ class ServiceClient:
             name="mlhooks-service-start",
             daemon=True,
         ).start()
+        self._say_now()
+
+    def _say_now(self) -> None:
+        if self._now:  # what is sent before the service reads waits in the socket
+            self._send({"op": "now"})
 
     def _candidates(self) -> list[str]:
         """The addresses of services this process may attach to, nearest first."""
@@ -539,6 +554,14 @@ def warm_up(backends: Sequence[Backend]) -> None:
         return
     if setting_or_default("MLHOOKS_SERVICE") and setting_or_default("MLHOOKS_JOURNAL"):
         client.warm_up(names)
+
+
+def start_now() -> None:
+    """Have this process's writer service start its backends at once rather than once
+    the first fit gave it a moment: for a process whose runs must be stored as soon as
+    its fit ends (a Ray Tune worker, which may be ended next)."""
+    if not is_writer_service():
+        client.start_now()
 
 
 def _as_now() -> tuple[str, str, tuple[str, ...]]:

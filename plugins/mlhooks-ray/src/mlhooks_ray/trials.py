@@ -28,7 +28,15 @@ from ray.tune.result import (
 )
 
 import mlhooks
-from mlhooks.plugin import Backend, FitSession, RunInfo, RunStatus, open_run, setting
+from mlhooks.plugin import (
+    Backend,
+    FitSession,
+    RunInfo,
+    RunStatus,
+    open_run,
+    setting,
+    start_writer_service_now,
+)
 
 from .identity import SweepIdentity, local_dir_for
 from .options import RayOptions
@@ -124,6 +132,9 @@ class TrialRun:
         with self._lock:
             if self._session is not None or self.ended:
                 return
+            # The worker may be ended as soon as the trial is: its runs cannot wait for
+            # the service to start after the trial's fit (see MLHOOKS_SERVICE_DEFER).
+            start_writer_service_now()
             info = open_run(
                 self.name,
                 run_id=self.run_id,
