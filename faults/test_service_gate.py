@@ -38,6 +38,15 @@ FIT = """
 """
 
 
+UNTIL_WARMED = (
+    "deadline = time.monotonic() + 120\n"
+    "                while not client.describe()['warmed'] and time.monotonic() < deadline:\n"
+    "                    time.sleep(0.05)\n"
+    "                print('WARMED', client.describe()['warmed'], flush=True)"
+)
+"""At round 60: wait until the service imported MLflow (while the fit trains)."""
+
+
 def _rounds(store: Store) -> list[int]:
     (run,) = store.all_runs()
     (key,) = [k for k in run.metrics if k.startswith("train")]
@@ -119,13 +128,7 @@ def test_the_gate_holds_no_longer_than_mlhooks_service_defer(service_store: Stor
     """With ``MLHOOKS_SERVICE_DEFER=0.5``, a fit longer than that has its service started
     while it trains (the hold is bounded; points of a long fit show up live)."""
     store = service_store
-    at_60 = (
-        "deadline = time.monotonic() + 120\n"
-        "                while not client.describe()['warmed'] and time.monotonic() < deadline:\n"
-        "                    time.sleep(0.05)\n"
-        "                print('WARMED', client.describe()['warmed'], flush=True)"
-    )
-    result = store.script(FIT.format(at_60=at_60), MLHOOKS_SERVICE_DEFER="0.5")
+    result = store.script(FIT.format(at_60=UNTIL_WARMED), MLHOOKS_SERVICE_DEFER="0.5")
     assert result.returncode == 0, result.stderr
     assert "WARMED ['mlflow']" in result.stdout, result.stdout + result.stderr
     assert sorted(_rounds(store)) == list(range(100))
@@ -135,14 +138,9 @@ def test_a_process_that_asks_has_its_service_start_at_once(service_store: Store)
     """``mlhooks.plugin.start_writer_service_now()`` (a Ray Tune worker's trial calls
     it) ends the hold: the service starts while the fit trains."""
     store = service_store
-    at_60 = (
-        "deadline = time.monotonic() + 120\n"
-        "                while not client.describe()['warmed'] and time.monotonic() < deadline:\n"
-        "                    time.sleep(0.05)\n"
-        "                print('WARMED', client.describe()['warmed'], flush=True)"
-    )
     ask = "import mlhooks.plugin\n    mlhooks.plugin.start_writer_service_now()\n"
-    script = FIT.format(at_60=at_60).replace("mlhooks.autolog()\n", f"mlhooks.autolog()\n    {ask}")
+    script = FIT.format(at_60=UNTIL_WARMED)
+    script = script.replace("mlhooks.autolog()\n", f"mlhooks.autolog()\n    {ask}")
     assert "start_writer_service_now" in script
     result = store.script(script, **HELD)
     assert result.returncode == 0, result.stderr
