@@ -47,8 +47,7 @@ def fit_started() -> bool:
         _running += 1
         _outer += outer
         idle.clear()
-        if _shared is not None:
-            _shared[0 : COUNTS.size] = COUNTS.pack(_running, _finished)
+        _mirror()
     return outer
 
 
@@ -64,8 +63,7 @@ def fit_ended(outer: bool | None = None) -> None:
         _finished += 1
         if _running == 0:
             idle.set()
-        if _shared is not None:
-            _shared[0 : COUNTS.size] = COUNTS.pack(_running, _finished)
+        _mirror()
 
 
 def share(page: Writable | None) -> None:
@@ -75,8 +73,13 @@ def share(page: Writable | None) -> None:
     global _shared
     with _lock:
         _shared = page
-        if page is not None:
-            page[0 : COUNTS.size] = COUNTS.pack(_running, _finished)
+        _mirror()
+
+
+def _mirror() -> None:
+    """Write the counts where :func:`share` was told (under ``_lock``)."""
+    if _shared is not None:
+        _shared[0 : COUNTS.size] = COUNTS.pack(_running, _finished)
 
 
 def training() -> bool:
