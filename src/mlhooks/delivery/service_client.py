@@ -159,7 +159,7 @@ class ServiceClient:
         fit (see :mod:`.service_gate`); said again to each service that replaces it."""
         with self._lock:
             self._now = True
-        self._send({"op": "now"})
+        self._say_now()
 
     def wait_stored(
         self, lane: Lane, upto: int, timeout: float | None, unless_unreachable: bool
