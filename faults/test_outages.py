@@ -336,6 +336,55 @@ def test_a_server_killed_three_times_mid_run_loses_nothing_and_is_told_each_time
     record_property("end_run_while_down_s", ended)
 
 
+QUIET_WAIT_S = 4.0
+"""How long a script with nothing left to store runs on after its server went away: more
+than a watch needs to find a server gone while something waits to be stored."""
+
+
+def test_a_server_gone_once_everything_is_stored_is_told_only_when_something_waits(
+    new_mlflow_server: Callable[[], MlflowServer],
+    trainees: Callable[..., Trainee],
+    figures: dict[str, list[float]],
+) -> None:
+    """The script stores what it logged (``flush()``), then the server stops, as a user
+    closes ``mlflow ui`` after a run: nothing waits to be stored, so nothing is at risk
+    and the script says nothing. Once it logs again, it warns within 5 s; once the
+    server is back, everything is stored once and the run is FINISHED."""
+    server = new_mlflow_server()
+    server.start()
+    client = MlflowClient(server.uri)
+    trainee = trainees(
+        TRAINING
+        + """
+    for _ in range(20):
+        log_step()
+    say("stored", mlhooks.flush(120))
+    until("log", lambda: time.sleep(0.05))
+    until("ending", log_step)
+    mlhooks.end_run()
+    say("steps", step)
+    """,
+        server,
+    )
+    assert trainee.value("stored") == "True"
+    stopped = server.kill()
+    time.sleep(QUIET_WAIT_S)
+    assert not [line for line in trainee.lines["stderr"] if "mlhooks" in line.text], (
+        trainee.output()
+    )
+    trainee.flag("log")
+    logging_again = time.monotonic()
+    warned = trainee.wait_for(UNREACHABLE)
+    warned_within(warned, logging_again, figures.setdefault("logging again to warning", []))
+    assert warned.at - stopped > QUIET_WAIT_S
+    restarted = time.monotonic()
+    server.start()
+    assert trainee.wait_for(REACHABLE).at > restarted
+    trainee.flag("ending")
+    assert trainee.finish() == 0, trainee.output()
+    assert_all_landed_once(client, trainee, rounds=False)
+
+
 def test_a_paused_server_neither_blocks_training_nor_loses_anything(
     new_mlflow_server: Callable[[], MlflowServer],
     trainees: Callable[..., Trainee],

@@ -20,6 +20,7 @@ from mlhooks.backends import LogBatch, Operation, StartRun
 from mlhooks.backends.memory import MemoryBackend
 from mlhooks.delivery.deliverer import Deliverer
 from mlhooks.delivery.lanes import Lane, RetryPolicy
+from mlhooks.delivery.reachability import Watch
 from mlhooks.delivery.spool import find_spools
 from mlhooks.delivery.spooler import Spooler
 from mlhooks.testing import wait_until
@@ -107,8 +108,9 @@ def test_a_write_that_hangs_is_found_out_and_nothing_is_lost(
 
 def test_a_second_outage_is_found_while_the_writer_rests(tmp_path: Path, lenient: None) -> None:
     """After a probe brought the backend back, the watch goes on as after a delivery:
-    a second outage is found although nothing is written meanwhile (the writer rests
-    while a fit trains), and warned about once more."""
+    a backend gone again while the lane holds nothing is not asked (nothing is at
+    risk); once something waits to be stored, the second outage is found and warned
+    about once more."""
     backend = Refusing()
     lane = Lane(backend, spool_dir=tmp_path / "spool", retry=RetryPolicy(probe_interval=0.1))
     lane.put(StartRun(RunInfo(run_id="r", name="r")))
@@ -121,11 +123,14 @@ def test_a_second_outage_is_found_while_the_writer_rests(tmp_path: Path, lenient
         backend.up.set()
         wait_until(lambda: not lane.is_down, timeout=SLOW)  # replayed by a probe
         backend.up.clear()  # and gone again, with nothing to write
+        time.sleep(3 * Watch.quiet_after)
+        assert lane.unreachable_since is None
+        points(lane, "r", range(10, 20))
         wait_until(lambda: lane.unreachable_since is not None, timeout=10)
     assert len(caught) == 2
     backend.up.set()
     wait_until(lambda: not lane.is_down, timeout=SLOW)
-    assert [m.step for m in backend.run("r").history("loss")] == list(range(10))
+    assert [m.step for m in backend.run("r").history("loss")] == list(range(20))
     lane.close(SLOW)
 
 

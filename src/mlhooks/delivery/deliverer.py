@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from mlhooks.backends.base import Backend, LogBatch, Operation, unbundled
 from mlhooks.core.errors import (
@@ -38,12 +39,13 @@ class Deliverer:
         spooler: Spooler,
         delays: tuple[float, ...],
         closing: threading.Event,
+        holds_work: Callable[[], bool] | None = None,
     ) -> None:
         self.backend = backend
         self.spooler = spooler
         self.delays = delays
         self._closing = closing
-        self.watch = Watch(backend, spooler, closing)
+        self.watch = Watch(backend, spooler, closing, holds_work)
         """Asks the backend whether it answers while a delivery is slow."""
         self._inflight: list[Operation] = []
         """The operations of the current round not stored yet."""

@@ -157,7 +157,9 @@ class Lane:
         self._spooler = Spooler(
             self.backend, self.spool_dir, retry.probe_interval, retry.max_probe_interval
         )
-        self._deliverer = Deliverer(self.backend, self._spooler, retry.delays, self._closing)
+        self._deliverer = Deliverer(
+            self.backend, self._spooler, retry.delays, self._closing, self._holds_work
+        )
         self.pacer.urgent = False
         if self._journal is not None:
             self._journal.drop_in_child()
@@ -305,6 +307,16 @@ class Lane:
     def pending(self) -> int:
         """Items waiting in memory (not counting spilled ones)."""
         return len(self._queue)
+
+    def _holds_work(self) -> bool:
+        """Something put is not stored yet: queued, spilled to disk, or in the journal's
+        window (its watch asks a quiet backend only then)."""
+        part = self._journal
+        return (
+            bool(self._queue)
+            or self._overflow is not None
+            or (part is not None and part.window.pending() > 0)
+        )
 
     @property
     def journal_path(self) -> Path | None:

@@ -10,7 +10,10 @@ backend last answered) and, for a backend that can tell
 * while a delivery, with its retries, has taken more than ``slow_after`` seconds
   (every ``busy_every`` seconds), or
 * while the backend has not answered for ``quiet_after`` seconds although the lane
-  delivered to it in the last ``recent`` seconds (the writer yields to a fit).
+  delivered to it in the last ``recent`` seconds and still holds something to store
+  (the writer yields to a fit). A lane with nothing left to store does not ask: a
+  server that goes away then (a user closing ``mlflow ui`` after a run) puts nothing
+  at risk, and the next delivery finds out.
 
 An unreachable backend is reported to the lane's spooler, which warns and spools from
 then on; while it is down, the writer's own probes find out when it is back (see
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from mlhooks.backends.base import Backend
@@ -47,10 +51,18 @@ class Watch:
     quiet_after = 1.0
     recent = 30.0
 
-    def __init__(self, backend: Backend, outages: Outages, closing: threading.Event) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        outages: Outages,
+        closing: threading.Event,
+        holds_work: Callable[[], bool] | None = None,
+    ) -> None:
         self.backend = backend
         self.outages = outages
         self._closing = closing
+        self._holds_work = holds_work or (lambda: True)
+        """Whether the lane holds something not stored yet (without it: always)."""
         self.watching = type(backend).reachable is not Backend.reachable
         """False for a backend that cannot tell (and once it said None)."""
         self._thread: threading.Thread | None = None
@@ -145,7 +157,11 @@ class Watch:
         busy = self._busy_since
         if busy is not None and now - busy >= self.slow_after:
             due, since = now - self._checked >= self.busy_every, self._busy_wall
-        elif now - self._answered >= self.quiet_after and now - self._used <= self.recent:
+        elif (
+            now - self._answered >= self.quiet_after
+            and now - self._used <= self.recent
+            and self._holds_work()
+        ):
             due, since = now - self._checked >= self.quiet_after, time.time()
         else:
             return
