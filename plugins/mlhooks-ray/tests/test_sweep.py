@@ -94,14 +94,20 @@ def test_a_sweep_is_a_parent_run_with_a_child_run_per_trial(
     assert len({record["pid"] for record in records}) < len(ALPHAS)
 
 
+@pytest.mark.parametrize("ending", ["stop criterion", "done"])
 def test_a_class_trainables_steps_and_fits_land_in_its_trials_run(
-    autolog: None, store: Store, storage: str
+    autolog: None, store: Store, storage: str, ending: str
 ) -> None:
+    """Two steps: Tune stops the trial (a stop criterion), or the trainable says it is
+    done (its run then ends before Tune hears it, see ``mlhooks_ray.trainables``)."""
+    stop, done_at = (
+        ({"training_iteration": 2}, {}) if ending == "stop criterion" else ({}, {"done_at": 2})
+    )
     tuner = tune.Tuner(
         training.RidgeSteps,
-        param_space={"alpha": tune.grid_search([0.1, 10.0])},
+        param_space={"alpha": tune.grid_search([0.1, 10.0]), **done_at},
         tune_config=tune.TuneConfig(metric="r2", mode="max"),
-        run_config=tune.RunConfig(storage_path=storage, verbose=0, stop={"training_iteration": 2}),
+        run_config=tune.RunConfig(storage_path=storage, verbose=0, stop=stop),
     )
     results = tuner.fit()
     assert not results.errors

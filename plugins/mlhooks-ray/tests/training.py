@@ -128,10 +128,12 @@ def lightning_mlp(config: dict[str, Any]) -> None:
 
 
 class RidgeSteps(tune.Trainable):
-    """A class trainable: each step fits a Ridge on more rows and returns its score."""
+    """A class trainable: each step fits a Ridge on more rows and returns its score;
+    with ``done_at`` in its config, it says it is done at that step."""
 
     def setup(self, config: dict[str, Any]) -> None:
         self.alpha = config["alpha"]
+        self.done_at = config.get("done_at")
         self.rows = 60
 
     def step(self) -> dict[str, Any]:
@@ -139,7 +141,10 @@ class RidgeSteps(tune.Trainable):
 
         self.rows += 30
         model = Ridge(alpha=self.alpha).fit(X[: self.rows], Y[: self.rows])
-        return {"r2": float(model.score(X[200:], Y[200:])), "rows": self.rows}
+        result = {"r2": float(model.score(X[200:], Y[200:])), "rows": self.rows}
+        if self.done_at is not None and self.iteration + 1 >= self.done_at:
+            result["done"] = True
+        return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:  # Tune saves one at the end
         Path(checkpoint_dir, "rows").write_text(str(self.rows))

@@ -5,8 +5,9 @@ The worker first autologs as the driver asked (:func:`prepare_worker`: the same
 store). The trial's run is a child of the sweep's run, opened on the thread that runs
 the user's code (so that it is the active run there, and the fits the code makes log
 into it), with the trial's config as params; each result the trainable reports is
-logged at its ``training_iteration``; the run ends with the trial, and what was logged
-is stored before the worker may go away.
+logged at its ``training_iteration``; the run ends with the trial (as its code
+returns, before Tune hears of it; else when Tune stops it), and what was logged is
+stored before the worker may go away.
 """
 
 from __future__ import annotations
