@@ -66,9 +66,32 @@ class MlflowServer:
         self.backend_store_uri = backend_store_uri or f"sqlite:///{root / 'server.db'}"
         self.workers = workers
         self.jobs = jobs
-        self.port = free_port()
+        self._placeholder: socket.socket | None = socket.socket()
+        """Bound to the port, not listening, while the server is down (see :meth:`_hold_port`)."""
+        self._placeholder.bind(("127.0.0.1", 0))
+        self.port = int(self._placeholder.getsockname()[1])
         self.uri = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _hold_port(self) -> None:
+        """While the server is down, keep its port bound without listening: a client
+        is refused, as by a server that is gone, and no other program (a Ray worker's
+        gRPC server, say) takes the port meanwhile. Best effort: right after the
+        server's end, its connections' TIME_WAIT may keep the port from being bound."""
+        if self._placeholder is not None:
+            return
+        placeholder = socket.socket()
+        try:
+            placeholder.bind(("127.0.0.1", self.port))
+        except OSError:
+            placeholder.close()
+            return
+        self._placeholder = placeholder
+
+    def _release_port(self) -> None:
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
 
     def start(self, timeout: float = 180) -> None:
         """Start the server and wait until it answers ``/health``."""
@@ -84,6 +107,7 @@ class MlflowServer:
         if not self.jobs:
             env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         log_path = self.root / "server.log"
+        self._release_port()
         with open(log_path, "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
@@ -101,7 +125,8 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server did not answer on {self.uri} within {timeout}s")
 
     def stop(self) -> None:
-        """Stop the server and the workers it started (paused or not)."""
+        """Stop the server and the workers it started (paused or not), and let go of
+        its port."""
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             os.killpg(self.process.pid, signal.SIGCONT)  # a paused one takes SIGTERM now
@@ -111,6 +136,7 @@ class MlflowServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(30)
         self.process = None
+        self._release_port()  # done with it
 
     def kill(self) -> float:
         """SIGKILL the server and its workers, as a crash would; ``time.monotonic()``
@@ -120,6 +146,7 @@ class MlflowServer:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(30)
         self.process = None
+        self._hold_port()
         return killed
 
     def pause(self) -> float:
