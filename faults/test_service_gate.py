@@ -82,15 +82,28 @@ def test_a_process_killed_while_its_service_holds_back_loses_nothing(
     assert sorted(steps) == list(range(61)), steps
 
 
+DOCTOR = (
+    "import subprocess, sys; doctor = subprocess.run([sys.executable, '-m', 'mlhooks', "
+    "'doctor'], capture_output=True, text=True).stdout; "
+    "print('DOCTOR', [line for line in doctor.splitlines() if 'at work' in line], flush=True)"
+)
+"""``mlhooks doctor``'s line about the writer service, printed by the script."""
+
+
 def test_a_flush_inside_the_fit_starts_the_service(service_store: Store) -> None:
     """``mlhooks.flush()`` at round 60 waits for what was logged: the service starts
-    its backend for it, and the rest of the fit is stored as usual, each round once."""
+    its backend for it, and the rest of the fit is stored as usual, each round once.
+    ``mlhooks doctor`` says the service holds back before the flush, and not after."""
     store = service_store
-    at_60 = 'print("FLUSHED", mlhooks.flush(120), client.describe()["warmed"], flush=True)'
+    flushed = 'print("FLUSHED", mlhooks.flush(120), client.describe()["warmed"], flush=True)'
+    at_60 = f"{DOCTOR}; {flushed}; {DOCTOR}"
     result = store.script(FIT.format(at_60=at_60), **HELD)
     assert result.returncode == 0, result.stderr
     assert "HELD []" in result.stdout, result.stdout
     assert "FLUSHED True" in result.stdout, result.stdout
+    before, after = [line for line in result.stdout.splitlines() if line.startswith("DOCTOR")]
+    assert "at work" in before and "held back while its process's first fit trains" in before
+    assert "at work" in after and "held back" not in after
     (run,) = store.all_runs()
     assert run.status == "FINISHED"
     assert sorted(_rounds(store)) == list(range(100))

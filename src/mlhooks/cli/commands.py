@@ -574,9 +574,15 @@ def _print_waiting(waiting: doctor.Waiting) -> None:
         owners = waiting.serving.get(pid, [])
         serves = ", ".join(str(owner) for owner in owners)
         plural = "es" if len(owners) != 1 else ""
+        held = (
+            "; held back while its process's first fit trains (its backends start once "
+            "fits end or pause, on a flush or exit, or after MLHOOKS_SERVICE_DEFER)"
+            if pid in waiting.held
+            else ""
+        )
         click.echo(
             f"writer service (pid {pid}) at work for process{plural} {serves}: "
-            f"{backlog} operation(s) not stored yet"
+            f"{backlog} operation(s) not stored yet{held}"
         )
     parts = []
     if waiting.dead_journals:

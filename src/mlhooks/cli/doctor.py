@@ -17,9 +17,10 @@ from mlhooks.core import known_plugins
 from mlhooks.core import settings as mlhooks_settings
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
 from mlhooks.core.known_plugins import install_hint
+from mlhooks.core.processes import is_running
 from mlhooks.core.redaction import redact
 from mlhooks.delivery import selection
-from mlhooks.delivery.journal import count_records, find_journals, owner_alive, service_of
+from mlhooks.delivery.journal import count_records, find_journals, owner_alive, service_marker
 from mlhooks.delivery.spool import find_spools
 
 
@@ -237,6 +238,9 @@ class Waiting:
     serving: dict[int, list[int]] = field(default_factory=dict)
     """Writer services at work: pid -> the training processes whose journals they
     deliver (several for a process tree whose children attached to one service)."""
+    held: list[int] = field(default_factory=list)
+    """Writer services that hold their backends' start back while their process's
+    first fit trains (see ``mlhooks.delivery.service_gate``)."""
     service_enabled: bool = False
     """Whether ``MLHOOKS_SERVICE`` turns the writer service on here."""
 
@@ -251,10 +255,14 @@ def waiting() -> Waiting:
     journals = find_journals(root)
     services: dict[int, int] = {}
     serving: dict[int, list[int]] = {}
+    held: set[int] = set()
     dead = 0
     for journal in journals:
-        pid = service_of(journal.path)
-        if pid is not None:
+        marker = service_marker(journal.path)
+        pid = marker[0] if marker is not None and is_running(marker[0]) else None
+        if marker is not None and pid is not None:
+            if marker[1]:
+                held.add(pid)
             try:
                 backlog = max(0, count_records(journal) - journal.delivered())
                 owner = journal.header().pid
@@ -276,6 +284,7 @@ def waiting() -> Waiting:
         live_journals=len(journals) - dead,
         services=services,
         serving={pid: sorted(owners) for pid, owners in serving.items()},
+        held=sorted(held),
         service_enabled=enabled,
         spools=len(find_spools(root / ".spool")),
         rejected=len(find_spools(root / ".spool" / "rejected")),

@@ -249,22 +249,31 @@ def _remove(path: Path) -> None:
 
 
 SERVICE_SUFFIX = ".service"
-"""Beside a journal the writer service delivers: the service's pid (for doctor)."""
+"""Beside a journal the writer service delivers: the service's pid, then ``held`` while
+its backends have not started (see :mod:`.service_gate`); for doctor and waiting."""
 
 
-def mark_delivered_by(path: Path, pid: int) -> None:
-    """Note beside the journal at ``path`` that writer service ``pid`` delivers it."""
+def mark_delivered_by(path: Path, pid: int, *, held: bool = False) -> None:
+    """Note beside the journal at ``path`` that writer service ``pid`` delivers it
+    (``held``: it holds its backends' start back)."""
     with contextlib.suppress(OSError):  # only for doctor and waiting: never fatal
-        Path(str(path) + SERVICE_SUFFIX).write_text(str(pid))
+        Path(str(path) + SERVICE_SUFFIX).write_text(f"{pid} held" if held else str(pid))
+
+
+def service_marker(path: Path) -> tuple[int, bool] | None:
+    """What the marker beside the journal at ``path`` says: the service's pid, and
+    whether it holds back; None without a (readable) marker."""
+    try:
+        words = Path(str(path) + SERVICE_SUFFIX).read_text().split()
+        return int(words[0]), words[1:] == ["held"]
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def service_of(path: Path) -> int | None:
     """The pid of the live writer service that delivers the journal at ``path``."""
-    try:
-        pid = int(Path(str(path) + SERVICE_SUFFIX).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if is_running(pid) else None
+    marker = service_marker(path)
+    return marker[0] if marker is not None and is_running(marker[0]) else None
 
 
 def services_delivering(root: Path) -> list[int]:

@@ -57,6 +57,7 @@ from mlhooks.delivery.journal import (
     JournalFile,
     mark_delivered_by,
     owner_alive,
+    service_marker,
 )
 from mlhooks.delivery.journaling import JournalPart, _weight
 from mlhooks.delivery.lanes import Lane, retry_policy_from_env
@@ -239,6 +240,8 @@ class Tail:
                     raise
                 time.sleep(0.05)
         try:
+            if not self.service.gate.is_open:  # for doctor
+                mark_delivered_by(self.path, os.getpid(), held=True)
             self.service.gate.wait()  # not while the first fit trains (see service_gate)
             header = journal.header()
             backend = selection.backend_named(header.backend, **header.options)
@@ -313,10 +316,9 @@ class Tail:
         """This service no longer delivers the journal: its marker goes (what ``mlhooks
         sync`` and ``run_script`` wait for, and what ``mlhooks doctor`` shows). A marker
         naming another service (one that replaced this one) stays."""
-        marker = Path(str(self.path) + SERVICE_SUFFIX)
-        with contextlib.suppress(OSError, ValueError):
-            if int(marker.read_text().strip()) == os.getpid():
-                marker.unlink()
+        said = service_marker(self.path)
+        if said is not None and said[0] == os.getpid():
+            Path(str(self.path) + SERVICE_SUFFIX).unlink(missing_ok=True)
 
     def state(self) -> dict[str, Any] | None:
         """The lane's outage state when it changed since last said."""
