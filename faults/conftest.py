@@ -148,7 +148,7 @@ def services_alive(root: Path) -> list[int]:
         markers = []  # the service removed the folder with its last journal meanwhile
     for marker in markers:
         try:
-            pid = int(marker.read_text().strip())
+            pid = int(marker.read_text().split()[0])  # "<pid>" or "<pid> held"
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, ValueError, IndexError):
             continue  # gone, or its marker half written

@@ -3,13 +3,10 @@ keeps its local store, what of a result is logged, and the trainable Tune is giv
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray.cloudpickle
 from ray import tune
 from ray.tune.experiment import Experiment
 from ray.tune.registry import is_function_trainable
@@ -17,7 +14,7 @@ from ray.tune.registry import is_function_trainable
 import mlhooks
 from mlhooks.plugin import current_config
 from mlhooks_ray.identity import SweepIdentity, autolog_arguments, identity_of, local_dir_for
-from mlhooks_ray.trainables import TrackedTrial, _ending_its_run, tracked_trainable
+from mlhooks_ray.trainables import TrackedTrial, tracked_trainable
 from mlhooks_ray.trials import flatten, reported_metrics
 
 
@@ -117,25 +114,6 @@ def test_the_tracked_trainable_is_named_and_run_as_the_users(trainable: Any) -> 
     assert tracked._mlhooks_sweep == _identity()
     if isinstance(trainable, type):
         assert issubclass(tracked, trainable)
-
-
-def _generator(config: dict[str, Any]) -> Iterator[dict[str, float]]:
-    yield {"x": 1.0}
-    yield {"x": 2.0}
-
-
-@pytest.mark.parametrize("function", [_function, _generator])
-def test_the_users_function_is_wrapped_as_it_is_and_ships_to_workers(function: Any) -> None:
-    """The wrapper that ends the trial's run as the function returns keeps what Tune
-    reads of the function (its signature, a generator's nature, its name) and pickles
-    as Ray ships it (by value, with the module's state left behind)."""
-    wrapped = _ending_its_run(function)
-    assert inspect.signature(wrapped) == inspect.signature(function)
-    assert inspect.isgeneratorfunction(wrapped) == inspect.isgeneratorfunction(function)
-    assert wrapped.__name__ == function.__name__
-    shipped = ray.cloudpickle.loads(ray.cloudpickle.dumps(wrapped))
-    if inspect.isgeneratorfunction(function):
-        assert list(shipped({})) == [{"x": 1.0}, {"x": 2.0}]  # no trial here: nothing ends
 
 
 def test_a_trainable_given_by_name_is_not_wrapped() -> None:

@@ -129,3 +129,21 @@ def test_a_class_trainables_steps_and_fits_land_in_its_trials_run(
         assert run.data.tags["estimator_name"] == "Ridge"  # each step's fit, in the run
     best = results.get_best_result()
     assert sweep.data.tags["ray.tune.best_trial.id"] == best.metrics["trial_id"]
+
+
+def test_what_a_function_returns_is_its_trials_last_logged_value(
+    autolog: None, store: Store, storage: str
+) -> None:
+    """Tune reports what a trainable function returns as its last result: the trial's
+    run logs it, then ends, before Tune hears that the trial is done."""
+    tuner = tune.Tuner(
+        training.returning,
+        param_space={"a": tune.grid_search([1])},
+        run_config=tune.RunConfig(storage_path=storage, verbose=0),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    (run,) = store.children(store.sweep_run()).values()
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["ray.tune.trial.status"] == "TERMINATED"
+    assert store.history(run, "score") == [(1, 1.0), (2, 2.0)]

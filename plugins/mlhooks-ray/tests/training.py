@@ -153,6 +153,12 @@ class RidgeSteps(tune.Trainable):
         self.rows = int(Path(checkpoint_dir, "rows").read_text())
 
 
+def returning(config: dict[str, Any]) -> dict[str, float]:
+    """Reports one value, then returns another: Tune reports what a function returns."""
+    tune.report({"score": 1.0})
+    return {"score": 2.0}
+
+
 def counting(config: dict[str, Any]) -> None:
     """The contract's trainable: two steps, no framework."""
     for step in range(2):

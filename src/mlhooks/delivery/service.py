@@ -242,7 +242,8 @@ class Tail:
         try:
             if not self.service.gate.is_open:  # for doctor
                 mark_delivered_by(self.path, os.getpid(), held=True)
-            self.service.gate.wait()  # not while the first fit trains (see service_gate)
+                self.service.gate.wait()  # not while the first fit trains (service_gate)
+                mark_delivered_by(self.path, os.getpid())
             header = journal.header()
             backend = selection.backend_named(header.backend, **header.options)
             if header.forked:
@@ -318,7 +319,8 @@ class Tail:
         naming another service (one that replaced this one) stays."""
         said = service_marker(self.path)
         if said is not None and said[0] == os.getpid():
-            Path(str(self.path) + SERVICE_SUFFIX).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # only for doctor and waiting: never fatal
+                Path(str(self.path) + SERVICE_SUFFIX).unlink()
 
     def state(self) -> dict[str, Any] | None:
         """The lane's outage state when it changed since last said."""

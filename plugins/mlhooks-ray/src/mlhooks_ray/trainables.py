@@ -15,11 +15,12 @@ Around the user's code, in the worker:
 * ``_trainable_func`` (a function trainable, on the thread Tune runs it on): the run
   opens there, so that it is that thread's active run;
 * ``step``: each result the trainable reports, at its ``training_iteration``;
-* the user's function returning (wrapped before Tune wraps it), or a class's ``step``
-  that reports ``done``: the run ends FINISHED and its data is stored before Tune
-  hears that the trial is done. Tune gives a trial that it stops at the sweep's end
-  about 10 seconds, then kills its worker: a run ended only then could be killed
-  before it is stored, and the sweep would return first;
+* the last result of a function that returned (Ray marks it ``RESULT_DUPLICATE``,
+  after the result the function returned, if any), or a class's ``step`` that
+  reports ``done``: the run ends FINISHED and its data is stored before that result
+  reaches Tune. Tune gives a trial that it stops at the sweep's end about 10 seconds,
+  then kills its worker: a run ended only then could be killed before it is stored,
+  and the sweep would return first;
 * ``train`` (and the function's thread): an exception ends the run FAILED, then goes on
   unchanged (but the ``exit(0)`` that stops a function early: that run is FINISHED);
 * ``stop``, and ``reset`` when Tune reuses the worker for another trial: the run ends
@@ -32,13 +33,10 @@ goes on unchanged; a failure of ours is one warning (raised under
 
 from __future__ import annotations
 
-import functools
-import inspect
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ray.tune.result import DONE
+from ray.tune.result import DONE, RESULT_DUPLICATE
 
 from mlhooks.plugin import report_internal_error, settings_for
 
@@ -105,7 +103,6 @@ class TrackedTrial(_Trainable):
         trial = self._mlhooks_trial
         if trial is not None:
             _ours(trial.open)
-        _running.trainable = self  # the user's function ends the run as it returns
         try:
             return super()._trainable_func(config)  # type: ignore[misc]
         except BaseException as error:
@@ -113,15 +110,13 @@ class TrackedTrial(_Trainable):
             stopped = isinstance(error, SystemExit) and error.code in (0, None)
             self._mlhooks_end(None if stopped else error, reraise=False)
             raise
-        finally:
-            _running.trainable = None
 
     def step(self) -> dict[str, Any]:
         result = super().step()
         trial = self._mlhooks_trial
         if trial is not None and isinstance(result, dict):
             _ours(lambda: trial.report(result, self.iteration + 1))
-            if result.get(DONE) and not self._mlhooks_function:
+            if result.get(DONE) or RESULT_DUPLICATE in result:
                 self._mlhooks_end(None, reraise=True)  # before Tune hears it is done
         return result
 
@@ -149,40 +144,6 @@ class TrackedTrial(_Trainable):
         return done
 
 
-_running = threading.local()
-"""The :class:`TrackedTrial` whose user's function runs on this thread."""
-
-
-def _end_running_trial() -> None:
-    """End the run of the trial whose function runs on this thread (ours, once)."""
-    trainable: TrackedTrial | None = getattr(_running, "trainable", None)
-    if trainable is not None:
-        trainable._mlhooks_end(None, reraise=True)
-
-
-def _ending_its_run(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` (a trainable function, or a generator function), ending its
-    trial's run as it returns: Ray's wrapper reports the trial done to Tune right
-    after, and blocks there until Tune stops the trial. (Ray pickles the wrapper by
-    value: it refers to nothing of this module but importable functions.)"""
-    if inspect.isgeneratorfunction(function):
-
-        @functools.wraps(function)
-        def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            yield from function(*args, **kwargs)
-            _end_running_trial()
-
-        return generator
-
-    @functools.wraps(function)
-    def plain(*args: Any, **kwargs: Any) -> Any:
-        returned = function(*args, **kwargs)
-        _end_running_trial()
-        return returned
-
-    return plain
-
-
 def tracked_trainable(trainable: Any, identity: SweepIdentity) -> type[Any] | None:
     """The class Tune makes of ``trainable`` (a function or a ``Trainable`` class),
     with the trials' tracking; None for what is not ours to wrap (a trainable
@@ -196,7 +157,7 @@ def tracked_trainable(trainable: Any, identity: SweepIdentity) -> type[Any] | No
     if isinstance(trainable, type):
         base = trainable
     elif callable(trainable):
-        base = wrap_function(_ending_its_run(trainable), name=name)  # as Tune registers it
+        base = wrap_function(trainable, name=name)  # what Tune's registration does
     else:
         return None
     if not issubclass(base, Trainable):
