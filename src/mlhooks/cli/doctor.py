@@ -17,7 +17,6 @@ from mlhooks.core import known_plugins
 from mlhooks.core import settings as mlhooks_settings
 from mlhooks.core.host import ENTRY_POINT_GROUP, host
 from mlhooks.core.known_plugins import install_hint
-from mlhooks.core.processes import is_running
 from mlhooks.core.redaction import redact
 from mlhooks.delivery import selection
 from mlhooks.delivery.journal import count_records, find_journals, owner_alive, service_marker
@@ -259,9 +258,9 @@ def waiting() -> Waiting:
     dead = 0
     for journal in journals:
         marker = service_marker(journal.path)
-        pid = marker[0] if marker is not None and is_running(marker[0]) else None
-        if marker is not None and pid is not None:
-            if marker[1]:
+        if marker is not None:
+            pid, holds_back = marker
+            if holds_back:
                 held.add(pid)
             try:
                 backlog = max(0, count_records(journal) - journal.delivered())

@@ -261,19 +261,20 @@ def mark_delivered_by(path: Path, pid: int, *, held: bool = False) -> None:
 
 
 def service_marker(path: Path) -> tuple[int, bool] | None:
-    """What the marker beside the journal at ``path`` says: the service's pid, and
-    whether it holds back; None without a (readable) marker."""
+    """The live writer service that delivers the journal at ``path``, as its marker
+    says: its pid, and whether it holds back; None without one."""
     try:
         words = Path(str(path) + SERVICE_SUFFIX).read_text().split()
-        return int(words[0]), words[1:] == ["held"]
+        pid, held = int(words[0]), words[1:] == ["held"]
     except (OSError, ValueError, IndexError):
         return None
+    return (pid, held) if is_running(pid) else None
 
 
 def service_of(path: Path) -> int | None:
     """The pid of the live writer service that delivers the journal at ``path``."""
     marker = service_marker(path)
-    return marker[0] if marker is not None and is_running(marker[0]) else None
+    return marker[0] if marker is not None else None
 
 
 def services_delivering(root: Path) -> list[int]:
