@@ -13,6 +13,15 @@ repetition):
 * ``service``: ``mlhooks.autolog()`` with ``MLHOOKS_SERVICE=1`` (the MLflow backend
   runs in the writer service).
 
+To tell where mlhooks' cost goes, ``--configs`` also takes (not run by default):
+
+* ``memory``: ``mlhooks.autolog()`` into the in-memory store only
+  (``MLHOOKS_BACKENDS=memory``): the hooks on the training thread, no backend work;
+* ``service-no-models``: ``service`` with ``MLHOOKS_LOG_MODELS=0`` (no model captured);
+* ``service-no-training-metrics``: ``service`` with
+  ``autolog(sklearn={"log_training_metrics": False})`` (no ``predict`` on the training
+  data after each scikit-learn fit).
+
 Workloads (what "training" times in each):
 
 * ``lightning``: a Lightning MLP, 40 epochs, every step logged: ``Trainer.fit``.
@@ -55,6 +64,12 @@ from pathlib import Path
 from typing import Any
 
 CONFIGS = ("none", "mlflow", "in-process", "service")
+MORE_CONFIGS: dict[str, dict[str, str]] = {
+    "memory": {"MLHOOKS_BACKENDS": "memory"},
+    "service-no-models": {"MLHOOKS_SERVICE": "1", "MLHOOKS_LOG_MODELS": "0"},
+    "service-no-training-metrics": {"MLHOOKS_SERVICE": "1"},
+}
+"""The environment of each configuration that takes mlhooks apart, beside its own."""
 
 PRELUDE = """
 import json, os, resource, sys, time
@@ -64,11 +79,14 @@ def setup(flavor):
     if CONFIG == "mlflow":
         import mlflow, importlib
         importlib.import_module("mlflow." + flavor).autolog()
-    elif CONFIG in ("in-process", "service"):
+    elif CONFIG == "service-no-training-metrics":
+        import mlhooks
+        mlhooks.autolog(sklearn={"log_training_metrics": False})
+    elif CONFIG != "none":
         import mlhooks
         mlhooks.autolog()
 def stored():
-    if CONFIG in ("in-process", "service"):
+    if CONFIG not in ("none", "mlflow"):
         import mlhooks
         mlhooks.flush()
 def report(**figures):
@@ -153,7 +171,7 @@ report(training=training, until_stored=time.perf_counter() - start)
     "startup": """
 import sklearn.linear_model
 start = time.perf_counter()
-if CONFIG in ("in-process", "service"):
+if CONFIG not in ("none", "mlflow"):
     import mlhooks
     mlhooks.autolog()
 elif CONFIG == "mlflow":
@@ -243,6 +261,7 @@ def measure(workload: str, config: str) -> dict[str, Any]:
             MLHOOKS_SERVICE="1" if config == "service" else "0",
             PYTHONWARNINGS="ignore",
         )
+        env.update(MORE_CONFIGS.get(config, {}))
         # stderr to a file: the service holds a copy of the script's stderr until it
         # is done, so a pipe read to its end would time the service, not the script.
         with open(Path(folder) / "stderr.txt", "w+") as stderr:
@@ -283,6 +302,9 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     args = parser.parse_args()
     configs = args.configs.split(",")
+    unknown = sorted(set(configs) - set(CONFIGS) - set(MORE_CONFIGS))
+    if unknown:
+        parser.error(f"unknown configs {unknown}; known: {[*CONFIGS, *MORE_CONFIGS]}")
     for workload in args.workloads.split(","):
         results: dict[str, list[dict[str, Any]]] = {config: [] for config in configs}
         for repeat in range(args.repeats):
@@ -305,7 +327,10 @@ def _print(workload: str, results: dict[str, list[dict[str, Any]]]) -> None:
             cell = f"{statistics.median(values):.3f}"
             if base is not None and config != "none" and key in ("training", "total"):
                 ratios = [row[key] / ref[key] for row, ref in zip(rows, base, strict=True)]
-                cell += f" ({statistics.median(ratios):.2f}x)"
+                cell += f" ({statistics.median(ratios):.3f}x)"
+            elif base is not None and config != "none" and key.endswith("_ms"):
+                more = [row[key] - ref[key] for row, ref in zip(rows, base, strict=True)]
+                cell += f" ({statistics.median(more):+.2f})"
             cells.append(cell)
         print(f"| {config} | " + " | ".join(cells) + " |")
     sys.stdout.flush()

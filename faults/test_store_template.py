@@ -42,8 +42,10 @@ TRAINING = """
 @pytest.fixture
 def new_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The environment of scripts writing into ``new/mlflow.db`` (not there yet), with a
-    cache folder of this test's."""
+    cache folder of this test's; the test (and so its scripts) runs in ``tmp_path``,
+    where experiments of a store MLflow makes keep their artifacts (``./mlruns``)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # template_path() here
+    monkeypatch.chdir(tmp_path)
     return {
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}",
         "MLHOOKS_LOCAL_DIR": str(tmp_path / "mlhooks-runs"),

@@ -124,7 +124,19 @@ def _steps(tmp_path: Path, run: Any, key: str = "loss") -> list[int]:
 
 
 def _said(tmp_path: Path, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads((tmp_path / f"{name}.json").read_text())
+    """What a script wrote to ``<name>.json``, once it is all there (a script that still
+    runs may be between creating the file and writing it)."""
+    found: dict[str, Any] = {}
+
+    def written() -> bool:
+        nonlocal found
+        try:
+            found = json.loads((tmp_path / f"{name}.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+        return True
+
+    wait_until(written, timeout=30)
     return found
 
 
