@@ -13,7 +13,7 @@ fail, end), so that a handler only fills in its steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from mlhooks.core.errors import report_internal_error
 from mlhooks.core.host import host
 from mlhooks.core.options import FrameworkOptions
 from mlhooks.core.types import DatasetInfo, Fit, ModelArtifact, RunInfo, RunStatus, now_ms
-from mlhooks.delivery import staging, tasks
+from mlhooks.delivery import service_client, staging, tasks
 from mlhooks.tracking.runs import current_run, end_run, new_params, open_run, run_of_main_thread
 
 
@@ -204,6 +204,17 @@ class FitSession:
             report_internal_error(f"{self.framework} dataset fingerprint", error)
             return
         host.emit("on_dataset", self.fit.run, info)
+
+    def expect_model(self, flavor: str, modules: Sequence[str] = ()) -> None:
+        """Say, as the fit starts, that it will report a model of ``flavor`` whose
+        loading needs ``modules`` (its framework's, e.g. ``("torch",
+        "lightning.pytorch")``), when ``log_models`` is on. Where a writer service stores
+        the models, it imports them and what its backends need to save such a model
+        while the fit trains (once it may start), rather than at the fit's end; nothing
+        else changes, and a module that cannot be imported is skipped."""
+        if self.fit is None or not self.settings.log_models:
+            return
+        service_client.expect_model(flavor, modules)
 
     def log_model(
         self, model: Any, name: str = "model", flavor: str | None = None, **metadata: Any

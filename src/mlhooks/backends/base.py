@@ -234,6 +234,13 @@ class Backend(abc.ABC):
         mlhooks may use too must be imported under a lock of the backend's own. Called
         in the writer service too, on its writer thread."""
 
+    def prepare_model(self, flavor: str) -> None:  # noqa: B027 - optional hook, empty by default
+        """Called in the writer service, off any training thread, when a fit that will
+        report a model of ``flavor`` starts (once the service may start its backends):
+        import what saving such a model needs, so that the fit's end does not wait for
+        it. Called after :meth:`prepare`, on an instance built for it; a failure is
+        ignored (the model's save reports what goes wrong)."""
+
     def flush(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Make everything written so far durable. Called at run end and on ``flush()``."""
 

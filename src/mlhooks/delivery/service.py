@@ -34,6 +34,7 @@ Run as ``python -m mlhooks.delivery.service FD [listener=FD] [stderr=FD] [activi
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -572,6 +573,16 @@ class Service:
                     name="mlhooks-service-warm",
                     daemon=True,
                 ).start()
+        elif kind == "warm_model":
+            with self._lock:
+                backends = sorted(self.warmed)
+            threading.Thread(
+                target=_warm_model,
+                args=(client, backends, str(message["flavor"]), message.get("modules", [])),
+                kwargs={"gate": self.gate},
+                name="mlhooks-service-warm-model",
+                daemon=True,
+            ).start()
         elif kind == "tail":
             path = message["journal"]
             if path not in client.tails:
@@ -631,6 +642,29 @@ def _warm_up(client: Client, name: str, gate: StartGate) -> None:
         log.debug("mlhooks: warming up backend %r failed", name, exc_info=True)
         return
     client.send({"op": "warmed", "backend": name})
+
+
+def _warm_model(
+    client: Client, backends: list[str], flavor: str, modules: list[str], *, gate: StartGate
+) -> None:
+    """Once ``gate`` opens, import ``modules`` (what unpickling the fit's model will
+    import: its framework) and what each of ``backends`` needs to save a model of
+    ``flavor`` (its ``prepare_model``), then tell ``client``. Each failure is left to
+    the model's save, which reports it."""
+    gate.wait()
+    for module in modules:
+        try:
+            importlib.import_module(str(module))
+        except Exception:  # a warm-up only: the save says what is wrong
+            log.debug("mlhooks: importing %r ahead of a model failed", module, exc_info=True)
+    for name in backends:
+        try:
+            backend = selection.backend_named(name)
+            backend.prepare()
+            backend.prepare_model(flavor)
+        except Exception:  # as above
+            log.debug("mlhooks: %r preparing for %r models failed", name, flavor, exc_info=True)
+    client.send({"op": "warmed", "model": flavor})
 
 
 def _discard_snapshots(roots: set[Path], paths: set[str]) -> None:

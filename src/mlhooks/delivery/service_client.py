@@ -23,6 +23,7 @@ import itertools
 import logging
 import mmap
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from mlhooks.delivery.lanes import Lane
 
 log = logging.getLogger(__name__)
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 LAUNCH_WAIT = 10.0
 """Seconds the exit waits for the service to be started (or to say that it serves
@@ -109,6 +112,11 @@ class ServiceClient:
         self.warmed: set[str] = set()
         """The backends whose libraries the service imported ahead of their first
         journal (see :meth:`warm_up`)."""
+        self._models: set[tuple[str, tuple[str, ...]]] = set()
+        """The (flavor, modules) of the models this process's fits said they will
+        report (see :meth:`expect_model`)."""
+        self.warmed_models: set[str] = set()
+        """The model flavors the service made ready to store (see :meth:`expect_model`)."""
         self._started_as: tuple[str, str, tuple[str, ...]] | None = None
         """This process's working directory, environment and ``sys.path`` when the
         current service was started or attached to."""
@@ -134,6 +142,17 @@ class ServiceClient:
                 self._start()
         for name in backends:
             self._send({"op": "warm", "backend": name})
+
+    def expect_model(self, flavor: str, modules: tuple[str, ...]) -> None:
+        """A fit of this process will report a model of ``flavor``, which loading back
+        needs ``modules`` for: have the service import them, and what its backends need
+        to save such a model, ahead of it (once per flavor and modules)."""
+        key = (flavor, modules)
+        with self._lock:
+            if self.failed or self._sock is None or key in self._models:
+                return
+            self._models.add(key)
+        self._send({"op": "warm_model", "flavor": flavor, "modules": list(modules)})
 
     def attach(self, lane: Lane, journal: Path) -> None:
         with self._lock:
@@ -372,7 +391,10 @@ class ServiceClient:
             self._launched.set()
         elif kind == "warmed":
             with self._lock:
-                self.warmed.add(str(message["backend"]))
+                if "model" in message:
+                    self.warmed_models.add(str(message["model"]))
+                else:
+                    self.warmed.add(str(message["backend"]))
         elif kind == "refused":
             log.debug("mlhooks: the writer service would not serve us: %s", message["why"])
         elif kind == "flushed":
@@ -441,8 +463,11 @@ class ServiceClient:
             entries = list(self._attached.values())
             waiters = list(self._waiters.items())
             warm = sorted(self._warm)
+            expected = sorted(self._models)
         for name in warm:  # a warm-up the tree's service would not take: this one's
             self._send({"op": "warm", "backend": name})
+        for flavor, modules in expected:
+            self._send({"op": "warm_model", "flavor": flavor, "modules": list(modules)})
         for entry in entries:
             self._send({"op": "tail", "journal": str(entry.journal)})
             if entry.ended is not None:
@@ -461,6 +486,7 @@ class ServiceClient:
         self.pid = None
         self.attached = False
         self.warmed.clear()
+        self.warmed_models.clear()
 
     def _retire(self) -> None:
         """Let go of a service this process has not used yet (its end of the socket
@@ -514,6 +540,7 @@ class ServiceClient:
                 "failed": self.failed,
                 "journals": sorted(self._attached),
                 "warmed": sorted(self.warmed),
+                "warmed_models": sorted(self.warmed_models),
             }
 
     def kill_for_tests(self) -> int | None:
@@ -554,6 +581,18 @@ def warm_up(backends: Sequence[Backend]) -> None:
         return
     if setting_or_default("MLHOOKS_SERVICE") and setting_or_default("MLHOOKS_JOURNAL"):
         client.warm_up(names)
+
+
+def expect_model(flavor: str, modules: Sequence[str] = ()) -> None:
+    """A fit starts that will report a model of ``flavor``, which loading back needs
+    ``modules`` for (its framework's): the writer service, when one stores this
+    process's backends, imports them and what its backends need to save such a model
+    while the fit trains, once it may start its backends (see :mod:`.service_gate`).
+    A lone fit's models are stored as before; where the service started at once (a Ray
+    Tune trial) or the fit outlasts ``MLHOOKS_SERVICE_DEFER``, its end no longer waits
+    for these imports (seconds, for PyTorch and Lightning)."""
+    if not is_writer_service():
+        client.expect_model(flavor, tuple(m for m in modules if _MODULE_NAME.fullmatch(m)))
 
 
 def start_now() -> None:

@@ -23,6 +23,21 @@ def log_summary(session: FitSession, module: Any) -> None:
         session.log_artifact(str(path))  # copied now; the folder may go
 
 
+FRAMEWORK_PACKAGES = ("torch", "lightning", "pytorch_lightning", "torchmetrics")
+"""Packages whose modules loading a LightningModule back imports."""
+
+
+def framework_modules(module: Any) -> list[str]:
+    """The modules of the framework classes ``module`` derives from (its class's own,
+    the user's, excluded): what unpickling it imports besides the user's code."""
+    found = []
+    for cls in type(module).__mro__:
+        name = cls.__module__
+        if name.split(".")[0] in FRAMEWORK_PACKAGES and name not in found:
+            found.append(name)
+    return found
+
+
 def log_fit_results(trainer: Any, session: FitSession, model: str) -> None:
     """Early stopping's outcome, the best checkpoint, and the module (``model``:
     ``"final"`` or ``"best"`` weights) at the end of a fit that succeeded."""

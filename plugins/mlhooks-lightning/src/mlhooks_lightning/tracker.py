@@ -124,6 +124,8 @@ class Tracker:
         self.checkpoints.watch(list(trainer.checkpoint_callbacks) if fitting else [])
         if fitting and not continuing:
             model.log_summary(session, module)
+        if fitting:
+            session.expect_model("pytorch", model.framework_modules(module))
 
     def finish(self, trainer: Any, error: BaseException | None = None) -> None:
         """Report what is left and end the call's session (the run, if ours)."""

@@ -165,6 +165,13 @@ class MlflowBackend(Backend):
         thread: its import is a second of CPU, which a fit would pay."""
         mlf.load()
 
+    def prepare_model(self, flavor: str) -> None:
+        """Import MLflow's module of ``flavor`` and work out its pip requirements (kept
+        for the save): for ``pytorch``, seconds of imports a fit's end would wait for."""
+        if flavor in models.FLAVORS:
+            mlf.load()
+            models.pip_requirements(flavor)
+
     def describe(self) -> str:
         return f"MLflow at {redact_text(self.tracking_uri)}"
 
