@@ -1,9 +1,12 @@
-"""Checks shared by every test folder (pytest loads this file for each of them).
+"""Checks for the test folders pytest roots at the checkout (``tests`` and ``faults``;
+a plugin's folder has its own pytest settings, and so its own root).
 
-The suite leaves the checkout as it found it (``.ci/run`` fails otherwise): a test or a
-script it starts that writes into the working directory (``./mlruns`` of a new MLflow
-store, ``./mlflow.db``, ``./mlhooks-runs``) while that is the checkout, not its
-``tmp_path``, fails here, named, rather than at the end of a CI run.
+The suite leaves the checkout as it found it (``.ci/run`` checks it for every folder,
+at the end): a test or a script it starts that writes into the working directory
+(``./mlruns`` of a new MLflow store, ``./mlflow.db``, ``./mlhooks-runs``) while that is
+the checkout, not its ``tmp_path``, fails here, named, rather than at the end of a CI
+run. What a writer service stores after its script ended may be blamed on a later
+test, and with several pytest processes at once on a test of another folder.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ TOOL_CACHES = {
     ".ruff_cache",
     ".import_linter_cache",
     ".nox",
+    "__pycache__",
 }
 """What tools, not the tests, may add to the checkout's top folder."""
 

@@ -1,18 +1,21 @@
 """A fit that says which model it will report (``FitSession.expect_model``; Lightning's
 does) has the writer service import what storing that model needs while the fit
-trains, once the service may start (here at once, as in a Ray Tune trial): its end
-then waits only for the save, not for seconds of imports. Bad input (a module that
-fails to import, a name that is no module) and a service killed after the warm-up
-change nothing that is stored."""
+trains, once the service may start (at once, as in a Ray Tune trial, or at the fit's
+end for a lone fit): its end then waits only for the save, not for seconds of
+imports. Bad input (a module that fails to import in the service, a name that is no
+module, a module the training process never imported) and a service killed after the
+warm-up change nothing that is stored."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from conftest import SERVICE, Store
 
 FIT = """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     import lightning.pytorch as L
     import torch
@@ -21,25 +24,40 @@ FIT = """
     from mlhooks.delivery import service_client
     from mlhooks.delivery.service_client import client
 
-    Path("broken_for_mlhooks.py").write_text("raise RuntimeError('broken on purpose')")
+    # a module that imports here and raises in the service (another process)
+    Path("broken_for_mlhooks.py").write_text(
+        f"import os; assert os.getpid() == {{os.getpid()}}, 'broken in the service'"
+    )
     sys.path.insert(0, ".")
+    import broken_for_mlhooks
     mlhooks.autolog()
-    mlhooks.plugin.start_writer_service_now()  # as a Ray Tune trial does
-    # bad input: a module whose import raises, and a name that is no module
-    service_client.expect_model("pytorch", ["broken_for_mlhooks", "not a module!"])
+    {start}
+    # bad input, each skipped: the broken module, a name that is no module, a module
+    # this process never imported (the service must not run code the user did not)
+    service_client.expect_model("pytorch", ["broken_for_mlhooks", "not a module!", "this"])
 
-    def warmed_models():
+    def warmed(flavor="pytorch"):
         deadline = time.monotonic() + 240
-        while "pytorch" not in client.describe()["warmed_models"]:
+        while flavor not in client.describe()["warmed_models"]:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        return client.describe()["warmed_models"]
+        found = client.describe()["warmed_models"].get(flavor, {{}})
+        return sorted(found.get("prepared", [])), sorted(found.get("imported", []))
+
+    def ready():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            prepared, imported = warmed()
+            if "lightning.pytorch.core.module" in imported:
+                break
+            time.sleep(0.05)
+        framework = ("lightning.pytorch.core.module", "torch.nn.modules.module")
+        return prepared, *(name in imported for name in framework)
 
     class AtFirstEpochEnd(L.Callback):
         def on_train_epoch_end(self, trainer, module):
             if trainer.current_epoch == 0:
-                print("WARMED", warmed_models(), flush=True)
                 {at_epoch_end}
 
     class MLP(L.LightningModule):
@@ -67,7 +85,14 @@ FIT = """
               enable_progress_bar=False, enable_model_summary=False,
               callbacks=[AtFirstEpochEnd()]).fit(MLP(), data)
     print("FLUSHED", mlhooks.flush(120), flush=True)
+    print("AFTER", ready(), flush=True)
+    print("BROKEN", "broken_for_mlhooks" in warmed()[1], "this" in warmed()[1], flush=True)
 """
+
+AT_ONCE = "mlhooks.plugin.start_writer_service_now()  # as a Ray Tune trial does"
+READY = "print('READY', ready(), flush=True)"
+READY_LINE = "READY (['mlflow'], True, True)"
+"""While the fit trains: MLflow prepared, Lightning's and torch's modules imported."""
 
 pytestmark = [
     pytest.mark.parametrize("store", ["mlflow"], indirect=True),  # the service's backend
@@ -94,14 +119,31 @@ def _stored_model(store: Store) -> None:
     assert module(torch.zeros(2, 4)).shape == (2, 1)
 
 
-def test_the_service_makes_ready_for_the_fits_model_while_it_trains(store: Store) -> None:
-    """By the end of the first epoch (of three) the service has imported the
-    framework and MLflow's PyTorch flavor; the bad module names were skipped."""
-    result = store.script(FIT.format(at_epoch_end="pass"))
+def _check(result: Any) -> None:
     assert result.returncode == 0, result.stderr
-    assert "WARMED ['pytorch']" in result.stdout, result.stdout + result.stderr
     assert "FLUSHED True" in result.stdout, result.stdout
-    assert "broken on purpose" not in result.stderr, result.stderr
+    assert "AFTER (['mlflow'], True, True)" in result.stdout, result.stdout + result.stderr
+    assert "BROKEN False False" in result.stdout, result.stdout
+
+
+def test_the_service_makes_ready_for_the_fits_model_while_it_trains(store: Store) -> None:
+    """With the service started at once, by the end of the first epoch (of three) it
+    prepared MLflow for the model and imported Lightning's and torch's modules; the
+    bad names were skipped; the model is stored once and loads."""
+    result = store.script(FIT.format(start=AT_ONCE, at_epoch_end=READY))
+    assert READY_LINE in result.stdout, result.stdout + result.stderr
+    _check(result)
+    _stored_model(store)
+
+
+def test_a_lone_fit_warms_up_beside_its_model_save(store: Store) -> None:
+    """Without ``start_writer_service_now`` the service holds back while the fit trains
+    (``MLHOOKS_SERVICE_DEFER=600``): the warm-up and the model's save both start at the
+    flush, one after the other under the imports lock, and the model is stored once."""
+    result = store.script(
+        FIT.format(start="pass", at_epoch_end="pass"), MLHOOKS_SERVICE_DEFER="600"
+    )
+    _check(result)
     _stored_model(store)
 
 
@@ -110,10 +152,14 @@ def test_a_service_killed_after_its_warm_up_is_replaced_and_warmed_again(
 ) -> None:
     """The service is SIGKILLed after the warm-up: the process starts another (warned
     once), which is asked to warm up again, and stores everything once."""
-    again = "client.kill_for_tests(); print('AGAIN', warmed_models(), flush=True)"
-    result = store.script(FIT.format(at_epoch_end=again), MLHOOKS_STRICT="0")
-    assert result.returncode == 0, result.stderr
-    assert "WARMED ['pytorch']" in result.stdout, result.stdout + result.stderr
-    assert "AGAIN ['pytorch']" in result.stdout, result.stdout + result.stderr
-    assert "FLUSHED True" in result.stdout, result.stdout
+    again = (
+        f"{READY}; old = client.kill_for_tests()\n"
+        "                while client.describe()['pid'] in (None, old):\n"
+        "                    time.sleep(0.05)\n"
+        "                print('AGAIN', ready(), flush=True)"
+    )
+    result = store.script(FIT.format(start=AT_ONCE, at_epoch_end=again), MLHOOKS_STRICT="0")
+    assert READY_LINE in result.stdout, result.stdout + result.stderr
+    assert "AGAIN (['mlflow'], True, True)" in result.stdout, result.stdout + result.stderr
+    _check(result)
     _stored_model(store)

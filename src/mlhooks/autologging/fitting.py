@@ -207,14 +207,18 @@ class FitSession:
 
     def expect_model(self, flavor: str, modules: Sequence[str] = ()) -> None:
         """Say, as the fit starts, that it will report a model of ``flavor`` whose
-        loading needs ``modules`` (its framework's, e.g. ``("torch",
-        "lightning.pytorch")``), when ``log_models`` is on. Where a writer service stores
-        the models, it imports them and what its backends need to save such a model
-        while the fit trains (once it may start), rather than at the fit's end; nothing
-        else changes, and a module that cannot be imported is skipped."""
+        rebuilding needs ``modules`` (its framework's, e.g. ``("torch",
+        "lightning.pytorch")``; only those imported here already count), when
+        ``log_models`` is on. Where a writer service stores the models, its backends
+        import them and what they need to save such a model while the fit trains (once
+        it may start), rather than at the fit's end; nothing else changes, and a module
+        that cannot be imported there is skipped."""
         if self.fit is None or not self.settings.log_models:
             return
-        service_client.expect_model(flavor, modules)
+        try:
+            service_client.expect_model(flavor, modules)
+        except Exception as error:  # noqa: BLE001 - a warm-up never breaks the fit
+            report_internal_error(f"{self.framework} model warm-up", error)
 
     def log_model(
         self, model: Any, name: str = "model", flavor: str | None = None, **metadata: Any

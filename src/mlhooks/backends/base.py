@@ -9,7 +9,7 @@ JSON so that the writer can spool them to disk when a backend is down and replay
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -234,12 +234,15 @@ class Backend(abc.ABC):
         mlhooks may use too must be imported under a lock of the backend's own. Called
         in the writer service too, on its writer thread."""
 
-    def prepare_model(self, flavor: str) -> None:  # noqa: B027 - optional hook, empty by default
-        """Called in the writer service, off any training thread, when a fit that will
-        report a model of ``flavor`` starts (once the service may start its backends):
-        import what saving such a model needs, so that the fit's end does not wait for
-        it. Called after :meth:`prepare`, on an instance built for it; a failure is
-        ignored (the model's save reports what goes wrong)."""
+    def prepare_model(self, flavor: str, modules: Sequence[str]) -> None:  # noqa: B027
+        """Optional, empty by default. Called in the writer service, off any training
+        thread, when a fit that will report a model of ``flavor`` starts (once the
+        service may start its backends): import what saving such a model needs, and
+        ``modules`` (which rebuilding the captured model imports: its framework's, each
+        already imported by the training process), so that the fit's end does not wait
+        for them. Called after :meth:`prepare`, on an instance built for it, perhaps
+        while another thread saves a model: import under the lock the save takes. A
+        failure is ignored (the model's save reports what goes wrong)."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Make everything written so far durable. Called at run end and on ``flush()``."""

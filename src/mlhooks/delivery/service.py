@@ -34,7 +34,6 @@ Run as ``python -m mlhooks.delivery.service FD [listener=FD] [stderr=FD] [activi
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -63,7 +62,7 @@ from mlhooks.delivery.journal import (
 from mlhooks.delivery.journaling import JournalPart, _weight
 from mlhooks.delivery.lanes import Lane, retry_policy_from_env
 from mlhooks.delivery.service_gate import StartGate
-from mlhooks.delivery.service_wire import encode, read_messages
+from mlhooks.delivery.service_wire import MODULE_NAME, encode, read_messages
 
 log = logging.getLogger(__name__)
 
@@ -574,11 +573,9 @@ class Service:
                     daemon=True,
                 ).start()
         elif kind == "warm_model":
-            with self._lock:
-                backends = sorted(self.warmed)
             threading.Thread(
                 target=_warm_model,
-                args=(client, backends, str(message["flavor"]), message.get("modules", [])),
+                args=(client, message),
                 kwargs={"gate": self.gate},
                 name="mlhooks-service-warm-model",
                 daemon=True,
@@ -644,27 +641,28 @@ def _warm_up(client: Client, name: str, gate: StartGate) -> None:
     client.send({"op": "warmed", "backend": name})
 
 
-def _warm_model(
-    client: Client, backends: list[str], flavor: str, modules: list[str], *, gate: StartGate
-) -> None:
-    """Once ``gate`` opens, import ``modules`` (what unpickling the fit's model will
-    import: its framework) and what each of ``backends`` needs to save a model of
-    ``flavor`` (its ``prepare_model``), then tell ``client``. Each failure is left to
-    the model's save, which reports it."""
+def _warm_model(client: Client, message: dict[str, Any], *, gate: StartGate) -> None:
+    """``warm_model``: once ``gate`` opens, have each backend named make ready for a
+    model of the flavor (its ``prepare_model``, which imports what saving it needs and
+    the modules, what rebuilding the captured model imports), then tell ``client``
+    which backends did and which of the modules are imported. A failure is left to the
+    model's save, which reports it."""
+    flavor = str(message.get("flavor", ""))
+    modules = [m for m in message.get("modules", []) if isinstance(m, str)]
+    modules = [m for m in modules if MODULE_NAME.fullmatch(m)]
     gate.wait()
-    for module in modules:
+    prepared = []
+    for name in message.get("backends", []):
         try:
-            importlib.import_module(str(module))
-        except Exception:  # a warm-up only: the save says what is wrong
-            log.debug("mlhooks: importing %r ahead of a model failed", module, exc_info=True)
-    for name in backends:
-        try:
-            backend = selection.backend_named(name)
+            backend = selection.backend_named(str(name))
             backend.prepare()
-            backend.prepare_model(flavor)
-        except Exception:  # as above
+            backend.prepare_model(flavor, modules)
+        except Exception:  # a warm-up only: the save says what is wrong
             log.debug("mlhooks: %r preparing for %r models failed", name, flavor, exc_info=True)
-    client.send({"op": "warmed", "model": flavor})
+        else:
+            prepared.append(str(name))
+    imported = [m for m in modules if m in sys.modules]
+    client.send({"op": "warmed", "model": flavor, "prepared": prepared, "imported": imported})
 
 
 def _discard_snapshots(roots: set[Path], paths: set[str]) -> None:

@@ -23,7 +23,6 @@ import itertools
 import logging
 import mmap
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -41,15 +40,13 @@ from mlhooks.core.processes import is_running, is_writer_service
 from mlhooks.core.shutdown import Stage, in_forked_child
 from mlhooks.delivery import service_gate, service_tree, staging
 from mlhooks.delivery.journal import mark_delivered_by
-from mlhooks.delivery.service_wire import encode, read_messages
+from mlhooks.delivery.service_wire import MODULE_NAME, encode, read_messages
 
 if TYPE_CHECKING:
     from mlhooks.backends.base import Backend
     from mlhooks.delivery.lanes import Lane
 
 log = logging.getLogger(__name__)
-
-_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 LAUNCH_WAIT = 10.0
 """Seconds the exit waits for the service to be started (or to say that it serves
@@ -114,9 +111,11 @@ class ServiceClient:
         journal (see :meth:`warm_up`)."""
         self._models: set[tuple[str, tuple[str, ...]]] = set()
         """The (flavor, modules) of the models this process's fits said they will
-        report (see :meth:`expect_model`)."""
-        self.warmed_models: set[str] = set()
-        """The model flavors the service made ready to store (see :meth:`expect_model`)."""
+        report (see :meth:`expect_model`); each service started is told them."""
+        self.warmed_models: dict[str, dict[str, list[str]]] = {}
+        """By flavor, what the service made ready for such models ahead of them: the
+        backends it prepared and the modules it then had imported (see
+        :meth:`expect_model`)."""
         self._started_as: tuple[str, str, tuple[str, ...]] | None = None
         """This process's working directory, environment and ``sys.path`` when the
         current service was started or attached to."""
@@ -149,10 +148,18 @@ class ServiceClient:
         to save such a model, ahead of it (once per flavor and modules)."""
         key = (flavor, modules)
         with self._lock:
-            if self.failed or self._sock is None or key in self._models:
+            if self.failed or key in self._models:
                 return
             self._models.add(key)
-        self._send({"op": "warm_model", "flavor": flavor, "modules": list(modules)})
+            if self._sock is None:
+                return  # told to the service when it starts (_start)
+            message = self._warm_model(key)
+        self._send(message)
+
+    def _warm_model(self, key: tuple[str, tuple[str, ...]]) -> dict[str, Any]:
+        flavor, modules = key
+        backends = sorted(self._warm)  # the backends whose libraries a service imports
+        return {"op": "warm_model", "flavor": flavor, "modules": [*modules], "backends": backends}
 
     def attach(self, lane: Lane, journal: Path) -> None:
         with self._lock:
@@ -266,6 +273,7 @@ class ServiceClient:
                 target=self._read, args=(sock, None), name="mlhooks-service-read", daemon=True
             ).start()
             self._say_now()
+            self._say_models()
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         own = service_tree.own_address()
@@ -279,10 +287,16 @@ class ServiceClient:
             daemon=True,
         ).start()
         self._say_now()
+        self._say_models()
 
     def _say_now(self) -> None:
         if self._now:  # what is sent before the service reads waits in the socket
             self._send({"op": "now"})
+
+    def _say_models(self) -> None:
+        """Tell a service just started (or attached to) which models to make ready for."""
+        for key in sorted(self._models):
+            self._send(self._warm_model(key))
 
     def _candidates(self) -> list[str]:
         """The addresses of services this process may attach to, nearest first."""
@@ -391,8 +405,10 @@ class ServiceClient:
             self._launched.set()
         elif kind == "warmed":
             with self._lock:
-                if "model" in message:
-                    self.warmed_models.add(str(message["model"]))
+                if "model" in message:  # what each warm-up of the flavor did, together
+                    done = self.warmed_models.setdefault(str(message["model"]), {})
+                    for key in ("prepared", "imported"):
+                        done[key] = sorted({*done.get(key, []), *message.get(key, [])})
                 else:
                     self.warmed.add(str(message["backend"]))
         elif kind == "refused":
@@ -463,11 +479,8 @@ class ServiceClient:
             entries = list(self._attached.values())
             waiters = list(self._waiters.items())
             warm = sorted(self._warm)
-            expected = sorted(self._models)
         for name in warm:  # a warm-up the tree's service would not take: this one's
             self._send({"op": "warm", "backend": name})
-        for flavor, modules in expected:
-            self._send({"op": "warm_model", "flavor": flavor, "modules": list(modules)})
         for entry in entries:
             self._send({"op": "tail", "journal": str(entry.journal)})
             if entry.ended is not None:
@@ -540,7 +553,7 @@ class ServiceClient:
                 "failed": self.failed,
                 "journals": sorted(self._attached),
                 "warmed": sorted(self.warmed),
-                "warmed_models": sorted(self.warmed_models),
+                "warmed_models": dict(self.warmed_models),
             }
 
     def kill_for_tests(self) -> int | None:
@@ -584,15 +597,22 @@ def warm_up(backends: Sequence[Backend]) -> None:
 
 
 def expect_model(flavor: str, modules: Sequence[str] = ()) -> None:
-    """A fit starts that will report a model of ``flavor``, which loading back needs
-    ``modules`` for (its framework's): the writer service, when one stores this
-    process's backends, imports them and what its backends need to save such a model
-    while the fit trains, once it may start its backends (see :mod:`.service_gate`).
-    A lone fit's models are stored as before; where the service started at once (a Ray
-    Tune trial) or the fit outlasts ``MLHOOKS_SERVICE_DEFER``, its end no longer waits
-    for these imports (seconds, for PyTorch and Lightning)."""
-    if not is_writer_service():
-        client.expect_model(flavor, tuple(m for m in modules if _MODULE_NAME.fullmatch(m)))
+    """A fit starts that will report a model of ``flavor``, which rebuilding needs
+    ``modules`` for (its framework's; only those this process imported already are
+    passed on, so the service runs no code the user did not): the writer service, when
+    one stores this process's backends, has them import these and what they need to
+    save such a model while the fit trains, once it may start its backends (see
+    :mod:`.service_gate`). Where the service started at once (a Ray Tune trial) or
+    the fit outlasts ``MLHOOKS_SERVICE_DEFER``, the fit's end no longer waits for these
+    imports (seconds, for PyTorch and Lightning)."""
+    if is_writer_service():
+        return
+    if isinstance(modules, str):
+        modules = (modules,)
+    loaded = tuple(
+        m for m in modules if isinstance(m, str) and m in sys.modules and MODULE_NAME.fullmatch(m)
+    )
+    client.expect_model(flavor, loaded)
 
 
 def start_now() -> None:

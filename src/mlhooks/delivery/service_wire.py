@@ -4,9 +4,13 @@ line, over a Unix socket pair."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
+
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+"""What a module name the service is asked to import ahead of a model must look like."""
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -165,12 +165,12 @@ class MlflowBackend(Backend):
         thread: its import is a second of CPU, which a fit would pay."""
         mlf.load()
 
-    def prepare_model(self, flavor: str) -> None:
-        """Import MLflow's module of ``flavor`` and work out its pip requirements (kept
-        for the save): for ``pytorch``, seconds of imports a fit's end would wait for."""
-        if flavor in models.FLAVORS:
-            mlf.load()
-            models.pip_requirements(flavor)
+    def prepare_model(self, flavor: str, modules: Sequence[str]) -> None:
+        """Import ``modules``, MLflow's module of ``flavor`` and its pip requirements
+        (kept for the save), under the lock a model's save imports under: for a
+        Lightning module, seconds a fit's end would otherwise wait for."""
+        mlf.load()
+        models.prepare(flavor, modules)
 
     def describe(self) -> str:
         return f"MLflow at {redact_text(self.tracking_uri)}"

@@ -29,11 +29,14 @@ import pickle
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from mlhooks.plugin import BackendError, ModelArtifact
 
 from . import transformers_flavor
+
+log = logging.getLogger(__name__)
 
 # flavor -> (MLflow module, keyword of save_model that takes the model)
 FLAVORS: dict[str, tuple[str, str]] = {
@@ -51,6 +54,26 @@ SAVE_OPTIONS: dict[str, dict[str, Any]] = {
     "pytorch": {"serialization_format": "pickle"},
     "sklearn": {"serialization_format": "cloudpickle"},
 }
+
+
+IMPORTS = threading.Lock()
+"""Held while a thread imports what a model needs: to save one (MLflow's flavor module,
+the model's own modules as it is rebuilt) or ahead of one (:func:`prepare`). Packages
+that import themselves in cycles, imported by two threads at once, can deadlock or be
+seen half-initialized."""
+
+
+def prepare(flavor: str, modules: Sequence[str]) -> None:
+    """Import ``modules`` and, for a known ``flavor``, MLflow's module and its pip
+    requirements, ahead of a model of that flavor; a module that fails is skipped."""
+    with IMPORTS:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # a warm-up only: the save reports it
+                log.debug("mlhooks: importing %r ahead of a model failed", name, exc_info=True)
+        if flavor in FLAVORS:
+            pip_requirements(flavor)
 
 
 @functools.cache
@@ -155,10 +178,12 @@ def save_mlflow_model(artifact: ModelArtifact, directory: str, mlflow_model: Any
             with open(os.path.join(target, "mlhooks-model.json"), "w") as f:
                 json.dump({"flavor": artifact.flavor, **facts}, f, indent=1, sort_keys=True)
         return target
-    module = importlib.import_module(flavor[0])
-    model = _model_object(artifact)
+    with IMPORTS:
+        module = importlib.import_module(flavor[0])
+        model = _model_object(artifact)
+        requirements = list(pip_requirements(artifact.flavor))
     example = artifact.metadata.get("sample_input")
-    options: dict[str, Any] = {"pip_requirements": list(pip_requirements(artifact.flavor))}
+    options: dict[str, Any] = {"pip_requirements": requirements}
     if mlflow_model is not None:
         options["mlflow_model"] = mlflow_model
     accepted = inspect.signature(module.save_model).parameters
