@@ -28,13 +28,17 @@ FIT = """
     Path("broken_for_mlhooks.py").write_text(
         f"import os; assert os.getpid() == {{os.getpid()}}, 'broken in the service'"
     )
+    Path("fine_for_mlhooks.py").write_text("VALUE = 1")
     sys.path.insert(0, ".")
-    import broken_for_mlhooks
+    import broken_for_mlhooks, fine_for_mlhooks
     mlhooks.autolog()
     {start}
     # bad input, each skipped: the broken module, a name that is no module, a module
     # this process never imported (the service must not run code the user did not)
-    service_client.expect_model("pytorch", ["broken_for_mlhooks", "not a module!", "this"])
+    # (and one that imports, after them: each is tried on its own)
+    service_client.expect_model(
+        "pytorch", ["broken_for_mlhooks", "not a module!", "this", "fine_for_mlhooks"]
+    )
 
     def warmed(flavor="pytorch"):
         deadline = time.monotonic() + 240
@@ -86,7 +90,9 @@ FIT = """
               callbacks=[AtFirstEpochEnd()]).fit(MLP(), data)
     print("FLUSHED", mlhooks.flush(120), flush=True)
     print("AFTER", ready(), flush=True)
-    print("BROKEN", "broken_for_mlhooks" in warmed()[1], "this" in warmed()[1], flush=True)
+    imported = warmed()[1]
+    print("BROKEN", "broken_for_mlhooks" in imported, "this" in imported, flush=True)
+    print("FINE", "fine_for_mlhooks" in imported, flush=True)
 """
 
 AT_ONCE = "mlhooks.plugin.start_writer_service_now()  # as a Ray Tune trial does"
@@ -124,13 +130,23 @@ def _check(result: Any) -> None:
     assert "FLUSHED True" in result.stdout, result.stdout
     assert "AFTER (['mlflow'], True, True)" in result.stdout, result.stdout + result.stderr
     assert "BROKEN False False" in result.stdout, result.stdout
+    assert "FINE True" in result.stdout, result.stdout
 
 
-def test_the_service_makes_ready_for_the_fits_model_while_it_trains(store: Store) -> None:
+MOVED = "; os.makedirs('elsewhere'); os.chdir('elsewhere')"
+"""After ``autolog()`` started the service: a service started as the process was then
+no longer fits it, and is replaced at first use (by one told the expected models)."""
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["", "working-directory-changed"])
+def test_the_service_makes_ready_for_the_fits_model_while_it_trains(
+    store: Store, moved: bool
+) -> None:
     """With the service started at once, by the end of the first epoch (of three) it
     prepared MLflow for the model and imported Lightning's and torch's modules; the
     bad names were skipped; the model is stored once and loads."""
-    result = store.script(FIT.format(start=AT_ONCE, at_epoch_end=READY))
+    start = AT_ONCE + (MOVED if moved else "")
+    result = store.script(FIT.format(start=start, at_epoch_end=READY))
     assert READY_LINE in result.stdout, result.stdout + result.stderr
     _check(result)
     _stored_model(store)
@@ -139,7 +155,7 @@ def test_the_service_makes_ready_for_the_fits_model_while_it_trains(store: Store
 def test_a_lone_fit_warms_up_beside_its_model_save(store: Store) -> None:
     """Without ``start_writer_service_now`` the service holds back while the fit trains
     (``MLHOOKS_SERVICE_DEFER=600``): the warm-up and the model's save both start at the
-    flush, one after the other under the imports lock, and the model is stored once."""
+    flush (which then waits for both) and the model is stored once."""
     result = store.script(
         FIT.format(start="pass", at_epoch_end="pass"), MLHOOKS_SERVICE_DEFER="600"
     )

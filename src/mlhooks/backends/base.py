@@ -240,9 +240,10 @@ class Backend(abc.ABC):
         service may start its backends): import what saving such a model needs, and
         ``modules`` (which rebuilding the captured model imports: its framework's, each
         already imported by the training process), so that the fit's end does not wait
-        for them. Called after :meth:`prepare`, on an instance built for it, perhaps
-        while another thread saves a model: import under the lock the save takes. A
-        failure is ignored (the model's save reports what goes wrong)."""
+        for them. Called after :meth:`prepare`, on the service's shared instance of the
+        backend, perhaps while another thread saves a model: import under the lock
+        your save imports its model's modules (and unpickles) under. A failure is
+        ignored (the model's save reports what goes wrong)."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Make everything written so far durable. Called at run end and on ``flush()``."""

@@ -573,6 +573,9 @@ class Service:
                     daemon=True,
                 ).start()
         elif kind == "warm_model":
+            if not message.get("backends"):  # a forked child's: its parent warmed ours
+                with self._lock:
+                    message["backends"] = sorted(self.warmed)
             threading.Thread(
                 target=_warm_model,
                 args=(client, message),
