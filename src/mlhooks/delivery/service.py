@@ -651,8 +651,9 @@ def _warm_model(client: Client, message: dict[str, Any], *, gate: StartGate) -> 
     which backends did and which of the modules are imported. A failure is left to the
     model's save, which reports it."""
     flavor = str(message.get("flavor", ""))
-    modules = [m for m in message.get("modules", []) if isinstance(m, str)]
-    modules = [m for m in modules if MODULE_NAME.fullmatch(m)]
+    modules = [
+        m for m in message.get("modules", []) if isinstance(m, str) and MODULE_NAME.fullmatch(m)
+    ]
     gate.wait()
     prepared = []
     for name in message.get("backends", []):
