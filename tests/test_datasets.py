@@ -228,6 +228,26 @@ def test_numpy_object_string_datetime_and_structured_arrays() -> None:
     assert digest(records) != info.digest
 
 
+@pytest.mark.parametrize(
+    "dtype",
+    ["<f8", ">f8", "f4", "i8", ">i2", "U2", "S3", "M8[ns]", "M8[s]", "m8[ms]", "c16", "?", "O"],
+)
+def test_schema_names_dtypes_as_numpy_does_each_time(dtype: str) -> None:
+    """The names of plain dtypes are remembered: the second call says what the first
+    did, and what ``str(dtype)`` says (byte order and units included)."""
+    values = np.zeros((3, 2), dtype=dtype)
+    expected = {"0": str(np.dtype(dtype)), "1": str(np.dtype(dtype))}
+    assert fingerprint(values).schema == expected
+    assert fingerprint(values).schema == expected
+
+
+def test_dtypes_with_metadata_or_fields_are_named_afresh() -> None:
+    tagged = np.dtype(np.float64, metadata={"unit": "m"})
+    assert fingerprint(np.zeros(2, dtype=tagged)).schema == {"array": str(tagged)}
+    aligned = np.dtype([("a", "i1"), ("b", "f8")], align=True)
+    assert fingerprint(np.zeros(2, dtype=aligned)).schema == {"a": "int8", "b": "float64"}
+
+
 def test_big_endian_arrays_match_little_endian() -> None:
     values = np.arange(10, dtype="<f8")
     assert digest(values) == digest(values.astype(">f8"))

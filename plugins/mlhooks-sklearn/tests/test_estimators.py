@@ -117,6 +117,21 @@ def test_regressor_metrics_agree_with_sklearn(store: Store, autolog: None) -> No
         assert metrics[key] == pytest.approx(value, rel=1e-9), key
 
 
+def test_training_metrics_of_a_model_that_takes_missing_values(store: Store, autolog: None) -> None:
+    """The training predictions skip scikit-learn's finiteness check (the fit made it):
+    a model that accepts NaN still gets its metrics, equal to sklearn's."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    X = X.copy()
+    X[::7, 2] = np.nan
+    model = HistGradientBoostingRegressor(max_iter=20).fit(X, y)
+
+    metrics = store.only_run().data.metrics
+    assert metrics["training_r2_score"] == pytest.approx(skm.r2_score(y, model.predict(X)))
+    assert metrics["training_score"] == pytest.approx(model.score(X, y))
+
+
 def test_a_clusterer_logs_silhouette_and_inertia(store: Store, autolog: None) -> None:
     X, _ = load_iris(return_X_y=True)
     model = KMeans(n_clusters=3, n_init=2, random_state=0).fit(X)

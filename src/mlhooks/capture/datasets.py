@@ -156,7 +156,7 @@ def _describe_series(series: Any, hasher: hashlib.blake2b, sample_rows: int) -> 
     _feed_pandas_index(hasher, series.index.dtype, sample.index)
     _feed_pandas_column(hasher, series.name, sample)
     label = None if series.name is None else str(series.name)
-    return _Described(shape, {label or "value": str(series.dtype)}, label)
+    return _Described(shape, {label or "value": _dtype_name(series.dtype)}, label)
 
 
 def _describe_sparse(matrix: Any, hasher: hashlib.blake2b, sample_rows: int) -> _Described:
@@ -169,7 +169,7 @@ def _describe_sparse(matrix: Any, hasher: hashlib.blake2b, sample_rows: int) -> 
     for part_name, values in parts:
         _feed(hasher, part_name)
         _feed_array(hasher, _sample_array_rows(values.ravel(), sample_rows))
-    return _Described(shape, _array_schema(shape, str(matrix.dtype)))
+    return _Described(shape, _array_schema(shape, _dtype_name(matrix.dtype)))
 
 
 def _describe_sequence(items: Any, hasher: hashlib.blake2b, sample_rows: int) -> _Described:
@@ -394,8 +394,8 @@ def _numpy_schema(array: Any) -> dict[str, str]:
     """Field names for structured arrays, else the plain-array schema."""
     names = array.dtype.names
     if names is None:
-        return _array_schema(_int_shape(array.shape), str(array.dtype))
-    pairs = ((name, str(array.dtype[name])) for name in names)
+        return _array_schema(_int_shape(array.shape), _dtype_name(array.dtype))
+    pairs = ((name, _dtype_name(array.dtype[name])) for name in names)
     return _bounded_schema(pairs, len(names))
 
 
@@ -446,8 +446,34 @@ def _dtype_names(dtypes: list[Any]) -> list[str]:
     names: dict[int, str] = {}
     for dtype in dtypes:
         if id(dtype) not in names:
-            names[id(dtype)] = str(dtype)
+            names[id(dtype)] = _dtype_name(dtype)
     return [names[id(dtype)] for dtype in dtypes]
+
+
+_PLAIN_DTYPE_NAMES: dict[Any, str] = {}
+"""``str(dtype)`` of the plain numpy dtypes seen so far (a fit loop asks again and again)."""
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``str(dtype)``: numpy computes it in Python (about 5 microseconds), so that of a
+    plain numpy dtype (no fields, no metadata: those compare equal exactly when their
+    names are equal) is remembered."""
+    name = _PLAIN_DTYPE_NAMES.get(dtype) if _is_plain_numpy_dtype(dtype) else None
+    if name is None:
+        name = str(dtype)
+        if _is_plain_numpy_dtype(dtype) and len(_PLAIN_DTYPE_NAMES) < 256:
+            _PLAIN_DTYPE_NAMES[dtype] = name
+    return name
+
+
+def _is_plain_numpy_dtype(dtype: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return (
+        numpy is not None
+        and isinstance(dtype, numpy.dtype)
+        and dtype.names is None
+        and dtype.metadata is None
+    )
 
 
 def _pandas_itemsize(dtype: Any) -> int:

@@ -38,23 +38,33 @@ def targets(call: Call) -> Any:
 def variable_name(value: Any) -> str | None:
     """The name the user's code gives ``value`` (the first frame outside mlhooks,
     wrapt and scikit-learn), or None."""
-    if value is None:
-        return None
+    return variable_names(value)[0]
+
+
+def variable_names(*values: Any) -> list[str | None]:
+    """The names the user's code gives ``values`` (see :func:`variable_name`), found
+    in one walk up the stack; None for a value it does not name (or that is None)."""
+    found: list[str | None] = [None] * len(values)
+    if all(value is None for value in values):
+        return found
     frame: FrameType | None = sys._getframe(1)
     for _ in range(_MAX_FRAMES):
         if frame is None:
-            return None
+            return found
         if not frame.f_globals.get("__name__", "").startswith(_OUR_MODULES):
             break
         frame = frame.f_back
     if frame is None or frame.f_globals.get("__name__", "").startswith(_OUR_MODULES):
-        return None
+        return found
     names = frame.f_locals
     try:
         for name, candidate in names.items():
-            if candidate is value and not name.startswith("_"):
-                return str(name)
-        return None
+            if name.startswith("_"):
+                continue
+            for index, value in enumerate(values):
+                if found[index] is None and value is not None and candidate is value:
+                    found[index] = str(name)
+        return found
     finally:
         if _SNAPSHOT_LOCALS and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
             # Before 3.13, a function's f_locals is a snapshot the frame keeps: it would

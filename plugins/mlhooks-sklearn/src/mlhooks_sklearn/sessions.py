@@ -84,6 +84,7 @@ def new_session(model: Any, name: str | None = None) -> FitSession:
 
 def log_training_data(session: FitSession, X: Any, y: Any) -> None:
     """Fingerprints of X and y, named as the user's code names them."""
-    for value, default in ((X, "X"), (y, "y")):
+    names = data.variable_names(X, y)
+    for value, name, default in ((X, names[0], "X"), (y, names[1], "y")):
         if value is not None:
-            session.log_dataset(value, name=data.variable_name(value) or default, context="train")
+            session.log_dataset(value, name=name or default, context="train")

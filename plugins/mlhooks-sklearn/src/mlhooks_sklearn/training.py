@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from mlhooks.plugin import FitSession
@@ -48,8 +49,13 @@ def _call(model: Any, method: str, X: Any) -> Any:
     function = getattr(model, method, None)
     if function is None:
         return None
+    from sklearn import config_context
+
     try:
-        return function(X)
+        # The fit just validated this very data: its finiteness check (a pass over
+        # every value) is not repeated.
+        with config_context(assume_finite=True):
+            return function(X)
     except Exception:  # noqa: BLE001 - e.g. a pipeline whose last step cannot predict
         return None
 
@@ -70,8 +76,14 @@ def _uses_default_score(model: Any) -> bool:
 
     while _is_pipeline(model):  # a pipeline scores with its last step
         model = model.steps[-1][1]
-    owner = next((k for k in type(model).__mro__ if "score" in vars(k)), None)
-    return owner in (ClassifierMixin, RegressorMixin)
+    return _scores_by_default(type(model), (ClassifierMixin, RegressorMixin))
+
+
+@functools.lru_cache(maxsize=256)
+def _scores_by_default(kind: Any, defaults: tuple[type, ...]) -> bool:
+    """Whether the ``score`` that class ``kind`` uses is one of ``defaults``'."""
+    owner = next((k for k in kind.__mro__ if "score" in vars(k)), None)
+    return owner in defaults
 
 
 def _is_pipeline(model: Any) -> bool:
