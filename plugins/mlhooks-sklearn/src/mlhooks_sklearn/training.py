@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from mlhooks.plugin import FitSession
@@ -79,11 +78,19 @@ def _uses_default_score(model: Any) -> bool:
     return _scores_by_default(type(model), (ClassifierMixin, RegressorMixin))
 
 
-@functools.lru_cache(maxsize=256)
-def _scores_by_default(kind: Any, defaults: tuple[type, ...]) -> bool:
+_DEFAULT_SCORERS: dict[type, bool] = {}
+"""Whether each class seen so far scores with a default ``score``."""
+
+
+def _scores_by_default(kind: type, defaults: tuple[type, ...]) -> bool:
     """Whether the ``score`` that class ``kind`` uses is one of ``defaults``'."""
-    owner = next((k for k in kind.__mro__ if "score" in vars(k)), None)
-    return owner in defaults
+    known = _DEFAULT_SCORERS.get(kind)
+    if known is None:
+        owner = next((k for k in kind.__mro__ if "score" in vars(k)), None)
+        known = owner in defaults
+        if len(_DEFAULT_SCORERS) < 256:
+            _DEFAULT_SCORERS[kind] = known
+    return known
 
 
 def _is_pipeline(model: Any) -> bool:
