@@ -248,6 +248,19 @@ def test_dtypes_with_metadata_or_fields_are_named_afresh() -> None:
     assert fingerprint(np.zeros(2, dtype=aligned)).schema == {"a": "int8", "b": "float64"}
 
 
+def test_numpy_variable_width_strings_are_hashed_by_their_text() -> None:
+    dtypes = pytest.importorskip("numpy.dtypes")
+    if not hasattr(dtypes, "StringDType"):
+        pytest.skip("numpy < 2")
+    values = np.array(["a", "bc", "a much longer string"], dtype=dtypes.StringDType())
+    info = fingerprint(values)
+    assert info.schema == {"array": str(values.dtype)}
+    assert digest(values.copy()) == info.digest
+    changed = values.copy()
+    changed[1] = "bd"
+    assert digest(changed) != info.digest
+
+
 def test_big_endian_arrays_match_little_endian() -> None:
     values = np.arange(10, dtype="<f8")
     assert digest(values) == digest(values.astype(">f8"))

@@ -118,8 +118,7 @@ def test_regressor_metrics_agree_with_sklearn(store: Store, autolog: None) -> No
 
 
 def test_training_metrics_of_a_model_that_takes_missing_values(store: Store, autolog: None) -> None:
-    """The training predictions skip scikit-learn's finiteness check (the fit made it):
-    a model that accepts NaN still gets its metrics, equal to sklearn's."""
+    """A model that takes NaN gets its training metrics, equal to sklearn's."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     X, y = load_diabetes(return_X_y=True)

@@ -272,7 +272,10 @@ def _feed(hasher: hashlib.blake2b, *parts: bytes | str) -> None:
 
 
 def _feed_array(hasher: hashlib.blake2b, values: Any) -> None:
-    """Add a (small) ndarray: dtype, shape, then its bytes or its items' stable text."""
+    """Add a (small) ndarray: dtype, shape, then its bytes or its items' stable text
+    (numpy 2's variable-width strings as objects: their bytes are pointers)."""
+    if values.dtype.kind == "T":
+        values = values.astype(object)
     values = _little_endian(values)
     _feed(hasher, values.dtype.str)
     _feed(hasher, repr(_int_shape(values.shape)))
@@ -456,8 +459,9 @@ _PLAIN_DTYPE_NAMES: dict[Any, str] = {}
 
 def _dtype_name(dtype: Any) -> str:
     """``str(dtype)``: numpy computes it in Python (about 5 microseconds), so that of a
-    plain numpy dtype (no fields, no metadata: those compare equal exactly when their
-    names are equal) is remembered."""
+    plain numpy dtype is remembered. Plain: no fields, no metadata, and not numpy 2's
+    ``StringDType``, whose instances can compare equal (``na_object=0`` and ``0.0``)
+    and be named differently. Equal plain dtypes have equal names."""
     name = _PLAIN_DTYPE_NAMES.get(dtype) if _is_plain_numpy_dtype(dtype) else None
     if name is None:
         name = str(dtype)
@@ -473,6 +477,7 @@ def _is_plain_numpy_dtype(dtype: Any) -> bool:
         and isinstance(dtype, numpy.dtype)
         and dtype.names is None
         and dtype.metadata is None
+        and dtype.kind != "T"
     )
 
 

@@ -38,16 +38,20 @@ def targets(call: Call) -> Any:
 def variable_name(value: Any) -> str | None:
     """The name the user's code gives ``value`` (the first frame outside mlhooks,
     wrapt and scikit-learn), or None."""
-    return variable_names(value)[0]
+    return _names_seen_from(sys._getframe(1), (value,))[0]
 
 
 def variable_names(*values: Any) -> list[str | None]:
     """The names the user's code gives ``values`` (see :func:`variable_name`), found
     in one walk up the stack; None for a value it does not name (or that is None)."""
+    return _names_seen_from(sys._getframe(1), values)
+
+
+def _names_seen_from(frame: FrameType | None, values: tuple[Any, ...]) -> list[str | None]:
+    """The names of ``values`` in the first frame from ``frame`` up that is not ours."""
     found: list[str | None] = [None] * len(values)
     if all(value is None for value in values):
         return found
-    frame: FrameType | None = sys._getframe(1)
     for _ in range(_MAX_FRAMES):
         if frame is None:
             return found

@@ -48,13 +48,8 @@ def _call(model: Any, method: str, X: Any) -> Any:
     function = getattr(model, method, None)
     if function is None:
         return None
-    from sklearn import config_context
-
     try:
-        # The fit just validated this very data: its finiteness check (a pass over
-        # every value) is not repeated.
-        with config_context(assume_finite=True):
-            return function(X)
+        return function(X)
     except Exception:  # noqa: BLE001 - e.g. a pipeline whose last step cannot predict
         return None
 
@@ -75,22 +70,7 @@ def _uses_default_score(model: Any) -> bool:
 
     while _is_pipeline(model):  # a pipeline scores with its last step
         model = model.steps[-1][1]
-    return _scores_by_default(type(model), (ClassifierMixin, RegressorMixin))
-
-
-_DEFAULT_SCORERS: dict[type, bool] = {}
-"""Whether each class seen so far scores with a default ``score``."""
-
-
-def _scores_by_default(kind: type, defaults: tuple[type, ...]) -> bool:
-    """Whether the ``score`` that class ``kind`` uses is one of ``defaults``'."""
-    known = _DEFAULT_SCORERS.get(kind)
-    if known is None:
-        owner = next((k for k in kind.__mro__ if "score" in vars(k)), None)
-        known = owner in defaults
-        if len(_DEFAULT_SCORERS) < 256:
-            _DEFAULT_SCORERS[kind] = known
-    return known
+    return getattr(type(model), "score", None) in (ClassifierMixin.score, RegressorMixin.score)
 
 
 def _is_pipeline(model: Any) -> bool:
