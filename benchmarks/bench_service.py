@@ -95,10 +95,8 @@ def setup(flavor):
         import mlhooks
         mlhooks.autolog()
 def settle():
-    # The full garbage collection Python owes since the imports (50-70 ms once
-    # scikit-learn is loaded) falls into the first timed stretch that keeps a few
-    # objects alive, which a tracked loop does and an untracked Ridge loop does not.
-    if os.environ.get("BENCH_GC_SETTLE", "1") == "1":
+    # the collection owed since the imports (see the module's docstring)
+    if os.environ["BENCH_GC_SETTLE"] == "1":
         import gc
         gc.collect()
 def stored():
@@ -266,13 +264,10 @@ report(training=time.perf_counter() - T0)
 }
 
 
-GC_SETTLE = ["1"]
-"""Whether the timed workloads collect the garbage before their clock starts."""
-
-
-def measure(workload: str, config: str) -> dict[str, Any]:
+def measure(workload: str, config: str, settle: bool = True) -> dict[str, Any]:
     """One fresh process of ``workload`` under ``config``; its figures, with "total"
-    (interpreter start to exit) and "exit" (its last line to its end)."""
+    (interpreter start to exit) and "exit" (its last line to its end). ``settle``: the
+    timed loop collects the garbage before its clock starts."""
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "train.py"
         script.write_text(textwrap.dedent(PRELUDE) + textwrap.dedent(WORKLOADS[workload]))
@@ -282,7 +277,7 @@ def measure(workload: str, config: str) -> dict[str, Any]:
             MLFLOW_TRACKING_URI=f"sqlite:///{folder}/mlflow.db",
             MLHOOKS_LOCAL_DIR=f"{folder}/mlhooks-runs",
             MLHOOKS_SERVICE="1" if config == "service" else "0",
-            BENCH_GC_SETTLE=GC_SETTLE[0],
+            BENCH_GC_SETTLE="1" if settle else "0",
             PYTHONWARNINGS="ignore",
         )
         env.update(MORE_CONFIGS.get(config, {}))
@@ -330,7 +325,6 @@ def main() -> None:
         help="leave the garbage collection owed since the imports to the timed loop",
     )
     args = parser.parse_args()
-    GC_SETTLE[0] = "0" if args.no_gc_settle else "1"
     configs = args.configs.split(",")
     unknown = sorted(set(configs) - set(CONFIGS) - set(MORE_CONFIGS))
     if unknown:
@@ -340,13 +334,13 @@ def main() -> None:
         for repeat in range(args.repeats):
             order = configs[repeat % len(configs) :] + configs[: repeat % len(configs)]
             for config in order:
-                results[config].append(measure(workload, config))
-        _print(workload, results)
+                results[config].append(measure(workload, config, not args.no_gc_settle))
+        _print(workload, results, not args.no_gc_settle)
 
 
-def _print(workload: str, results: dict[str, list[dict[str, Any]]]) -> None:
-    settled = "gc settled" if GC_SETTLE[0] == "1" else "--no-gc-settle"
-    print(f"\n## {workload} ({len(next(iter(results.values())))} repetitions, {settled})")
+def _print(workload: str, results: dict[str, list[dict[str, Any]]], settled: bool) -> None:
+    mode = "gc settled" if settled else "--no-gc-settle"
+    print(f"\n## {workload} ({len(next(iter(results.values())))} repetitions, {mode})")
     keys = [k for k in next(iter(results.values()))[0] if isinstance(k, str)]
     print("| config | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")

@@ -445,12 +445,8 @@ def _product(sizes: Iterable[int]) -> int:
 
 
 def _dtype_names(dtypes: list[Any]) -> list[str]:
-    """``str(dtype)`` for each dtype, computed once per dtype object (numpy's is slow)."""
-    names: dict[int, str] = {}
-    for dtype in dtypes:
-        if id(dtype) not in names:
-            names[id(dtype)] = _dtype_name(dtype)
-    return [names[id(dtype)] for dtype in dtypes]
+    """``str(dtype)`` for each dtype (see :func:`_dtype_name`)."""
+    return [_dtype_name(dtype) for dtype in dtypes]
 
 
 _PLAIN_DTYPE_NAMES: dict[Any, str] = {}
@@ -462,10 +458,12 @@ def _dtype_name(dtype: Any) -> str:
     plain numpy dtype is remembered. Plain: no fields, no metadata, and not numpy 2's
     ``StringDType``, whose instances can compare equal (``na_object=0`` and ``0.0``)
     and be named differently. Equal plain dtypes have equal names."""
-    name = _PLAIN_DTYPE_NAMES.get(dtype) if _is_plain_numpy_dtype(dtype) else None
+    if not _is_plain_numpy_dtype(dtype):
+        return str(dtype)
+    name = _PLAIN_DTYPE_NAMES.get(dtype)
     if name is None:
         name = str(dtype)
-        if _is_plain_numpy_dtype(dtype) and len(_PLAIN_DTYPE_NAMES) < 256:
+        if len(_PLAIN_DTYPE_NAMES) < 256:
             _PLAIN_DTYPE_NAMES[dtype] = name
     return name
 
